@@ -1,0 +1,216 @@
+"""Inputs (files, folders, globs, stdin) -> jobs; output naming; per-file isolation.
+
+One bad file never stops the others: each job ends as a JobResult with its status and
+error line. Outputs are written atomically by images.write_image; an input file is never
+the target of a write.
+"""
+from __future__ import annotations
+
+import glob
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from upscale_cli.errors import InputNotFoundError, UpscaleError, UsageError
+
+STDIO = "-"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "tif": ".tiff"}
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: a file (with the folder it was found under, for mirroring), or stdin."""
+
+    path: Path | None  # None = stdin
+    root: Path | None = None  # the folder argument it came from, if any
+
+    @property
+    def label(self) -> str:
+        return "<stdin>" if self.path is None else str(self.path)
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Source
+    output: Path | None  # None = stdout
+    skip_reason: str | None = None  # set when planning already decided not to run it
+
+
+@dataclass
+class JobResult:
+    input: str
+    output: str | None
+    status: str  # "ok", "skipped" or "failed"
+    seconds: float = 0.0
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _expand_folder(folder: Path, recursive: bool) -> list[Source]:
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [Source(p, root=folder) for p in files if not p.name.startswith(".")]
+
+
+def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
+    """Command-line paths -> sources. Missing paths and empty globs raise InputNotFoundError."""
+    sources: list[Source] = []
+    for arg in args:
+        if arg == STDIO:
+            sources.append(Source(None))
+            continue
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            sources.extend(_expand_folder(path, recursive))
+        elif path.exists():
+            sources.append(Source(path))
+        elif GLOB_CHARS.search(arg):
+            matches = sorted(Path(m) for m in glob.glob(arg, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise InputNotFoundError(f"no files match {arg!r}")
+            sources.extend(Source(m) for m in matches)
+        else:
+            raise InputNotFoundError("no such file or folder", path=arg)
+    return sources
+
+
+def output_suffix(source: Source, fmt: str | None) -> str:
+    if fmt:
+        return FORMAT_SUFFIX[fmt.lower()]
+    if source.path is None or source.path.suffix.lower() not in FORMAT_SUFFIX.values() | {".jpeg", ".tif"}:
+        return ".png"  # BMP, GIF and stdin come out as PNG unless --format says otherwise
+    return source.path.suffix
+
+
+def _default_output(source: Source, tag: str, fmt: str | None) -> Path:
+    return source.path.with_name(f"{source.path.stem}_{tag}{output_suffix(source, fmt)}")
+
+
+def _folder_output(source: Source, folder: Path, fmt: str | None) -> Path:
+    relative = source.path.relative_to(source.root) if source.root else Path(source.path.name)
+    return folder / relative.with_suffix(output_suffix(source, fmt))
+
+
+def _output_is_folder(sources: list[Source], output: str) -> bool:
+    if len(sources) != 1 or sources[0].root is not None:
+        return True
+    return output.endswith(("/", "\\")) or Path(output).is_dir()
+
+
+def _is_own_output(source: Source, tag: str) -> bool:
+    """A file this command wrote next to its input on an earlier run (`photo_x4.png`)."""
+    return source.root is not None and source.path.stem.endswith(f"_{tag}")
+
+
+def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | None = None,
+              overwrite: bool = False) -> list[Job]:
+    """Decide every output path up front, so collisions and skips are known before any work."""
+    if output == STDIO and len(sources) != 1:
+        raise UsageError("-o - (stdout) takes exactly one input")
+    if not sources:
+        raise InputNotFoundError("no image files found in the given inputs")
+    folder = Path(output) if output not in (None, STDIO) and _output_is_folder(sources, output) else None
+    jobs, claimed = [], {}
+    for source in sources:
+        if output is None and _is_own_output(source, tag):
+            continue
+        target = _target_path(source, output, folder, tag, fmt)
+        jobs.append(Job(source, target, _skip_reason(source, target, claimed, overwrite)))
+    return jobs
+
+
+def _target_path(source: Source, output: str | None, folder: Path | None, tag: str, fmt: str | None) -> Path | None:
+    if output == STDIO or (output is None and source.path is None):
+        return None
+    if folder is not None:
+        if source.path is None:
+            return folder / f"stdin{output_suffix(source, fmt)}"
+        return _folder_output(source, folder, fmt)
+    if output is not None:
+        return Path(output)
+    return _default_output(source, tag, fmt)
+
+
+def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: bool) -> str | None:
+    if target is None:
+        return None
+    key = target.resolve()
+    if source.path is not None and key == source.path.resolve():
+        return "failed:the output would overwrite the input; choose another -o or --format"
+    if key in claimed:
+        return f"failed:output {target} would also be written by {claimed[key]}; use -o with a folder"
+    claimed[key] = source.label
+    if target.exists() and not overwrite:
+        return "skipped:output exists (use --overwrite to replace it)"
+    return None
+
+
+def scale_tag(scale: float | None, width: int | None, height: int | None, default_scale: float) -> str:
+    """The `x4` in `photo_x4.png`; sizes name themselves as `1920w`, `1080h` or `1920x1080`."""
+    if width and height:
+        return f"{width}x{height}"
+    if width:
+        return f"{width}w"
+    if height:
+        return f"{height}h"
+    value = default_scale if scale is None else scale
+    return f"x{value:g}"
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    format: str | None = None
+    quality: int | None = None
+    max_pixels: int | None = None
+
+
+def _read_source(source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):
+    from upscale_cli import images
+
+    limit = images.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    data = stdin_reader() if source.path is None else source.path
+    return images.read_image(data, max_pixels=limit)
+
+
+def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callable[[bytes], None]) -> None:
+    from upscale_cli import images
+
+    if job.output is None:
+        fmt = options.format or (image.source_format or "png")
+        stdout_writer(images.encode_image(image, fmt.lower(), options.quality))
+        return
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        from upscale_cli.errors import ImageWriteError
+
+        raise ImageWriteError(f"cannot create folder {job.output.parent}: {err.strerror}", path=job.output) from None
+    images.write_image(image, job.output, format=options.format, quality=options.quality)
+
+
+def run_job(job: Job, convert: Callable, options: WriteOptions,
+            stdin_reader: Callable[[], bytes], stdout_writer: Callable[[bytes], None]) -> JobResult:
+    """Read, convert, write one job; every failure ends as a failed JobResult, never an exception."""
+    output = None if job.output is None else str(job.output)
+    if job.skip_reason:
+        status, _, reason = job.skip_reason.partition(":")
+        return JobResult(job.source.label, output, status, error=reason)
+    start = time.perf_counter()
+    try:
+        image = _read_source(job.source, options.max_pixels, stdin_reader)
+        _write_result(convert(image), job, options, stdout_writer)
+    except UpscaleError as err:
+        if err.path is None:
+            err.path = job.source.label
+        return JobResult(job.source.label, output, "failed", time.perf_counter() - start, str(err))
+    except MemoryError:
+        return JobResult(job.source.label, output, "failed", time.perf_counter() - start,
+                         f"{job.source.label}: out of memory; try a smaller --tile")
+    except Exception as err:  # one bad file must never stop the batch
+        message = f"{job.source.label}: unexpected error ({type(err).__name__}: {err})"
+        return JobResult(job.source.label, output, "failed", time.perf_counter() - start, message)
+    return JobResult(job.source.label, output, "ok", time.perf_counter() - start)

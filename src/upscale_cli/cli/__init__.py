@@ -1,0 +1,100 @@
+"""The Typer app: routes `upscale FILE ...` to the default command and turns errors into exit codes.
+
+This is the one place where an `UpscaleError` becomes a line on stderr and an exit code.
+Command modules import torch only inside their functions, so `upscale --help` stays fast.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from upscale_cli.errors import UpscaleError
+
+DEFAULT_COMMAND = "upscale"
+_GROUP_OPTIONS = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
+
+
+def report_error(err: UpscaleError) -> None:
+    """One line on stderr: the whole user-facing message."""
+    typer.echo(f"error: {err}", err=True)
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """A group whose commands' UpscaleErrors end as one line and their exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UpscaleError as err:
+            report_error(err)
+            raise typer.Exit(err.exit_code) from None
+        except MemoryError:
+            typer.echo("error: out of memory; try a smaller --tile or a smaller image", err=True)
+            raise typer.Exit(1) from None
+
+
+class DefaultCommandGroup(ErrorHandlingGroup):
+    """`upscale photo.jpg ...` means `upscale upscale photo.jpg ...`: the first argument is a
+    subcommand only when it names one (so a file called `train` needs `./train`)."""
+
+    default_command = DEFAULT_COMMAND
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in _GROUP_OPTIONS:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"upscale-cli {version('upscale-cli')}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    cls=DefaultCommandGroup,
+    help="Upscale and restore images: `upscale photo.jpg -x 4`, or one of the commands below.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Upscale and restore images."""
+
+
+def _register() -> None:
+    # Each command lives in its own module; they import typer only at module level.
+    from upscale_cli.cli import upscale as upscale_cmd
+
+    app.command(DEFAULT_COMMAND, help=upscale_cmd.HELP)(upscale_cmd.upscale_command)
+    for module_name in ("fit_single", "train", "benchmark", "restore", "models"):
+        try:
+            module = __import__(f"upscale_cli.cli.{module_name}", fromlist=["register"])
+        except ModuleNotFoundError as err:
+            if err.name != f"upscale_cli.cli.{module_name}":
+                raise
+            continue  # that command has not been built yet
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,96 @@
+"""Console reporting for batch commands: a rich bar (files, and tiles within a file) on a terminal,
+one plain line per file otherwise, JSON lines for scripts, and the closing summary."""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import nullcontext
+
+import typer
+
+
+def _read_stdin() -> bytes:
+    return sys.stdin.buffer.read()
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+class BatchReporter:
+    """Runs planned jobs and reports each one as the user asked (bar, lines, JSON or quiet)."""
+
+    def __init__(self, total: int, quiet: bool, as_json: bool, record: dict, stdout_busy: bool = False) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.as_json = as_json
+        self.record = record  # fields every JSON line carries (model, scale)
+        self.stdout_busy = stdout_busy
+        self.use_bar = not (quiet or as_json) and sys.stderr.isatty()
+        self._progress = None
+        self._tile_task = None
+
+    def run(self, jobs, upscaler, options) -> list:
+        from upscale_cli.batch import run_job
+
+        results = []
+        with self._bar() as bar:
+            file_task = bar.add_task("files", total=len(jobs)) if bar else None
+            for job in jobs:
+                result = run_job(job, lambda image: upscaler.upscale_image(image, self._on_tile),
+                                 options, _read_stdin, _write_stdout)
+                results.append(result)
+                self._report(result)
+                if bar:
+                    bar.advance(file_task)
+        self._summary(results)
+        return results
+
+    def _bar(self):
+        if not self.use_bar:
+            return nullcontext(None)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeRemainingColumn(), transient=True)
+        return self._progress
+
+    def _on_tile(self, done: int, total: int) -> None:
+        if self._progress is None or total <= 1:
+            return
+        if self._tile_task is None:
+            self._tile_task = self._progress.add_task("tiles", total=total)
+        self._progress.update(self._tile_task, completed=done, total=total)
+        if done >= total:
+            self._progress.remove_task(self._tile_task)
+            self._tile_task = None
+
+    def _report(self, result) -> None:
+        if self.as_json:
+            line = {"input": result.input, "output": result.output, **self.record,
+                    "seconds": round(result.seconds, 4), "status": result.status, "error": result.error}
+            typer.echo(json.dumps(line))
+        elif result.status == "failed":
+            typer.echo(f"error: {result.error}", err=True)
+        elif not self.quiet:
+            arrow = result.output or "<stdout>"
+            detail = f"{result.seconds:.2f}s" if result.status == "ok" else f"skipped: {result.error}"
+            self.echo(f"{result.input} -> {arrow} ({detail})")
+
+    def echo(self, line: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(line, markup=False, highlight=False)
+        else:
+            typer.echo(line, err=True)
+
+    def note(self, line: str) -> None:
+        if not self.quiet:
+            typer.echo(f"note: {line}", err=True)
+
+    def _summary(self, results) -> None:
+        counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+        if self.quiet and not counts["failed"]:
+            return
+        if len(results) > 1 or counts["failed"]:
+            typer.echo(f"{counts['ok']} done, {counts['skipped']} skipped, {counts['failed']} failed", err=True)

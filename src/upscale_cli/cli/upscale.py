@@ -1,0 +1,59 @@
+"""The default command: `upscale PATH... [-x SCALE] [-m MODEL] [-o OUTPUT]`."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from upscale_cli.cli import progress as progress_ui
+
+HELP = """Upscale image files, folders, quoted globs or - (stdin).
+
+Examples: upscale photo.jpg -x 4 ; upscale shots/ -r -o big/ --format webp ;
+cat a.png | upscale - -x 2 -o - > a_x2.png"""
+
+
+def upscale_command(
+    paths: List[str] = typer.Argument(..., metavar="PATH...", help="Files, folders, quoted globs, or - for stdin."),
+    scale: Optional[float] = typer.Option(None, "-x", "--scale", help="Scale factor >= 1 (1.5, 3, 8 ...); default: the model's largest native scale."),
+    model: str = typer.Option("unet", "-m", "--model", help="Model name (see `upscale models`) or a weights file."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder; - for stdout."),
+    recursive: bool = typer.Option(False, "-r", "--recursive", help="Include subfolders of folder inputs."),
+    width: Optional[int] = typer.Option(None, "--width", help="Output width in pixels (keeps aspect unless --height is given)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Output height in pixels."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp or tiff (default: the input's)."),
+    quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never replaced)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    half: bool = typer.Option(False, "--half", help="float16 on a GPU where the model supports it."),
+    tile: int = typer.Option(0, "--tile", help="Tile size in input pixels; 0 = automatic."),
+    tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in input pixels (default from the model)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse inputs with more pixels than this (decompression-bomb guard)."),
+    alpha: str = typer.Option("bicubic", "--alpha", help="How to upscale transparency: bicubic or model."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+) -> None:
+    from upscale_cli.batch import WriteOptions, expand_inputs, plan_jobs, scale_tag
+    from upscale_cli.engine import UpscaleConfig, Upscaler
+    from upscale_cli.errors import UsageError
+
+    if fmt is not None and fmt.lower() not in ("png", "jpg", "jpeg", "webp", "tiff", "tif"):
+        raise UsageError(f"--format must be png, jpg, webp or tiff, not {fmt!r}")
+    if as_json and output == "-":
+        raise UsageError("--json and -o - both want stdout; choose one")
+    config = UpscaleConfig(model=model, scale=scale, width=width, height=height, device=device, half=half,
+                           tile=tile, tile_overlap=tile_overlap, alpha=alpha)
+    sources = expand_inputs(paths, recursive=recursive)
+    upscaler = Upscaler(config, progress=not quiet)
+    tag = scale_tag(scale, width, height, upscaler.default_scale)
+    jobs = plan_jobs(sources, output, tag, fmt, overwrite)
+    upscaler.prepare()
+    options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels)
+    record = {"model": model, "scale": scale if scale is not None else upscaler.default_scale}
+    reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
+                                         stdout_busy=output == "-")
+    results = reporter.run(jobs, upscaler, options)
+    for note in upscaler.notes:
+        reporter.note(note)
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)

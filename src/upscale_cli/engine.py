@@ -1,0 +1,253 @@
+"""Upscaler = model + device + dtype + tiling + scale plan.
+
+The engine knows models only through their `info` (ModelInfo): it never asks which
+architecture it runs. A scale the model lacks is planned as native passes (x8 = x4 then
+x2, or x2 three times for a x2-only model) followed by one high-quality resize to the
+exact target size.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from upscale_cli import tiling
+from upscale_cli.alpha import fill_transparent
+from upscale_cli.catalog import resolve
+from upscale_cli.errors import DeviceError, OutOfMemoryError, UsageError
+from upscale_cli.loader import load_model
+from upscale_cli.resize import resize
+
+DEFAULT_MODEL = "unet"
+MIN_TILE = 32  # input pixels; below this an out-of-memory error is final
+MAX_PASSES = 4  # x2^4 = x16 is as far as repeated passes go before the final resize
+FINAL_RESIZE = "bicubic"  # antialiased when shrinking after an overshooting pass
+ALPHA_MODES = ("bicubic", "model")
+TileCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class UpscaleConfig:
+    """What to run and how. Exactly one of scale / width / height may be left to the others."""
+
+    model: str = DEFAULT_MODEL
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    device: str = "auto"
+    half: bool = False
+    tile: int = 0  # input pixels; 0 = chosen from free memory
+    tile_overlap: int | None = None  # input pixels; None = from the model's receptive field
+    alpha: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale >= 1):
+            raise UsageError(f"--scale must be a number >= 1, not {self.scale}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name} must be at least 1 pixel")
+        if self.tile < 0 or (self.tile_overlap is not None and self.tile_overlap < 0):
+            raise UsageError("--tile and --tile-overlap cannot be negative")
+        if self.alpha not in ALPHA_MODES:
+            raise UsageError(f"--alpha must be one of {', '.join(ALPHA_MODES)}")
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("--device cuda: no CUDA GPU is available here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("--device mps: Apple MPS is not available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from None
+
+
+def plan_passes(native_scales: tuple[int, ...], factor: float) -> tuple[int, ...]:
+    """Fewest native passes whose product reaches `factor`, least overshoot first (largest pass first)."""
+    if factor <= 1 + 1e-9:
+        return (1,) if 1 in native_scales else ()
+    upscaling = sorted(s for s in native_scales if s > 1)
+    if not upscaling:
+        return (native_scales[0],) if native_scales else ()
+    for count in range(1, MAX_PASSES + 1):
+        combos = [c for c in itertools.combinations_with_replacement(upscaling, count) if math.prod(c) >= factor - 1e-9]
+        if combos:
+            best = min(combos, key=lambda c: (math.prod(c), -max(c)))
+            return tuple(sorted(best, reverse=True))
+    return (upscaling[-1],) * MAX_PASSES
+
+
+def target_size(height: int, width: int, config: UpscaleConfig, default_scale: float = 4.0) -> tuple[int, int]:
+    """Output (height, width): from both sides, one side (keeping aspect), or the scale."""
+    if config.width and config.height:
+        return config.height, config.width
+    if config.width:
+        return max(1, round(height * config.width / width)), config.width
+    if config.height:
+        return config.height, max(1, round(width * config.height / height))
+    factor = config.scale if config.scale is not None else default_scale
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+class Upscaler:
+    """Runs one catalogue model (at whichever native scales the plan needs) on image tensors."""
+
+    def __init__(self, config: UpscaleConfig, progress: bool = True) -> None:
+        self.config = config
+        self.spec = resolve(config.model)
+        self.device = select_device(config.device)
+        self._progress = progress
+        self._models: dict[int | None, nn.Module] = {}
+        self.notes: list[str] = []  # things the user may want to know (e.g. --half ignored)
+        self.default_scale = float(max(self.spec.scales)) if self.spec.scales else 4.0
+
+    # -- models ---------------------------------------------------------------
+    def model(self, native_scale: int | None) -> nn.Module:
+        """The model for one native scale, loaded once and moved to its device and dtype."""
+        if native_scale not in self._models:
+            model = load_model(self.config.model, native_scale, progress=self._progress)
+            device = torch.device(model.info.device_bound) if model.info.device_bound else self.device
+            self._models[native_scale] = model.to(device=device, dtype=self._dtype(model, device))
+        return self._models[native_scale]
+
+    def _dtype(self, model: nn.Module, device: torch.device) -> torch.dtype:
+        if not self.config.half:
+            return torch.float32
+        if device.type == "cpu" or not model.info.supports_half:
+            note = "--half ignored: " + ("it needs a GPU" if device.type == "cpu" else "the model does not support it")
+            if note not in self.notes:
+                self.notes.append(note)
+            return torch.float32
+        return torch.float16
+
+    def native_scales(self) -> tuple[int, ...]:
+        """Native scales of the model; for a user's own weights file, the file's scale."""
+        if self.spec.scales:
+            return self.spec.scales
+        if self.spec.local_path is not None:
+            scale = self.model(None).info.scale
+            return (scale,) if scale else ()
+        return ()
+
+    def prepare(self) -> None:
+        """Load (and download) what a scale-based run will need now, so that a missing model
+        fails once, before the batch, rather than once per file."""
+        if self.config.width or self.config.height:
+            return
+        scales = self.native_scales()
+        factor = self.config.scale if self.config.scale is not None else self.default_scale
+        for native in plan_passes(scales, factor) if scales else (None,):
+            self.model(native)
+
+    # -- sizes ----------------------------------------------------------------
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        return target_size(height, width, self.config, self.default_scale)
+
+    # -- running --------------------------------------------------------------
+    def upscale_tensor(self, x: torch.Tensor, on_tile: TileCallback | None = None,
+                       size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(1, C, H, W) in [0, 1] -> (1, C, H', W') at the target size (or `size`), on the CPU, float32."""
+        height, width = size or self.target_size(*x.shape[-2:])
+        factor = max(height / x.shape[-2], width / x.shape[-1])
+        scales = self.native_scales()
+        if not scales:  # any-size models (interpolation, fit-single) go straight to the target
+            return self._run_any_size(x, (height, width))
+        out = x
+        for native in plan_passes(scales, factor):
+            out = self._run_pass(out, native, on_tile)
+        if tuple(out.shape[-2:]) != (height, width):
+            out = resize(out, (height, width), FINAL_RESIZE)
+        return out.clamp_(0.0, 1.0)
+
+    def _run_any_size(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        model = self.model(None)
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else self.device
+        with torch.inference_mode(not _fits_at_runtime(model)):
+            out = _with_channels(model, x.to(device), lambda t: model(t, size=size))
+        return out.float().cpu().clamp_(0.0, 1.0)
+
+    def _run_pass(self, x: torch.Tensor, native: int, on_tile: TileCallback | None) -> torch.Tensor:
+        model = self.model(native)
+        info = model.info
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device(info.device_bound or self.device)
+        dtype = param.dtype if param is not None else torch.float32
+        tile = self.config.tile or tiling.auto_tile_size(x.shape[-2], x.shape[-1], device)
+        if not info.tileable:
+            tile = 0
+        overlap = self.config.tile_overlap if self.config.tile_overlap is not None else tiling.overlap_for(info.receptive_field)
+
+        def run_tile(t: torch.Tensor) -> torch.Tensor:
+            return _with_channels(model, t.to(dtype), model).float()
+
+        with torch.inference_mode():
+            return self._tile_with_retries(run_tile, x.to(device), native, tile, overlap, info.size_multiple, on_tile)
+
+    def _tile_with_retries(self, fn, x, scale, tile, overlap, multiple, on_tile) -> torch.Tensor:
+        """Out of memory halves the tile, down to MIN_TILE; then it is the user's problem, said clearly."""
+        while True:
+            try:
+                out = tiling.tiled_forward(fn, x, scale, tile, overlap, size_multiple=multiple, on_tile=on_tile)
+                return out.cpu()
+            except (torch.OutOfMemoryError, RuntimeError, MemoryError) as err:
+                if not (isinstance(err, MemoryError) or tiling.is_out_of_memory(err)):
+                    raise
+                _free_device_memory(x.device)
+                current = tile or max(x.shape[-2:])
+                if current <= MIN_TILE:
+                    raise OutOfMemoryError(
+                        f"out of memory even with {MIN_TILE}px tiles on {x.device}; try --device cpu or a smaller image"
+                    ) from None
+                tile = max(MIN_TILE, current // 2)
+                self.notes.append(f"out of memory: retrying with --tile {tile}")
+
+    def upscale_image(self, image, on_tile: TileCallback | None = None):
+        """DecodedImage -> DecodedImage at the target size; alpha upscaled too, colour kept from bleeding."""
+        size = self.target_size(image.height, image.width)
+        pixels = image.pixels
+        if image.alpha is not None:
+            pixels = fill_transparent(pixels, image.alpha)
+        out = self.upscale_tensor(pixels, on_tile, size=size)
+        alpha = None
+        if image.alpha is not None:
+            if self.config.alpha == "model":
+                alpha = self.upscale_tensor(image.alpha, on_tile, size=size)
+            else:
+                alpha = resize(image.alpha, size, "bicubic")
+        return image.replace(pixels=out, alpha=alpha)
+
+
+def _with_channels(model: nn.Module, x: torch.Tensor, call) -> torch.Tensor:
+    """Feed a greyscale (or single alpha) plane to an RGB model as three equal channels, and back."""
+    wanted = model.info.in_channels
+    if x.shape[1] == wanted:
+        return call(x)
+    if x.shape[1] == 1:
+        return call(x.expand(-1, wanted, -1, -1).contiguous()).mean(dim=1, keepdim=True)
+    if wanted == 1:
+        return torch.cat([call(x[:, c : c + 1]) for c in range(x.shape[1])], dim=1)
+    raise UsageError(f"the model takes {wanted} channels, the image has {x.shape[1]}")
+
+
+def _fits_at_runtime(model: nn.Module) -> bool:
+    """Models that optimise during forward (fit-single) need autograd on."""
+    return bool(getattr(model, "fits_at_runtime", False))
+
+
+def _free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
