@@ -18,6 +18,7 @@ from upscale_cli.errors import InputNotFoundError, UpscaleError, UsageError
 STDIO = "-"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "tif": ".tiff"}
+WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")  # BMP and GIF inputs come out as PNG
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -27,6 +28,7 @@ class Source:
 
     path: Path | None  # None = stdin
     root: Path | None = None  # the folder argument it came from, if any
+    missing: str | None = None  # why a command-line path names nothing (reported as a failed file)
 
     @property
     def label(self) -> str:
@@ -57,7 +59,8 @@ def _expand_folder(folder: Path, recursive: bool) -> list[Source]:
 
 
 def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
-    """Command-line paths -> sources. Missing paths and empty globs raise InputNotFoundError."""
+    """Command-line paths -> sources. A missing path or an empty glob becomes a source that fails
+    (so the other inputs still run); only when nothing at all is found is it an error."""
     sources: list[Source] = []
     for arg in args:
         if arg == STDIO:
@@ -70,19 +73,21 @@ def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
             sources.append(Source(path))
         elif GLOB_CHARS.search(arg):
             matches = sorted(Path(m) for m in glob.glob(arg, recursive=True) if Path(m).is_file())
-            if not matches:
-                raise InputNotFoundError(f"no files match {arg!r}")
             sources.extend(Source(m) for m in matches)
+            if not matches:
+                sources.append(Source(path, missing=f"no files match {arg!r}"))
         else:
-            raise InputNotFoundError("no such file or folder", path=arg)
+            sources.append(Source(path, missing=f"{arg}: no such file or folder"))
+    if all(s.missing for s in sources):
+        raise InputNotFoundError("; ".join(s.missing for s in sources) or "no image files found in the given inputs")
     return sources
 
 
 def output_suffix(source: Source, fmt: str | None) -> str:
     if fmt:
         return FORMAT_SUFFIX[fmt.lower()]
-    if source.path is None or source.path.suffix.lower() not in FORMAT_SUFFIX.values() | {".jpeg", ".tif"}:
-        return ".png"  # BMP, GIF and stdin come out as PNG unless --format says otherwise
+    if source.path is None or source.path.suffix.lower() not in WRITABLE_SUFFIXES:
+        return ".png"
     return source.path.suffix
 
 
@@ -111,8 +116,6 @@ def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | No
     """Decide every output path up front, so collisions and skips are known before any work."""
     if output == STDIO and len(sources) != 1:
         raise UsageError("-o - (stdout) takes exactly one input")
-    if not sources:
-        raise InputNotFoundError("no image files found in the given inputs")
     folder = Path(output) if output not in (None, STDIO) and _output_is_folder(sources, output) else None
     jobs, claimed = [], {}
     for source in sources:
@@ -136,6 +139,8 @@ def _target_path(source: Source, output: str | None, folder: Path | None, tag: s
 
 
 def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: bool) -> str | None:
+    if source.missing:
+        return f"failed:{source.missing}"
     if target is None:
         return None
     key = target.resolve()

@@ -176,7 +176,7 @@ class Upscaler:
         model = self.model(None)
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else self.device
-        with torch.inference_mode(not _fits_at_runtime(model)):
+        with torch.set_grad_enabled(_fits_at_runtime(model)):
             out = _with_channels(model, x.to(device), lambda t: model(t, size=size))
         return out.float().cpu().clamp_(0.0, 1.0)
 
@@ -194,7 +194,7 @@ class Upscaler:
         def run_tile(t: torch.Tensor) -> torch.Tensor:
             return _with_channels(model, t.to(dtype), model).float()
 
-        with torch.inference_mode():
+        with torch.no_grad():
             return self._tile_with_retries(run_tile, x.to(device), native, tile, overlap, info.size_multiple, on_tile)
 
     def _tile_with_retries(self, fn, x, scale, tile, overlap, multiple, on_tile) -> torch.Tensor:

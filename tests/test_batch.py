@@ -1,0 +1,103 @@
+"""batch.py: inputs -> sources, output naming, skips and collisions (no model involved)."""
+from pathlib import Path
+
+import pytest
+
+from upscale_cli.batch import Source, expand_inputs, plan_jobs, scale_tag
+from upscale_cli.errors import InputNotFoundError, UsageError
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_folder_glob_and_file_inputs(tmp_path):
+    a = _touch(tmp_path / "in" / "a.png")
+    b = _touch(tmp_path / "in" / "sub" / "b.jpg")
+    _touch(tmp_path / "in" / "notes.txt")
+    flat = expand_inputs([str(tmp_path / "in")])
+    assert [s.path for s in flat] == [a]
+    deep = expand_inputs([str(tmp_path / "in")], recursive=True)
+    assert [s.path for s in deep] == [a, b]
+    globbed = expand_inputs([str(tmp_path / "in" / "**" / "*.jpg")])
+    assert [s.path for s in globbed] == [b]
+    assert expand_inputs(["-"])[0].path is None
+
+
+def test_missing_inputs_are_clear(tmp_path):
+    with pytest.raises(InputNotFoundError, match="no such file"):
+        expand_inputs([str(tmp_path / "nope.png")])
+    with pytest.raises(InputNotFoundError, match="no files match"):
+        expand_inputs([str(tmp_path / "*.webp")])
+    with pytest.raises(InputNotFoundError, match="no image files"):
+        expand_inputs([str(tmp_path)])
+
+
+def test_a_missing_input_fails_alone(tmp_path):
+    a = _touch(tmp_path / "a.png")
+    sources = expand_inputs([str(a), str(tmp_path / "gone.png")])
+    jobs = plan_jobs(sources, str(tmp_path / "out"), "x2")
+    assert jobs[0].skip_reason is None
+    assert jobs[1].skip_reason == f"failed:{tmp_path / 'gone.png'}: no such file or folder"
+
+
+def test_default_names_next_to_input(tmp_path):
+    a = _touch(tmp_path / "photo.jpg")
+    (job,) = plan_jobs([Source(a)], None, "x4")
+    assert job.output == tmp_path / "photo_x4.jpg"
+    (job,) = plan_jobs([Source(a)], None, "x4", fmt="webp")
+    assert job.output == tmp_path / "photo_x4.webp"
+
+
+def test_folder_output_mirrors_subfolders(tmp_path):
+    _touch(tmp_path / "in" / "a.png")
+    _touch(tmp_path / "in" / "sub" / "b.jpg")
+    sources = expand_inputs([str(tmp_path / "in")], recursive=True)
+    jobs = plan_jobs(sources, str(tmp_path / "out"), "x2", fmt="png")
+    assert [j.output for j in jobs] == [tmp_path / "out" / "a.png", tmp_path / "out" / "sub" / "b.png"]
+
+
+def test_single_file_output_is_a_file_unless_a_folder(tmp_path):
+    a = _touch(tmp_path / "a.png")
+    assert plan_jobs([Source(a)], str(tmp_path / "big.png"), "x2")[0].output == tmp_path / "big.png"
+    (tmp_path / "outdir").mkdir()
+    assert plan_jobs([Source(a)], str(tmp_path / "outdir"), "x2")[0].output == tmp_path / "outdir" / "a.png"
+
+
+def test_never_overwrites_input_and_skips_existing(tmp_path):
+    a = _touch(tmp_path / "a.png")
+    (job,) = plan_jobs([Source(a)], str(a), "x2", overwrite=True)
+    assert job.skip_reason.startswith("failed:") and "overwrite the input" in job.skip_reason
+    out = _touch(tmp_path / "a_x2.png")
+    (job,) = plan_jobs([Source(a)], None, "x2")
+    assert job.skip_reason.startswith("skipped:")
+    (job,) = plan_jobs([Source(a)], None, "x2", overwrite=True)
+    assert job.skip_reason is None and job.output == out
+
+
+def test_collisions_and_own_outputs(tmp_path):
+    _touch(tmp_path / "in" / "a.png")
+    _touch(tmp_path / "in" / "a.jpg")
+    _touch(tmp_path / "in" / "c_x2.png")  # written by an earlier run next to its input
+    sources = expand_inputs([str(tmp_path / "in")])
+    jobs = plan_jobs(sources, str(tmp_path / "out"), "x2", fmt="png")
+    assert sum(1 for j in jobs if j.skip_reason and "also be written" in j.skip_reason) == 1
+    jobs = plan_jobs(sources, None, "x2")
+    assert all(j.source.path.name != "c_x2.png" for j in jobs)
+
+
+def test_stdout_takes_one_input(tmp_path):
+    a, b = _touch(tmp_path / "a.png"), _touch(tmp_path / "b.png")
+    with pytest.raises(UsageError):
+        plan_jobs([Source(a), Source(b)], "-", "x2")
+    assert plan_jobs([Source(a)], "-", "x2")[0].output is None
+
+
+def test_scale_tag():
+    assert scale_tag(4, None, None, 4) == "x4"
+    assert scale_tag(1.5, None, None, 4) == "x1.5"
+    assert scale_tag(None, None, None, 2) == "x2"
+    assert scale_tag(None, 1920, None, 4) == "1920w"
+    assert scale_tag(None, 100, 50, 4) == "100x50"

@@ -1,0 +1,81 @@
+"""Engine: scale plans, target sizes, devices, channels and alpha handling."""
+import pytest
+import torch
+
+from upscale_cli.alpha import fill_transparent
+from upscale_cli.engine import UpscaleConfig, Upscaler, plan_passes, select_device, target_size
+from upscale_cli.errors import DeviceError, ModelNotFoundError, UsageError
+
+
+@pytest.mark.parametrize(
+    "scales, factor, plan",
+    [
+        ((2, 3, 4), 4, (4,)),
+        ((2, 3, 4), 3, (3,)),
+        ((2, 3, 4), 8, (4, 2)),
+        ((2, 3, 4), 1.5, (2,)),
+        ((2, 3, 4), 16, (4, 4)),
+        ((2,), 8, (2, 2, 2)),
+        ((4,), 3, (4,)),
+        ((2, 4, 8), 8, (8,)),
+        ((1,), 1, (1,)),
+        ((2, 4), 1, ()),
+    ],
+)
+def test_plan_passes(scales, factor, plan):
+    assert plan_passes(scales, factor) == plan
+
+
+def test_target_size_from_scale_width_height():
+    assert target_size(30, 40, UpscaleConfig(scale=2.5)) == (75, 100)
+    assert target_size(30, 40, UpscaleConfig(width=80)) == (60, 80)
+    assert target_size(30, 40, UpscaleConfig(height=90)) == (90, 120)
+    assert target_size(30, 40, UpscaleConfig(width=10, height=10)) == (10, 10)
+    assert target_size(30, 40, UpscaleConfig(), default_scale=2) == (60, 80)
+
+
+@pytest.mark.parametrize("kwargs", [{"scale": 0.5}, {"scale": float("nan")}, {"width": 0}, {"tile": -1}, {"alpha": "x"}])
+def test_config_rejects_bad_values(kwargs):
+    with pytest.raises(UsageError):
+        UpscaleConfig(**kwargs)
+
+
+def test_unknown_model_and_device():
+    with pytest.raises(ModelNotFoundError, match="did you mean bicubic"):
+        Upscaler(UpscaleConfig(model="bicubc"))
+    assert select_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError):
+            select_device("cuda")
+
+
+def test_bicubic_upscale_tensor_any_scale():
+    up = Upscaler(UpscaleConfig(model="bicubic", scale=1.5), progress=False)
+    x = torch.rand(1, 3, 10, 14)
+    out = up.upscale_tensor(x)
+    assert out.shape == (1, 3, 15, 21)
+    assert 0 <= out.min() and out.max() <= 1
+
+
+def test_greyscale_stays_one_channel():
+    up = Upscaler(UpscaleConfig(model="bicubic", scale=2), progress=False)
+    assert up.upscale_tensor(torch.rand(1, 1, 8, 8)).shape == (1, 1, 16, 16)
+
+
+def test_half_on_cpu_is_ignored_with_a_note():
+    up = Upscaler(UpscaleConfig(model="bicubic", scale=2, half=True, device="cpu"), progress=False)
+    up.upscale_tensor(torch.rand(1, 3, 8, 8))
+    # the interpolation model has no weights, so the dtype choice never happened; a weighted model notes it
+    assert all("half" in n for n in up.notes)
+
+
+def test_fill_transparent_takes_colour_from_visible_neighbours():
+    rgb = torch.zeros(1, 3, 16, 16)
+    rgb[:, 0, :, :8] = 1.0  # visible red on the left, black garbage on the right
+    alpha = torch.zeros(1, 1, 16, 16)
+    alpha[..., :8] = 1.0
+    filled = fill_transparent(rgb, alpha)
+    assert torch.equal(filled[..., :8], rgb[..., :8])
+    assert torch.allclose(filled[:, 0, :, 8:], torch.ones(16, 8))  # red spread into the hidden part
+    opaque = torch.ones(1, 1, 16, 16)
+    assert torch.equal(fill_transparent(rgb, opaque), rgb)
