@@ -27,6 +27,7 @@ MIN_TILE = 32  # input pixels; below this an out-of-memory error is final
 MAX_PASSES = 4  # x2^4 = x16 is as far as repeated passes go before the final resize
 FINAL_RESIZE = "bicubic"  # antialiased when shrinking after an overshooting pass
 ALPHA_MODES = ("bicubic", "model")
+BYTES_PER_INPUT_PIXEL = 4096  # rough peak activation memory of our models per input pixel (float32)
 TileCallback = Callable[[int, int], None]
 
 
@@ -186,34 +187,53 @@ class Upscaler:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device(info.device_bound or self.device)
         dtype = param.dtype if param is not None else torch.float32
-        tile = self.config.tile or tiling.auto_tile_size(x.shape[-2], x.shape[-1], device)
-        if not info.tileable:
-            tile = 0
-        overlap = self.config.tile_overlap if self.config.tile_overlap is not None else tiling.overlap_for(info.receptive_field)
+        plan = self._tile_plan(x, native, info, device)
 
         def run_tile(t: torch.Tensor) -> torch.Tensor:
             return _with_channels(model, t.to(dtype), model).float()
 
         with torch.no_grad():
-            return self._tile_with_retries(run_tile, x.to(device), native, tile, overlap, info.size_multiple, on_tile)
+            return self._tile_with_retries(run_tile, x.to(device), native, plan, on_tile)
 
-    def _tile_with_retries(self, fn, x, scale, tile, overlap, multiple, on_tile) -> torch.Tensor:
+    def _tile_plan(self, x: torch.Tensor, native: int, info, device: torch.device) -> dict:
+        """Tile, overlap, margin and where the output accumulates, for one pass."""
+        height, width = x.shape[-2:]
+        channels = x.shape[1]
+        overlap = self.config.tile_overlap
+        if overlap is None:
+            overlap = tiling.overlap_for(info.receptive_field)
+        margin = min(info.receptive_field, overlap // 2)  # the band whose outputs saw tile padding
+        out_device = device
+        if device.type == "cuda" and tiling.output_bytes(height, width, channels, native) > tiling.available_memory(device) // 2:
+            out_device = torch.device("cpu")  # a huge output accumulates in RAM, tiles still run on the GPU
+        tile = self.config.tile
+        if not info.tileable:
+            tile = 0
+        elif tile == 0:
+            tile = tiling.auto_tile_size(height, width, channels, native, BYTES_PER_INPUT_PIXEL, device=device,
+                                         out_device=out_device, overlap=overlap, size_multiple=info.size_multiple)
+        if tile and tile <= overlap:
+            raise UsageError(f"--tile {tile} must be larger than the tile overlap ({overlap})")
+        return {"tile": tile, "overlap": overlap, "margin": margin, "size_multiple": info.size_multiple,
+                "out_device": out_device}
+
+    def _tile_with_retries(self, fn, x, scale, plan, on_tile) -> torch.Tensor:
         """Out of memory halves the tile, down to MIN_TILE; then it is the user's problem, said clearly."""
         while True:
             try:
-                out = tiling.tiled_forward(fn, x, scale, tile, overlap, size_multiple=multiple, on_tile=on_tile)
+                out = tiling.tiled_forward(fn, x, scale, on_tile=on_tile, **plan)
                 return out.cpu()
             except (torch.OutOfMemoryError, RuntimeError, MemoryError) as err:
-                if not (isinstance(err, MemoryError) or tiling.is_out_of_memory(err)):
+                if not tiling.is_out_of_memory(err):
                     raise
                 _free_device_memory(x.device)
-                current = tile or max(x.shape[-2:])
-                if current <= MIN_TILE:
+                current = plan["tile"] or max(x.shape[-2:])
+                if current <= max(MIN_TILE, plan["overlap"] + 1):
                     raise OutOfMemoryError(
-                        f"out of memory even with {MIN_TILE}px tiles on {x.device}; try --device cpu or a smaller image"
+                        f"out of memory even with {current}px tiles on {x.device}; try --device cpu or a smaller image"
                     ) from None
-                tile = max(MIN_TILE, current // 2)
-                self.notes.append(f"out of memory: retrying with --tile {tile}")
+                plan = {**plan, "tile": max(MIN_TILE, plan["overlap"] + 1, current // 2)}
+                self.notes.append(f"out of memory: retried with --tile {plan['tile']}")
 
     def upscale_image(self, image, on_tile: TileCallback | None = None):
         """DecodedImage -> DecodedImage at the target size; alpha upscaled too, colour kept from bleeding."""

@@ -1,0 +1,267 @@
+"""Tiled inference: the tile grid, the blend window, and tiled == untiled on a real conv model."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from upscale_cli.errors import UsageError
+from upscale_cli.tiling import (
+    auto_tile_size,
+    axis_window,
+    blend_window,
+    is_out_of_memory,
+    overlap_for,
+    plan_tiles,
+    tiled_forward,
+)
+
+RECEPTIVE_FIELD = 3  # three 3x3 convs: each output pixel sees 3 input pixels on each side
+
+
+def tiny_sr(scale: int, features: int = 4, seed: int = 0) -> nn.Module:
+    """Three 3x3 convs (zero padding, so tile edges really are wrong) then PixelShuffle."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, features, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(features, features, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(features, 3 * scale * scale, 3, padding=1),
+        nn.PixelShuffle(scale),
+    )
+    return model.eval()
+
+
+def smooth_image(height: int, width: int) -> torch.Tensor:
+    """Low-frequency colour waves in [0, 1].  (1, 3, H, W)"""
+    yy = torch.linspace(0, 1, height)[:, None]
+    xx = torch.linspace(0, 1, width)[None, :]
+    channels = [
+        0.5 + 0.4 * torch.sin(2 * math.pi * (1.3 * xx + 0.7 * yy)),
+        0.5 + 0.4 * torch.cos(2 * math.pi * (2.1 * yy - 0.4 * xx)),
+        0.5 + 0.3 * torch.sin(2 * math.pi * 3.0 * xx * yy),
+    ]
+    return torch.stack(channels)[None].float()
+
+
+def coverage(height: int, width: int, tile: int, overlap: int) -> torch.Tensor:
+    """How many boxes of plan_tiles cover each input pixel.  (H, W)"""
+    count = torch.zeros(height, width, dtype=torch.int32)
+    for y0, y1, x0, x1 in plan_tiles(height, width, tile, overlap):
+        count[y0:y1, x0:x1] += 1
+    return count
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+@pytest.mark.parametrize(
+    "height,width,tile,overlap", [(97, 61, 32, 8), (768, 1024, 128, 12), (10, 10, 4, 1), (5, 300, 64, 16)]
+)
+def test_plan_tiles_covers_the_image_with_equal_tiles(height, width, tile, overlap):
+    boxes = plan_tiles(height, width, tile, overlap)
+    assert bool((coverage(height, width, tile, overlap) > 0).all())
+    for y0, y1, x0, x1 in boxes:
+        assert 0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width
+        assert y1 - y0 == min(tile, height) and x1 - x0 == min(tile, width)  # shifted back, not shrunk
+
+
+def test_plan_tiles_one_tile_when_tile_is_zero_or_large():
+    assert plan_tiles(97, 61, 0, 8) == [(0, 97, 0, 61)]
+    assert plan_tiles(97, 61, 97, 8) == [(0, 97, 0, 61)]
+    assert plan_tiles(97, 61, 64, 8) == [(0, 64, 0, 61), (33, 97, 0, 61)]
+
+
+def test_overlap_must_be_smaller_than_tile():
+    with pytest.raises(UsageError):
+        plan_tiles(100, 100, 16, 16)
+
+
+def test_overlap_for_scales_with_receptive_field_and_is_capped():
+    assert overlap_for(3) == 12 and overlap_for(16) == 64
+    assert overlap_for(0) >= 8 and overlap_for(10_000) <= 128
+
+
+# ----------------------------------------------------------------------------- window
+
+
+def test_window_is_one_at_image_borders_and_zero_at_inner_edges():
+    scale, margin = 2, 3
+    window = blend_window(32, 40, scale, margin, overlaps=(0, 12, 12, 0))  # top/right on the border
+    assert window.shape == (64, 80)
+    assert bool((window[0, 12 * scale :] == 1).all())  # top border row, past the left overlap
+    assert bool((window[: -12 * scale, -1] == 1).all())  # right border column, above the bottom overlap
+    assert bool((window[-margin * scale :, :] == 0).all())  # bottom inner edge: zero band
+    assert bool((window[:, : margin * scale] == 0).all())  # left inner edge: zero band
+    assert bool((window[-12 * scale - 1, -1] == 1))  # ramp starts at the overlap
+    assert bool((window[(margin * scale) : -(12 * scale), -12 * scale :] == 1).all())  # interior
+
+
+def test_windows_of_neighbours_sum_to_one_over_the_overlap():
+    overlap, margin, scale = 12, 3, 4
+    a = axis_window(32, scale, margin, after=overlap)
+    b = axis_window(32, scale, margin, before=overlap)
+    shared = a[-overlap * scale :] + b[: overlap * scale]
+    assert torch.allclose(shared, torch.ones_like(shared), atol=1e-6)
+    ramp = a[-overlap * scale :][margin * scale : -margin * scale]
+    assert bool(((ramp > 0) & (ramp < 1)).all()) and bool((ramp[1:] <= ramp[:-1]).all())  # smooth fall
+
+
+def test_margin_wider_than_half_the_overlap_is_refused():
+    with pytest.raises(UsageError):
+        axis_window(32, 2, margin=5, before=8)
+
+
+@pytest.mark.parametrize(
+    "height,width,tile,overlap,margin", [(97, 61, 32, 8, 2), (97, 61, 32, 8, 4), (50, 70, 16, 6, 0)]
+)
+def test_every_output_pixel_has_positive_weight(height, width, tile, overlap, margin):
+    scale, total = 2, torch.zeros(height * 2, width * 2)
+    rows = sorted({(y0, y1) for y0, y1, _, _ in plan_tiles(height, width, tile, overlap)})
+    cols = sorted({(x0, x1) for _, _, x0, x1 in plan_tiles(height, width, tile, overlap)})
+    for i, (y0, y1) in enumerate(rows):
+        for j, (x0, x1) in enumerate(cols):
+            overlaps = (
+                rows[i - 1][1] - y0 if i else 0,
+                y1 - rows[i + 1][0] if i + 1 < len(rows) else 0,
+                cols[j - 1][1] - x0 if j else 0,
+                x1 - cols[j + 1][0] if j + 1 < len(cols) else 0,
+            )
+            total[y0 * scale : y1 * scale, x0 * scale : x1 * scale] += blend_window(
+                y1 - y0, x1 - x0, scale, margin, overlaps
+            )
+    assert float(total.min()) > 0
+
+
+# ----------------------------------------------------------------------------- tiled forward
+
+
+def test_tiled_equals_untiled_on_a_large_smooth_image():
+    model, x = tiny_sr(2), smooth_image(768, 1024)
+    with torch.no_grad():
+        untiled = model(x)
+    calls = []
+    overlap = overlap_for(RECEPTIVE_FIELD)
+    tiled = tiled_forward(model, x, 2, tile=128, overlap=overlap, on_tile=lambda d, t: calls.append((d, t)))
+    diff = float((tiled - untiled).abs().max())
+    print(f"\n1024x768 x2, tile 128, overlap 12: max |tiled - untiled| = {diff:.3g} (bar 1/255 = {1 / 255:.3g})")
+    assert tiled.shape == (1, 3, 1536, 2048) and tiled.dtype == torch.float32
+    assert diff <= 1 / 255
+    assert diff < 1e-4  # the zero band hides every padded output: equal up to float rounding
+    assert calls[-1] == (len(calls), len(calls)) and [d for d, _ in calls] == list(range(1, len(calls) + 1))
+
+
+def test_zero_margin_would_show_seams():
+    """The control for the test above: without the zero band the padded outputs leak in."""
+    model, x = tiny_sr(2), smooth_image(96, 96)
+    with torch.no_grad():
+        untiled = model(x)
+    good = tiled_forward(model, x, 2, tile=32, overlap=12, margin=3)
+    bad = tiled_forward(model, x, 2, tile=32, overlap=12, margin=0)
+    assert float((bad - untiled).abs().max()) > 10 * float((good - untiled).abs().max())
+
+
+def test_tile_larger_than_image_is_exactly_untiled():
+    model, x = tiny_sr(4), smooth_image(40, 30)
+    with torch.no_grad():
+        untiled = model(x)
+    calls = []
+    for tile in (0, 40, 64):
+        assert torch.equal(tiled_forward(model, x, 4, tile, 8, on_tile=lambda d, t: calls.append((d, t))), untiled)
+    assert calls == [(1, 1)] * 3
+
+
+def test_odd_sizes_cover_every_pixel():
+    x = smooth_image(97, 61)
+    tiled = tiled_forward(lambda t: torch.ones_like(t).repeat_interleave(3, -1).repeat_interleave(3, -2), x, 3, 32, 8)
+    assert tiled.shape == (1, 3, 291, 183)
+    assert torch.allclose(tiled, torch.ones_like(tiled), atol=1e-6)  # weights normalised everywhere
+    model = tiny_sr(2)
+    with torch.no_grad():
+        assert float((tiled_forward(model, x, 2, 32, 8, margin=3) - model(x)).abs().max()) < 1e-5
+
+
+def test_size_multiple_pads_each_tile_and_crops_back():
+    model = tiny_sr(2)
+    seen = []
+
+    def needs_multiple_of_8(t):
+        assert t.shape[-2] % 8 == 0 and t.shape[-1] % 8 == 0, t.shape
+        seen.append(tuple(t.shape[-2:]))
+        return model(t)
+
+    x = smooth_image(45, 70)
+    tiled = tiled_forward(needs_multiple_of_8, x, 2, tile=36, overlap=12, size_multiple=8)  # tile -> 32
+    assert tiled.shape == (1, 3, 90, 140)
+    assert (32, 32) in seen  # the tile was rounded down to a multiple, so most tiles need no padding
+    for tile in (0, 70):  # one tile: padded to 48x72, not cut
+        seen.clear()
+        assert tiled_forward(needs_multiple_of_8, x, 2, tile, overlap=0, size_multiple=8).shape == (1, 3, 90, 140)
+        assert seen == [(48, 72)]
+    with torch.no_grad():
+        untiled = model(x)
+    inside = (slice(None), slice(None), slice(0, 80), slice(0, 130))  # away from the reflect-padded border
+    assert float((tiled - untiled)[inside].abs().max()) < 1e-5
+
+
+def test_channels_may_change_and_output_goes_to_out_device():
+    x = smooth_image(50, 50)
+    def to_grey_x2(t):
+        return t.mean(1, keepdim=True).repeat_interleave(2, -1).repeat_interleave(2, -2)
+
+    grey = tiled_forward(to_grey_x2, x, 2, 24, 8, out_device="cpu")
+    assert grey.shape == (1, 1, 100, 100) and grey.device.type == "cpu"
+
+
+def test_input_is_left_untouched_by_a_model_that_returns_its_input():
+    x = smooth_image(50, 50)
+    before = x.clone()
+    out = tiled_forward(lambda t: t, x, 1, 24, 8)
+    assert torch.equal(x, before) and torch.allclose(out, x, atol=1e-6)
+
+
+def test_half_precision_tiles_come_back_float32():
+    model = tiny_sr(2).to(torch.bfloat16)
+    x = smooth_image(40, 40).to(torch.bfloat16)
+    assert tiled_forward(model, x, 2, 16, 6).dtype == torch.float32
+
+
+def test_out_of_memory_propagates_and_is_recognised():
+    def explode(t):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(torch.OutOfMemoryError) as info:
+        tiled_forward(explode, smooth_image(64, 64), 2, 32, 8)
+    assert is_out_of_memory(info.value)
+    assert is_out_of_memory(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory"))
+    assert not is_out_of_memory(RuntimeError("size mismatch"))
+
+
+def test_auto_tile_size_follows_free_memory():
+    gib = 1 << 30
+    small = auto_tile_size(3000, 4000, 3, 4, 1024, device="cpu", free_memory_bytes=4 * gib, cpu_max_tile=10_000)
+    large = auto_tile_size(3000, 4000, 3, 4, 1024, device="cpu", free_memory_bytes=16 * gib, cpu_max_tile=10_000)
+    assert 32 <= small < large
+    assert auto_tile_size(3000, 4000, 3, 4, 1024, device="cpu", free_memory_bytes=64 * gib) == 512  # CPU cap
+    assert auto_tile_size(300, 400, 3, 4, 1024, device="cpu", free_memory_bytes=16 * gib) == 0  # fits whole
+    assert auto_tile_size(3000, 4000, 3, 4, 1024, device="cpu", free_memory_bytes=1, size_multiple=8) % 8 == 0
+    assert auto_tile_size(64, 64, 3, 4, 1024) in range(0, 513)  # real free memory query works
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tiled_equals_untiled_on_cuda():
+    model, x = tiny_sr(2).cuda(), smooth_image(768, 1024).cuda()
+    with torch.no_grad():
+        untiled = model(x)
+    tiled = tiled_forward(model, x, 2, tile=128, overlap=overlap_for(RECEPTIVE_FIELD))
+    assert tiled.device.type == "cuda"  # accumulated on the GPU
+    diff = float((tiled - untiled).abs().max())
+    print(f"\ncuda: max |tiled - untiled| = {diff:.3g}")
+    assert diff <= 1 / 255
+    on_cpu = tiled_forward(model, x, 2, tile=128, overlap=overlap_for(RECEPTIVE_FIELD), out_device="cpu")
+    assert on_cpu.device.type == "cpu" and float((on_cpu - untiled.cpu()).abs().max()) <= 1 / 255
