@@ -79,3 +79,52 @@ def test_fill_transparent_takes_colour_from_visible_neighbours():
     assert torch.allclose(filled[:, 0, :, 8:], torch.ones(16, 8))  # red spread into the hidden part
     opaque = torch.ones(1, 1, 16, 16)
     assert torch.equal(fill_transparent(rgb, opaque), rgb)
+
+
+class _MemoryLimitedX2(torch.nn.Module):
+    """A real x2 conv model that, like a small GPU, fails on inputs above a pixel budget."""
+
+    def __init__(self, budget_pixels: int):
+        super().__init__()
+        from upscale_cli.models.base import ModelInfo
+
+        self.info = ModelInfo(scale=2, receptive_field=1)
+        self.conv = torch.nn.Conv2d(3, 12, 3, padding=1)
+        self.shuffle = torch.nn.PixelShuffle(2)
+        self.budget = budget_pixels
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape[-2:]))
+        if x.shape[-2] * x.shape[-1] > self.budget:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.shuffle(self.conv(x))
+
+
+def _upscaler_with(model, **config):
+    up = Upscaler(UpscaleConfig(model="bicubic", scale=2, **config), progress=False)
+    up.spec = up.spec.__class__(name="test", arch="test", task="sr", license="", description="",
+                                files={2: None})
+    up._models[2] = model
+    return up
+
+
+def test_out_of_memory_halves_the_tile_and_matches_untiled():
+    torch.manual_seed(0)
+    model = _MemoryLimitedX2(budget_pixels=40 * 40)
+    x = torch.rand(1, 3, 96, 96)
+    up = _upscaler_with(model, tile=96)
+    out = up.upscale_tensor(x)
+    assert any("retried with --tile" in n for n in up.notes)
+    assert model.calls[-1][0] * model.calls[-1][1] <= 40 * 40  # the run that succeeded used small tiles
+    with torch.no_grad():
+        full = model.shuffle(model.conv(x)).clamp(0, 1)
+    assert (out - full).abs().max() <= 1 / 255
+
+
+def test_out_of_memory_at_the_floor_is_one_clear_error():
+    from upscale_cli.errors import OutOfMemoryError
+
+    up = _upscaler_with(_MemoryLimitedX2(budget_pixels=10), tile=64)
+    with pytest.raises(OutOfMemoryError, match="out of memory even with"):
+        up.upscale_tensor(torch.rand(1, 3, 64, 64))
