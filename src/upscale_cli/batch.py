@@ -185,7 +185,8 @@ def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callabl
     from upscale_cli import images
 
     if job.output is None:
-        fmt = options.format or (image.source_format or "png")
+        source_format = (image.source_format or "").lower()
+        fmt = options.format or (source_format if source_format in FORMAT_SUFFIX else "png")
         stdout_writer(images.encode_image(image, fmt.lower(), options.quality))
         return
     try:

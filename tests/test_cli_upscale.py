@@ -1,0 +1,144 @@
+"""The main command end to end: a folder of every kind of image, good and bad, through the real CLI."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import image_factory as f
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from upscale_cli.cli import app
+
+runner = CliRunner()
+W, H = f.SIZE
+
+GOOD = {
+    # name: (factory, expected Pillow mode family of the output, expected size multiplier (w, h) swap?)
+    "rgb.png": (f.make_rgb_png, "RGB", False),
+    "rgb.jpg": (f.make_rgb_jpeg, "RGB", False),
+    "rgb.webp": (f.make_webp, "RGB", False),
+    "rgb.tiff": (f.make_tiff, "RGB", False),
+    "rgba.png": (f.make_rgba_png, "RGBA", False),
+    "palette.png": (f.make_palette_png_with_transparency, "RGBA", False),
+    "grey16.png": (f.make_16bit_png, "I;16", False),
+    "grey.png": (f.make_grey_png, "L", False),
+    "cmyk.jpg": (f.make_cmyk_jpeg, "RGB", False),
+    "rotated.jpg": (f.make_exif_rotated_jpeg, "RGB", True),
+}
+BAD = {
+    "empty.png": f.make_zero_byte,
+    "truncated.png": f.make_truncated_png,
+    "notes.png": f.make_text_as_png,
+}
+
+
+def _digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, (make, _, _) in GOOD.items():
+        make(folder, name)
+    for name, make in BAD.items():
+        make(folder, name)
+    f.make_large_png(folder, 300, 200, name="huge.png")
+    return folder
+
+
+def test_mixed_folder_good_files_converted_bad_files_reported(mixed_folder, tmp_path):
+    before = _digest(mixed_folder)
+    out = tmp_path / "out"
+    result = runner.invoke(app, [str(mixed_folder), "-x", "2", "-m", "bicubic", "-o", str(out),
+                                 "--max-pixels", "10000"])
+    assert result.exit_code == 1, result.output
+    assert _digest(mixed_folder) == before  # inputs untouched
+    for name, (_, mode, rotated) in GOOD.items():
+        with Image.open(out / name) as im:
+            expected = (2 * H, 2 * W) if rotated else (2 * W, 2 * H)
+            assert im.size == expected, name
+            assert im.mode == mode or (mode == "I;16" and im.mode.startswith("I")), (name, im.mode)
+            if rotated:
+                assert im.getexif().get(0x0112, 1) == 1
+    for name in [*BAD, "huge.png"]:
+        assert not (out / name).exists()
+        error_lines = [line for line in result.stderr.splitlines() if name in line]
+        assert len(error_lines) == 1 and error_lines[0].startswith("error: "), (name, result.stderr)
+    assert "Traceback" not in result.output
+    assert "10 done, 0 skipped, 4 failed" in result.stderr
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files left
+
+
+def test_single_file_default_name_then_skip_then_overwrite(tmp_path):
+    src = f.make_rgb_png(tmp_path, "photo.png")
+    first = runner.invoke(app, [str(src), "-x", "3", "-m", "bicubic"])
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "photo_x3.png"
+    assert Image.open(out).size == (3 * W, 3 * H)
+    again = runner.invoke(app, [str(src), "-x", "3", "-m", "bicubic"])
+    assert again.exit_code == 0 and "skipped" in again.stderr
+    forced = runner.invoke(app, [str(src), "-x", "3", "-m", "bicubic", "--overwrite", "--format", "jpg", "-o",
+                                 str(tmp_path / "photo.png")])
+    assert forced.exit_code == 1 and "overwrite the input" in forced.stderr
+
+
+def test_width_height_and_fractional_scale(tmp_path):
+    src = f.make_rgb_png(tmp_path, "a.png")
+    assert runner.invoke(app, [str(src), "-m", "bicubic", "--width", "60", "-o", str(tmp_path / "w.png")]).exit_code == 0
+    assert Image.open(tmp_path / "w.png").size == (60, 40)
+    assert runner.invoke(app, [str(src), "-m", "lanczos", "-x", "1.5", "-o", str(tmp_path / "s.png")]).exit_code == 0
+    assert Image.open(tmp_path / "s.png").size == (36, 24)
+
+
+def test_json_lines_and_quiet(tmp_path):
+    a, b = f.make_rgb_png(tmp_path, "a.png"), f.make_zero_byte(tmp_path, "b.png")
+    result = runner.invoke(app, [str(a), str(b), "-m", "bicubic", "-x", "2", "-o", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["status"] for r in records] == ["ok", "failed"]
+    assert records[0]["model"] == "bicubic" and records[0]["scale"] == 2 and records[0]["output"].endswith("a.png")
+    assert "empty" in records[1]["error"]
+    quiet = runner.invoke(app, [str(a), "-m", "bicubic", "-x", "2", "-o", str(tmp_path / "q.png"), "-q"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path):
+    src = f.make_rgb_png(tmp_path, "a.png")
+    for args, words in [(["-m", "nosuchmodel"], "unknown model"), (["-x", "0.5"], "--scale"),
+                        (["--format", "gif"], "--format"), (["--device", "cuda"] if not _has_cuda() else ["--alpha", "z"], "")]:
+        result = runner.invoke(app, [str(src), *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output and words in result.stderr
+    missing = runner.invoke(app, [str(tmp_path / "missing.png"), "-m", "bicubic"])
+    assert missing.exit_code == 1 and "no such file" in missing.stderr
+
+
+def _has_cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_stdin_to_stdout_through_a_real_process(tmp_path):
+    src = f.make_rgb_png(tmp_path, "a.png")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    proc = subprocess.run([sys.executable, "-m", "upscale_cli", "-", "-x", "2", "-m", "bicubic", "-o", "-"],
+                          input=src.read_bytes(), capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    (tmp_path / "piped.png").write_bytes(proc.stdout)
+    assert Image.open(tmp_path / "piped.png").size == (2 * W, 2 * H)
+
+
+def test_subcommand_names_route_and_help_is_fast():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "upscale" in result.output
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    code = "import sys, upscale_cli.cli; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.strip() == "False"  # the CLI imports torch lazily
