@@ -71,6 +71,7 @@ TIFF_KEPT_TAGS = {270, 271, 272, 305, 306, 315, 33432}
 
 U8_MAX = 255.0
 U16_MAX = 65535.0
+QUANTISE_ROWS = 512  # rows quantised at a time: bounds the float temporaries of huge outputs
 PNG_IHDR_END = 33  # 8-byte signature + 4 length + 4 type + 13 data + 4 CRC
 PNG_BIT_DEPTH_OFFSET = 24
 PNG_COLOUR_TYPE_OFFSET = 25
@@ -454,21 +455,31 @@ def _output_planes(image: DecodedImage, fmt: str) -> tuple[np.ndarray, np.ndarra
 
 
 def _to_planes(x: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W) or (C, H, W) tensor -> (H, W, C) float32 in [0, 1]."""
-    x = x.detach().float().cpu().clamp(0.0, 1.0)
+    """(1, C, H, W) or (C, H, W) tensor -> (H, W, C) float32 view (no copy: outputs can be gigabytes)."""
+    x = x.detach().to(device="cpu", dtype=torch.float32)
     return (x[0] if x.dim() == 4 else x).permute(1, 2, 0).numpy()
 
 
 def _quantise(planes: np.ndarray, sixteen: bool) -> np.ndarray:
-    if sixteen:
-        return np.round(planes * U16_MAX).astype(np.uint16)
-    return np.round(planes * U8_MAX).astype(np.uint8)
+    """Clip to [0, 1] and round to 8 or 16 bits, a band of rows at a time so that a
+    12000x16000 output needs no full-size float temporaries."""
+    peak = U16_MAX if sixteen else U8_MAX
+    out = np.empty(planes.shape, dtype=np.uint16 if sixteen else np.uint8)
+    for top in range(0, planes.shape[0], QUANTISE_ROWS):
+        band = np.clip(planes[top : top + QUANTISE_ROWS], 0.0, 1.0) * peak
+        out[top : top + QUANTISE_ROWS] = np.round(band, out=band)
+    return out
+
+
+def _quantise_planes(colour: np.ndarray, alpha: np.ndarray | None, sixteen: bool) -> np.ndarray:
+    """Colour (+ alpha) -> one integer (H, W, C) array, joined after quantising (smaller)."""
+    array = _quantise(colour, sixteen)
+    return array if alpha is None else np.concatenate([array, _quantise(alpha, sixteen)], axis=2)
 
 
 def _to_pillow(colour: np.ndarray, alpha: np.ndarray | None, sixteen: bool) -> Image.Image:
     """L, LA, RGB, RGBA (8-bit) or I;16 (16-bit grey without alpha)."""
-    planes = colour if alpha is None else np.concatenate([colour, alpha], axis=2)
-    array = _quantise(planes, sixteen)
+    array = _quantise_planes(colour, alpha, sixteen)
     if array.shape[2] == 1:
         array = array[..., 0]  # fromarray: (H, W) uint8 -> L, uint16 -> I;16
     return Image.fromarray(np.ascontiguousarray(array))
@@ -508,8 +519,7 @@ def _encode_with_opencv(colour: np.ndarray, alpha: np.ndarray | None, fmt: str,
     """16-bit RGB(A) PNG/TIFF, which Pillow cannot write."""
     if colour.shape[2] == 1:
         colour = np.repeat(colour, 3, axis=2)  # 16-bit grey+alpha -> RGBA, see module doc
-    planes = colour if alpha is None else np.concatenate([colour, alpha], axis=2)
-    array = _quantise(planes, sixteen=True)
+    array = _quantise_planes(colour, alpha, sixteen=True)
     array = array[..., [2, 1, 0, 3][: array.shape[2]]]  # OpenCV wants BGR(A)
     ok, buffer = cv2.imencode(".png" if fmt == "PNG" else ".tiff", np.ascontiguousarray(array))
     if not ok:
