@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import sys
 
-import click
+try:
+    import click
+except ModuleNotFoundError:  # recent typer releases vendor click as typer._click
+    from typer import _click as click
 import typer
 from typer.core import TyperGroup
 

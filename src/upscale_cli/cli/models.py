@@ -1,0 +1,203 @@
+"""`upscale models`: list the catalogue, download, verify, locate and clear cached weights."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+from upscale_cli.cli import ErrorHandlingGroup, report_error
+
+HELP = "List the models and manage the weights cache (`upscale models` lists them)."
+
+models_app = typer.Typer(
+    cls=ErrorHandlingGroup,
+    help=HELP,
+    invoke_without_command=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+COLUMNS = ("name", "arch", "task", "scales", "size", "license", "offline")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+
+
+# ---------------------------------------------------------------- list
+
+
+def _status(spec) -> str:
+    """Whether a model works offline: packaged / cached / built in (no weights) / not cached."""
+    from upscale_cli.download import is_cached
+
+    files = list(spec.files.values())
+    if not files:
+        return "built in"
+    if all(f.packaged for f in files):
+        return "packaged"
+    cached = [f for f in files if f.packaged or is_cached(f)]
+    if len(cached) == len(files):
+        return "cached"
+    if cached:
+        return "cached " + ", ".join(f"x{f.scale}" for f in cached)
+    return "not cached"
+
+
+def _record(spec) -> dict:
+    from upscale_cli.download import cached_path, is_cached
+
+    files = [
+        {"scale": f.scale, "filename": f.filename, "size": f.size, "sha256": f.sha256, "url": f.url,
+         "packaged": f.packaged, "cached": f.packaged or is_cached(f), "path": str(cached_path(f))}
+        for f in spec.files.values()
+    ]
+    return {"name": spec.name, "arch": spec.arch, "task": spec.task, "scales": list(spec.scales),
+            "size": sum(f.size for f in spec.files.values()), "license": spec.license,
+            "offline": _status(spec), "description": spec.description, "files": files}
+
+
+def _row(record: dict) -> tuple[str, ...]:
+    from upscale_cli.download import format_size
+
+    scales = ", ".join(f"x{s}" for s in record["scales"]) or "any"
+    size = format_size(record["size"]) if record["size"] else "-"
+    return (record["name"], record["arch"], record["task"], scales, size, record["license"], record["offline"])
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """A rich table on a terminal; aligned plain columns for pipes and logs."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for column in COLUMNS:
+            table.add_column(column, no_wrap=column in ("name", "arch", "scales"))
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+    for row in [COLUMNS, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _list(as_json: bool) -> None:
+    from upscale_cli.catalog import load_catalog
+
+    records = [_record(spec) for spec in load_catalog().values()]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+    else:
+        _print_table([_row(r) for r in records])
+
+
+@models_app.callback()
+def models_main(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+) -> None:
+    """List every model: architecture, task, scales, size, licence and offline availability."""
+    if ctx.invoked_subcommand is None:
+        _list(as_json)
+
+
+@models_app.command("list")
+def list_command(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
+    """List every model (the same as plain `upscale models`)."""
+    _list(as_json)
+
+
+# ---------------------------------------------------------------- download / path
+
+
+def _files_of(name: str, scale: Optional[int]) -> list:
+    """The weights files of a model, optionally one scale; raises for unknown names and scales."""
+    from upscale_cli.catalog import resolve
+    from upscale_cli.errors import UnsupportedScaleError
+
+    spec = resolve(name)
+    if scale is None:
+        return list(spec.files.values())
+    if scale not in spec.files:
+        scales = ", ".join(f"x{s}" for s in spec.scales) or "none"
+        raise UnsupportedScaleError(f"model {spec.name} has no x{scale} weights (it has: {scales})")
+    return [spec.files[scale]]
+
+
+@models_app.command("download")
+def download_command(
+    names: Optional[List[str]] = typer.Argument(None, help="Model names (see `upscale models`)."),
+    all_models: bool = typer.Option(False, "--all", help="Download every model that has weights."),
+    scale: Optional[int] = typer.Option(None, "-x", "--scale", help="Only this scale's weights."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Download models' weights into the cache (verified by sha256), so they work offline."""
+    from upscale_cli.catalog import load_catalog
+    from upscale_cli.download import ensure_weights
+    from upscale_cli.errors import UpscaleError, UsageError
+
+    if all_models:
+        names = [name for name, spec in load_catalog().items() if spec.files]
+    if not names:
+        raise UsageError("name at least one model, or pass --all")
+    exit_code = 0
+    for name in names:  # one bad name does not stop the others
+        try:
+            for file in _files_of(name, scale):
+                typer.echo(str(ensure_weights(file, progress=not quiet)))
+        except UpscaleError as err:
+            report_error(err)
+            exit_code = max(exit_code, err.exit_code)
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+@models_app.command("path")
+def path_command(
+    name: str = typer.Argument(..., help="A model name."),
+    scale: Optional[int] = typer.Option(None, "-x", "--scale", help="Only this scale's file."),
+) -> None:
+    """Print the local path of a model's weights file(s); fails if they are not cached."""
+    from upscale_cli.download import cached_path, is_cached
+    from upscale_cli.errors import WeightsError
+
+    files = _files_of(name, scale)
+    if not files:
+        raise WeightsError(f"model {name} has no weights file (it is built in)")
+    missing = [f for f in files if not f.packaged and not is_cached(f)]
+    if missing:
+        which = ", ".join(f"x{f.scale}" for f in missing)
+        raise WeightsError(f"model {name} {which} is not cached; run `upscale models download {name}`")
+    for file in files:
+        typer.echo(str(cached_path(file)))
+
+
+# ---------------------------------------------------------------- verify / clear
+
+
+@models_app.command("verify")
+def verify_command() -> None:
+    """Re-hash every cached file; remove corrupt ones (exit 1 if there were any)."""
+    from upscale_cli.download import verify_cache, weights_dir
+
+    report = verify_cache(remove=True)
+    for path in report.corrupt:
+        typer.echo(f"corrupt (removed): {path}", err=True)
+    partial = f", {len(report.partial)} partial download(s)" if report.partial else ""
+    typer.echo(f"{len(report.good)} good, {len(report.corrupt)} corrupt{partial} in {weights_dir()}")
+    if report.corrupt:
+        raise typer.Exit(1)
+
+
+@models_app.command("clear")
+def clear_command() -> None:
+    """Delete every cached weights file (packaged weights stay)."""
+    from upscale_cli.download import clear_cache, format_size, weights_dir
+
+    count, freed = clear_cache()
+    typer.echo(f"removed {count} file(s), {format_size(freed)}, from {weights_dir()}")

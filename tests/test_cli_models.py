@@ -1,0 +1,132 @@
+"""`upscale models ...` through the real Typer app (CliRunner), with a real HTTP mirror on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from http_server import OPENCV_WEIGHTS_DIR, FileServer
+from upscale_cli import download
+from upscale_cli.catalog import load_catalog
+from upscale_cli.cli import app
+
+pytestmark = pytest.mark.skipif(not (OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb").is_file(), reason="shared OpenCV weights missing")
+ESPCN = load_catalog()["opencv-espcn"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(root))
+    monkeypatch.delenv("UPSCALE_WEIGHTS_MIRROR", raising=False)
+    monkeypatch.delenv("UPSCALE_OFFLINE", raising=False)
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_BACKOFF", "0.01")
+    download._verified.clear()
+    return root
+
+
+@pytest.fixture
+def mirror(monkeypatch):
+    with FileServer(OPENCV_WEIGHTS_DIR) as server:
+        monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url)
+        yield server
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["models", *args])
+
+
+def test_list_shows_models_and_status():
+    result = run()
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert "any" in lines["bicubic"] and "built in" in lines["bicubic"]
+    assert "x2, x3, x4" in lines["opencv-espcn"] and "Apache-2.0" in lines["opencv-espcn"]
+    assert "not cached" in lines["opencv-espcn"]
+    assert run("list").stdout == result.stdout
+
+
+def test_list_json(mirror):
+    assert run("download", "opencv-espcn", "-x", "2").exit_code == 0
+    records = {r["name"]: r for r in json.loads(run("--json").stdout)}
+    assert records["bicubic"]["scales"] == [] and records["bicubic"]["offline"] == "built in"
+    espcn = records["opencv-espcn"]
+    assert espcn["scales"] == [2, 3, 4] and espcn["size"] == sum(f.size for f in ESPCN.files.values())
+    assert espcn["offline"] == "cached x2"
+    assert [f["cached"] for f in espcn["files"]] == [True, False, False]
+
+
+def test_download_with_mirror_then_path(mirror, cache):
+    result = run("download", "opencv-espcn")
+    assert result.exit_code == 0, result.output
+    paths = [download.cached_path(f) for f in ESPCN.files.values()]
+    assert result.stdout.split() == [str(p) for p in paths]
+    assert all(p.is_file() for p in paths)
+    assert "downloading ESPCN_x2.pb" in result.stderr  # plain progress lines off a terminal
+    assert run("path", "opencv-espcn", "-x", "3").stdout.strip() == str(paths[1])
+    assert run("path", "opencv-espcn").stdout.split() == [str(p) for p in paths]
+    assert "cached" in run("list").stdout.split("opencv-espcn", 1)[1].splitlines()[0]
+
+
+def test_download_quiet_and_cache_hit(mirror):
+    assert run("download", "opencv-fsrcnn-small", "-x", "2", "--quiet").stderr == ""
+    assert run("download", "opencv-fsrcnn-small", "-x", "2").exit_code == 0
+    assert len(mirror.requests) == 1
+
+
+def test_download_keeps_going_after_a_bad_name(mirror):
+    result = run("download", "no-such-model", "opencv-fsrcnn-small", "-x", "2", "-q")
+    assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.stderr
+    assert download.is_cached(load_catalog()["opencv-fsrcnn-small"].files[2])
+
+
+def test_download_errors_are_one_line(mirror):
+    mirror.faults.status = 404
+    result = run("download", "opencv-espcn", "-x", "2", "-q")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [f"error: HTTP 404 Not Found from {mirror.url}/ESPCN_x2.pb"]
+    assert "Traceback" not in result.output
+
+
+def test_download_unknown_model_and_bad_scale():
+    result = run("download", "opencv-espcnn")
+    assert result.exit_code == 2 and "did you mean opencv-espcn" in result.stderr
+    result = run("path", "opencv-espcn", "-x", "8")
+    assert result.exit_code == 2 and "has no x8 weights" in result.stderr
+    assert run("download").exit_code == 2
+
+
+def test_download_offline_cold_cache(monkeypatch):
+    monkeypatch.setenv("UPSCALE_OFFLINE", "1")
+    result = run("download", "opencv-espcn", "-x", "2")
+    assert result.exit_code == 1
+    assert ESPCN.files[2].url in result.stderr and str(download.cached_path(ESPCN.files[2])) in result.stderr
+
+
+def test_path_of_uncached_and_builtin_models():
+    result = run("path", "opencv-espcn", "-x", "2")
+    assert result.exit_code == 1 and "not cached; run `upscale models download opencv-espcn`" in result.stderr
+    result = run("path", "bicubic")
+    assert result.exit_code == 1 and "no weights file" in result.stderr
+
+
+def test_verify_detects_and_removes_corrupt_file(mirror):
+    assert run("download", "opencv-espcn", "-x", "2", "-q").exit_code == 0
+    assert run("download", "opencv-espcn", "-x", "3", "-q").exit_code == 0
+    assert run("verify").exit_code == 0
+    bad = download.cached_path(ESPCN.files[3])
+    bad.write_bytes(b"\0" * bad.stat().st_size)
+    result = run("verify")
+    assert result.exit_code == 1
+    assert f"corrupt (removed): {bad}" in result.stderr and "1 good, 1 corrupt" in result.stdout
+    assert not bad.exists() and download.cached_path(ESPCN.files[2]).exists()
+    assert run("verify").exit_code == 0
+
+
+def test_clear(mirror, cache):
+    assert run("download", "opencv-espcn", "-x", "2", "-q").exit_code == 0
+    result = run("clear")
+    assert result.exit_code == 0 and "removed 1 file(s), 86.4 KB" in result.stdout
+    assert not download.is_cached(ESPCN.files[2])
+    assert run("clear").exit_code == 0  # clearing an empty cache is fine

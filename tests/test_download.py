@@ -1,0 +1,358 @@
+"""download.py against a real HTTP server on 127.0.0.1: cache, resume, retries, checksum, lock, offline, mirror."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from http_server import OPENCV_WEIGHTS_DIR, FileServer, free_port
+from upscale_cli import download
+from upscale_cli.catalog import WeightsFile, load_catalog
+from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
+
+NAME = "ESPCN_x2.pb"
+pytestmark = pytest.mark.skipif(not (OPENCV_WEIGHTS_DIR / NAME).is_file(), reason="shared OpenCV weights missing")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty cache, no mirror, online, and fast retries for every test."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(root))
+    monkeypatch.delenv("UPSCALE_WEIGHTS_MIRROR", raising=False)
+    monkeypatch.delenv("UPSCALE_OFFLINE", raising=False)
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "3")
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_BACKOFF", "0.01")
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_TIMEOUT", "5")
+    download._verified.clear()
+    return root
+
+
+@pytest.fixture
+def server():
+    with FileServer(OPENCV_WEIGHTS_DIR) as srv:
+        yield srv
+
+
+@pytest.fixture
+def espcn() -> WeightsFile:
+    """The catalogue's ESPCN x2 entry (its real URL is never contacted in these tests)."""
+    return load_catalog()["opencv-espcn"].files[2]
+
+
+def served(file: WeightsFile, server: FileServer, name: str | None = None) -> WeightsFile:
+    """The same file with its URL pointing at the test server."""
+    return dataclasses.replace(file, url=server.url_for(name or file.filename))
+
+
+def files_under(root: Path) -> list[str]:
+    """Names of the files in the cache, lock files aside."""
+    return sorted(p.name for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+
+
+# ---------------------------------------------------------------- the happy path
+
+
+def test_download_verifies_and_caches_by_hash(server, espcn, cache):
+    path = download.ensure_weights(served(espcn, server), progress=False)
+    assert path == cache / "weights" / espcn.sha256 / NAME
+    assert path.read_bytes() == (OPENCV_WEIGHTS_DIR / NAME).read_bytes()
+    assert download.is_cached(espcn) and download.cached_path(espcn) == path
+    assert files_under(cache) == [NAME]  # no .part left behind
+    assert server.full_downloads(NAME) == 1
+
+
+def test_cache_hit_makes_no_request(server, espcn):
+    file = served(espcn, server)
+    first = download.ensure_weights(file, progress=False)
+    download._verified.clear()  # make the second call re-hash the file from disk
+    assert download.ensure_weights(file, progress=False) == first
+    assert len(server.requests) == 1
+
+
+def test_cache_dir_defaults_to_platform_cache(monkeypatch):
+    import platformdirs
+
+    monkeypatch.delenv("UPSCALE_CACHE_DIR")
+    assert download.cache_dir() == Path(platformdirs.user_cache_dir("upscale-cli", appauthor=False))
+
+
+def test_progress_lines_when_not_a_terminal(server, espcn, capfd):
+    download.ensure_weights(served(espcn, server), progress=True)
+    err = capfd.readouterr().err
+    assert f"downloading {NAME} (86.4 KB) from {server.url}" in err and f"downloaded {NAME}" in err
+
+
+def test_no_output_without_progress(server, espcn, capfd):
+    download.ensure_weights(served(espcn, server), progress=False)
+    assert capfd.readouterr() == ("", "")
+
+
+# ---------------------------------------------------------------- resume and retries
+
+
+def test_resume_after_connection_cut(server, espcn):
+    server.faults.cut_after = 40_000
+    path = download.ensure_weights(served(espcn, server), progress=False)
+    first, second = server.requests_for(NAME)
+    assert first.range is None and first.bytes_sent == 40_000
+    assert second.range and second.range.startswith("bytes=") and second.status == 206
+    assert second.bytes_sent < espcn.size  # only the rest was fetched
+    assert download._hash_file(path) == espcn.sha256
+
+
+def test_resume_from_existing_part_file(server, espcn, cache):
+    part = cache / "weights" / espcn.sha256 / (NAME + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes((OPENCV_WEIGHTS_DIR / NAME).read_bytes()[:50_000])
+    path = download.ensure_weights(served(espcn, server), progress=False)
+    assert [r.range for r in server.requests_for(NAME)] == ["bytes=50000-"]
+    assert download._hash_file(path) == espcn.sha256 and not part.exists()
+
+
+def test_server_ignoring_range_restarts_from_zero(server, espcn):
+    server.faults.cut_after = 40_000
+    server.faults.honour_range = False
+    path = download.ensure_weights(served(espcn, server), progress=False)
+    second = server.requests_for(NAME)[1]
+    assert second.range is not None and second.status == 200 and second.bytes_sent == espcn.size
+    assert download._hash_file(path) == espcn.sha256
+
+
+def test_retries_on_500_then_succeeds(server, espcn):
+    server.faults.status, server.faults.status_times = 500, 2
+    download.ensure_weights(served(espcn, server), progress=False)
+    assert [r.status for r in server.requests_for(NAME)] == [500, 500, 200]
+
+
+def test_persistent_500_gives_up(server, espcn, monkeypatch):
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "2")
+    server.faults.status = 500
+    with pytest.raises(DownloadError, match=r"HTTP 500"):
+        download.ensure_weights(served(espcn, server), progress=False)
+    assert len(server.requests) == 3
+
+
+def test_read_timeout_is_a_download_error(server, espcn, monkeypatch):
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "1")
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_TIMEOUT", "0.2")
+    server.faults.stall_s = 1.0
+    with pytest.raises(DownloadError, match="timed out"):
+        download.ensure_weights(served(espcn, server), progress=False)
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_wrong_bytes_raise_checksum_error_and_leave_nothing(server, espcn, cache):
+    server.faults.wrong_bytes = True
+    with pytest.raises(ChecksumError, match=f"expected {espcn.sha256}"):
+        download.ensure_weights(served(espcn, server), progress=False)
+    assert files_under(cache) == []  # neither the file nor a .part
+    assert not download.is_cached(espcn)
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_http_error_names_url_and_status(server, espcn, status):
+    server.faults.status = status
+    file = served(espcn, server)
+    with pytest.raises(DownloadError) as info:
+        download.ensure_weights(file, progress=False)
+    assert f"HTTP {status}" in str(info.value) and file.url in str(info.value)
+    assert len(server.requests) == 1  # client errors are not retried
+
+
+def test_missing_file_is_404(server, espcn):
+    with pytest.raises(DownloadError, match=r"HTTP 404 .*/nope\.pb"):
+        download.ensure_weights(served(espcn, server, "nope.pb"), progress=False)
+
+
+def test_catalogue_mirrors_are_tried_in_order(server, espcn):
+    file = dataclasses.replace(espcn, url=server.url_for("gone.pb"), mirrors=(server.url_for(NAME),))
+    assert download.ensure_weights(file, progress=False).is_file()
+    assert [r.status for r in server.requests] == [404, 200]
+
+
+def test_connection_refused(espcn, monkeypatch):
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "1")
+    url = f"http://127.0.0.1:{free_port()}/{NAME}"
+    with pytest.raises(DownloadError, match="connection refused") as info:
+        download.ensure_weights(dataclasses.replace(espcn, url=url), progress=False)
+    assert url in str(info.value)
+
+
+def test_dns_failure(espcn):
+    url = f"http://no-such-host.invalid/{NAME}"
+    with pytest.raises(DownloadError, match="cannot resolve host no-such-host.invalid"):
+        download.ensure_weights(dataclasses.replace(espcn, url=url), progress=False)
+
+
+def test_cache_folder_not_writable(server, espcn, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(WeightsError, match="not writable; set UPSCALE_CACHE_DIR"):
+        download.ensure_weights(served(espcn, server), progress=False)
+    assert server.requests == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_disk_full(server, espcn, cache):
+    part = cache / "weights" / espcn.sha256 / (NAME + ".part")
+    part.parent.mkdir(parents=True)
+    part.symlink_to("/dev/full")  # every write fails with ENOSPC
+    with pytest.raises(WeightsError, match="disk full"):
+        download.ensure_weights(served(espcn, server), progress=False)
+    assert not part.is_symlink() and not download.is_cached(espcn)
+
+
+def test_corrupt_cached_file_is_fetched_again(server, espcn):
+    file = served(espcn, server)
+    path = download.ensure_weights(file, progress=False)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    download._verified.clear()
+    assert download._hash_file(download.ensure_weights(file, progress=False)) == espcn.sha256
+    assert server.full_downloads(NAME) == 2
+
+
+def test_packaged_file_missing_from_install(espcn):
+    file = dataclasses.replace(espcn, url=None, packaged=True, filename="not-shipped.safetensors")
+    with pytest.raises(WeightsError, match="missing from the installation"):
+        download.ensure_weights(file)
+
+
+# ---------------------------------------------------------------- two processes, one download
+
+CHILD = """
+import sys, time
+from upscale_cli.catalog import load_catalog
+from upscale_cli.download import ensure_weights
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+print(ensure_weights(load_catalog()["opencv-espcn"].files[2], progress=False))
+"""
+
+
+def test_two_processes_download_once(server, cache):
+    server.faults.bytes_per_s = 150_000  # ~0.6 s for the file, so the two requests overlap
+    env = {**os.environ, "UPSCALE_WEIGHTS_MIRROR": server.url}
+    start_at = time.time() + 1.5  # both children call ensure_weights at this moment
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, str(start_at)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [child.communicate(timeout=60) for child in children]
+    assert [c.returncode for c in children] == [0, 0], results
+    paths = {out.strip() for out, _ in results}
+    assert paths == {str(cache / "weights" / load_catalog()["opencv-espcn"].files[2].sha256 / NAME)}
+    assert len(server.requests_for(NAME)) == 1 and server.full_downloads(NAME) == 1
+
+
+# ---------------------------------------------------------------- offline and mirrors
+
+
+def test_offline_with_cold_cache_says_what_to_download(espcn, monkeypatch):
+    monkeypatch.setenv("UPSCALE_OFFLINE", "1")
+    with pytest.raises(OfflineError) as info:
+        download.ensure_weights(espcn, progress=False)
+    message = str(info.value)
+    assert espcn.url in message and str(download.cached_path(espcn)) in message
+
+
+def test_offline_with_warm_cache(server, espcn, monkeypatch):
+    download.ensure_weights(served(espcn, server), progress=False)
+    monkeypatch.setenv("UPSCALE_OFFLINE", "1")
+    download._verified.clear()
+    assert download.ensure_weights(espcn, progress=False) == download.cached_path(espcn)
+    assert len(server.requests) == 1
+
+
+def test_offline_never_uses_an_http_mirror(server, espcn, monkeypatch):
+    monkeypatch.setenv("UPSCALE_OFFLINE", "1")
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url)
+    with pytest.raises(OfflineError):
+        download.ensure_weights(espcn, progress=False)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("offline", ["", "1"])
+def test_mirror_folder_copies_and_verifies(espcn, monkeypatch, offline):
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(OPENCV_WEIGHTS_DIR))
+    monkeypatch.setenv("UPSCALE_OFFLINE", offline)  # a local folder is not the network
+    path = download.ensure_weights(espcn, progress=False)
+    assert path == download.cached_path(espcn) and download._hash_file(path) == espcn.sha256
+
+
+def test_mirror_folder_as_file_url(espcn, monkeypatch):
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", OPENCV_WEIGHTS_DIR.as_uri())
+    assert download.ensure_weights(espcn, progress=False).is_file()
+
+
+def test_mirror_folder_with_wrong_bytes(espcn, tmp_path, monkeypatch):
+    (tmp_path / NAME).write_bytes(b"\0" * espcn.size)
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(tmp_path))
+    with pytest.raises(ChecksumError):
+        download.ensure_weights(espcn, progress=False)
+    assert files_under(download.cache_dir()) == []
+
+
+def test_mirror_folder_without_the_file(espcn, tmp_path, monkeypatch):
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(tmp_path))
+    with pytest.raises(WeightsError, match=f"{NAME} is not in the mirror folder"):
+        download.ensure_weights(espcn, progress=False)
+
+
+def test_mirror_url_fetches_by_file_name(server, espcn, monkeypatch):
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url + "/")
+    path = download.ensure_weights(espcn, progress=False)  # the upstream github URL is never tried
+    assert [r.path for r in server.requests] == [f"/{NAME}"]
+    assert download._hash_file(path) == espcn.sha256
+
+
+# ---------------------------------------------------------------- maintenance
+
+
+def test_verify_and_clear_cache(server, espcn):
+    good = download.ensure_weights(served(espcn, server), progress=False)
+    other = load_catalog()["opencv-fsrcnn-small"].files[2]
+    bad = download.ensure_weights(served(other, server), progress=False)
+    bad.write_bytes(b"corrupt")
+    report = download.verify_cache()
+    assert report.good == [good] and report.corrupt == [bad] and not report.ok
+    assert not bad.exists()
+    assert download.clear_cache() == (1, espcn.size)
+    assert not download.weights_dir().exists() and not download.is_cached(espcn)
+
+
+# ---------------------------------------------------------------- end to end (needs the engine)
+
+
+def test_opencv_model_end_to_end(tmp_path, monkeypatch):
+    """The issue's bar: download once through a mirror URL, verify, cache, upscale; then the same
+    command offline with the server gone gives the identical image from the cache."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from upscale_cli.cli import app
+
+    import image_factory
+
+    png = image_factory.make_rgb_png(tmp_path, "photo.png", size=(40, 28))
+    online, offline = tmp_path / "online.png", tmp_path / "offline.png"
+    args = [str(png), "-m", "opencv-lapsrn", "-x", "4", "-o"]
+    with FileServer(OPENCV_WEIGHTS_DIR) as lapsrn_server:
+        monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", lapsrn_server.url)
+        result = CliRunner().invoke(app, [*args, str(online)])
+        assert result.exit_code == 0, result.output
+        assert lapsrn_server.full_downloads("LapSRN_x4.pb") == 1
+        again = CliRunner().invoke(app, [*args, str(online), "--overwrite"])
+        assert again.exit_code == 0 and lapsrn_server.full_downloads("LapSRN_x4.pb") == 1  # cached
+    monkeypatch.setenv("UPSCALE_OFFLINE", "1")
+    result = CliRunner().invoke(app, [*args, str(offline)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(online).size == (160, 112)
+    assert online.read_bytes() == offline.read_bytes()
