@@ -142,3 +142,39 @@ def test_subcommand_names_route_and_help_is_fast():
     code = "import sys, upscale_cli.cli; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.stdout.strip() == "False"  # the CLI imports torch lazily
+
+
+@pytest.mark.parametrize("alpha_mode", ["bicubic", "model"])
+def test_alpha_is_upscaled_without_colour_bleeding(tmp_path, alpha_mode):
+    import numpy as np
+
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[:, :8] = (255, 0, 0, 255)  # opaque red on the left
+    rgba[:, 8:] = (0, 255, 0, 0)  # invisible green garbage on the right
+    src = tmp_path / "sprite.png"
+    Image.fromarray(rgba, "RGBA").save(src)
+    out = tmp_path / "big.png"
+    result = runner.invoke(app, [str(src), "-m", "lanczos", "-x", "4", "--alpha", alpha_mode, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    big = np.asarray(Image.open(out))
+    assert big.shape == (64, 64, 4)
+    visible = big[..., 3] > 0
+    assert big[visible][:, 1].max() <= 2  # no green crept into any visible pixel
+    assert big[:, :18, 3].min() == 255 and big[:, 46:, 3].max() == 0  # away from lanczos ringing
+
+
+def test_opencv_model_on_greyscale_and_16_bit(tmp_path, monkeypatch):
+    shared = Path(__file__).resolve().parents[2] / "shared" / "weights" / "opencv"
+    if not (shared / "ESPCN_x2.pb").is_file():
+        pytest.skip("shared OpenCV weights missing")
+    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(shared))
+    grey = f.make_grey_png(tmp_path, "g.png")
+    deep = f.make_16bit_rgb_png(tmp_path, "d.png")
+    result = runner.invoke(app, [str(grey), str(deep), "-m", "opencv-espcn", "-x", "2", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "o" / "g.png").mode == "L"
+    from upscale_cli.images import read_image
+
+    out = read_image(tmp_path / "o" / "d.png")
+    assert out.bit_depth == 16 and out.pixels.shape == (1, 3, 2 * H, 2 * W)
