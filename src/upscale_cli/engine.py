@@ -213,7 +213,10 @@ class Upscaler:
             tile = tiling.auto_tile_size(height, width, channels, native, BYTES_PER_INPUT_PIXEL, device=device,
                                          out_device=out_device, overlap=overlap, size_multiple=info.size_multiple)
         if tile and tile <= overlap:
-            raise UsageError(f"--tile {tile} must be larger than the tile overlap ({overlap})")
+            if self.config.tile_overlap is not None:
+                raise UsageError(f"--tile {tile} must be larger than --tile-overlap {overlap}")
+            overlap = tile // 2  # a small tile keeps half of itself as overlap: the model's *effective*
+            margin = min(margin, overlap // 2)  # field is far smaller than its theoretical one
         return {"tile": tile, "overlap": overlap, "margin": margin, "size_multiple": info.size_multiple,
                 "out_device": out_device}
 
