@@ -1,0 +1,167 @@
+"""Coordinate MLPs f(x, y) -> colour, and the any-size "coord-mlp" upscaler built on them.
+
+Coordinates are pixel centres in a continuous rectangle: the longer side of the fitted
+image spans [-1, 1] and the shorter side [-a, a] with a = short / long, so frequencies are
+the same along both axes. Pixel i of an n-pixel axis has centre ((2 i + 1) / n - 1) * half,
+so any output grid over the same rectangle contains the input grid exactly (no half-pixel
+shift): at x3, input pixel i sits on output pixel 3 i + 1.
+
+Encodings:
+  fourier  random Fourier features sin/cos(2 pi B v), B ~ N(0, sigma^2), then a ReLU MLP;
+           sigma = freq_scale * long_side / 2, i.e. freq_scale is in cycles per input pixel,
+           so one default suits every image size.
+  siren    sine activations with the SIREN initialisation (Sitzmann et al. 2020), omega_0 = 30.
+  none     the plain ReLU MLP on raw coordinates (the original write-up; for comparison).
+Every parameter is initialised from a seeded torch.Generator, so a seed gives one network.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from upscale_cli.models.base import ModelInfo
+
+ENCODINGS = ("fourier", "siren", "none")
+SIREN_OMEGA_0 = 30.0  # SIREN's frequency factor for coordinates in [-1, 1]
+OUTPUT_OFFSET = 0.5  # the last layer starts near mid-grey
+
+
+def axis_centres(n: int, half_extent: float = 1.0, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Centres of pixels start..stop of an n-pixel axis spanning [-half_extent, half_extent]. (stop-start,)"""
+    stop = n if stop is None else stop
+    index = torch.arange(start, stop, dtype=torch.float64)
+    return (((2.0 * index + 1.0) / n - 1.0) * half_extent).float()
+
+
+def grid_coordinates(height: int, width: int, extent: tuple[float, float] = (1.0, 1.0),
+                     rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> torch.Tensor:
+    """(x, y) centres of a height x width grid over the rectangle of half-sizes extent=(ex, ey).
+
+    rows/cols pick a window [start, stop) of the grid; returns (R * Q, 2), row-major.
+    """
+    r0, r1 = rows or (0, height)
+    q0, q1 = cols or (0, width)
+    ys = axis_centres(height, extent[1], r0, r1)
+    xs = axis_centres(width, extent[0], q0, q1)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+
+
+def _uniform(tensor: torch.Tensor, bound: float, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        tensor.uniform_(-bound, bound, generator=generator)
+
+
+class SineLayer(nn.Module):
+    """sin(omega_0 (W v + b)) with SIREN's initialisation (first layer wider)."""
+
+    def __init__(self, fan_in: int, fan_out: int, first: bool, generator: torch.Generator) -> None:
+        super().__init__()
+        self.linear = nn.Linear(fan_in, fan_out)
+        bound = 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / SIREN_OMEGA_0
+        _uniform(self.linear.weight, bound, generator)
+        _uniform(self.linear.bias, 1.0 / math.sqrt(fan_in), generator)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sin(SIREN_OMEGA_0 * self.linear(v))
+
+
+class FourierFeatures(nn.Module):
+    """(N, 2) -> (N, 2 F): [sin(2 pi v B), cos(2 pi v B)] with a fixed random B (a saved buffer)."""
+
+    def __init__(self, features: int, sigma: float, generator: torch.Generator) -> None:
+        super().__init__()
+        self.register_buffer("B", torch.randn(2, features, generator=generator) * sigma)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        phase = (2.0 * math.pi) * (v @ self.B)
+        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+
+
+def _relu_linear(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Linear:
+    layer = nn.Linear(fan_in, fan_out)
+    _uniform(layer.weight, math.sqrt(6.0 / fan_in), generator)  # He uniform, for ReLU
+    _uniform(layer.bias, 1.0 / math.sqrt(fan_in), generator)
+    return layer
+
+
+class CoordMLP(nn.Module):
+    """f(x, y) -> C colours. (N, 2) -> (N, C); the settings (see .settings) rebuild it."""
+
+    def __init__(self, channels: int = 3, encoding: str = "fourier", hidden: int = 128, depth: int = 3,
+                 features: int = 128, freq_scale: float = 0.1, long_side: int = 64,
+                 extent: tuple[float, float] | list[float] = (1.0, 1.0), seed: int = 0) -> None:
+        super().__init__()
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; choose from {', '.join(ENCODINGS)}")
+        self.settings = dict(channels=channels, encoding=encoding, hidden=hidden, depth=depth, features=features,
+                             freq_scale=freq_scale, long_side=long_side, extent=[float(e) for e in extent], seed=seed)
+        self.channels = channels
+        self.extent = (float(extent[0]), float(extent[1]))
+        generator = torch.Generator().manual_seed(seed)
+        self.body = self._body(encoding, hidden, depth, features, freq_scale * long_side / 2.0, generator)
+        self.head = nn.Linear(hidden, channels)
+        _uniform(self.head.weight, math.sqrt(6.0 / hidden) / SIREN_OMEGA_0 if encoding == "siren"
+                 else 1.0 / math.sqrt(hidden), generator)
+        _uniform(self.head.bias, 1.0 / math.sqrt(hidden), generator)
+
+    @staticmethod
+    def _body(encoding: str, hidden: int, depth: int, features: int, sigma: float,
+              generator: torch.Generator) -> nn.Sequential:
+        if encoding == "siren":
+            layers = [SineLayer(2, hidden, True, generator)]
+            layers += [SineLayer(hidden, hidden, False, generator) for _ in range(depth - 1)]
+            return nn.Sequential(*layers)
+        layers: list[nn.Module] = []
+        fan_in = 2
+        if encoding == "fourier":
+            layers.append(FourierFeatures(features, sigma, generator))
+            fan_in = 2 * features
+        for _ in range(depth):
+            layers += [_relu_linear(fan_in, hidden, generator), nn.ReLU()]
+            fan_in = hidden
+        return nn.Sequential(*layers)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(coords)) + OUTPUT_OFFSET
+
+
+class CoordMLPUpscaler(nn.Module):
+    """Any-size upscaler: forward(x (1, C, H, W), size=(h, w)) fits an MLP to x and renders it.
+
+    Built with `mlp=` settings (a model saved by `fit-single --save-model`), it holds that
+    fitted MLP and renders it at the asked size instead, whatever x is.
+    """
+
+    fits_at_runtime = True  # the engine keeps autograd on for forward
+
+    def __init__(self, fit_settings: dict, mlp: dict | None = None) -> None:
+        super().__init__()
+        from upscale_cli.fit_single import FitConfig
+
+        self.config = FitConfig.for_encoding(**fit_settings)
+        self.mlp = CoordMLP(**mlp) if mlp is not None else None
+        channels = self.mlp.channels if self.mlp is not None else 3
+        self.info = ModelInfo(scale=None, in_channels=min(channels, 3), supports_half=False,
+                              receptive_field=0, tileable=False)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        from upscale_cli.fit_single import fit, render
+
+        height, width = int(size[0]), int(size[1])
+        if self.mlp is not None:
+            return render(self.mlp, height, width).to(x.device).expand(x.shape[0], -1, -1, -1)
+        outputs = []
+        with torch.inference_mode(False), torch.enable_grad():
+            for image in x.detach().float().cpu().clone().split(1, dim=0):  # (1, C, H, W) each
+                result = fit(image, config=self.config, target_size=(height, width))
+                outputs.append(render(result.mlp, height, width))
+        return torch.cat(outputs, dim=0).to(device=x.device, dtype=x.dtype)
+
+
+def build_coord_mlp_upscaler(mlp: dict | None = None, source: dict | None = None, **fit_settings) -> CoordMLPUpscaler:
+    """Registry builder "coord-mlp": keyword FitConfig fields; `mlp` = a fitted CoordMLP's settings
+    (a file saved by fit-single), `source` = what that file says about its image (unused here)."""
+    return CoordMLPUpscaler(fit_settings, mlp)

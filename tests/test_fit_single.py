@@ -1,0 +1,188 @@
+"""fit-single: coordinates, fitting, the consistency term, rendering, save/load and the CLI (tiny images)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from upscale_cli import fit_single as fs
+from upscale_cli.errors import UsageError, WeightsError
+from upscale_cli.models import build_model
+from upscale_cli.models.coord_mlp import axis_centres, grid_coordinates
+from upscale_cli.resize import resize
+
+TINY = dict(hidden=32, depth=2, features=32)  # a network small enough for tests
+
+
+def gradient(channels: int = 3, size: int = 16) -> torch.Tensor:
+    ramp = torch.linspace(0.1, 0.9, size)
+    planes = [ramp[None, :].expand(size, size), ramp[:, None].expand(size, size), 1.0 - ramp[None, :].expand(size, size)]
+    return torch.stack(planes[:channels])[None].contiguous()  # (1, C, H, W)
+
+
+def test_input_grid_sits_inside_output_grid():
+    # x3: input pixel i sits exactly on output pixel 3 i + 1; both grids span the same square
+    small, big = axis_centres(16), axis_centres(48)
+    assert torch.allclose(small, big[1::3], atol=1e-6)
+    assert math.isclose(float(small[0]), -1 + 1 / 16, abs_tol=1e-7)
+    # x4 (even): each input centre is the mean of its 4 output centres
+    assert torch.allclose(axis_centres(16), axis_centres(64).reshape(16, 4).mean(dim=1), atol=1e-6)
+    # non-square: the longer side spans [-1, 1], the shorter keeps the aspect ratio
+    coords = grid_coordinates(8, 16, fs.image_extent(8, 16))
+    assert float(coords[:, 0].max()) == pytest.approx(1 - 1 / 16)
+    assert float(coords[:, 1].max()) == pytest.approx(0.5 - 1 / 16)
+
+
+def test_same_seed_same_fit_and_each_encoding_runs():
+    x = gradient()
+    for encoding in ("fourier", "siren", "none"):
+        config = fs.FitConfig.for_encoding(encoding, steps=5, **TINY)
+        a = fs.render(fs.fit(x, config=config).mlp, 16, 16)
+        b = fs.render(fs.fit(x, config=config).mlp, 16, 16)
+        assert torch.equal(a, b) and a.shape == (1, 3, 16, 16) and torch.isfinite(a).all()
+    other = fs.render(fs.fit(x, config=fs.FitConfig(steps=5, seed=1, **TINY)).mlp, 16, 16)
+    assert not torch.equal(other, a)
+
+
+def test_fit_reaches_good_psnr_on_gradient():
+    result = fs.fit(gradient(), config=fs.FitConfig(steps=150, **TINY))
+    assert result.stats.psnr > 30
+    seen = []
+    early = fs.fit(gradient(), config=fs.FitConfig(steps=150, target_psnr=25, **TINY),
+                   on_step=lambda step, steps, psnr: seen.append(psnr))
+    assert early.stats.stopped_early and early.stats.steps < 150 and seen[-1] >= 25
+
+
+def smooth_image(size: int = 12) -> torch.Tensor:
+    noise = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    return resize(noise, (size, size), "bicubic")  # (1, 3, size, size), detail at a few pixels
+
+
+def test_consistency_window_matches_resize_and_makes_downscale_match_input():
+    x = smooth_image()
+    config = fs.FitConfig(steps=200, **TINY)
+    result = fs.fit(x, config=config, target_size=(36, 36))
+    out = fs.render(result.mlp, 36, 36).clamp(0, 1)
+    with_term = fs.consistency_psnr(out, x)
+    plain = fs.fit(x, config=fs.FitConfig(steps=200, consistency=False, **TINY))
+    without_term = fs.consistency_psnr(fs.render(plain.mlp, 36, 36).clamp(0, 1), x)
+    assert with_term > without_term + 1 and with_term > 25
+
+
+def test_consistency_term_is_exact_resize():
+    x = torch.rand(1, 3, 10, 13)
+    mlp = fs.build_mlp(3, 10, 13, fs.FitConfig(**TINY))
+    term = fs.ConsistencyTerm(x, (40, 52), torch.Generator().manual_seed(0))
+    reference = resize(fs.render(mlp, 40, 52), (10, 13), "bicubic")
+    expected_mse = float(torch.mean((reference - x) ** 2))
+    term.window = (10, 13)  # the whole image: must equal resize() of the full render
+    with torch.no_grad():
+        assert float(term.loss(mlp, mlp.extent)) == pytest.approx(expected_mse, rel=1e-5)
+
+
+def test_alpha_and_greyscale_channels():
+    grey = gradient(1)
+    alpha = torch.ones(1, 1, 16, 16) * 0.5
+    result = fs.fit(grey, alpha, config=fs.FitConfig(steps=5, **TINY), target_size=(32, 32))
+    assert result.mlp.channels == 2
+    colour, out_alpha = fs.render_image(result.mlp, 32, 32, colour_channels=1)
+    assert colour.shape == (1, 1, 32, 32) and out_alpha.shape == (1, 1, 32, 32)
+    rgb = fs.fit(gradient(3), alpha, config=fs.FitConfig(steps=5, **TINY)).mlp
+    assert rgb.channels == 4
+
+
+def test_chunked_render_equals_unchunked():
+    mlp = fs.fit(gradient(), config=fs.FitConfig(steps=5, **TINY)).mlp
+    whole = fs.render(mlp, 40, 30, chunk=10**6)
+    assert torch.allclose(fs.render(mlp, 40, 30, chunk=7), whole, atol=1e-6)
+
+
+def test_save_load_round_trip_and_corrupt_file(tmp_path):
+    config = fs.FitConfig(steps=5, **TINY)
+    mlp = fs.fit(gradient(), config=config).mlp
+    path = tmp_path / "fit.safetensors"
+    fs.save_fitted(mlp, path, config, source={"height": 16, "width": 16, "bit_depth": 16})
+    loaded, source = fs.load_fitted(path)
+    assert torch.equal(fs.render(loaded, 24, 24), fs.render(mlp, 24, 24))
+    assert source["bit_depth"] == 16
+    from upscale_cli.loader import load_model  # the same file works as a model for `upscale -m`
+
+    model = load_model(str(path))
+    assert torch.allclose(model(torch.zeros(1, 3, 16, 16), size=(24, 24)), fs.render(mlp, 24, 24))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(WeightsError):
+        fs.load_fitted(bad)
+
+
+def test_output_size_rules():
+    assert fs.output_size(32, 64, size=128) == (64, 128)
+    assert fs.output_size(32, 64, out_width=16) == (8, 16)
+    assert fs.output_size(32, 64, scale=2) == (64, 128)
+    assert fs.output_size(10, 10) == (40, 40)
+    with pytest.raises(UsageError):
+        fs.output_size(10, 10, size=0)
+
+
+def test_too_large_image_is_refused():
+    with pytest.raises(fs.ImageTooLargeError, match="too large to fit"):
+        fs.check_fit_size(2000, 2000)
+
+
+def test_registry_module_forward():
+    model = build_model("coord-mlp", steps=5, **TINY)
+    assert model.info.scale is None and not model.info.tileable
+    with torch.inference_mode():  # as the engine calls it when it forgets autograd
+        out = model(torch.rand(1, 3, 8, 8), size=(16, 20))
+    assert out.shape == (1, 3, 16, 20)
+
+
+@pytest.fixture
+def sprite(tmp_path):
+    rng = np.random.default_rng(0)
+    array = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "sprite.png"
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _cli(*args):
+    from upscale_cli.cli import app
+
+    return CliRunner().invoke(app, ["fit-single", *map(str, args)])
+
+
+def test_cli_fit_render_save_and_from_model(sprite, tmp_path):
+    out, model = tmp_path / "out.png", tmp_path / "m.safetensors"
+    result = _cli(sprite, "--size", 32, "--steps", 20, "--hidden", 32, "-o", out, "--save-model", model)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (32, 32)
+    again = tmp_path / "again.png"
+    result = _cli("--from-model", model, "--size", 48, "-o", again)
+    assert result.exit_code == 0, result.output
+    assert Image.open(again).size == (48, 48)
+
+
+def test_cli_errors(sprite, tmp_path):
+    result = _cli(sprite, "--size", 0, "--steps", 2)
+    assert result.exit_code == 2 and "zero-size" in result.output
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    result = _cli("--from-model", bad, "--size", 32)
+    assert result.exit_code != 0 and "bad.safetensors" in result.output
+
+
+def test_cli_keeps_alpha_and_greyscale(tmp_path):
+    ramp = np.tile(np.linspace(0, 255, 16).astype(np.uint8), (16, 1))
+    rgba, grey = tmp_path / "rgba.png", tmp_path / "grey.png"
+    Image.fromarray(np.dstack([ramp, ramp.T, ramp, 255 - ramp])).save(rgba)
+    Image.fromarray(ramp).save(grey)
+    for path, mode in ((rgba, "RGBA"), (grey, "L")):
+        result = _cli(path, "-x", 2, "--steps", 5, "--hidden", 16)
+        assert result.exit_code == 0, result.output
+        written = Image.open(path.with_name(f"{path.stem}_fit32x32.png"))
+        assert written.mode == mode and written.size == (32, 32)
