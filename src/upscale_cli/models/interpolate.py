@@ -1,0 +1,37 @@
+"""Interpolation baselines (nearest, bilinear, bicubic, Lanczos) as models.
+
+They have no weights and no native scale: the engine asks for an output size and
+`forward(x, size)` resamples with `upscale_cli.resize.resize`, the Pillow-exact
+implementation the evaluation protocol uses, so the `bicubic` model reproduces the
+protocol's bicubic baseline.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from upscale_cli.models.base import ModelInfo
+from upscale_cli.resize import METHODS, resize
+
+
+class Interpolate(nn.Module):
+    """Resample (B, C, H, W) in [0, 1] to (B, C, *size) with one of resize.METHODS."""
+
+    def __init__(self, method: str = "bicubic") -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"unknown interpolation method {method!r}; choose from {', '.join(METHODS)}")
+        self.method = method
+        # Whole image in one pass: resize is exact and cheap, tiling would only add seams.
+        self.info = ModelInfo(scale=None, tileable=False, supports_half=False, receptive_field=0)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # (B, C, H, W) -> (B, C, h, w)
+        return resize(x, (int(size[0]), int(size[1])), method=self.method)
+
+    def extra_repr(self) -> str:
+        return f"method={self.method!r}"
+
+
+def build_interpolate(method: str = "bicubic") -> Interpolate:
+    """Builder for arch "interpolate" (catalogue options: method)."""
+    return Interpolate(method=method)
