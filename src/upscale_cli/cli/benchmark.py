@@ -1,0 +1,126 @@
+"""`upscale benchmark DATASET... -x 2 -x 4 -m MODEL ...`: models x datasets x scales -> a table and a report."""
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from typing import List, Optional
+
+import typer
+
+HELP = """Measure PSNR/SSIM (Y channel), speed and memory of models on datasets of HR images.
+
+DATASET is a folder of HR images (LR made by bicubic downscaling), an HR_DIR:LR_DIR pair,
+or Set5 / Set14 / BSD68 (also --set). Examples: upscale benchmark --set Set5 -x 2 -x 4 ;
+upscale benchmark photos/ -x 4 -m bicubic -m opencv-espcn --degrade jpeg:30 --out report/"""
+DEFAULT_SCALES = [2, 3, 4]
+
+
+def benchmark_command(
+    datasets: Optional[List[str]] = typer.Argument(None, metavar="DATASET...", help="HR folders, HR_DIR:LR_DIR pairs, or Set5/Set14/BSD68."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", metavar="NAME", help="A standard set from shared/datasets/benchmark (or $UPSCALE_BENCHMARK_DIR): Set5, Set14, BSD68."),
+    scales: Optional[List[int]] = typer.Option(None, "-x", "--scale", min=1, metavar="N", help="Scale (repeatable); default: 2, 3 and 4. 1 = restoration."),
+    models: Optional[List[str]] = typer.Option(None, "-m", "--model", metavar="MODEL", help="Model name or weights file (repeatable); default: bicubic, OpenCV and shipped models."),
+    all_models: bool = typer.Option(False, "--all", help="Every catalogue model with the scale (downloads what is missing)."),
+    degrade: Optional[List[str]] = typer.Option(None, "--degrade", metavar="KIND:AMOUNT", help="Degrade the LR input, in order: blur:SIGMA, noise:SIGMA, jpeg:QUALITY (repeatable)."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or mps (OpenCV models always run on the CPU)."),
+    out: Optional[str] = typer.Option(None, "-o", "--out", metavar="DIR", help="Folder for results.json/.csv, report.md, comparison strips and charts."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the noise degradation."),
+    lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="Also measure LPIPS when the lpips package and its weights are installed."),
+) -> None:
+    from upscale_cli.benchmark import BenchmarkConfig, named_set, parse_dataset, parse_degradation, run_benchmark, write_report
+
+    specs = [parse_dataset(d) for d in datasets or []] + [named_set(s) for s in sets or []]
+    config = BenchmarkConfig(
+        datasets=tuple(dict.fromkeys(specs)),
+        scales=tuple(dict.fromkeys(scales or DEFAULT_SCALES)),
+        models=tuple(models or ()),
+        all_models=all_models,
+        degradations=tuple(parse_degradation(d) for d in degrade or []),
+        device=device,
+        seed=seed,
+        lpips=lpips,
+        comparisons=out is not None,
+        progress_downloads=False,  # a download bar cannot nest inside the benchmark's bar
+    )
+    reporter = _Reporter()
+    with reporter.bar():
+        result = run_benchmark(config, on_progress=reporter.progress, on_error=reporter.error)
+    print_table(result)
+    for note in result.notes:
+        typer.echo(note, err=True)
+    if out is not None:
+        written = write_report(result, out, config)
+        typer.echo(f"wrote {len(written)} files to {out} (report.md, results.json, results.csv)", err=True)
+    typer.echo(f"{len(result.records)} results in {result.seconds:.1f} s; {len(result.failures)} failed", err=True)
+    if result.failures:
+        raise typer.Exit(1)
+
+
+class _Reporter:
+    """A rich bar on a terminal; otherwise one plain line per dataset and scale."""
+
+    def __init__(self) -> None:
+        self.use_bar = sys.stderr.isatty()
+        self._progress = None
+        self._task = None
+        self._group = None
+
+    def bar(self):
+        if not self.use_bar:
+            return nullcontext()
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  TimeRemainingColumn(), transient=True, console=Console(stderr=True))
+        return self._progress
+
+    def progress(self, done: int, total: int, text: str) -> None:
+        if self._progress is not None:
+            if self._task is None:
+                self._task = self._progress.add_task("benchmark", total=total)
+            self._progress.update(self._task, completed=done, total=total, description=text[:60])
+            return
+        group = " ".join(text.split()[:2])  # "Set5 x2"
+        if group != self._group:
+            self._group = group
+            typer.echo(f"[{done}/{total}] {group}", err=True)
+
+    def error(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(f"error: {message}", markup=False, highlight=False)
+        else:
+            typer.echo(f"error: {message}", err=True)
+
+
+def print_table(result) -> None:
+    """The results table: rich on a terminal (best values bold green), plain text otherwise (best marked *)."""
+    from upscale_cli.benchmark import table_rows
+
+    header, rows = table_rows(result)
+    if not rows:
+        typer.echo("no results", err=True)
+        return
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title="upscale benchmark (best of each dataset and scale in bold green)")
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i < 3 or name == "degradation" else "right")
+        for row in rows:
+            table.add_row(*(Text(t, style="bold green" if best else "") for t, best in row))
+        Console().print(table)
+        return
+    cells = [header] + [[f"{t}*" if best else t for t, best in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    text_columns = 4 if "degradation" in header else 3
+    for row in cells:
+        line = "  ".join(c.ljust(w) if i < text_columns else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        typer.echo(line.rstrip())
+    typer.echo("* = best of its dataset and scale")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("benchmark", help=HELP)(benchmark_command)
