@@ -1,0 +1,206 @@
+"""`upscale train HR_FOLDER... --arch unet --scale 4 --out RUN_DIR` and `upscale train export RUN_DIR -o FILE`.
+
+The group's default subcommand is `run`, so `upscale train photos/ ...` trains and
+`upscale train export ...` exports. Training options may come from a TOML recipe
+(`--config configs/unet_x4.toml`); options given on the command line win.
+Several processes: `torchrun --nproc-per-node 2 -m upscale_cli train ...`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from upscale_cli.cli import DefaultCommandGroup
+
+
+class TrainGroup(DefaultCommandGroup):
+    """`upscale train FOLDER ...` means `upscale train run FOLDER ...`."""
+
+    default_command = "run"
+
+
+train_app = typer.Typer(
+    cls=TrainGroup,
+    help="Train our own models on folders of high-resolution images, and export their weights.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+RUN_HELP = """Train a model: random HR crops, LR made on the fly, AdamW + one-cycle, EMA, checkpoints.
+
+Example: upscale train data/DIV2K --arch unet --scale 4 --val data/val --out runs/x4 --minutes 60
+Resume:  upscale train --resume runs/x4
+"""
+
+
+def _parse_settings(pairs: List[str]) -> dict:
+    """--set width=48 --set residual=bicubic -> {"width": 48, "residual": "bicubic"} (JSON values)."""
+    from upscale_cli.errors import UsageError
+
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set wants KEY=VALUE, not {pair!r}")
+        try:
+            settings[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip().replace("-", "_")] = value
+    return settings
+
+
+def _read_recipe(path: Path) -> dict:
+    """A TOML training recipe: TrainConfig fields at the top level, builder settings in [settings]."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    from upscale_cli.errors import UsageError
+
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise UsageError(f"cannot read training recipe: {err}", path=path) from None
+
+
+def _printer(plain: bool):
+    """An event callback: rich progress on a terminal, plain lines otherwise; and a closer."""
+    if plain:
+        def show(event) -> None:
+            stamp = time.strftime("%H:%M:%S")
+            if event.kind == "step":
+                typer.echo(f"{stamp} step {event.step} ({event.progress:.1%}) loss {event.loss:.5f} lr {event.lr:.2e} "
+                           f"{event.it_s:.2f} it/s, {event.eta_s / 60:.1f} min left")
+            elif event.kind == "val" and event.psnr is not None:
+                typer.echo(f"{stamp} step {event.step} {event.message or 'validation'} PSNR {event.psnr:.2f} dB")
+            elif event.kind == "warning":
+                typer.echo(f"warning: {event.message}", err=True)
+            elif event.kind == "checkpoint":
+                typer.echo(f"{stamp} checkpoint {event.path}")
+            elif event.message:
+                typer.echo(f"{stamp} {event.message}")
+        return show, lambda: None
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console)
+    task = progress.add_task("train", total=1.0, info="")
+    state = {"psnr": None}
+    progress.start()
+
+    def show(event) -> None:
+        if event.kind == "step":
+            psnr = f" val {state['psnr']:.2f} dB" if state["psnr"] is not None else ""
+            progress.update(task, completed=event.progress,
+                            info=f"step {event.step} loss {event.loss:.4f}{psnr} {event.it_s:.2f} it/s "
+                                 f"~{event.eta_s / 60:.0f} min left")
+        elif event.kind == "val" and event.psnr is not None:
+            state["psnr"] = event.psnr
+            progress.console.print(f"step {event.step}: {event.message or 'validation'} PSNR {event.psnr:.2f} dB")
+        elif event.kind == "warning":
+            progress.console.print(f"[yellow]warning:[/] {event.message}")
+        elif event.kind in ("start", "done") and event.message:
+            progress.console.print(event.message)
+    return show, progress.stop
+
+
+@train_app.command("run", help=RUN_HELP)
+def run_command(
+    folders: List[Path] = typer.Argument(None, help="Folders (or files) of high-resolution training images."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: unet (default) or upsampler."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-x", help="Upscaling factor (unet: 1, 2, 3, 4)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (checkpoints, samples, log)."),
+    val: List[Path] = typer.Option([], "--val", help="Folder of held-out HR images for validation PSNR."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML training recipe (see configs/)."),
+    settings: List[str] = typer.Option([], "--set", help="Model setting KEY=VALUE (width=48, levels=2 ...)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default 10000)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Time budget; the schedule ends when it is spent."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Crops per step (per process)."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="LR crop side in pixels (HR crop = crop x scale)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of the one-cycle schedule."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="Pixel loss: l1 (default) or mse."),
+    feature_weight: Optional[float] = typer.Option(None, "--feature-weight", help="VGG-16 feature loss weight."),
+    gram_weight: Optional[float] = typer.Option(None, "--gram-weight", help="Gram-matrix (style) loss weight."),
+    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG-16 ImageNet weights file."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="EMA decay of the weights (0 = off; default 0.999)."),
+    clip: Optional[float] = typer.Option(None, "--clip", help="Gradient-norm clip (0 = off)."),
+    progressive: Optional[bool] = typer.Option(None, "--progressive/--no-progressive", help="Grow crops from half size."),
+    degrade: Optional[bool] = typer.Option(None, "--degrade/--no-degrade", help="Random blur/noise/JPEG/downscaler mix."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    every: Optional[int] = typer.Option(None, "--every", help="Steps between validation/checkpoint/sample."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from a run dir or weights file (matching tensors)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (torch.set_num_threads)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    plain: bool = typer.Option(False, "--plain", help="Plain log lines even on a terminal."),
+) -> None:
+    from dataclasses import replace
+
+    from upscale_cli.errors import UsageError
+    from upscale_cli.train import TrainConfig, resume_config, train
+
+    given = {k: v for k, v in dict(
+        arch=arch, scale=scale, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr, weight_decay=weight_decay,
+        loss=loss, feature_weight=feature_weight, gram_weight=gram_weight, ema=ema, clip=clip, progressive=progressive,
+        degrade=degrade, amp=amp, device=device, every=every, seed=seed, threads=threads,
+        vgg_weights=str(vgg_weights) if vgg_weights else None, init=str(init) if init else None).items() if v is not None}
+    if resume is not None:
+        if folders or out:
+            raise UsageError("--resume takes the run directory only (its data and options come from the checkpoint)")
+        config = resume_config(resume)
+        extend = {k: given[k] for k in ("steps", "minutes", "every", "threads", "device") if k in given}
+        config = replace(config, out=str(resume), **extend)
+    else:
+        raw = _read_recipe(config_file) if config_file else {}
+        raw.update(given)
+        raw["settings"] = {**raw.get("settings", {}), **_parse_settings(settings)}
+        if folders:
+            raw["data"] = [str(f) for f in folders]
+        if val:
+            raw["val"] = [str(v) for v in val]
+        if out:
+            raw["out"] = str(out)
+        if not raw.get("data"):
+            raise UsageError("give at least one folder of HR training images")
+        if not raw.get("out"):
+            raise UsageError("give a run directory with --out")
+        config = TrainConfig.from_dict(raw)
+    show, close = _printer(plain or not sys.stderr.isatty())
+    try:
+        run = train(config, resume=resume is not None, on_event=show)
+    finally:
+        close()
+    typer.echo(f"trained: {run} (export with `upscale train export {run} -o model.safetensors`)")
+
+
+@train_app.command("export", help="Write a run's EMA weights as a .safetensors file usable with `upscale -m FILE`.")
+def export_command(
+    run: Path = typer.Argument(..., help="Run directory (or its checkpoint.pt)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Weights file to write (.safetensors)."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Export the raw weights instead of their EMA."),
+    half: bool = typer.Option(False, "--half", help="Store float16 tensors (half the size)."),
+) -> None:
+    from upscale_cli.errors import UsageError
+    from upscale_cli.train import export
+
+    if output.suffix != ".safetensors":
+        raise UsageError("export writes .safetensors files; name the output *.safetensors")
+    path = export(run, output, use_ema=not no_ema, half=half)
+    typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `train` group (default subcommand `run`, plus `export`)."""
+    app.add_typer(train_app, name="train")

@@ -1,0 +1,164 @@
+"""Degradations that turn HR training crops into LR inputs: small pure tensor functions.
+
+Each function takes a (B, C, H, W) float tensor in [0, 1] (and, when random, an explicit
+torch.Generator) and returns a new tensor; nothing here reads files or keeps state, so a
+seeded generator gives the same degradation every time (BasicSR's degradations.py, without
+its string-keyed option dicts).
+
+`bicubic_degrade` is the default and matches the SR evaluation protocol (Pillow-exact
+antialiased bicubic, then 8-bit quantisation). `random_degrade` is the `--degrade` mix:
+bicubic/bilinear/area downscaling, Gaussian blur, Gaussian noise and JPEG. JPEG needs an
+encoder: it goes through OpenCV's cv2.imencode/imdecode on uint8 arrays (the one place here
+that leaves torch; it is still a pure function of its inputs). For restoration (scale 1)
+`random_holes` and `overlay_text` (cv2.putText) add damage to be repaired.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from upscale_cli.models.unet import matrix_resize
+
+DOWNSCALE_METHODS = ("bicubic", "bilinear", "area")
+BLUR_SIGMA_RANGE = (0.2, 2.0)  # pixels (HR), before downscaling
+NOISE_SIGMA_RANGE = (1.0 / 255, 15.0 / 255)  # in [0, 1] units
+JPEG_QUALITY_RANGE = (30, 95)
+HOLE_FRACTION = 0.15  # largest hole side as a fraction of the image side
+TEXT_SCALE_RANGE = (0.4, 1.2)  # OpenCV font scale
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _chance(generator: torch.Generator, p: float) -> bool:
+    return float(torch.rand((), generator=generator)) < p
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Round to the 256 levels of an 8-bit image (the LR images of the protocol are 8-bit)."""
+    return x.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+
+
+def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H//scale, W//scale). bicubic/bilinear are Pillow-exact antialiased
+    filters; area is box averaging (OpenCV INTER_AREA for integer factors)."""
+    h, w = x.shape[-2] // scale, x.shape[-1] // scale
+    if scale == 1:
+        return x
+    if method == "area":
+        return F.adaptive_avg_pool2d(x, (h, w))
+    return matrix_resize(x, (h, w), method)  # == upscale_cli.resize, as matrix products
+
+
+def bicubic_degrade(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """The protocol's LR: antialiased bicubic downscale, quantised to 8 bits."""
+    return quantize(downscale(x, scale, "bicubic"))
+
+
+def gaussian_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:
+    """A normalised 1-D Gaussian kernel, (2r+1,), r = ceil(3 sigma) by default."""
+    radius = max(1, math.ceil(3.0 * sigma)) if radius is None else radius
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / max(sigma, 1e-6)) ** 2)
+    return k / k.sum()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflected borders; same shape out."""
+    k = gaussian_kernel(sigma).to(x)
+    r = k.numel() // 2
+    c = x.shape[1]
+    x = F.pad(x, (r, r, r, r), mode="reflect") if min(x.shape[-2:]) > r else F.pad(x, (r, r, r, r), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def gaussian_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Add white Gaussian noise of standard deviation sigma (in [0, 1] units), clipped."""
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) * sigma
+    return (x + noise.to(x.device)).clamp(0.0, 1.0)
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Round-trip each image through a JPEG encoder at `quality` (OpenCV, 4:2:0 as usual)."""
+    import cv2
+
+    out = []
+    for image in x.detach().cpu():
+        array = image.mul(255.0).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        if array.shape[2] == 3:
+            array = array[:, :, ::-1]  # OpenCV is BGR
+        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(array), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:  # pragma: no cover - OpenCV always encodes uint8 images
+            raise RuntimeError("OpenCV failed to encode a JPEG")
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED if array.shape[2] == 1 else cv2.IMREAD_COLOR)
+        decoded = decoded.reshape(array.shape)
+        if array.shape[2] == 3:
+            decoded = decoded[:, :, ::-1]
+        out.append(torch.from_numpy(np.ascontiguousarray(decoded)).permute(2, 0, 1))
+    return torch.stack(out).to(device=x.device, dtype=x.dtype) / 255.0
+
+
+def random_holes(x: torch.Tensor, generator: torch.Generator, max_holes: int = 3,
+                 fill: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Punch 1..max_holes rectangles into each image; returns (damaged, mask (B, 1, H, W) 1=hole).
+    Holes are filled with `fill`, or a random grey per hole when None."""
+    b, _, h, w = x.shape
+    out, mask = x.clone(), torch.zeros(b, 1, h, w, dtype=x.dtype, device=x.device)
+    for i in range(b):
+        for _ in range(int(torch.randint(1, max_holes + 1, (), generator=generator))):
+            hh = max(1, int(_uniform(generator, 0.02, HOLE_FRACTION) * h))
+            ww = max(1, int(_uniform(generator, 0.02, HOLE_FRACTION) * w))
+            top = int(torch.randint(0, h - hh + 1, (), generator=generator))
+            left = int(torch.randint(0, w - ww + 1, (), generator=generator))
+            value = _uniform(generator, 0.0, 1.0) if fill is None else fill
+            out[i, :, top:top + hh, left:left + ww] = value
+            mask[i, :, top:top + hh, left:left + ww] = 1.0
+    return out, mask
+
+
+def overlay_text(x: torch.Tensor, generator: torch.Generator, text: str | None = None) -> torch.Tensor:
+    """Draw a line of text (random letters, colour, size and place) over each image (cv2.putText)."""
+    import cv2
+
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    out = []
+    for image in x.detach().cpu():  # (C, H, W)
+        h, w = image.shape[-2:]
+        words = text or "".join(letters[int(torch.randint(0, len(letters), (), generator=generator))] for _ in range(8))
+        colour = torch.rand(image.shape[0], 1, 1, generator=generator)
+        font_scale = _uniform(generator, *TEXT_SCALE_RANGE) * max(h, w) / 256.0
+        origin = (int(_uniform(generator, 0.0, 0.5) * w), int(_uniform(generator, 0.2, 1.0) * h))
+        thickness = max(1, int(font_scale * 2))
+        # OpenCV draws on uint8 only: draw an antialiased coverage mask and blend the colour through it,
+        # so the image itself is not quantised
+        mask = np.zeros((h, w), dtype=np.uint8)
+        cv2.putText(mask, words, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 255, thickness, cv2.LINE_AA)
+        alpha = torch.from_numpy(mask).to(image.dtype).div(255.0)[None]  # (1, H, W)
+        out.append(image * (1 - alpha) + colour.to(image.dtype) * alpha)
+    return torch.stack(out).to(device=x.device, dtype=x.dtype).clamp(0.0, 1.0)
+
+
+def random_degrade(x: torch.Tensor, scale: int, generator: torch.Generator,
+                   restoration_damage: bool = False) -> torch.Tensor:
+    """The `--degrade` mix: maybe blur (HR), downscale by a random method, maybe noise,
+    maybe JPEG, then 8-bit quantisation; at scale 1 with restoration_damage, maybe holes
+    and text too. The whole batch shares one draw (the images within it differ anyway)."""
+    if _chance(generator, 0.5):
+        x = gaussian_blur(x, _uniform(generator, *BLUR_SIGMA_RANGE))
+    method = DOWNSCALE_METHODS[int(torch.randint(0, len(DOWNSCALE_METHODS), (), generator=generator))]
+    x = downscale(x, scale, method)
+    if _chance(generator, 0.5):
+        x = gaussian_noise(x, _uniform(generator, *NOISE_SIGMA_RANGE), generator)
+    if _chance(generator, 0.5):
+        x = jpeg(x, int(_uniform(generator, *JPEG_QUALITY_RANGE)))
+    if restoration_damage and scale == 1:
+        if _chance(generator, 0.5):
+            x = random_holes(x, generator)[0]
+        if _chance(generator, 0.5):
+            x = overlay_text(x, generator)
+    return quantize(x)

@@ -1,0 +1,149 @@
+"""Training losses: pixel (L1 / MSE), VGG-16 feature and gram-matrix losses, and a
+Y-channel PSNR for validation (the protocol's metric, on tensors, before 8-bit rounding
+of the HR; the SR output is rounded like the protocol does).
+
+The VGG-16 network is built here layer by layer (torchvision's `features` layout), so its
+weights can come from a plain state-dict file (`--vgg-weights`) without torchvision; when
+torchvision is installed and has the ImageNet weights in its cache, those are used.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from upscale_cli.errors import TrainingError
+
+# torchvision's VGG-16 `features`: numbers are conv widths, "M" a 2x2 max pool
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+VGG_FEATURE_LAYERS = (3, 8, 15, 22)  # relu1_2, relu2_2, relu3_3, relu4_3 (indices in `features`)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)  # BT.601, RGB in [0, 1] -> Y in [16, 235] / 255
+
+
+def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Mean absolute (l1) or squared (mse) error."""
+    if kind == "l1":
+        return F.l1_loss(sr, hr)
+    if kind == "mse":
+        return F.mse_loss(sr, hr)
+    raise TrainingError(f"unknown pixel loss {kind!r}; choose l1 or mse")
+
+
+def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, 1, H, W) BT.601 luma in [0, 255] (16..235)."""
+    w = torch.tensor(Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return 16.0 + (x * 255.0 * w).sum(dim=1, keepdim=True)
+
+
+def psnr_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> float:
+    """Protocol PSNR of one pair (1, 3, H, W) in [0, 1]: both rounded to 8 bits, Y channel,
+    `border` pixels cropped from each side."""
+    sr = quantize8(sr)
+    hr = quantize8(hr)
+    y_sr, y_hr = rgb_to_y(sr.double()), rgb_to_y(hr.double())
+    if border:
+        y_sr, y_hr = y_sr[..., border:-border, border:-border], y_hr[..., border:-border, border:-border]
+    mse = float(((y_sr - y_hr) ** 2).mean())
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def quantize8(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+
+
+def build_vgg16_features(upto: int = max(VGG_FEATURE_LAYERS)) -> nn.Sequential:
+    """VGG-16 `features` up to layer `upto` (inclusive), torchvision's module indices."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in VGG16_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.ReLU(inplace=False)]
+            channels = int(item)
+        if len(layers) > upto:
+            break
+    return nn.Sequential(*layers[: upto + 1])
+
+
+def load_vgg16_features(weights: str | Path | None) -> nn.Sequential | None:
+    """VGG-16 features with ImageNet weights from a file (a state dict with `features.N.*` or
+    `N.*` keys, .pth or .safetensors), else from torchvision's cache; None when neither has them."""
+    net = build_vgg16_features()
+    state = _vgg_state_from_file(Path(weights)) if weights else _vgg_state_from_torchvision()
+    if state is None:
+        return None
+    state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier")}
+    state = {k: v for k, v in state.items() if int(k.split(".")[0]) < len(net)}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise TrainingError(f"VGG-16 weights do not fit: {str(err).splitlines()[0]}", path=weights) from None
+    return net.eval().requires_grad_(False)
+
+
+def _vgg_state_from_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise TrainingError("VGG weights file not found", path=path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else {}
+
+
+def _vgg_state_from_torchvision() -> dict[str, torch.Tensor] | None:
+    """ImageNet VGG-16 weights only when torchvision is installed and already has them cached
+    (training must not start a 500 MB download behind the user's back)."""
+    try:
+        from torchvision.models import VGG16_Weights
+    except ImportError:
+        return None
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if not cached.is_file():
+        return None
+    return torch.load(str(cached), map_location="cpu", weights_only=True)
+
+
+def gram_matrix(feat: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C) normalised by C*H*W."""
+    b, c, h, w = feat.shape
+    f = feat.reshape(b, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+class PerceptualLoss(nn.Module):
+    """VGG-16 feature (L1 between relu activations) and gram-matrix (style) losses."""
+
+    def __init__(self, vgg: nn.Sequential, feature_weight: float, gram_weight: float) -> None:
+        super().__init__()
+        self.vgg = vgg
+        self.feature_weight, self.gram_weight = feature_weight, gram_weight
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats, x = [], (x - self.mean) / self.std
+        for index, layer in enumerate(self.vgg):
+            x = layer(x)
+            if index in VGG_FEATURE_LAYERS:
+                feats.append(x)
+        return feats
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        loss = sr.new_zeros(())
+        with torch.no_grad():
+            target = self._features(hr)
+        for f_sr, f_hr in zip(self._features(sr), target):
+            if self.feature_weight:
+                loss = loss + self.feature_weight * F.l1_loss(f_sr, f_hr)
+            if self.gram_weight:
+                loss = loss + self.gram_weight * F.l1_loss(gram_matrix(f_sr), gram_matrix(f_hr))
+        return loss

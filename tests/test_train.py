@@ -1,0 +1,298 @@
+"""`upscale train`: degradations, data, losses, the loop (steps, checkpoint, resume, export),
+errors, the CLI and a two-process gloo DDP run. Tiny synthetic images and a tiny U-Net."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from upscale_cli.cli import app
+from upscale_cli.errors import DatasetError, TrainingError, UnsupportedScaleError, UsageError
+from upscale_cli.loader import load_model
+from upscale_cli.train import TrainConfig, export, train
+from upscale_cli.train import degrade
+from upscale_cli.train.data import load_image_cache, random_crops
+from upscale_cli.train.loop import crop_at, load_checkpoint, lr_at
+from upscale_cli.train.losses import PerceptualLoss, build_vgg16_features, gram_matrix, pixel_loss, psnr_y
+
+TINY = {"width": 8, "levels": 1, "blocks": 1, "decoder_blocks": 1, "bottleneck_blocks": 1}
+
+
+def _synthetic_image(seed: int, size: int = 40) -> np.ndarray:
+    """Smooth gradients, a few hard-edged rectangles and a little noise: something to learn."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = np.stack([xx, yy, 0.5 * (xx + yy)], axis=-1) * rng.uniform(0.3, 1.0, 3)
+    for _ in range(3):
+        top, left = rng.integers(0, size - 8, 2)
+        image[top:top + rng.integers(4, 12), left:left + rng.integers(4, 12)] = rng.uniform(0, 1, 3)
+    image += rng.normal(0, 0.02, image.shape)
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hr")
+    for i in range(6):
+        Image.fromarray(_synthetic_image(i)).save(root / f"img{i}.png")
+    return root
+
+
+def _config(folder: Path, out: Path, **changes) -> TrainConfig:
+    base = TrainConfig(data=(str(folder),), val=(str(folder),), out=str(out), scale=2, settings=TINY, steps=6,
+                       batch=2, crop=8, lr=3e-3, every=3, threads=1, seed=3)
+    return replace(base, **changes)
+
+
+# ---------------------------------------------------------------- degradations
+def test_degrade_shapes_ranges_and_determinism():
+    hr = torch.rand(2, 3, 24, 24)
+    assert degrade.bicubic_degrade(hr, 3).shape == (2, 3, 8, 8)
+    for method in degrade.DOWNSCALE_METHODS:
+        assert degrade.downscale(hr, 2, method).shape == (2, 3, 12, 12)
+    assert degrade.gaussian_blur(hr, 1.2).shape == hr.shape
+    outs = []
+    for _ in range(2):
+        gen = torch.Generator().manual_seed(7)
+        outs.append(degrade.random_degrade(hr, 2, gen))
+    assert outs[0].shape == (2, 3, 12, 12)
+    assert torch.equal(outs[0], outs[1])
+    assert outs[0].min() >= 0 and outs[0].max() <= 1
+    assert torch.equal(outs[0], degrade.quantize(outs[0]))  # 8-bit levels, like the protocol's LR
+
+
+def test_noise_jpeg_holes_text():
+    x = torch.full((1, 3, 32, 32), 0.5)
+    gen = torch.Generator().manual_seed(0)
+    noisy = degrade.gaussian_noise(x, 0.1, gen)
+    assert 0.05 < float((noisy - x).std()) < 0.15
+    assert torch.allclose(degrade.jpeg(x, 90), x, atol=2 / 255)
+    damaged, mask = degrade.random_holes(x, gen)
+    assert mask.shape == (1, 1, 32, 32) and mask.sum() > 0
+    assert torch.equal(damaged * (1 - mask), x * (1 - mask))
+    texted = degrade.overlay_text(x, gen, text="HELLO")
+    assert texted.shape == x.shape and (texted != x).any()
+    restored = degrade.random_degrade(x, 1, torch.Generator().manual_seed(1), restoration_damage=True)
+    assert restored.shape == x.shape
+
+
+def test_bicubic_degrade_matches_pillow():
+    image = _synthetic_image(9, 48)
+    lr_pil = np.asarray(Image.fromarray(image).resize((24, 24), Image.BICUBIC))
+    lr = degrade.bicubic_degrade(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, 2)
+    ours = (lr[0].permute(1, 2, 0) * 255).round().numpy()
+    assert np.abs(ours - lr_pil).max() <= 1
+
+
+# ---------------------------------------------------------------- data and losses
+def test_cache_skips_unreadable_and_small_images(tmp_path, folder):
+    for p in folder.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    Image.fromarray(_synthetic_image(1, 10)).save(tmp_path / "small.png")
+    skipped = []
+    cache = load_image_cache([tmp_path], min_size=16, on_skip=lambda p, why: skipped.append(p.name))
+    assert len(cache.images) == 6 and sorted(skipped) == ["broken.png", "small.png"]
+    crops = random_crops(cache, 4, 16, torch.Generator().manual_seed(0))
+    assert crops.shape == (4, 3, 16, 16) and crops.dtype == torch.float32 and crops.max() <= 1
+
+
+def test_losses_and_psnr():
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    assert pixel_loss(a, a) == 0 and pixel_loss(a, b, "mse") > 0
+    assert psnr_y(a, a, border=2) == float("inf")
+    assert 0 < psnr_y(a, b, border=2) < 20
+    vgg = build_vgg16_features(upto=8).eval().requires_grad_(False)
+    loss = PerceptualLoss(vgg, feature_weight=1.0, gram_weight=1.0)
+    assert float(loss(a, a)) == 0.0 and float(loss(a, b)) > 0
+    assert gram_matrix(torch.rand(2, 4, 5, 5)).shape == (2, 4, 4)
+
+
+def test_one_cycle_schedule_and_progressive_crops(tmp_path):
+    c = TrainConfig(data=("x",), out="y", lr=1e-3, warmup=0.1, crop=48, progressive=True)
+    assert lr_at(0.0, c) == pytest.approx(1e-3 / 25)
+    assert lr_at(0.1, c) == pytest.approx(1e-3)
+    assert lr_at(1.0, c) == pytest.approx(1e-6)
+    assert crop_at(0.0, c, 4) == 24 and crop_at(1.0, c, 4) == 48
+
+
+# ---------------------------------------------------------------- the loop
+def test_a_few_steps_reduce_the_loss(folder, tmp_path):
+    losses = []
+    train(_config(folder, tmp_path / "run", steps=60, every=60, batch=4, crop=12, lr=5e-3, val=()),
+          on_event=lambda e: losses.append(e.loss) if e.kind == "step" else None)
+    assert len(losses) == 6
+    assert losses[-1] < losses[0]
+
+
+def test_checkpoint_resume_continues_with_the_same_state(folder, tmp_path):
+    straight = train(_config(folder, tmp_path / "straight"))
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_first_checkpoint(event):
+        if event.kind == "checkpoint":
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(_config(folder, tmp_path / "split"), on_event=stop_at_first_checkpoint)
+    assert load_checkpoint(tmp_path / "split")["step"] == 3
+    steps = []
+    train(_config(folder, tmp_path / "split"), resume=True,
+          on_event=lambda e: steps.append(e.step) if e.kind == "checkpoint" else None)
+    assert steps == [6]
+    a, b = load_checkpoint(straight), load_checkpoint(tmp_path / "split")
+    assert a["step"] == b["step"] == 6
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert torch.equal(a["data_rng"][0], b["data_rng"][0])
+    assert (tmp_path / "split" / "samples" / "step_0000006.png").is_file()
+
+
+def test_export_then_load_model_gives_the_same_output(folder, tmp_path):
+    run = train(_config(folder, tmp_path / "run"))
+    path = export(run, tmp_path / "m.safetensors")
+    model = load_model(str(path))
+    reference = TrainConfig.from_dict(load_checkpoint(run)["config"])
+    from upscale_cli.models import build_model
+
+    ema = build_model("unet", **reference.model_settings).eval()
+    ema.load_state_dict(load_checkpoint(run)["ema"])
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(model(x), ema(x))
+    assert model.info.scale == 2
+
+
+def test_init_from_another_scale_copies_the_body(folder, tmp_path):
+    run = train(_config(folder, tmp_path / "x2", val=()))
+    messages = []
+    train(_config(folder, tmp_path / "x4", scale=4, crop=4, steps=1, val=(), init=str(run)),
+          on_event=lambda e: messages.append(e.message))
+    assert any("initialised" in m for m in messages)
+
+
+def test_errors(folder, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError):
+        train(_config(empty, tmp_path / "a"))
+    with pytest.raises(DatasetError):  # 40-pixel images, 80-pixel HR crops
+        train(_config(folder, tmp_path / "b", crop=40, val=()))
+    with pytest.raises(UnsupportedScaleError):
+        train(_config(folder, tmp_path / "c", scale=5))
+    with pytest.raises(TrainingError):
+        train(_config(folder, tmp_path / "d"), resume=True)
+    with pytest.raises(UsageError):
+        train(_config(folder, tmp_path / "e", crop=9, settings={**TINY, "levels": 2}))
+    run = train(_config(folder, tmp_path / "f", steps=1, val=()))
+    with pytest.raises(TrainingError):
+        train(_config(folder, run))  # would overwrite a run
+
+
+def test_perceptual_loss_without_weights_warns_and_trains(folder, tmp_path):
+    warnings = []
+    train(_config(folder, tmp_path / "run", steps=1, val=(), feature_weight=0.1),
+          on_event=lambda e: warnings.append(e.message) if e.kind == "warning" else None)
+    assert any("VGG" in w for w in warnings)
+
+
+# ---------------------------------------------------------------- the CLI
+def test_cli_train_resume_export_and_errors(folder, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "run"
+    common = ["--set", "width=8", "--set", "levels=1", "--set", "blocks=1", "--threads", "1"]
+    result = runner.invoke(app, ["train", str(folder), "--scale", "2", "--out", str(run), "--steps", "4", "--every", "2",
+                                 "--batch", "2", "--crop", "8", "--plain", *common])
+    assert result.exit_code == 0, result.output
+    assert "checkpoint" in result.output
+    result = runner.invoke(app, ["train", "--resume", str(run), "--steps", "6", "--plain"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(run)["step"] == 6
+    out = tmp_path / "m.safetensors"
+    result = runner.invoke(app, ["train", "export", str(run), "-o", str(out), "--half"])
+    assert result.exit_code == 0, result.output
+    assert load_model(str(out)).info.scale == 2
+
+    result = runner.invoke(app, ["train", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "error:" in result.output
+    result = runner.invoke(app, ["train", str(folder), "--scale", "7", "--out", str(tmp_path / "y"), *common])
+    assert result.exit_code == 2 and "x7" in result.output
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "checkpoint" in result.output
+
+
+def test_cli_reads_a_recipe(folder, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'scale = 2\nsteps = 2\nbatch = 2\ncrop = 8\nthreads = 1\nout = "{tmp_path / "run"}"\n'
+                      f'data = ["{folder}"]\n[settings]\nwidth = 4\nlevels = 1\nblocks = 0\n')
+    result = CliRunner().invoke(app, ["train", "--config", str(recipe), "--plain"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "run")["config"]["settings"]["width"] == 4
+
+
+# ---------------------------------------------------------------- two processes
+@pytest.mark.slow
+def test_two_process_gloo_ddp_run(folder, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "upscale_cli", "train", str(folder), "--scale", "2", "--out", str(run), "--steps", "4",
+           "--every", "2", "--batch", "2", "--crop", "8", "--threads", "1", "--plain",
+           "--set", "width=4", "--set", "levels=1", "--set", "blocks=0"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == 4
+    assert len(ckpt["data_rng"]) == 2 and not torch.equal(ckpt["data_rng"][0], ckpt["data_rng"][1])
+
+
+def test_restoration_with_random_degradations(folder, tmp_path):
+    scores = []
+    train(_config(folder, tmp_path / "restore", scale=1, degrade=True, steps=2, every=2),
+          on_event=lambda e: scores.append(e.psnr) if e.kind == "val" else None)
+    assert len(scores) == 1 and 5 < scores[0] < 100  # a finite PSNR against damaged inputs
+
+
+def test_stacked_upsampler_initialises_every_stage_from_x2(folder, tmp_path):
+    x2 = train(_config(folder, tmp_path / "up2", arch="upsampler", settings={"width": 4, "depth": 1}, val=()))
+    x4 = train(_config(folder, tmp_path / "up4", arch="upsampler", scale=4, crop=4, steps=1, val=(), ema=0.0,
+                       settings={"width": 4, "depth": 1}, init=str(x2), lr=1e-12))
+    stage0 = load_checkpoint(x2)["ema"]
+    stacked = load_checkpoint(x4)["model"]
+    for name, value in stage0.items():
+        if name.endswith(".weight") and "bn" not in name and value.dim() == 4:
+            second = name.replace("stages.0.", "stages.1.")
+            assert torch.allclose(stacked[second], value, atol=1e-6), second
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mixed_precision_run_on_cuda(folder, tmp_path):
+    run = train(_config(folder, tmp_path / "cuda", device="cuda", amp=True))
+    assert load_checkpoint(run)["step"] == 6
+
+
+def test_rich_progress_printer_draws_every_event():
+    from upscale_cli.cli.train import _printer
+    from upscale_cli.train import TrainEvent
+
+    show, close = _printer(plain=False)
+    try:
+        for event in (TrainEvent("start", message="hello"), TrainEvent("val", psnr=30.0, message="bicubic baseline"),
+                      TrainEvent("step", step=10, steps=100, progress=0.1, loss=0.02, lr=1e-3, it_s=2.0, eta_s=45.0),
+                      TrainEvent("warning", message="careful"), TrainEvent("checkpoint", step=10, path="x"),
+                      TrainEvent("done", step=100, progress=1.0)):
+            show(event)
+    finally:
+        close()
