@@ -32,6 +32,7 @@ def upscale_command(
     alpha: str = typer.Option("bicubic", "--alpha", help="How to upscale transparency: bicubic or model."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+    restore: bool = typer.Option(False, "--restore", help="Repair JPEG artifacts and noise first (`upscale restore`), then upscale."),
 ) -> None:
     from upscale_cli.batch import WriteOptions, expand_inputs, plan_jobs, scale_tag
     from upscale_cli.engine import UpscaleConfig, Upscaler
@@ -52,7 +53,15 @@ def upscale_command(
     record = {"model": model, "scale": scale if scale is not None else upscaler.default_scale}
     reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
                                          stdout_busy=output == "-")
-    results = reporter.run(jobs, upscaler, options)
+    converter = upscaler
+    if restore:  # restore at the input size with the default restoration model, then upscale
+        from upscale_cli.restore import RestoreConfig, Restorer, RestoreThenUpscale
+
+        restorer = Restorer(RestoreConfig(device=device, half=half, tile=tile, tile_overlap=tile_overlap),
+                            progress=not quiet)
+        restorer.prepare()
+        converter = RestoreThenUpscale(restorer, upscaler)
+    results = reporter.run(jobs, converter, options)
     for note in upscaler.notes:
         reporter.note(note)
     if any(r.status == "failed" for r in results):

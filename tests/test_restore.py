@@ -1,0 +1,183 @@
+"""`upscale restore` end to end through the real CLI, plus the mask helpers of restore.py.
+
+Tiny images, the OpenCV baselines (no weights), and the packaged unet-restore when it ships.
+"""
+from __future__ import annotations
+
+import image_factory as f
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from upscale_cli import restore
+from upscale_cli.catalog import load_catalog
+from upscale_cli.cli import app
+
+runner = CliRunner()
+W, H = f.SIZE
+
+
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).astype(np.int16)
+
+
+def _mask_png(folder, size=(W, H), box=(4, 4, 12, 10), name="mask.png"):
+    """Black image with one white rectangle (x0, y0, x1, y1): the pixels to fill."""
+    mask = np.zeros((size[1], size[0]), np.uint8)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = 255
+    path = folder / name
+    Image.fromarray(mask).save(path)
+    return path, mask > 0
+
+
+def _noisy_png(folder, name="noisy.png"):
+    rng = np.random.default_rng(0)
+    base = f.gradient_rgb().astype(np.float64)
+    noisy = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    path = folder / name
+    Image.fromarray(noisy).save(path)
+    return path
+
+
+def test_nlmeans_writes_restored_png_of_same_size(tmp_path):
+    src = _noisy_png(tmp_path, "photo.png")
+    result = runner.invoke(app, ["restore", str(src), "-m", "opencv-nlmeans"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "photo_restored.png"
+    with Image.open(out) as im:
+        assert im.size == (W, H)
+    assert not np.array_equal(_pixels(out), _pixels(src))  # it did denoise something
+
+
+def test_inpaint_with_mask_changes_only_masked_pixels(tmp_path):
+    src = f.make_rgb_png(tmp_path, "photo.png")
+    mask_path, mask = _mask_png(tmp_path)
+    holed = _pixels(src).astype(np.uint8)
+    holed[mask] = 0  # black holes that the mask marks
+    Image.fromarray(holed).save(src)
+    result = runner.invoke(app, ["restore", str(src), "-m", "opencv-inpaint", "--mask", str(mask_path)])
+    assert result.exit_code == 0, result.output
+    out = _pixels(tmp_path / "photo_restored.png")
+    assert np.array_equal(out[~mask], holed[~mask])
+    assert (out[mask] > 0).mean() > 0.9  # the black holes were filled from their surroundings
+
+
+def test_mask_size_mismatch_is_one_error_line(tmp_path):
+    src = f.make_rgb_png(tmp_path, "photo.png")
+    mask_path, _ = _mask_png(tmp_path, size=(W + 3, H))
+    result = runner.invoke(app, ["restore", str(src), "-m", "opencv-inpaint", "--mask", str(mask_path)])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "mask" in errors[0] and "same size" in errors[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "photo_restored.png").exists()
+
+
+def test_inpaint_without_mask_is_usage_error(tmp_path):
+    src = f.make_rgb_png(tmp_path, "photo.png")
+    result = runner.invoke(app, ["restore", str(src), "-m", "opencv-inpaint"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error:") and "--mask" in result.stderr
+    assert not (tmp_path / "photo_restored.png").exists()
+
+
+def test_strength_zero_returns_input_unchanged(tmp_path):
+    src = _noisy_png(tmp_path, "photo.png")
+    result = runner.invoke(app, ["restore", str(src), "-m", "opencv-nlmeans", "--strength", "0"])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(_pixels(tmp_path / "photo_restored.png"), _pixels(src))
+
+
+def test_bad_strength_task_and_model_are_usage_errors(tmp_path):
+    src = f.make_rgb_png(tmp_path, "photo.png")
+    for args in (["--strength", "1.5"], ["--task", "sharpen"], ["-m", "bicubic"]):  # bicubic: not x1
+        result = runner.invoke(app, ["restore", str(src), "-m", "opencv-nlmeans", *args])
+        assert result.exit_code == 2, (args, result.output)
+
+
+def test_bad_file_in_batch_fails_alone(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _noisy_png(folder, "a.png")
+    f.make_rgba_png(folder, "b.png")
+    f.make_16bit_rgb_png(folder, "c16.png")
+    f.make_truncated_png(folder, "broken.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["restore", str(folder), "-m", "opencv-nlmeans", "-o", str(out)])
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c16.png"]
+    with Image.open(out / "b.png") as im:
+        assert im.mode == "RGBA" and im.size == (W, H)  # alpha kept
+    with Image.open(out / "c16.png") as im:
+        assert im.size == (W, H)
+    errors = [line for line in result.stderr.splitlines() if "broken.png" in line]
+    assert len(errors) == 1 and errors[0].startswith("error:")
+    assert "3 done, 0 skipped, 1 failed" in result.stderr
+
+
+def test_sixteen_bit_stays_sixteen_bit(tmp_path):
+    src = f.make_16bit_rgb_png(tmp_path, "deep.png")
+    result = runner.invoke(app, ["restore", str(src), "-m", "opencv-nlmeans", "--strength", "0.5"])
+    assert result.exit_code == 0, result.output
+    from upscale_cli.images import read_image
+
+    assert read_image(tmp_path / "deep_restored.png").bit_depth == 16
+
+
+_HAS_UNET_RESTORE = "unet-restore" in load_catalog()
+
+
+@pytest.mark.skipif(not _HAS_UNET_RESTORE, reason="unet-restore is not in the catalogue")
+def test_upscale_with_restore_gives_2x_image(tmp_path):
+    src = f.make_rgb_jpeg(tmp_path, "photo.jpg")
+    result = runner.invoke(app, [str(src), "-x", "2", "-m", "bicubic", "--restore", "--format", "png"])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "photo_x2.png") as im:
+        assert im.size == (2 * W, 2 * H)
+
+
+@pytest.mark.skipif(not _HAS_UNET_RESTORE, reason="unet-restore is not in the catalogue")
+def test_unet_restore_runs_on_small_image(tmp_path):
+    src = _noisy_png(tmp_path, "photo.png")
+    mask_path, mask = _mask_png(tmp_path)
+    result = runner.invoke(app, ["restore", str(src), "--mask", str(mask_path), "--task", "inpaint"])
+    assert result.exit_code == 0, result.output
+    out = _pixels(tmp_path / "photo_restored.png")
+    assert out.shape == (H, W, 3)
+    assert np.array_equal(out[~mask], _pixels(src)[~mask])  # inpaint: only masked pixels change
+    result = runner.invoke(app, ["restore", str(src), "-o", str(tmp_path / "full.png")])
+    assert result.exit_code == 0, result.output
+    assert _pixels(tmp_path / "full.png").shape == (H, W, 3)
+
+
+# ----------------------------------------------------------------------------- library helpers
+
+
+def test_prefill_keeps_known_pixels_and_fills_a_ramp_smoothly():
+    ramp = torch.linspace(0, 1, 40).view(1, 1, 1, 40).expand(1, 3, 40, 40).contiguous()
+    mask = torch.zeros(1, 1, 40, 40)
+    mask[..., 10:30, 12:28] = 1
+    holed = torch.where(mask > 0, torch.zeros_like(ramp), ramp)
+    filled = restore.prefill(holed, mask)
+    assert torch.equal(filled[mask.expand_as(ramp) == 0], ramp[mask.expand_as(ramp) == 0])
+    assert float((filled - ramp).abs().max()) < 0.03  # a linear ramp is harmonic: found again
+
+
+def test_random_blob_mask_covers_about_the_asked_fraction():
+    mask = restore.random_blob_mask(64, 80, 0.1, torch.Generator().manual_seed(0), blob_sigma=3.0)
+    assert mask.shape == (1, 1, 64, 80)
+    assert 0.08 < float(mask.mean()) < 0.12
+
+
+def test_composite_strength_and_inpaint_only():
+    original, restored = torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., 0, 0] = 1
+    half = restore.composite(original, restored, mask, 0.5, inpaint_only=False)
+    assert float(half[0, 0, 0, 0]) == 1.0 and float(half[0, 0, 1, 1]) == 0.5
+    only = restore.composite(original, restored, mask, 1.0, inpaint_only=True)
+    assert float(only.sum()) == 3.0
