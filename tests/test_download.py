@@ -356,3 +356,26 @@ def test_opencv_model_end_to_end(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert Image.open(online).size == (160, 112)
     assert online.read_bytes() == offline.read_bytes()
+
+
+def test_wrong_bytes_through_the_command_write_no_image(tmp_path, monkeypatch, cache):
+    """A mirror serving corrupted weights: one clear line, exit 1, no output image, nothing cached."""
+    from typer.testing import CliRunner
+
+    from upscale_cli.cli import app
+
+    import image_factory
+
+    png = image_factory.make_rgb_png(tmp_path, "photo.png", size=(24, 16))
+    before = png.read_bytes()
+    out = tmp_path / "out.png"
+    with FileServer(OPENCV_WEIGHTS_DIR) as bad_server:
+        bad_server.faults.wrong_bytes = True
+        monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", bad_server.url)
+        result = CliRunner().invoke(app, [str(png), "-m", "opencv-espcn", "-x", "2", "-o", str(out), "-q"])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "sha256" in errors[0].lower() and "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+    assert files_under(cache) == []
+    assert png.read_bytes() == before
