@@ -6,7 +6,7 @@ Data: the first N images of BSD68 sorted by name (evaluation only: never train o
 as 8-bit RGB. Three damages, each drawn from a fixed seed:
   jpeg    Pillow JPEG at quality 20 (4:2:0), decoded back;
   noise   Gaussian noise of sigma 25 (8-bit levels), clipped and rounded to 8 bits;
-  holes   random blobs covering about 10% of the pixels (restore.random_blob_mask, blob sigma
+  holes   random blobs covering about 10% of the pixels (train.degrade.random_blob_mask, blob sigma
           6 px), set to black in the input and given as the mask. Scored inside the mask only.
 Metric: RGB PSNR (all pixels, no border; holes: masked pixels only), mean over the images.
 Rows: the damaged input, our model through restore.Restorer (exactly what the CLI runs),
@@ -28,9 +28,10 @@ import torch
 from PIL import Image
 
 from upscale_cli import restore
+from upscale_cli.train import degrade
 from upscale_cli.images import load_rgb_uint8, tensor_to_uint8, uint8_to_tensor
 
-BSD68 = Path("/work/shared/datasets/benchmark/BSD68")
+BSD68 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "benchmark" / "BSD68"
 JPEG_QUALITY = 20
 NOISE_SIGMA = 25.0  # 8-bit levels
 HOLE_COVERAGE = 0.10
@@ -55,7 +56,7 @@ def noise_damage(hr: np.ndarray, index: int) -> tuple[np.ndarray, None]:
 
 def holes_damage(hr: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
     gen = torch.Generator().manual_seed(SEED + index)
-    mask = restore.random_blob_mask(hr.shape[0], hr.shape[1], HOLE_COVERAGE, gen, BLOB_SIGMA)[0, 0].numpy() > 0
+    mask = degrade.random_blob_mask(hr.shape[0], hr.shape[1], HOLE_COVERAGE, gen, BLOB_SIGMA)[0, 0].numpy() > 0
     damaged = hr.copy()
     damaged[mask] = 0
     return damaged, mask

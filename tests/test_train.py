@@ -18,7 +18,7 @@ from upscale_cli.cli import app
 from upscale_cli.errors import DatasetError, TrainingError, UnsupportedScaleError, UsageError
 from upscale_cli.loader import load_model
 from upscale_cli.train import TrainConfig, export, train
-from upscale_cli.train import degrade
+from upscale_cli.train import degrade, loop
 from upscale_cli.train.data import load_image_cache, random_crops
 from upscale_cli.train.loop import crop_at, load_checkpoint, lr_at
 from upscale_cli.train.losses import PerceptualLoss, build_vgg16_features, gram_matrix, pixel_loss, psnr_y
@@ -80,8 +80,32 @@ def test_noise_jpeg_holes_text():
     assert torch.equal(damaged * (1 - mask), x * (1 - mask))
     texted = degrade.overlay_text(x, gen, text="HELLO")
     assert texted.shape == x.shape and (texted != x).any()
-    restored = degrade.random_degrade(x, 1, torch.Generator().manual_seed(1), restoration_damage=True)
-    assert restored.shape == x.shape
+
+
+
+@pytest.mark.parametrize("mix", degrade.DAMAGE_MIXES)
+def test_restoration_damage_is_per_crop_and_seeded(mix):
+    """--scale 1 --degrade: every crop draws its own damage, the same for the same seed, 8-bit levels."""
+    x = torch.rand(6, 3, 40, 40, generator=torch.Generator().manual_seed(3))
+    first = loop.make_lr(x, 1, True, torch.Generator().manual_seed(1), mix)
+    again = loop.make_lr(x, 1, True, torch.Generator().manual_seed(1), mix)
+    assert first.shape == x.shape and torch.equal(first, again)
+    assert torch.equal(first, degrade.quantize(first))
+    changes = [float((first[i] - x[i]).abs().mean()) for i in range(len(x))]
+    assert len({round(c, 6) for c in changes}) > 1  # crops are damaged differently
+    assert max(changes) > 2 / 255  # and really damaged
+
+
+def test_restoration_damage_mix_is_checked(tmp_path, folder):
+    with pytest.raises(UsageError, match="damage mix"):
+        loop.train(loop.TrainConfig(data=(str(folder),), out=str(tmp_path / "run"), scale=1, degrade=True,
+                                    damage_mix="everything", steps=1))
+
+
+def test_random_blob_mask_covers_about_the_asked_fraction():
+    mask = degrade.random_blob_mask(64, 80, 0.1, torch.Generator().manual_seed(0), blob_sigma=3.0)
+    assert mask.shape == (1, 1, 64, 80)
+    assert 0.08 < float(mask.mean()) < 0.12
 
 
 def test_bicubic_degrade_matches_pillow():

@@ -105,21 +105,6 @@ def prefill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _jacobi(start, 1.0 - known, JACOBI_ITERATIONS)
 
 
-def random_blob_mask(height: int, width: int, coverage: float, generator: torch.Generator,
-                     blob_sigma: float = 6.0) -> torch.Tensor:
-    """(1, 1, H, W) 0/1 mask of random blobs covering about `coverage` of the pixels: Gaussian-
-    smoothed white noise (blob size ~ blob_sigma pixels) thresholded at its (1 - coverage) quantile."""
-    from upscale_cli.train.degrade import gaussian_blur
-
-    noise = torch.randn(1, 1, height, width, generator=generator)
-    smooth = gaussian_blur(noise, blob_sigma)
-    values = smooth.flatten()
-    if values.numel() > 1_000_000:  # torch.quantile refuses very large inputs; a sample is as good
-        values = values[torch.randperm(values.numel(), generator=generator)[:1_000_000]]
-    threshold = torch.quantile(values, 1.0 - coverage)
-    return (smooth > threshold).to(torch.float32)
-
-
 def composite(original: torch.Tensor, restored: torch.Tensor, mask: torch.Tensor | None,
               strength: float, inpaint_only: bool) -> torch.Tensor:
     """Restored pixels inside the mask; outside it, the input blended towards the restored image

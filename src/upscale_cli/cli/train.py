@@ -136,7 +136,11 @@ def run_command(
     ema: Optional[float] = typer.Option(None, "--ema", help="EMA decay of the weights (0 = off; default 0.999)."),
     clip: Optional[float] = typer.Option(None, "--clip", help="Gradient-norm clip (0 = off)."),
     progressive: Optional[bool] = typer.Option(None, "--progressive/--no-progressive", help="Grow crops from half size."),
-    degrade: Optional[bool] = typer.Option(None, "--degrade/--no-degrade", help="Random blur/noise/JPEG/downscaler mix."),
+    degrade: Optional[bool] = typer.Option(
+        None, "--degrade/--no-degrade",
+        help="Random blur/noise/JPEG/downscaler mix; at --scale 1, restoration damage (JPEG, noise, holes, text)."),
+    damage_mix: Optional[str] = typer.Option(
+        None, "--damage-mix", help="Restoration damage with --scale 1 --degrade: exclusive (default) or independent."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
     every: Optional[int] = typer.Option(None, "--every", help="Steps between validation/checkpoint/sample."),
@@ -154,7 +158,7 @@ def run_command(
     given = {k: v for k, v in dict(
         arch=arch, scale=scale, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr, weight_decay=weight_decay,
         loss=loss, feature_weight=feature_weight, gram_weight=gram_weight, ema=ema, clip=clip, progressive=progressive,
-        degrade=degrade, amp=amp, device=device, every=every, seed=seed, threads=threads,
+        degrade=degrade, damage_mix=damage_mix, amp=amp, device=device, every=every, seed=seed, threads=threads,
         vgg_weights=str(vgg_weights) if vgg_weights else None, init=str(init) if init else None).items() if v is not None}
     if resume is not None:
         if folders or out:

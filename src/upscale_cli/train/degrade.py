@@ -6,11 +6,13 @@ seeded generator gives the same degradation every time (BasicSR's degradations.p
 its string-keyed option dicts).
 
 `bicubic_degrade` is the default and matches the SR evaluation protocol (Pillow-exact
-antialiased bicubic, then 8-bit quantisation). `random_degrade` is the `--degrade` mix:
-bicubic/bilinear/area downscaling, Gaussian blur, Gaussian noise and JPEG. JPEG needs an
+antialiased bicubic, then 8-bit quantisation). `random_degrade` is the `--degrade` mix
+for SR: bicubic/bilinear/area downscaling, Gaussian blur, Gaussian noise and JPEG. JPEG needs an
 encoder: it goes through OpenCV's cv2.imencode/imdecode on uint8 arrays (the one place here
-that leaves torch; it is still a pure function of its inputs). For restoration (scale 1)
-`random_holes` and `overlay_text` (cv2.putText) add damage to be repaired.
+that leaves torch; it is still a pure function of its inputs). For restoration (scale 1,
+`--degrade`) `restoration_degrade` damages each crop on its own: JPEG quality 10-90, noise
+sigma 0-50, blur, blob holes pre-filled exactly as `upscale restore --mask` pre-fills them,
+unmarked grey holes (`random_holes`) and overlaid text (`overlay_text`, cv2.putText).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from upscale_cli.models.unet import matrix_resize
+from upscale_cli.restore import prefill
 
 DOWNSCALE_METHODS = ("bicubic", "bilinear", "area")
 BLUR_SIGMA_RANGE = (0.2, 2.0)  # pixels (HR), before downscaling
@@ -143,11 +146,10 @@ def overlay_text(x: torch.Tensor, generator: torch.Generator, text: str | None =
     return torch.stack(out).to(device=x.device, dtype=x.dtype).clamp(0.0, 1.0)
 
 
-def random_degrade(x: torch.Tensor, scale: int, generator: torch.Generator,
-                   restoration_damage: bool = False) -> torch.Tensor:
+def random_degrade(x: torch.Tensor, scale: int, generator: torch.Generator) -> torch.Tensor:
     """The `--degrade` mix: maybe blur (HR), downscale by a random method, maybe noise,
-    maybe JPEG, then 8-bit quantisation; at scale 1 with restoration_damage, maybe holes
-    and text too. The whole batch shares one draw (the images within it differ anyway)."""
+    maybe JPEG, then 8-bit quantisation. The whole batch shares one draw (the images within it
+    differ anyway). Restoration (scale 1) uses `restoration_degrade` instead."""
     if _chance(generator, 0.5):
         x = gaussian_blur(x, _uniform(generator, *BLUR_SIGMA_RANGE))
     method = DOWNSCALE_METHODS[int(torch.randint(0, len(DOWNSCALE_METHODS), (), generator=generator))]
@@ -156,9 +158,78 @@ def random_degrade(x: torch.Tensor, scale: int, generator: torch.Generator,
         x = gaussian_noise(x, _uniform(generator, *NOISE_SIGMA_RANGE), generator)
     if _chance(generator, 0.5):
         x = jpeg(x, int(_uniform(generator, *JPEG_QUALITY_RANGE)))
-    if restoration_damage and scale == 1:
-        if _chance(generator, 0.5):
-            x = random_holes(x, generator)[0]
-        if _chance(generator, 0.5):
-            x = overlay_text(x, generator)
     return quantize(x)
+
+
+# ---------------------------------------------------------------- restoration (scale 1)
+RESTORE_JPEG_QUALITY = (10, 90)
+RESTORE_NOISE_SIGMA = (0.0, 50.0 / 255)  # [0, 1] units
+RESTORE_BLUR_SIGMA = (0.3, 1.5)  # pixels
+RESTORE_HOLE_COVERAGE = (0.02, 0.2)  # fraction of the crop
+RESTORE_BLOB_SIGMA = (2.0, 8.0)  # pixels
+P_BLUR, P_NOISE, P_JPEG = 0.15, 0.55, 0.55  # the "independent" mix: each damage drawn on its own
+P_MASKED_HOLES, P_GREY_HOLES, P_TEXT = 0.2, 0.08, 0.12
+DAMAGE_MIXES = ("exclusive", "independent")
+
+
+def random_blob_mask(height: int, width: int, coverage: float, generator: torch.Generator,
+                     blob_sigma: float = 6.0) -> torch.Tensor:
+    """(1, 1, H, W) 0/1 mask of random blobs covering about `coverage` of the pixels: Gaussian-
+    smoothed white noise (blob size ~ blob_sigma pixels) thresholded at its (1 - coverage) quantile."""
+    noise = torch.randn(1, 1, height, width, generator=generator)
+    smooth = gaussian_blur(noise, blob_sigma)
+    values = smooth.flatten()
+    if values.numel() > 1_000_000:  # torch.quantile refuses very large inputs; a sample is as good
+        values = values[torch.randperm(values.numel(), generator=generator)[:1_000_000]]
+    threshold = torch.quantile(values, 1.0 - coverage)
+    return (smooth > threshold).to(torch.float32)
+
+
+def _holes_and_text(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Maybe blob holes (pre-filled as `upscale restore --mask` does), else maybe grey holes; maybe text."""
+    if _chance(generator, P_MASKED_HOLES):
+        mask = random_blob_mask(x.shape[-2], x.shape[-1], _uniform(generator, *RESTORE_HOLE_COVERAGE), generator,
+                                _uniform(generator, *RESTORE_BLOB_SIGMA))
+        x = prefill(x, mask)
+    elif _chance(generator, P_GREY_HOLES):
+        x = random_holes(x, generator)[0]
+    if _chance(generator, P_TEXT):
+        x = overlay_text(x, generator)
+    return quantize(x)
+
+
+def _damage_independent(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Blur, noise and JPEG each drawn on its own (noise then sits under most JPEG crops)."""
+    if _chance(generator, P_BLUR):
+        x = gaussian_blur(x, _uniform(generator, *RESTORE_BLUR_SIGMA))
+    if _chance(generator, P_NOISE):
+        x = gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)
+    if _chance(generator, P_JPEG):
+        x = jpeg(x, int(round(_uniform(generator, *RESTORE_JPEG_QUALITY))))
+    return _holes_and_text(quantize(x), generator)
+
+
+def _damage_exclusive(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mostly one damage per crop, JPEG-heavy with low qualities more often: 40% JPEG only,
+    30% noise only, 15% noise then JPEG, 15% blur or nothing. (With the independent mix the
+    JPEG-only case was rare and ambiguous, and JPEG was learnt worse than noise.)"""
+    r = float(torch.rand((), generator=generator))
+    low, high = RESTORE_JPEG_QUALITY
+    quality = int(round(low + (high - low) * float(torch.rand((), generator=generator)) ** 1.5))
+    if r < 0.40:
+        x = jpeg(x, quality)
+    elif r < 0.70:
+        x = gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)
+    elif r < 0.85:
+        x = jpeg(quantize(gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)), quality)
+    elif _chance(generator, 0.5):
+        x = gaussian_blur(x, _uniform(generator, *RESTORE_BLUR_SIGMA))
+    return _holes_and_text(quantize(x), generator)
+
+
+def restoration_degrade(x: torch.Tensor, generator: torch.Generator, mix: str = "exclusive") -> torch.Tensor:
+    """(B, C, H, W) clean crops -> damaged crops of the same size, each crop drawn on its own."""
+    if mix not in DAMAGE_MIXES:
+        raise ValueError(f"unknown damage mix {mix!r}; choose from {', '.join(DAMAGE_MIXES)}")
+    damage = _damage_exclusive if mix == "exclusive" else _damage_independent
+    return torch.cat([damage(crop, generator) for crop in x.split(1)])

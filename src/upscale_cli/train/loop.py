@@ -69,6 +69,7 @@ class TrainConfig:
     clip: float = 1.0  # gradient-norm clip (0 = off)
     progressive: bool = False
     degrade: bool = False
+    damage_mix: str = "exclusive"  # restoration (scale 1) with degrade: degrade.DAMAGE_MIXES
     amp: bool = True  # mixed precision, CUDA only
     device: str = "auto"
     every: int = 500  # steps between validation, checkpoint and sample
@@ -163,6 +164,8 @@ def _check_config(config: TrainConfig) -> None:
         raise UsageError("ema must be in [0, 1)")
     if not config.data:
         raise UsageError("give at least one folder of HR training images")
+    if config.damage_mix not in degrade.DAMAGE_MIXES:
+        raise UsageError(f"unknown damage mix {config.damage_mix!r}; choose from {', '.join(degrade.DAMAGE_MIXES)}")
 
 
 # ---------------------------------------------------------------- schedule
@@ -210,11 +213,14 @@ def forward_padded(model: nn.Module, lr: torch.Tensor) -> torch.Tensor:
     return model(lr)[..., : h * scale, : w * scale]
 
 
-def make_lr(hr: torch.Tensor, scale: int, random: bool, generator: torch.Generator) -> torch.Tensor:
-    """HR batch -> LR input: the protocol's bicubic, or (--degrade) the random mix, which at
-    scale 1 (restoration) also punches holes and writes text."""
+def make_lr(hr: torch.Tensor, scale: int, random: bool, generator: torch.Generator,
+            damage_mix: str = "exclusive") -> torch.Tensor:
+    """HR batch -> LR input: the protocol's bicubic, or (--degrade) the random SR mix; at scale 1
+    (restoration) with --degrade, per-crop restoration damage (JPEG, noise, blur, holes, text)."""
+    if random and scale == 1:
+        return degrade.restoration_degrade(hr, generator, damage_mix)
     if random:
-        return degrade.random_degrade(hr, scale, generator, restoration_damage=scale == 1)
+        return degrade.random_degrade(hr, scale, generator)
     return degrade.bicubic_degrade(hr, scale)
 
 
@@ -223,14 +229,14 @@ VAL_SEED = 1234  # validation degradations are drawn from a fixed seed: comparab
 
 @torch.no_grad()
 def validate(model: nn.Module, images: list[torch.Tensor], scale: int, device: torch.device,
-             random_degrade: bool = False) -> tuple[float, torch.Tensor | None]:
+             random_degrade: bool = False, damage_mix: str = "exclusive") -> tuple[float, torch.Tensor | None]:
     """Mean protocol PSNR (Y, border = scale) on mod-cropped HR images; also the first output."""
     was_training = model.training
     model.eval()
     scores, first = [], None
     for index, image in enumerate(images):
         hr = train_data.mod_crop(image.float().div(255.0)[None], scale)  # (1, 3, H, W)
-        lr = make_lr(hr, scale, random_degrade, torch.Generator().manual_seed(VAL_SEED + index))
+        lr = make_lr(hr, scale, random_degrade, torch.Generator().manual_seed(VAL_SEED + index), damage_mix)
         sr = forward_padded(model, lr.to(device)).clamp(0, 1).cpu()
         scores.append(psnr_y(sr, hr, border=scale))
         first = sr.cpu() if first is None else first
@@ -402,7 +408,8 @@ def train(config: TrainConfig, resume: bool = False, on_event: EventFn | None = 
         rng_states = _rng_state(gen, dist)
         if not dist.main:
             return
-        score, sample = validate(ema or model, val_images, scale, device, config.degrade) if val_images else (None, None)
+        score, sample = (validate(ema or model, val_images, scale, device, config.degrade, config.damage_mix)
+                         if val_images else (None, None))
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "step": step_done, "elapsed": seconds,
                  "config": asdict(config), "data_rng": rng_states, "torch_rng": torch.get_rng_state(),
@@ -432,7 +439,7 @@ def train(config: TrainConfig, resume: bool = False, on_event: EventFn | None = 
 
         # batch: random HR crops, LR made on the fly
         hr = train_data.random_crops(cache, config.batch, side * scale, gen)
-        lr_img = make_lr(hr, scale, config.degrade, gen)
+        lr_img = make_lr(hr, scale, config.degrade, gen, config.damage_mix)
         hr, lr_img = hr.to(device, non_blocking=True), lr_img.to(device, non_blocking=True)
 
         # step
