@@ -379,3 +379,17 @@ def test_wrong_bytes_through_the_command_write_no_image(tmp_path, monkeypatch, c
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
     assert files_under(cache) == []
     assert png.read_bytes() == before
+
+
+def test_packaged_weights_match_their_catalogue_entries():
+    """Every weights file shipped inside the package has the size and sha256 that weights.toml gives."""
+    import hashlib
+
+    from upscale_cli.catalog import packaged_weights_path
+
+    packaged = [f for spec in load_catalog().values() for f in spec.files.values() if f.packaged]
+    assert {f.filename for f in packaged} >= {"unet_x2.safetensors", "unet_x4.safetensors", "unet_restore.safetensors"}
+    for file in packaged:
+        path = packaged_weights_path(file.filename)
+        assert path.stat().st_size == file.size, file.filename
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == file.sha256, file.filename
