@@ -196,6 +196,9 @@ def test_export_then_load_model_gives_the_same_output(folder, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x), ema(x))
     assert model.info.scale == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file the user writes
 
 
 def test_init_from_another_scale_copies_the_body(folder, tmp_path):

@@ -22,14 +22,16 @@ META_SETTINGS = "settings"
 
 def save_weights(model: nn.Module, path: str | Path, arch: str, settings: dict) -> None:
     """Write a model's weights with the metadata that rebuilds it (atomic rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.part")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {META_ARCH: arch, META_SETTINGS: json.dumps(settings, sort_keys=True)}
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        # serialised here and written with open(), so the file gets the umask's mode
+        # (safetensors' save_file creates it 0600: unreadable to anyone else)
+        tmp.write_bytes(save(tensors, metadata=metadata))
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
