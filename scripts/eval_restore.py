@@ -9,7 +9,8 @@ as 8-bit RGB. Three damages, each drawn from a fixed seed:
   holes   random blobs covering about 10% of the pixels (train.degrade.random_blob_mask, blob sigma
           6 px), set to black in the input and given as the mask. Scored inside the mask only.
 Metric: RGB PSNR (all pixels, no border; holes: masked pixels only), mean over the images.
-Rows: the damaged input, our model through restore.Restorer (exactly what the CLI runs),
+Rows: the damaged input, our model through restore.Restorer (exactly what the CLI runs; for
+JPEG also what `--task jpeg` runs, the specialist unet-jpeg),
 opencv-nlmeans at each h of a sweep (noise, jpeg), opencv-inpaint (Telea) and the harmonic
 prefill alone (holes).
 """
@@ -85,9 +86,10 @@ def methods_for(damage: str, model: str, jpeg_model: str | None) -> dict:
     """Row name -> function(damaged, mask) -> restored uint8, for one damage."""
     ours = restore.Restorer(restore.RestoreConfig(model=model, device="cpu"), progress=False)
     rows = {"input (damaged)": lambda d, m: d, f"ours: {model}": lambda d, m: run_restorer(ours, d, m)}
-    if damage == "jpeg" and jpeg_model and jpeg_model != model:  # what `--task jpeg` runs
+    if damage == "jpeg":  # what `upscale restore --task jpeg` runs (its default model, or --jpeg-model)
         special = restore.Restorer(restore.RestoreConfig(model=jpeg_model, task="jpeg", device="cpu"), progress=False)
-        rows[f"ours: {jpeg_model}"] = lambda d, m: run_restorer(special, d, m)
+        if special.model_name != model:
+            rows[f"ours: {special.model_name} (--task jpeg)"] = lambda d, m: run_restorer(special, d, m)
     if damage in ("jpeg", "noise"):
         for h in NLMEANS_H if damage == "noise" else NLMEANS_H_JPEG:
             from upscale_cli.models.opencv_restore import build_nlmeans
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=restore.DEFAULT_MODEL, help="catalogue name or weights file")
     parser.add_argument("--jpeg-model", default=None,
-                        help="also score this model on JPEG (e.g. a JPEG specialist run with --task jpeg)")
+                        help="the model `--task jpeg` runs (default: the task's default, unet-jpeg)")
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--damage", action="append", choices=tuple(DAMAGES), help="only these (repeatable)")

@@ -4,6 +4,8 @@ Tiny images, the OpenCV baselines (no weights), and the packaged unet-restore wh
 """
 from __future__ import annotations
 
+import json
+
 import image_factory as f
 import numpy as np
 import pytest
@@ -175,3 +177,23 @@ def test_composite_strength_and_inpaint_only():
     assert float(half[0, 0, 0, 0]) == 1.0 and float(half[0, 0, 1, 1]) == 0.5
     only = restore.composite(original, restored, mask, 1.0, inpaint_only=True)
     assert float(only.sum()) == 3.0
+
+
+def test_task_jpeg_runs_the_jpeg_specialist_and_removes_artifacts(tmp_path):
+    """--task jpeg without -m runs unet-jpeg; on a blocky JPEG the result is closer to the original."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    clean = np.stack([xx * 3.5 + 20, yy * 3.0 + 30, 180 - (xx + yy) * 1.2], axis=-1).clip(0, 255).astype(np.uint8)
+    src = tmp_path / "blocky.jpg"
+    Image.fromarray(clean).save(src, quality=12)
+    result = runner.invoke(app, ["restore", str(src), "--task", "jpeg", "--json", "-o", str(tmp_path / "fixed.png")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.splitlines()[-1])
+    assert record["model"] == "unet-jpeg" and record["status"] == "ok"
+
+    def psnr(a):
+        return 10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - clean) ** 2))
+
+    assert psnr(_pixels(tmp_path / "fixed.png")) > psnr(_pixels(src)) + 0.5
+    assert restore.Restorer(restore.RestoreConfig(), progress=False).model_name == "unet-restore"
+    chosen = restore.Restorer(restore.RestoreConfig(model="opencv-nlmeans", task="jpeg"), progress=False)
+    assert chosen.model_name == "opencv-nlmeans"  # -m always wins

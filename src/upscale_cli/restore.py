@@ -18,10 +18,11 @@ How a mask (1 = fill, 0 = keep; (1, 1, H, W)) reaches a model:
   pixels are always filled completely (half a hole is no use). With strength 0 and no
   mask the input is returned untouched and no model runs.
 
-Tasks: "auto", "jpeg" and "denoise" run the model over the whole image (unet-restore is one
-blind model for every damage, so today they differ only in what they ask for; a specialised
-model can be picked with -m); a model that only inpaints refuses them. "inpaint" changes the
-masked pixels only and needs a mask.
+Tasks: "auto", "jpeg" and "denoise" run the model over the whole image; a model that only
+inpaints refuses them. Without -m each task runs its default model (TASK_MODELS): unet-restore,
+one blind model for every damage, except "jpeg", which runs the JPEG-artifact specialist
+unet-jpeg (the blind model spreads its small capacity over every damage and gains little on
+JPEG). "inpaint" changes the masked pixels only and needs a mask.
 
 Library code: tensors in, tensors out; never prints.
 """
@@ -36,6 +37,7 @@ from upscale_cli.alpha import fill_transparent
 from upscale_cli.errors import UsageError
 
 DEFAULT_MODEL = "unet-restore"
+TASK_MODELS = {"jpeg": "unet-jpeg"}  # task -> its default model when none is named (else DEFAULT_MODEL)
 TASKS = ("auto", "jpeg", "denoise", "inpaint")
 MASK_THRESHOLD = 0.5  # a mask pixel brighter than half white is filled
 COARSEST_SIDE = 16  # pixels: the harmonic fill's coarsest pyramid level
@@ -45,9 +47,10 @@ _NEIGHBOURS = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0
 
 @dataclass(frozen=True)
 class RestoreConfig:
-    """What to run: model, task (auto, jpeg, denoise, inpaint), strength 0..1, and the engine settings."""
+    """What to run: model (None: the task's default), task (auto, jpeg, denoise, inpaint),
+    strength 0..1, and the engine settings."""
 
-    model: str = DEFAULT_MODEL
+    model: str | None = None
     task: str = "auto"
     strength: float = 1.0
     device: str = "auto"
@@ -130,7 +133,7 @@ class Restorer:
         from upscale_cli.engine import UpscaleConfig, Upscaler
 
         self.config = config
-        self.model_name = config.model
+        self.model_name = config.model or TASK_MODELS.get(config.task, DEFAULT_MODEL)
         self.upscaler = Upscaler(UpscaleConfig(model=self.model_name, scale=1.0, device=config.device,
                                                half=config.half, tile=config.tile,
                                                tile_overlap=config.tile_overlap), progress=progress)

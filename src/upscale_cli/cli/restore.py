@@ -23,7 +23,9 @@ def restore_command(
     task: str = typer.Option("auto", "--task", help="auto, jpeg, denoise or inpaint (inpaint changes masked pixels only)."),
     mask: Optional[str] = typer.Option(None, "--mask", help="Image of the pixels to fill (white = fill), same size as the input."),
     strength: float = typer.Option(1.0, "--strength", help="0 = the input, 1 = fully restored (outside the mask)."),
-    model: str = typer.Option("unet-restore", "-m", "--model", help="Restoration model (see `upscale models`) or a weights file."),
+    model: Optional[str] = typer.Option(
+        None, "-m", "--model",
+        help="Restoration model (see `upscale models`) or a weights file; default unet-restore, unet-jpeg for --task jpeg."),
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Include subfolders of folder inputs."),
     fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp or tiff (default: the input's)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),

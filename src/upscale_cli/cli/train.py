@@ -140,7 +140,7 @@ def run_command(
         None, "--degrade/--no-degrade",
         help="Random blur/noise/JPEG/downscaler mix; at --scale 1, restoration damage (JPEG, noise, holes, text)."),
     damage_mix: Optional[str] = typer.Option(
-        None, "--damage-mix", help="Restoration damage with --scale 1 --degrade: exclusive (default) or independent."),
+        None, "--damage-mix", help="Restoration damage with --scale 1 --degrade: exclusive (default), independent, or jpeg (a JPEG specialist)."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
     every: Optional[int] = typer.Option(None, "--every", help="Steps between validation/checkpoint/sample."),

@@ -169,7 +169,8 @@ RESTORE_HOLE_COVERAGE = (0.02, 0.2)  # fraction of the crop
 RESTORE_BLOB_SIGMA = (2.0, 8.0)  # pixels
 P_BLUR, P_NOISE, P_JPEG = 0.15, 0.55, 0.55  # the "independent" mix: each damage drawn on its own
 P_MASKED_HOLES, P_GREY_HOLES, P_TEXT = 0.2, 0.08, 0.12
-DAMAGE_MIXES = ("exclusive", "independent")
+SPECIALIST_JPEG_QUALITY = (10, 60)  # the "jpeg" mix: a JPEG-artifact specialist
+DAMAGE_MIXES = ("exclusive", "independent", "jpeg")
 
 
 def random_blob_mask(height: int, width: int, coverage: float, generator: torch.Generator,
@@ -227,9 +228,19 @@ def _damage_exclusive(x: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return _holes_and_text(quantize(x), generator)
 
 
+def _damage_jpeg(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """JPEG only, quality drawn from SPECIALIST_JPEG_QUALITY with low qualities more often."""
+    low, high = SPECIALIST_JPEG_QUALITY
+    quality = int(round(low + (high - low) * float(torch.rand((), generator=generator)) ** 1.5))
+    return quantize(jpeg(x, quality))
+
+
+_DAMAGE_BY_MIX = {"exclusive": _damage_exclusive, "independent": _damage_independent, "jpeg": _damage_jpeg}
+
+
 def restoration_degrade(x: torch.Tensor, generator: torch.Generator, mix: str = "exclusive") -> torch.Tensor:
     """(B, C, H, W) clean crops -> damaged crops of the same size, each crop drawn on its own."""
     if mix not in DAMAGE_MIXES:
         raise ValueError(f"unknown damage mix {mix!r}; choose from {', '.join(DAMAGE_MIXES)}")
-    damage = _damage_exclusive if mix == "exclusive" else _damage_independent
+    damage = _DAMAGE_BY_MIX[mix]
     return torch.cat([damage(crop, generator) for crop in x.split(1)])
