@@ -111,6 +111,17 @@ def _is_own_output(source: Source, tag: str) -> bool:
     return source.root is not None and source.path.stem.endswith(f"_{tag}")
 
 
+FORMAT_CHOICES = ("png", "jpg", "jpeg", "webp", "tiff", "tif")  # what --format accepts
+
+
+def check_output_options(fmt: str | None, as_json: bool, output: str | None) -> None:
+    """The usage errors every batch command shares: an unknown --format, --json with -o -."""
+    if fmt is not None and fmt.lower() not in FORMAT_CHOICES:
+        raise UsageError(f"--format must be png, jpg, webp or tiff, not {fmt!r}")
+    if as_json and output == "-":
+        raise UsageError("--json and -o - both want stdout; choose one")
+
+
 def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | None = None,
               overwrite: bool = False) -> list[Job]:
     """Decide every output path up front, so collisions and skips are known before any work."""

@@ -38,14 +38,11 @@ def restore_command(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
 ) -> None:
-    from upscale_cli.batch import WriteOptions, expand_inputs, plan_jobs
+    from upscale_cli.batch import WriteOptions, check_output_options, expand_inputs, plan_jobs
     from upscale_cli.errors import UsageError
     from upscale_cli.restore import MaskedRestore, RestoreConfig, Restorer, read_mask
 
-    if fmt is not None and fmt.lower() not in ("png", "jpg", "jpeg", "webp", "tiff", "tif"):
-        raise UsageError(f"--format must be png, jpg, webp or tiff, not {fmt!r}")
-    if as_json and output == "-":
-        raise UsageError("--json and -o - both want stdout; choose one")
+    check_output_options(fmt, as_json, output)
     config = RestoreConfig(model=model, task=task, strength=strength, device=device, half=half, tile=tile,
                            tile_overlap=tile_overlap)
     restorer = Restorer(config, progress=not quiet)

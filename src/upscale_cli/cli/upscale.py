@@ -34,14 +34,10 @@ def upscale_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     restore: bool = typer.Option(False, "--restore", help="Repair JPEG artifacts and noise first (`upscale restore`), then upscale."),
 ) -> None:
-    from upscale_cli.batch import WriteOptions, expand_inputs, plan_jobs, scale_tag
+    from upscale_cli.batch import WriteOptions, check_output_options, expand_inputs, plan_jobs, scale_tag
     from upscale_cli.engine import UpscaleConfig, Upscaler
-    from upscale_cli.errors import UsageError
 
-    if fmt is not None and fmt.lower() not in ("png", "jpg", "jpeg", "webp", "tiff", "tif"):
-        raise UsageError(f"--format must be png, jpg, webp or tiff, not {fmt!r}")
-    if as_json and output == "-":
-        raise UsageError("--json and -o - both want stdout; choose one")
+    check_output_options(fmt, as_json, output)
     config = UpscaleConfig(model=model, scale=scale, width=width, height=height, device=device, half=half,
                            tile=tile, tile_overlap=tile_overlap, alpha=alpha)
     sources = expand_inputs(paths, recursive=recursive)
