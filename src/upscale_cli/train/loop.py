@@ -115,6 +115,7 @@ EventFn = Callable[[TrainEvent], None]
 class _Dist:
     rank: int = 0
     world: int = 1
+    owns_group: bool = False  # this run initialised the process group (and destroys it)
 
     @property
     def main(self) -> bool:
@@ -128,9 +129,10 @@ def _setup_distributed(device: torch.device) -> _Dist:
         return _Dist()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()  # a group the caller made is the caller's to destroy
+    if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(rank=dist.get_rank(), world=dist.get_world_size())
+    return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), owns_group=owns_group)
 
 
 def _pick_device(name: str) -> torch.device:
@@ -339,13 +341,22 @@ def _restore(ckpt: dict, model: nn.Module, optimizer, ema: nn.Module | None, sca
 # ---------------------------------------------------------------- the run
 def train(config: TrainConfig, resume: bool = False, on_event: EventFn | None = None) -> Path:
     """Train (or resume) a run; returns the run directory."""
-    emit = on_event or (lambda event: None)
     _check_config(config)
-    run = Path(config.out)
-
-    # -- setup: device, processes, threads, seeds
     device = _pick_device(config.device)
     dist = _setup_distributed(device)
+    try:
+        return _train(config, resume, on_event or (lambda event: None), device, dist)
+    finally:
+        if dist.owns_group:  # gloo's threads must stop before the interpreter does (else SIGABRT at exit)
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
+
+
+def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.device, dist: _Dist) -> Path:
+    run = Path(config.out)
+
+    # -- setup: threads, seeds
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
