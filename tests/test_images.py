@@ -194,6 +194,20 @@ def test_cmyk_with_unusable_profile_uses_formula_and_drops_profile(tmp_path):
     assert np.abs(as_u8(image.pixels)[H // 2, W // 2].astype(int) - (0, 255, 255)).max() <= 8
 
 
+@pytest.mark.parametrize("quality", [5, 12, 20, 50, 80, 90, 100])
+def test_jpeg_quality_is_read_from_the_quantisation_tables(tmp_path, quality):
+    """Exact for libjpeg-family encoders (Pillow and OpenCV here); None for other formats."""
+    import cv2
+
+    pixels = (np.random.default_rng(quality).random((24, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "p.jpg", quality=quality)
+    cv2.imwrite(str(tmp_path / "c.jpg"), pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert images.read_image(tmp_path / "p.jpg").jpeg_quality == quality
+    assert images.read_image(tmp_path / "c.jpg").jpeg_quality == quality
+    Image.fromarray(pixels).save(tmp_path / "p.png")
+    assert images.read_image(tmp_path / "p.png").jpeg_quality is None
+
+
 def test_read_from_bytes(tmp_path):
     data = factory.make_rgb_png(tmp_path).read_bytes()
     image = read_image(data)

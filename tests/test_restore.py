@@ -5,6 +5,7 @@ Tiny images, the OpenCV baselines (no weights), and the packaged unet-restore wh
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import image_factory as f
 import numpy as np
@@ -197,3 +198,30 @@ def test_task_jpeg_runs_the_jpeg_specialist_and_removes_artifacts(tmp_path):
     assert restore.Restorer(restore.RestoreConfig(), progress=False).model_name == "unet-restore"
     chosen = restore.Restorer(restore.RestoreConfig(model="opencv-nlmeans", task="jpeg"), progress=False)
     assert chosen.model_name == "opencv-nlmeans"  # -m always wins
+
+
+def test_auto_sends_heavily_compressed_jpeg_to_the_specialist(tmp_path):
+    """--task auto, no -m, no mask: JPEG files at quality <= 80 go to unet-jpeg, everything else to
+    unet-restore; the per-file JSON record names the model that ran."""
+    yy, xx = np.mgrid[0:48, 0:48]
+    clean = np.stack([xx * 4 + 20, yy * 4 + 10, 200 - (xx + yy) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(clean).save(folder / "heavy.jpg", quality=15)
+    Image.fromarray(clean).save(folder / "light.jpg", quality=95)
+    Image.fromarray(clean).save(folder / "lossless.png")
+    result = runner.invoke(app, ["restore", str(folder), "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    models = {Path(r["input"]).name: r["model"] for r in map(json.loads, result.stdout.splitlines())}
+    assert models == {"heavy.jpg": "unet-jpeg", "light.jpg": "unet-restore", "lossless.png": "unet-restore"}
+    mask_path, _ = _mask_png(tmp_path, size=(48, 48))
+    masked = runner.invoke(app, ["restore", str(folder / "heavy.jpg"), "--mask", str(mask_path), "--json",
+                                 "-o", str(tmp_path / "m.png")])
+    assert json.loads(masked.stdout.splitlines()[-1])["model"] == "unet-restore"  # holes need the blind model
+    named = runner.invoke(app, ["restore", str(folder / "heavy.jpg"), "-m", "unet-restore", "--json",
+                                "-o", str(tmp_path / "n.png")])
+    assert json.loads(named.stdout.splitlines()[-1])["model"] == "unet-restore"  # -m always wins
+    upscaled = runner.invoke(app, [str(folder / "heavy.jpg"), "-x", "2", "-m", "bicubic", "--restore", "--json",
+                                   "-o", str(tmp_path / "u.png")])
+    assert upscaled.exit_code == 0, upscaled.output
+    assert json.loads(upscaled.stdout.splitlines()[-1])["model"] == "unet-jpeg+bicubic"

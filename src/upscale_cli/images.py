@@ -94,6 +94,7 @@ class DecodedImage:
     icc_profile: bytes | None = None
     exif: bytes | None = None  # with orientation 1: the pixels are upright
     source_format: str = ""  # "PNG", "JPEG", ...
+    jpeg_quality: int | None = None  # a JPEG source's estimated IJG quality (1-100); None otherwise
 
     @property
     def height(self) -> int:
@@ -220,7 +221,31 @@ def _decode_with_pillow(im: Image.Image, label: str) -> DecodedImage:
     upright = ImageOps.exif_transpose(im) if orientation != 1 else im
     colour, alpha, bit_depth = _pillow_planes(upright, label)
     return DecodedImage(_to_tensor(colour), None if alpha is None else _to_tensor(alpha),
-                        bit_depth, icc, exif, _format_name(im))
+                        bit_depth, icc, exif, _format_name(im), estimate_jpeg_quality(im))
+
+
+# The IJG (libjpeg) base luminance table (JPEG standard, Annex K), which encoders scale by quality.
+IJG_LUMA_TABLE = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+                  14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+                  18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+                  49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+
+
+def _ijg_table_sum(quality: int) -> int:
+    """Sum of the luminance table libjpeg writes at `quality` (its scaling rule, clamped to 1..255)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return sum(min(255, max(1, (value * scale + 50) // 100)) for value in IJG_LUMA_TABLE)
+
+
+def estimate_jpeg_quality(im: Image.Image) -> int | None:
+    """The IJG quality whose luminance table is closest to the file's (exact for libjpeg-family
+    encoders: Pillow, OpenCV, most cameras and editors); None for non-JPEG images."""
+    tables = getattr(im, "quantization", None) or {}
+    luma = tables.get(0)
+    if im.format != "JPEG" or luma is None or len(luma) != len(IJG_LUMA_TABLE):
+        return None
+    target = sum(luma)  # the sum does not depend on the order (zigzag or natural) of the table
+    return min(range(1, 101), key=lambda q: abs(_ijg_table_sum(q) - target))
 
 
 def _pillow_planes(im: Image.Image, label: str) -> tuple[np.ndarray, np.ndarray | None, int]:

@@ -38,14 +38,21 @@ class BatchReporter:
         with self._bar() as bar:
             file_task = bar.add_task("files", total=len(jobs)) if bar else None
             for job in jobs:
-                result = run_job(job, lambda image: upscaler.upscale_image(image, self._on_tile),
+                per_file: dict = {}  # what this file's report adds (the model that ran, when it varies)
+                result = run_job(job, lambda image: self._convert(upscaler, image, per_file),
                                  options, _read_stdin, _write_stdout)
                 results.append(result)
-                self._report(result)
+                self._report(result, per_file)
                 if bar:
                     bar.advance(file_task)
         self._summary(results)
         return results
+
+    def _convert(self, upscaler, image, per_file: dict):
+        """Run the converter; one that picks a model per image (restore's JPEG routing) says which."""
+        if hasattr(upscaler, "model_for"):
+            per_file["model"] = upscaler.model_for(image)
+        return upscaler.upscale_image(image, self._on_tile)
 
     def _bar(self):
         if not self.use_bar:
@@ -66,9 +73,9 @@ class BatchReporter:
             self._progress.remove_task(self._tile_task)
             self._tile_task = None
 
-    def _report(self, result) -> None:
+    def _report(self, result, per_file: dict) -> None:
         if self.as_json:
-            line = {"input": result.input, "output": result.output, **self.record,
+            line = {"input": result.input, "output": result.output, **self.record, **per_file,
                     "seconds": round(result.seconds, 4), "status": result.status, "error": result.error}
             typer.echo(json.dumps(line))
         elif result.status == "failed":
@@ -76,6 +83,8 @@ class BatchReporter:
         elif not self.quiet:
             arrow = result.output or "<stdout>"
             detail = f"{result.seconds:.2f}s" if result.status == "ok" else f"skipped: {result.error}"
+            if result.status == "ok" and per_file.get("model", self.record.get("model")) != self.record.get("model"):
+                detail += f", {per_file['model']}"  # the batch's model was not the one that ran
             self.echo(f"{result.input} -> {arrow} ({detail})")
 
     def echo(self, line: str) -> None:

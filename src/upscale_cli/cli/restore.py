@@ -40,22 +40,22 @@ def restore_command(
 ) -> None:
     from upscale_cli.batch import WriteOptions, check_output_options, expand_inputs, plan_jobs
     from upscale_cli.errors import UsageError
-    from upscale_cli.restore import MaskedRestore, RestoreConfig, Restorer, read_mask
+    from upscale_cli.restore import RestoreConfig, batch_restore, read_mask
 
     check_output_options(fmt, as_json, output)
     config = RestoreConfig(model=model, task=task, strength=strength, device=device, half=half, tile=tile,
                            tile_overlap=tile_overlap)
-    restorer = Restorer(config, progress=not quiet)
-    restorer.prepare()
+    mask_tensor = read_mask(mask) if mask is not None else None
+    converter = batch_restore(config, mask_tensor, progress=not quiet)
+    restorer = converter.restorer
     if mask is None and restorer.needs_mask:
         raise UsageError(f"--task {task} with model {restorer.model_name!r} needs --mask (an image, white = fill)")
-    mask_tensor = read_mask(mask) if mask is not None else None
     jobs = plan_jobs(expand_inputs(paths, recursive=recursive), output, "restored", fmt, overwrite)
     options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels)
     record = {"model": restorer.model_name, "task": task, "strength": strength}
     reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
                                          stdout_busy=output == "-")
-    results = reporter.run(jobs, MaskedRestore(restorer, mask_tensor), options)
+    results = reporter.run(jobs, converter, options)
     for note in restorer.notes:
         reporter.note(note)
     if any(r.status == "failed" for r in results):

@@ -51,12 +51,10 @@ def upscale_command(
                                          stdout_busy=output == "-")
     converter = upscaler
     if restore:  # restore at the input size with the default restoration model, then upscale
-        from upscale_cli.restore import RestoreConfig, Restorer, RestoreThenUpscale
+        from upscale_cli.restore import RestoreConfig, RestoreThenUpscale, batch_restore
 
-        restorer = Restorer(RestoreConfig(device=device, half=half, tile=tile, tile_overlap=tile_overlap),
-                            progress=not quiet)
-        restorer.prepare()
-        converter = RestoreThenUpscale(restorer, upscaler)
+        restore_config = RestoreConfig(device=device, half=half, tile=tile, tile_overlap=tile_overlap)
+        converter = RestoreThenUpscale(batch_restore(restore_config, progress=not quiet), upscaler)
     results = reporter.run(jobs, converter, options)
     for note in upscaler.notes:
         reporter.note(note)
