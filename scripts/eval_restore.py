@@ -10,7 +10,8 @@ as 8-bit RGB. Three damages, each drawn from a fixed seed:
           6 px), set to black in the input and given as the mask. Scored inside the mask only.
 Metric: RGB PSNR (all pixels, no border; holes: masked pixels only), mean over the images.
 Rows: the damaged input, our model through restore.Restorer (exactly what the CLI runs; for
-JPEG also what `--task jpeg` runs, the specialist unet-jpeg),
+JPEG also the specialist unet-jpeg, which `--task jpeg` runs and which `--task auto`, the
+default, runs on JPEG files of quality 80 or less: so on q20 files it is `upscale restore`'s row),
 opencv-nlmeans at each h of a sweep (noise, jpeg), opencv-inpaint (Telea) and the harmonic
 prefill alone (holes).
 """
@@ -89,7 +90,7 @@ def methods_for(damage: str, model: str, jpeg_model: str | None) -> dict:
     if damage == "jpeg":  # what `upscale restore --task jpeg` runs (its default model, or --jpeg-model)
         special = restore.Restorer(restore.RestoreConfig(model=jpeg_model, task="jpeg", device="cpu"), progress=False)
         if special.model_name != model:
-            rows[f"ours: {special.model_name} (--task jpeg)"] = lambda d, m: run_restorer(special, d, m)
+            rows[f"ours: {special.model_name} (--task jpeg; auto on .jpg)"] = lambda d, m: run_restorer(special, d, m)
     if damage in ("jpeg", "noise"):
         for h in NLMEANS_H if damage == "noise" else NLMEANS_H_JPEG:
             from upscale_cli.models.opencv_restore import build_nlmeans
