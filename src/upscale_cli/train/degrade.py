@@ -170,7 +170,6 @@ RESTORE_BLOB_SIGMA = (2.0, 8.0)  # pixels
 P_BLUR, P_NOISE, P_JPEG = 0.15, 0.55, 0.55  # the "independent" mix: each damage drawn on its own
 P_MASKED_HOLES, P_GREY_HOLES, P_TEXT = 0.2, 0.08, 0.12
 SPECIALIST_JPEG_QUALITY = (10, 60)  # the "jpeg" mix: a JPEG-artifact specialist
-DAMAGE_MIXES = ("exclusive", "independent", "jpeg")
 
 
 def random_blob_mask(height: int, width: int, coverage: float, generator: torch.Generator,
@@ -184,6 +183,12 @@ def random_blob_mask(height: int, width: int, coverage: float, generator: torch.
         values = values[torch.randperm(values.numel(), generator=generator)[:1_000_000]]
     threshold = torch.quantile(values, 1.0 - coverage)
     return (smooth > threshold).to(torch.float32)
+
+
+def _low_skewed_quality(generator: torch.Generator, qualities: tuple[int, int]) -> int:
+    """A JPEG quality in the range, low qualities more often (uniform draw to the power 1.5)."""
+    low, high = qualities
+    return int(round(low + (high - low) * float(torch.rand((), generator=generator)) ** 1.5))
 
 
 def _holes_and_text(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -215,8 +220,7 @@ def _damage_exclusive(x: torch.Tensor, generator: torch.Generator) -> torch.Tens
     30% noise only, 15% noise then JPEG, 15% blur or nothing. (With the independent mix the
     JPEG-only case was rare and ambiguous, and JPEG was learnt worse than noise.)"""
     r = float(torch.rand((), generator=generator))
-    low, high = RESTORE_JPEG_QUALITY
-    quality = int(round(low + (high - low) * float(torch.rand((), generator=generator)) ** 1.5))
+    quality = _low_skewed_quality(generator, RESTORE_JPEG_QUALITY)
     if r < 0.40:
         x = jpeg(x, quality)
     elif r < 0.70:
@@ -230,12 +234,11 @@ def _damage_exclusive(x: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 def _damage_jpeg(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """JPEG only, quality drawn from SPECIALIST_JPEG_QUALITY with low qualities more often."""
-    low, high = SPECIALIST_JPEG_QUALITY
-    quality = int(round(low + (high - low) * float(torch.rand((), generator=generator)) ** 1.5))
-    return quantize(jpeg(x, quality))
+    return quantize(jpeg(x, _low_skewed_quality(generator, SPECIALIST_JPEG_QUALITY)))
 
 
 _DAMAGE_BY_MIX = {"exclusive": _damage_exclusive, "independent": _damage_independent, "jpeg": _damage_jpeg}
+DAMAGE_MIXES = tuple(_DAMAGE_BY_MIX)  # the --damage-mix names; the first is the default
 
 
 def restoration_degrade(x: torch.Tensor, generator: torch.Generator, mix: str = "exclusive") -> torch.Tensor:
