@@ -83,8 +83,9 @@ class BatchReporter:
         elif not self.quiet:
             arrow = result.output or "<stdout>"
             detail = f"{result.seconds:.2f}s" if result.status == "ok" else f"skipped: {result.error}"
-            if result.status == "ok" and per_file.get("model", self.record.get("model")) != self.record.get("model"):
-                detail += f", {per_file['model']}"  # the batch's model was not the one that ran
+            ran = per_file.get("model")
+            if result.status == "ok" and ran and ran != self.record.get("model"):
+                detail += f", {ran}"  # the batch's model was not the one that ran
             self.echo(f"{result.input} -> {arrow} ({detail})")
 
     def echo(self, line: str) -> None:
