@@ -101,3 +101,59 @@ def test_scale_tag():
     assert scale_tag(None, None, None, 2) == "x2"
     assert scale_tag(None, 1920, None, 4) == "1920w"
     assert scale_tag(None, 100, 50, 4) == "100x50"
+
+
+def test_a_target_is_never_any_input_of_the_run(tmp_path):
+    """Issue 11.1: s/good.jpg -> s/good.png would replace the other input s/good.png."""
+    png, jpg = _touch(tmp_path / "s" / "good.png"), _touch(tmp_path / "s" / "good.jpg")
+    jobs = {j.source.path: j for j in plan_jobs(expand_inputs([str(tmp_path / "s")]), str(tmp_path / "s"), "x4",
+                                                  fmt="png", overwrite=True)}
+    assert jobs[jpg].skip_reason.startswith("failed:")
+    assert str(jpg) in jobs[jpg].skip_reason and str(png) in jobs[jpg].skip_reason
+    assert jobs[png].skip_reason.startswith("failed:") and "overwrite the input itself" in jobs[png].skip_reason
+
+
+def test_a_default_name_that_is_another_input_fails_that_file_only(tmp_path):
+    jpg, earlier = _touch(tmp_path / "good.jpg"), _touch(tmp_path / "good_x4.png")
+    jobs = plan_jobs(expand_inputs([str(jpg), str(earlier)]), None, "x4", fmt="png", overwrite=True)
+    assert jobs[0].output == earlier and jobs[0].skip_reason.startswith("failed:")
+    assert str(earlier) in jobs[0].skip_reason
+    assert jobs[1].skip_reason is None and jobs[1].output == tmp_path / "good_x4_x4.png"
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink", "symlinked_folder"])
+def test_another_name_for_an_input_is_that_input(tmp_path, link):
+    """b.jpg's default output b_x2.jpg is another name for the input a.png: it must not be written."""
+    a = _touch(tmp_path / "in" / "a.png")
+    b = _touch(tmp_path / "in" / "b.jpg")
+    if link == "symlink":
+        (tmp_path / "in" / "b_x2.jpg").symlink_to(a)
+        sources = [Source(b), Source(a)]
+    elif link == "hardlink":
+        (tmp_path / "in" / "b_x2.jpg").hardlink_to(a)
+        sources = [Source(b), Source(a)]
+    else:  # the same input reached through a linked folder
+        (tmp_path / "alias").symlink_to(tmp_path / "in")
+        a_alias = _touch(tmp_path / "in" / "b_x2.jpg")
+        sources = [Source(b), Source(tmp_path / "alias" / a_alias.name)]
+    first = plan_jobs(sources, None, "x2", overwrite=True)[0]
+    assert first.skip_reason.startswith("failed:") and "would overwrite the input" in first.skip_reason
+    # without the other input in the run, replacing that file is an ordinary --overwrite
+    (alone,) = plan_jobs([Source(b)], None, "x2", overwrite=True)
+    assert alone.skip_reason is None
+
+
+def test_a_single_output_path_that_names_an_input_through_dots(tmp_path):
+    a = _touch(tmp_path / "in" / "a.png")
+    (job,) = plan_jobs([Source(a)], str(tmp_path / "in" / "." / ".." / "in" / "a.png"), "x2", overwrite=True)
+    assert job.skip_reason.startswith("failed:") and str(a) in job.skip_reason
+
+
+def test_collision_message_names_both_inputs_and_fits_the_output_kind(tmp_path):
+    _touch(tmp_path / "in" / "a.png")
+    _touch(tmp_path / "in" / "a.jpg")
+    jobs = plan_jobs(expand_inputs([str(tmp_path / "in")]), str(tmp_path / "out"), "x2", fmt="png")
+    (failed,) = [j for j in jobs if j.skip_reason]
+    other = ({"a.png", "a.jpg"} - {failed.source.path.name}).pop()
+    assert str(failed.source.path) in failed.skip_reason and other in failed.skip_reason
+    assert "use -o with a folder" not in failed.skip_reason

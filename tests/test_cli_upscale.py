@@ -178,3 +178,38 @@ def test_opencv_model_on_greyscale_and_16_bit(tmp_path, monkeypatch):
 
     out = read_image(tmp_path / "o" / "d.png")
     assert out.bit_depth == 16 and out.pixels.shape == (1, 3, 2 * H, 2 * W)
+
+
+def _bytes(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("command", [["-x", "2", "-m", "nearest"], ["restore", "-m", "opencv-nlmeans"]])
+def test_no_input_is_replaced_by_another_inputs_output(tmp_path, command):
+    """Issue 11.1, as a user ran it: s/good.jpg -> s/good.png must not replace the input s/good.png."""
+    s = tmp_path / "s"
+    s.mkdir()
+    f.make_rgb_png(s, "good.png")
+    Image.open(s / "good.png").save(s / "good.jpg")
+    before = _bytes(s)
+    args = command[:1] + [str(s)] + command[1:] if command[0] == "restore" else [str(s), *command]
+    result = runner.invoke(app, [*args, "-o", str(s), "--format", "png", "--overwrite"])
+    assert result.exit_code == 1, result.output
+    assert _bytes(s) == before  # nothing written into the folder, no input replaced
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 2
+    jpg_line = next(line for line in lines if "good.jpg:" in line)
+    assert str(s / "good.png") in jpg_line and "overwrite the input" in jpg_line
+
+
+def test_default_name_equal_to_another_input_is_refused_and_the_rest_runs(tmp_path):
+    f.make_rgb_png(tmp_path, "good.png")
+    Image.open(tmp_path / "good.png").save(tmp_path / "good.jpg")
+    (tmp_path / "good_x4.png").write_bytes((tmp_path / "good.png").read_bytes())
+    before = (tmp_path / "good_x4.png").read_bytes()
+    result = runner.invoke(app, [str(tmp_path / "good.jpg"), str(tmp_path / "good_x4.png"), "--format", "png",
+                                 "--overwrite", "-m", "nearest"])
+    assert result.exit_code == 1, result.output
+    assert (tmp_path / "good_x4.png").read_bytes() == before
+    assert Image.open(tmp_path / "good_x4_x4.png").size == (4 * W, 4 * H)  # the other input still ran
+    assert "1 done, 0 skipped, 1 failed" in result.stderr

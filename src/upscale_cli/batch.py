@@ -124,17 +124,55 @@ def check_output_options(fmt: str | None, as_json: bool, output: str | None) -> 
 
 def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | None = None,
               overwrite: bool = False) -> list[Job]:
-    """Decide every output path up front, so collisions and skips are known before any work."""
+    """Decide every output path up front, so collisions and skips are known before any work.
+
+    A target is never any input of the run (not only its own): compared by resolved path and,
+    for files that exist, by device and inode, so a link or another name for an input counts too.
+    --overwrite replaces earlier outputs, never inputs.
+    """
     if output == STDIO and len(sources) != 1:
         raise UsageError("-o - (stdout) takes exactly one input")
     folder = Path(output) if output not in (None, STDIO) and _output_is_folder(sources, output) else None
+    inputs = _InputIndex(sources)
     jobs, claimed = [], {}
     for source in sources:
         if output is None and _is_own_output(source, tag):
             continue
         target = _target_path(source, output, folder, tag, fmt)
-        jobs.append(Job(source, target, _skip_reason(source, target, claimed, overwrite)))
+        reason = _skip_reason(source, target, claimed, overwrite, inputs, folder_output=folder is not None)
+        jobs.append(Job(source, target, reason))
     return jobs
+
+
+class _InputIndex:
+    """Every input file of a run, by resolved path and by (device, inode)."""
+
+    def __init__(self, sources: list[Source]) -> None:
+        self.by_path: dict[Path, str] = {}
+        self.by_inode: dict[tuple[int, int], str] = {}
+        for source in sources:
+            if source.path is None or source.missing:
+                continue
+            self.by_path.setdefault(source.path.resolve(), source.label)
+            identity = _file_identity(source.path)
+            if identity is not None:
+                self.by_inode.setdefault(identity, source.label)
+
+    def input_at(self, target: Path) -> str | None:
+        """The input a write to `target` would replace, or None."""
+        found = self.by_path.get(target.resolve())
+        if found is None:
+            identity = _file_identity(target)
+            found = self.by_inode.get(identity) if identity is not None else None
+        return found
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except (OSError, ValueError):
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 def _target_path(source: Source, output: str | None, folder: Path | None, tag: str, fmt: str | None) -> Path | None:
@@ -149,16 +187,20 @@ def _target_path(source: Source, output: str | None, folder: Path | None, tag: s
     return _default_output(source, tag, fmt)
 
 
-def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: bool) -> str | None:
+def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: bool, inputs: _InputIndex,
+                 folder_output: bool) -> str | None:
     if source.missing:
         return f"failed:{source.missing}"
     if target is None:
         return None
+    replaced = inputs.input_at(target)
+    if replaced is not None:
+        whose = "itself" if replaced == source.label else replaced
+        return f"failed:{source.label}: the output {target} would overwrite the input {whose}; choose another -o or --format"
     key = target.resolve()
-    if source.path is not None and key == source.path.resolve():
-        return "failed:the output would overwrite the input; choose another -o or --format"
     if key in claimed:
-        return f"failed:output {target} would also be written by {claimed[key]}; use -o with a folder"
+        hint = "use --format or another -o" if folder_output else "use -o with a folder"
+        return f"failed:{source.label}: the output {target} would also be written by {claimed[key]}; {hint}"
     claimed[key] = source.label
     if target.exists() and not overwrite:
         return "skipped:output exists (use --overwrite to replace it)"
