@@ -14,6 +14,7 @@ from upscale_cli.models.base import ModelInfo
 
 ARCHITECTURES: dict[str, str] = {
     "interpolate": "upscale_cli.models.interpolate:build_interpolate",
+    "pixel-art": "upscale_cli.models.pixel_art:build_pixel_art",
     "opencv-espcn": "upscale_cli.models.opencv_sr:build_opencv_sr",
     "opencv-fsrcnn": "upscale_cli.models.opencv_sr:build_opencv_sr",
     "opencv-lapsrn": "upscale_cli.models.opencv_sr:build_opencv_sr",
