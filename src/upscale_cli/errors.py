@@ -89,3 +89,9 @@ class DatasetError(UpscaleError):
 
 class TrainingError(UpscaleError):
     """A training run that cannot start or resume."""
+
+
+class ModelSettingsError(UsageError):
+    """Builder settings that are not the builder's own parameters, of the wrong type or out of
+    bounds (train --set, a catalogue entry's options; the loader reports a weights file's as a
+    WeightsError naming the file)."""

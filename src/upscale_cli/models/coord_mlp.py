@@ -21,11 +21,24 @@ import math
 import torch
 from torch import nn
 
-from upscale_cli.models.base import ModelInfo
+from upscale_cli.models.base import Between, KeywordsOf, ModelInfo, OneOf
 
 ENCODINGS = ("fourier", "siren", "none")
 SIREN_OMEGA_0 = 30.0  # SIREN's frequency factor for coordinates in [-1, 1]
 OUTPUT_OFFSET = 0.5  # the last layer starts near mid-grey
+SEEDS = Between(-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+_NETWORK_LIMITS = {"encoding": OneOf(ENCODINGS), "hidden": Between(1, 1024), "depth": Between(1, 32),
+                   "features": Between(1, 4096), "freq_scale": Between(0.0, 1000.0), "seed": SEEDS}
+# Checked before anything is built (models.check_settings): a file saved by fit-single carries
+# the fitted network's settings ("mlp") and the fit's (FitConfig fields, through **fit_settings).
+SETTING_LIMITS = {
+    "mlp": KeywordsOf("upscale_cli.models.coord_mlp:CoordMLP",
+                      {**_NETWORK_LIMITS, "channels": Between(1, 4), "long_side": Between(1, 1 << 20)}),
+    "**": KeywordsOf("upscale_cli.fit_single:FitConfig",
+                     {**_NETWORK_LIMITS, "steps": Between(1, 1_000_000), "lr": Between(0.0, 10.0),
+                      "consistency_scale": Between(0.0, 16.0), "point_weight": Between(0.0, 1e6),
+                      "consistency_weight": Between(0.0, 1e6), "target_psnr": Between(0.0, 200.0)}),
+}
 
 
 def axis_centres(n: int, half_extent: float = 1.0, start: int = 0, stop: int | None = None) -> torch.Tensor:

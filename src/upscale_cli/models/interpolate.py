@@ -10,8 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from upscale_cli.models.base import ModelInfo
+from upscale_cli.models.base import ModelInfo, OneOf
 from upscale_cli.resize import METHODS, resize
+
+SETTING_LIMITS = {"method": OneOf(tuple(METHODS))}
 
 
 class Interpolate(nn.Module):

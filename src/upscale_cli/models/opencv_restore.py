@@ -18,12 +18,19 @@ import torch
 from torch import nn
 
 from upscale_cli.errors import UsageError
-from upscale_cli.models.base import ModelInfo
+from upscale_cli.models.base import Between, ModelInfo, OneOf
 
 UINT8_MAX = 255.0
 NLMEANS_TEMPLATE = 7  # pixels: OpenCV's recommended template window
 NLMEANS_SEARCH = 21  # pixels: OpenCV's recommended search window
 INPAINT_METHODS = ("telea", "ns")
+MAX_STRENGTH = 255.0  # 8-bit levels: nlmeans h beyond the whole range only blurs more slowly
+MAX_INPAINT_RADIUS = 64  # pixels
+# Checked before anything is built (models.check_settings): settings also come from weights files.
+SETTING_LIMITS = {
+    "h": Between(0.0, MAX_STRENGTH), "h_color": Between(0.0, MAX_STRENGTH), "scale": OneOf((1,), UsageError),
+    "method": OneOf(INPAINT_METHODS), "radius": Between(1, MAX_INPAINT_RADIUS),
+}
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:

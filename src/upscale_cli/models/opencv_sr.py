@@ -7,12 +7,14 @@ I/O is `readModel` of the path the builder is given (the loader fetches the file
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from torch import nn
 
 from upscale_cli.errors import UnsupportedScaleError, WeightsError
-from upscale_cli.models.base import ModelInfo
+from upscale_cli.models.base import FilePath, ModelInfo, OneOf
 
 # Native scales of the published models (LapSRN is a x2 pyramid: 2, 4, 8).
 ALGO_SCALES: dict[str, tuple[int, ...]] = {
@@ -26,6 +28,12 @@ ALGO_SCALES: dict[str, tuple[int, ...]] = {
 # EDSR 32 residual blocks of two 3x3 convs). The tiler takes its overlap from this.
 RECEPTIVE_FIELD: dict[str, int] = {"espcn": 4, "fsrcnn": 8, "lapsrn": 12, "edsr": 68}
 UINT8_MAX = 255.0
+# model_path is a file OpenCV parses: models.check_settings never takes it from a weights file.
+SETTING_LIMITS = {
+    "algo": OneOf(tuple(ALGO_SCALES)),
+    "scale": OneOf(tuple(sorted({s for scales in ALGO_SCALES.values() for s in scales})), UnsupportedScaleError),
+    "model_path": FilePath(),
+}
 
 
 def _to_bgr_uint8(image: torch.Tensor) -> np.ndarray:
@@ -74,6 +82,19 @@ class OpenCVSuperRes(nn.Module):
 
     def extra_repr(self) -> str:
         return f"algo={self.algo!r}, scale={self.scale}"
+
+
+def algo_and_scale_of(filename: str) -> tuple[str, int] | None:
+    """("espcn", 2) for "ESPCN_x2.pb": the published files' naming (FSRCNN-small_x3.pb is an fsrcnn
+    graph); None for a name that does not say both, or names an algorithm or scale OpenCV lacks."""
+    match = _FILE_NAME.fullmatch(filename)
+    if not match:
+        return None
+    algo, scale = match["algo"].lower(), int(match["scale"])
+    return (algo, scale) if scale in ALGO_SCALES.get(algo, ()) else None
+
+
+_FILE_NAME = re.compile(r"(?P<algo>[A-Za-z]+)(?:-small)?_x(?P<scale>\d)\.pb", re.IGNORECASE)
 
 
 def build_opencv_sr(algo: str, scale: int, model_path: str) -> OpenCVSuperRes:

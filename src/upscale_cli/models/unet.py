@@ -25,13 +25,21 @@ from functools import lru_cache
 from torch.nn import functional as F
 
 from upscale_cli.errors import UnsupportedScaleError, UsageError
-from upscale_cli.models.base import ModelInfo
+from upscale_cli.models.base import Between, ModelInfo, OneOf
 from upscale_cli.resize import resize
 
 SCALES = (1, 2, 3, 4)
 RESIDUAL_INIT_GAIN = 0.1  # the last conv of each residual block starts small: blocks start near identity
 TAIL_INIT_GAIN = 0.1  # the detail head starts small: the untrained model is close to bicubic
 MATRIX_RESIZE_MAX = 1024  # pixels: sides up to this resize by a dense matrix product (fast, exact)
+RESIDUALS = ("bicubic", "bilinear")
+MAX_LEVEL_WIDTH = 2048  # channels at any level: width * width_mult**levels may not pass this
+# Checked before anything is built (models.check_settings): settings also come from weights files.
+SETTING_LIMITS = {
+    "scale": OneOf(SCALES, UnsupportedScaleError), "width": Between(1, 512), "levels": Between(0, 6),
+    "blocks": Between(0, 32), "decoder_blocks": Between(0, 32), "bottleneck_blocks": Between(0, 32),
+    "width_mult": Between(0.5, 4.0), "residual": OneOf(RESIDUALS),
+}
 
 
 @lru_cache(maxsize=64)
@@ -124,7 +132,7 @@ class UNetSR(nn.Module):
         super().__init__()
         self.scale = scale
         self.residual = residual
-        widths = [int(round(width * width_mult**i)) for i in range(levels + 1)]
+        widths = level_widths(width, levels, width_mult)
         self.head = nn.Conv2d(3, widths[0], 3, padding=1)
         self.encoders = nn.ModuleList(_stage(widths[i], blocks) for i in range(levels))
         self.downs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(levels))
@@ -164,6 +172,11 @@ class UNetSR(nn.Module):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def level_widths(width: int, levels: int, width_mult: float) -> list[int]:
+    """Channels at each level, full resolution first."""
+    return [int(round(width * width_mult**i)) for i in range(levels + 1)]
+
+
 def unet_receptive_field(levels: int, blocks: int, decoder_blocks: int, bottleneck_blocks: int) -> int:
     """Input pixels of context on each side of an output pixel (an upper bound from the layout).
 
@@ -192,9 +205,13 @@ def build_unet(scale: int = 4, width: int = 32, levels: int = 2, blocks: int = 2
     scale = int(scale)
     if scale not in SCALES:
         raise UnsupportedScaleError(f"unet supports scales {', '.join(map(str, SCALES))}, not {scale}")
-    if residual not in ("bicubic", "bilinear"):
+    if residual not in RESIDUALS:
         raise UsageError(f"unet residual must be 'bicubic' or 'bilinear', not {residual!r}")
     if min(width, levels + 1, blocks + 1, decoder_blocks + 1, bottleneck_blocks + 1) < 1 or width < 1:
         raise UsageError("unet width must be >= 1 and levels/blocks >= 0")
+    widths = level_widths(width, levels, width_mult)
+    if not 1 <= min(widths) <= max(widths) <= MAX_LEVEL_WIDTH:
+        raise UsageError(f"unet levels would have {min(widths)} to {max(widths)} channels (width * width_mult**level); "
+                         f"each must be 1 to {MAX_LEVEL_WIDTH}")
     return UNetSR(scale, int(width), int(levels), int(blocks), int(decoder_blocks), int(bottleneck_blocks),
                   float(width_mult), residual)

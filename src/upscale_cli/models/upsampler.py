@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 from upscale_cli.errors import UnsupportedScaleError, UsageError
-from upscale_cli.models.base import ModelInfo
+from upscale_cli.models.base import Between, ModelInfo, OneOf
 from upscale_cli.models.unet import matrix_resize
 
 SCALES = (2, 4, 8)
 OUTPUT_INIT_GAIN = 0.1  # the last conv starts small: an untrained stage is close to bicubic
+# Checked before anything is built (models.check_settings): settings also come from weights files.
+SETTING_LIMITS = {"scale": OneOf(SCALES, UnsupportedScaleError), "width": Between(1, 512), "depth": Between(0, 64)}
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
