@@ -3,21 +3,29 @@
 Weights of our architectures are safetensors files whose metadata names the
 architecture and its builder settings, so a file alone is enough to rebuild the model.
 `.pth`/`.pt` files load only through `torch.load(..., weights_only=True)`: never unpickle.
+A file is data from anyone: its metadata is checked against the architecture before anything
+is built, it can never name another file to read, and its tensors must be finite.
 """
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from upscale_cli.catalog import ModelSpec, WeightsFile, packaged_weights_path, resolve
-from upscale_cli.errors import UnsupportedScaleError, WeightsError
-from upscale_cli.models import build_model
+from upscale_cli.errors import UnsupportedScaleError, UpscaleError, WeightsError
+from upscale_cli.models import ARCHITECTURES, build_model, model_skeleton
 
 META_ARCH = "arch"
 META_SETTINGS = "settings"
+OPENCV_SUFFIX = ".pb"  # an OpenCV dnn_superres graph, read by OpenCV itself
+PICKLE_REFUSED = ("contains code or objects that are not plain tensors (a pickle that could run code when "
+                  "loaded); it was not loaded")
+_WEIGHTS_ONLY_REFUSAL = "Weights only load failed"  # how torch.load(weights_only=True) refuses a pickle
+_SHOWN_CHARS = 60  # a name from a file is quoted up to this many characters
 
 
 def save_weights(model: nn.Module, path: str | Path, arch: str, settings: dict) -> None:
@@ -38,16 +46,26 @@ def save_weights(model: nn.Module, path: str | Path, arch: str, settings: dict) 
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state_dict, metadata) from a .safetensors, or a .pth/.pt checkpoint loaded safely."""
+    """(state_dict, metadata) from a .safetensors, or a .pth/.pt checkpoint loaded safely.
+
+    Every floating-point tensor must be finite: NaN weights would only give black images.
+    """
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
-            return _read_safetensors(path)
-        return _read_torch_file(path)
+            state, metadata = _read_safetensors(path)
+        else:
+            state, metadata = _read_torch_file(path)
     except WeightsError:
         raise
-    except Exception as err:  # corrupt files raise anything from struct errors to pickle errors
-        raise WeightsError(f"cannot read weights ({type(err).__name__}: {err})", path=path) from None
+    except pickle.UnpicklingError as err:
+        if _WEIGHTS_ONLY_REFUSAL in str(err):
+            raise WeightsError(PICKLE_REFUSED, path=path) from None
+        raise WeightsError(f"not a weights file ({_first_line(err)})", path=path) from None
+    except Exception as err:  # corrupt files raise anything from struct errors to zip errors
+        raise WeightsError(f"cannot read weights ({type(err).__name__}: {_first_line(err)})", path=path) from None
+    _check_finite(state, path)
+    return state, metadata
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -72,19 +90,94 @@ def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     return state, metadata
 
 
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    for name, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(f"tensor {name!r} holds NaN or infinite values; the weights are damaged and were not loaded",
+                               path=path)
+
+
 def model_from_weights(path: str | Path) -> nn.Module:
-    """Rebuild one of our models from a weights file that carries its metadata."""
+    """Rebuild one of our models from a weights file that carries its metadata, or an OpenCV
+    .pb graph from the file itself.
+
+    The metadata's settings are checked and the model is laid out on the meta device first,
+    so a crafted file can neither allocate memory nor name another file; the file's tensors
+    must then be exactly the model's (names and shapes) before the real model is built.
+    """
+    path = Path(path)
+    if path.suffix.lower() == OPENCV_SUFFIX:
+        return _opencv_model_file(path)
     state, metadata = read_weights(path)
-    if META_ARCH not in metadata:
-        raise WeightsError("weights file has no 'arch' metadata; export it with `upscale train export`", path=path)
-    settings = json.loads(metadata.get(META_SETTINGS, "{}"))
-    model = build_model(metadata[META_ARCH], **settings)
+    arch, settings = _recipe(metadata, path)
+    try:
+        skeleton = model_skeleton(arch, settings, from_file=True)
+    except UpscaleError as err:
+        raise WeightsError(f"bad model settings in its metadata: {err.message}", path=path) from None
+    _check_tensors_fit(skeleton.state_dict(), state, arch, path)
+    model = build_model(arch, **settings)
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise WeightsError(f"weights do not fit the {metadata[META_ARCH]} architecture: {first}", path=path) from None
+    except RuntimeError as err:  # not expected once the shapes fit; one line all the same
+        raise WeightsError(f"weights do not fit the {arch} architecture: {_first_line(err)}", path=path) from None
     return model.eval()
+
+
+def _recipe(metadata: dict[str, str], path: Path) -> tuple[str, object]:
+    """(arch, settings) from a weights file's metadata; settings are checked by the caller."""
+    arch = metadata.get(META_ARCH)
+    if arch is None:
+        raise WeightsError("weights file has no 'arch' metadata; export it with `upscale train export`", path=path)
+    if arch not in ARCHITECTURES:
+        raise WeightsError(f"its metadata names an unknown architecture {_quoted(arch)}; known: "
+                           f"{', '.join(sorted(ARCHITECTURES))}", path=path)
+    try:
+        return arch, json.loads(metadata.get(META_SETTINGS, "{}"))
+    except (ValueError, RecursionError) as err:
+        raise WeightsError(f"its {META_SETTINGS!r} metadata is not JSON ({_first_line(err)})", path=path) from None
+
+
+def _check_tensors_fit(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], arch: str, path: Path) -> None:
+    """The file's tensors must be the model's: the first one out of place is named."""
+    def refuse(what: str) -> WeightsError:
+        return WeightsError(f"weights do not fit the {arch} architecture: {what}", path=path)
+
+    for name, want in expected.items():
+        have = found.get(name)
+        if have is None:
+            raise refuse(f"tensor {name!r} (shape {_shape(want)}) is missing")
+        if have.shape != want.shape:
+            raise refuse(f"tensor {name!r} has shape {_shape(have)}, expected {_shape(want)}")
+        if want.is_floating_point() and not have.is_floating_point():
+            raise refuse(f"tensor {name!r} is {str(have.dtype).removeprefix('torch.')}, expected floating point")
+    extra = next((name for name in found if name not in expected), None)
+    if extra is not None:
+        raise refuse(f"the file has a tensor {_quoted(extra)} that the model does not")
+
+
+def _opencv_model_file(path: Path) -> nn.Module:
+    """A user's OpenCV dnn_superres graph: the file itself, its algorithm and scale from its name."""
+    from upscale_cli.models.opencv_sr import algo_and_scale_of
+
+    found = algo_and_scale_of(path.name)
+    if found is None:
+        raise WeightsError("an OpenCV .pb model must keep its published name, ALGORITHM_xSCALE.pb "
+                           "(ESPCN_x2.pb, FSRCNN-small_x3.pb, LapSRN_x8.pb), which says what it is", path=path)
+    algo, scale = found
+    return build_model(f"opencv-{algo}", algo=algo, scale=scale, model_path=str(path)).eval()
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return str(tuple(tensor.shape))
+
+
+def _quoted(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def weights_path(file: WeightsFile, progress: bool = True) -> Path:
@@ -124,7 +217,7 @@ def load_model(name_or_path: str, scale: int | None = None, progress: bool = Tru
     if native is None:
         return build_model(spec.arch, **settings).eval()
     path = weights_path(spec.files[native], progress=progress)
-    if path.suffix == ".pb":  # OpenCV dnn_superres graphs are loaded by OpenCV itself
+    if path.suffix == OPENCV_SUFFIX:  # OpenCV dnn_superres graphs are loaded by OpenCV itself
         algo = spec.arch.removeprefix("opencv-")
         return build_model(spec.arch, algo=algo, scale=native, model_path=str(path), **settings).eval()
     return model_from_weights(path)

@@ -1,0 +1,212 @@
+"""Crafted and broken weights files given with -m (issue 11, point 4): each ends in one line that
+names the file and what is wrong, exit 1, no output image, nothing built or read beyond the file."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+import image_factory
+from http_server import OPENCV_WEIGHTS_DIR
+from upscale_cli.cli import app
+from upscale_cli.errors import UnsupportedScaleError, WeightsError
+from upscale_cli.loader import load_model, model_from_weights, read_weights, save_weights
+from upscale_cli.models import build_model
+
+TINY = {"scale": 2, "width": 4, "levels": 1, "blocks": 0, "decoder_blocks": 0, "bottleneck_blocks": 1}
+
+
+@pytest.fixture
+def unet_state() -> dict[str, torch.Tensor]:
+    model = build_model("unet", **TINY)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def write(path, state, arch="unet", settings=None, raw_settings=None):
+    """A safetensors file with the given tensors and metadata (raw_settings: the string as is)."""
+    meta = {} if arch is None else {"arch": arch}
+    if raw_settings is not None or settings is not None:
+        meta["settings"] = raw_settings if raw_settings is not None else json.dumps(settings)
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+def run_cli(tmp_path, model_file):
+    """`upscale photo.png -m FILE -o out.png` as a user runs it; returns (result, output path)."""
+    png = image_factory.make_rgb_png(tmp_path, "photo.png", size=(24, 16))
+    out = tmp_path / "out.png"
+    return CliRunner().invoke(app, [str(png), "-m", str(model_file), "-o", str(out), "-q"]), out
+
+
+def assert_one_line(result, out, model_file, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert model_file.name in lines[0], lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output and "weights_only" not in result.output
+    assert result.stdout == "" and not out.exists()
+
+
+# ---------------------------------------------------------------- the issue's cases through the CLI
+
+CASES = {
+    # name: (how to damage TINY settings / tensors, fragments the error line must hold)
+    "wrong_arch": (dict(arch="upsampler", settings={"scale": 2}), ["upsampler", "'stages.0.head.0.weight'", "missing"]),
+    "not_json": (dict(raw_settings="{width: 4"), ["'settings' metadata is not JSON"]),
+    "unknown_key": (dict(settings={**TINY, "evil": 1}), ["unknown setting 'evil' for unet"]),
+    "a_list": (dict(raw_settings="[1, 2, 3]"), ["must be a JSON object, not a list"]),
+    "a_string": (dict(raw_settings='"unet"'), ["must be a JSON object, not a string"]),
+    "huge_width": (dict(settings={**TINY, "width": 100000}), ["'width'", "between 1 and 512", "100000"]),
+    "width_as_text": (dict(settings={**TINY, "width": "4"}), ["'width'", "an integer"]),
+    "nan_setting": (dict(raw_settings='{"width_mult": NaN}'), ["'width_mult'", "a number, not NaN"]),
+    "bad_scale": (dict(settings={**TINY, "scale": 7}), ["'scale'", "one of 1, 2, 3, 4"]),
+    "deep_json": (dict(raw_settings="[" * 100_000 + "]" * 100_000), ["not JSON"]),
+    "unknown_arch": (dict(arch="evil", settings={}), ["unknown architecture 'evil'"]),
+    "passwd": (dict(arch="opencv-espcn", settings={"algo": "espcn", "scale": 2, "model_path": "/etc/passwd"}),
+               ["opencv-espcn reads its network from a separate file", "cannot name"]),
+    "path_in_unet": (dict(settings={**TINY, "model_path": "/etc/passwd"}), ["unknown setting 'model_path'"]),
+    "nested_huge": (dict(arch="coord-mlp", settings={"mlp": {"hidden": 100000}}), ["'mlp.hidden'", "between 1 and 1024"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_crafted_metadata_is_one_line(case, tmp_path, unet_state, monkeypatch):
+    import upscale_cli.models.opencv_sr as opencv_sr
+    import upscale_cli.models.unet as unet
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was built from refused settings")
+
+    monkeypatch.setattr(opencv_sr, "OpenCVSuperRes", never)  # OpenCV must never see the metadata's path
+    if case != "wrong_arch":
+        monkeypatch.setattr(unet, "UNetSR", never)  # refused before any module is built
+    damage, fragments = CASES[case]
+    model_file = write(tmp_path / f"{case}.safetensors", unet_state, **damage)
+    result, out = run_cli(tmp_path, model_file)
+    assert_one_line(result, out, model_file, *fragments)
+
+
+def test_wrong_tensor_shape_names_the_tensor(tmp_path, unet_state):
+    unet_state["head.weight"] = torch.zeros(5, 3, 3, 3)
+    model_file = write(tmp_path / "shapes.safetensors", unet_state, settings=TINY)
+    result, out = run_cli(tmp_path, model_file)
+    assert_one_line(result, out, model_file, "'head.weight' has shape (5, 3, 3, 3), expected (4, 3, 3, 3)")
+
+
+def test_extra_tensor_is_named(tmp_path, unet_state):
+    unet_state["smuggled"] = torch.zeros(3)
+    model_file = write(tmp_path / "extra.safetensors", unet_state, settings=TINY)
+    result, out = run_cli(tmp_path, model_file)
+    assert_one_line(result, out, model_file, "tensor 'smuggled' that the model does not")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load(bad, tmp_path, unet_state):
+    unet_state["tail.conv.weight"][0, 0, 0, 0] = bad
+    model_file = write(tmp_path / "nan.safetensors", unet_state, settings=TINY)
+    result, out = run_cli(tmp_path, model_file)
+    assert_one_line(result, out, model_file, "tensor 'tail.conv.weight' holds NaN or infinite values")
+
+
+def test_non_finite_half_tensor_in_a_pth(tmp_path):
+    path = tmp_path / "nan.pth"
+    torch.save({"w": torch.tensor([1.0, float("-inf")], dtype=torch.float16)}, path)
+    with pytest.raises(WeightsError, match="tensor 'w' holds NaN or infinite"):
+        read_weights(path)
+
+
+class _Payload:
+    """Unpickling this runs a command: what a hostile .pth carries."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_pth_is_one_line_and_never_run(tmp_path):
+    marker = tmp_path / "payload-ran"
+    model_file = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(1), "x": _Payload(marker)}, model_file)
+    result, out = run_cli(tmp_path, model_file)
+    assert_one_line(result, out, model_file, "contains code or objects that are not plain tensors", "not loaded")
+    assert not marker.exists()
+
+
+def test_not_a_weights_file_is_one_line(tmp_path):
+    model_file = tmp_path / "text.pth"
+    model_file.write_text("hello\nworld\n")
+    result, out = run_cli(tmp_path, model_file)
+    assert_one_line(result, out, model_file)
+
+
+# ---------------------------------------------------------------- what still works
+
+
+def test_own_exported_weights_still_load(tmp_path):
+    model = build_model("unet", **TINY)
+    save_weights(model, tmp_path / "mine.safetensors", "unet", TINY)
+    loaded = model_from_weights(tmp_path / "mine.safetensors")
+    assert loaded.info.scale == 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    result, out = run_cli(tmp_path, tmp_path / "mine.safetensors")
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+
+
+@pytest.mark.skipif(not (OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb").is_file(), reason="shared OpenCV weights missing")
+def test_user_opencv_pb_is_the_file_itself(tmp_path):
+    pb = tmp_path / "ESPCN_x2.pb"
+    shutil.copy(OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb", pb)
+    model = load_model(str(pb))
+    assert model.info.scale == 2 and model.model_path == str(pb)
+    with pytest.raises(UnsupportedScaleError):
+        load_model(str(pb), scale=3)
+    renamed = tmp_path / "mystery.pb"
+    shutil.copy(pb, renamed)
+    result, out = run_cli(tmp_path, renamed)
+    assert_one_line(result, out, renamed, "must keep its published name")
+
+
+# ---------------------------------------------------------------- the checks themselves
+
+
+def test_in_bounds_settings_too_big_together_are_refused_on_the_meta_device():
+    from upscale_cli.errors import ModelSettingsError
+    from upscale_cli.models import MAX_PARAMETERS
+
+    settings = {"scale": 2, "width": 512, "levels": 2, "width_mult": 2.0, "blocks": 32, "decoder_blocks": 32,
+                "bottleneck_blocks": 32}
+    with pytest.raises(ModelSettingsError, match=f"the limit is {MAX_PARAMETERS:,}"):
+        build_model("unet", **settings)
+
+
+def test_skeleton_allocates_nothing():
+    from upscale_cli.models import model_skeleton
+
+    skeleton = model_skeleton("unet", {"scale": 4})
+    assert {t.device.type for t in skeleton.state_dict().values()} == {"meta"}
+
+
+def test_scale_out_of_set_stays_an_unsupported_scale_error():
+    with pytest.raises(UnsupportedScaleError, match="'scale' of upsampler must be one of 2, 4, 8"):
+        build_model("upsampler", scale=3)
+
+
+def test_fit_single_settings_are_checked_against_fitconfig():
+    from upscale_cli.errors import ModelSettingsError
+
+    build_model("coord-mlp", steps=5, hidden=8, depth=1)
+    with pytest.raises(ModelSettingsError, match="'steps' of coord-mlp must be between 1 and 1000000"):
+        build_model("coord-mlp", steps=10**12)
+    with pytest.raises(ModelSettingsError, match="unknown setting 'evil' for coord-mlp .*mlp"):
+        build_model("coord-mlp", evil=1)
