@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
 import image_factory as factory
 from upscale_cli import images
+from upscale_cli.cli import app
 from upscale_cli.errors import ImageReadError, ImageTooLargeError, ImageWriteError
 from upscale_cli.images import DecodedImage, encode_image, read_image, write_image
 
@@ -603,3 +607,62 @@ def test_pil_bicubic_downscale_matches_pillow():
     small = images.pil_bicubic_downscale(rgb, (12, 8))
     expected = np.asarray(Image.fromarray(rgb).resize((12, 8), Image.BICUBIC))
     assert small.shape == (8, 12, 3) and np.array_equal(small, expected)
+
+
+# ------------------------------------------------ multi-page and animated files
+
+
+def save_frames(path: Path, count: int = 3, **options) -> Path:
+    """`count` distinct frames (the gradient, then darker copies) saved as one file."""
+    first = factory.gradient_rgb()
+    frames = [Image.fromarray((first // (i + 1)).astype(np.uint8)) for i in range(count)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], **options)
+    return path
+
+
+@pytest.mark.parametrize("name, options, note", [
+    ("pages.tif", {}, "multi-page TIFF: only page 1 of 3 was used"),
+    ("anim.gif", {"duration": 100}, "animated GIF: only frame 1 of 3 was used"),
+    ("anim.png", {"duration": 100}, "animated PNG: only frame 1 of 3 was used"),
+    ("anim.webp", {"duration": 100, "lossless": True}, "animated WebP: only frame 1 of 3 was used"),
+])
+def test_first_page_is_read_and_the_rest_are_named(tmp_path, name, options, note):
+    image = read_image(save_frames(tmp_path / name, **options))
+    assert image.notes == (note,)
+    assert mean_abs(image.pixels, images.uint8_to_tensor(factory.gradient_rgb())) < 0.05  # page 1, not 3
+
+
+def test_two_frame_gif_note_counts_both(tmp_path):
+    assert read_image(factory.make_gif(tmp_path)).notes == ("animated GIF: only frame 1 of 2 was used",)
+
+
+@pytest.mark.parametrize("maker", [factory.make_tiff, factory.make_rgb_png, factory.make_rgb_jpeg,
+                                   factory.make_webp, factory.make_16bit_rgb_png])
+def test_single_page_files_have_no_notes(tmp_path, maker):
+    assert read_image(maker(tmp_path)).notes == ()
+
+
+def test_16bit_multi_page_tiff_is_noted_too(tmp_path):
+    path = tmp_path / "pages16.tif"
+    assert cv2.imwritemulti(str(path), [np.full((H, W, 3), v, np.uint16) for v in (1000, 2000)])
+    image = read_image(path)
+    assert image.bit_depth == 16 and image.notes == ("multi-page TIFF: only page 1 of 2 was used",)
+    assert as_u16(image.pixels).max() == 1000
+
+
+def test_cli_says_which_pages_were_left_on_the_files_line(tmp_path):
+    tiff = save_frames(tmp_path / "pages.tif")
+    gif = save_frames(tmp_path / "anim.gif", duration=100)
+    plain = factory.make_rgb_png(tmp_path, "plain.png")
+    runner = CliRunner()
+    args = [str(tiff), str(gif), str(plain), "-m", "nearest", "-x", "2"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    lines = {line.split(" -> ")[0]: line for line in result.output.splitlines() if " -> " in line}
+    assert lines[str(tiff)].endswith("; note: multi-page TIFF: only page 1 of 3 was used)")
+    assert lines[str(gif)].endswith("; note: animated GIF: only frame 1 of 3 was used)")
+    assert "note" not in lines[str(plain)]
+    rows = runner.invoke(app, [*args, "-o", str(tmp_path / "json"), "--json"]).stdout.splitlines()
+    notes = {Path(row["input"]).name: row["notes"] for row in map(json.loads, rows)}
+    assert notes == {"pages.tif": ["multi-page TIFF: only page 1 of 3 was used"],
+                     "anim.gif": ["animated GIF: only frame 1 of 3 was used"], "plain.png": []}

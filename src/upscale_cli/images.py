@@ -16,6 +16,8 @@ Choices worth knowing:
   16-bit grey+alpha), keeping depth and alpha rather than greyscale.
 - 16-bit colour TIFF is written by OpenCV, which cannot embed ICC or EXIF.
 - JPEG at quality >= 90 (the default is 95) is written 4:4:4, not 4:2:0.
+- Only the first page of a multi-page TIFF, and the first frame of an animated
+  GIF, PNG or WebP, is read; the DecodedImage's `notes` say so, naming the count.
 - Writes are atomic: bytes are encoded in memory, written to a hidden
   `.NAME.XXXX.part` file beside the target, then renamed over it.
 """
@@ -61,6 +63,9 @@ JPEG_SUBSAMPLING_444 = 0  # Pillow's code for 4:4:4 (no chroma subsampling)
 # File signatures: a file that starts like an image but will not open is corrupt,
 # not "not an image".
 SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"II*\x00", b"MM\x00*", b"BM")
+# Formats that can hold several images; we read the first and say so.
+MULTI_IMAGE_KINDS = {"TIFF": ("multi-page TIFF", "page"), "GIF": ("animated GIF", "frame"),
+                     "PNG": ("animated PNG", "frame"), "WEBP": ("animated WebP", "frame")}
 
 ORIENTATION_TAG = 0x0112
 EXIF_IFD_TAG = 0x8769
@@ -95,6 +100,7 @@ class DecodedImage:
     exif: bytes | None = None  # with orientation 1: the pixels are upright
     source_format: str = ""  # "PNG", "JPEG", ...
     jpeg_quality: int | None = None  # a JPEG source's estimated IJG quality (1-100); None otherwise
+    notes: tuple[str, ...] = ()  # what the user should hear about this file (pages left unread)
 
     @property
     def height(self) -> int:
@@ -117,9 +123,12 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     with _pillow_pixel_limit_off():
         im = _open(data, label)
         _check_pixel_limit(im.size, max_pixels, label)
+        notes = _unread_pages_note(im)
         if _needs_opencv(im, data):
-            return _decode_with_opencv(im, data, label)
-        return _decode_with_pillow(im, label)
+            image = _decode_with_opencv(im, data, label)
+        else:
+            image = _decode_with_pillow(im, label)
+    return image.replace(notes=notes) if notes else image
 
 
 def _read_source(source: str | Path | bytes) -> tuple[str, bytes]:
@@ -181,6 +190,27 @@ def _open(data: bytes, label: str) -> Image.Image:
         raise ImageReadError(f"image too large: {e}", path=label) from e
     except DECODE_ERRORS as e:
         raise _corrupt(e, label) from e
+
+
+def _unread_pages_note(im: Image.Image) -> tuple[str, ...]:
+    """Only the first page or frame is decoded; a note naming how many there are."""
+    kind = MULTI_IMAGE_KINDS.get(str(im.format))
+    if kind is None:
+        return ()  # MPO (a camera JPEG's extra previews) on purpose: its first image is the photo
+    what, unit = kind
+    try:
+        count = int(getattr(im, "n_frames", 1))
+    except DECODE_ERRORS:
+        count = 0  # a later page is broken; the first may still be fine
+    try:
+        im.seek(0)
+    except DECODE_ERRORS:
+        pass  # decoding frame 0 reports what is wrong
+    if count == 1:
+        return ()
+    if count == 0:
+        return (f"{what}: only {unit} 1 was used (the other {unit}s could not be read)",)
+    return (f"{what}: only {unit} 1 of {count} was used",)
 
 
 def _corrupt(error: BaseException, label: str) -> ImageReadError:

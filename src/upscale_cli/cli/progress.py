@@ -49,7 +49,9 @@ class BatchReporter:
         return results
 
     def _convert(self, upscaler, image, per_file: dict):
-        """Run the converter; one that picks a model per image (restore's JPEG routing) says which."""
+        """Run the converter; one that picks a model per image (restore's JPEG routing) says which,
+        and what reading the file had to say (pages left unread) goes on its line."""
+        per_file["notes"] = list(image.notes)
         if hasattr(upscaler, "model_for"):
             per_file["model"] = upscaler.model_for(image)
         return upscaler.upscale_image(image, self._on_tile)
@@ -75,7 +77,7 @@ class BatchReporter:
 
     def _report(self, result, per_file: dict) -> None:
         if self.as_json:
-            line = {"input": result.input, "output": result.output, **self.record, **per_file,
+            line = {"input": result.input, "output": result.output, **self.record, "notes": [], **per_file,
                     "seconds": round(result.seconds, 4), "status": result.status, "error": result.error}
             typer.echo(json.dumps(line))
         elif result.status == "failed":
@@ -86,6 +88,8 @@ class BatchReporter:
             ran = per_file.get("model")
             if result.status == "ok" and ran and ran != self.record.get("model"):
                 detail += f", {ran}"  # the batch's model was not the one that ran
+            for note in per_file.get("notes", ()):
+                detail += f"; note: {note}"
             self.echo(f"{result.input} -> {arrow} ({detail})")
 
     def echo(self, line: str) -> None:
