@@ -510,7 +510,7 @@ def test_write_replaces_existing_file_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", spy)
     write_image(image, target)
-    assert seen[0].startswith(".out.png.") and seen[0].endswith(".part")
+    assert seen[0].startswith(".out.png.") and seen[0].endswith(images.TEMP_SUFFIX)
     assert read_image(target).width == W
     assert leftover_files(tmp_path) == []
 
