@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -666,3 +667,105 @@ def test_cli_says_which_pages_were_left_on_the_files_line(tmp_path):
     notes = {Path(row["input"]).name: row["notes"] for row in map(json.loads, rows)}
     assert notes == {"pages.tif": ["multi-page TIFF: only page 1 of 3 was used"],
                      "anim.gif": ["animated GIF: only frame 1 of 3 was used"], "plain.png": []}
+
+
+# ------------------------------------------------------------- hostile paths
+
+
+NASTY_NAMES = ["new\nline.png", "esc\x1b[31mred.png", os.fsdecode(b"not-utf8-\xff\xfe.png"), "tab\there.png"]
+
+
+@pytest.mark.parametrize("name", NASTY_NAMES)
+def test_nasty_names_read_and_write_and_fail_on_one_line(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(factory.make_rgb_png(tmp_path).read_bytes())
+    write_image(read_image(path), tmp_path / f"out-{name}")
+    assert read_image(tmp_path / f"out-{name}").width == W
+    broken = factory.make_zero_byte(tmp_path, f"empty-{name}")
+    with pytest.raises(ImageReadError) as caught:
+        read_image(broken)
+    message = str(caught.value)
+    assert message.isprintable() and message.endswith("empty file")
+    assert "empty-" in message and ("\\x" in message or "\\n" in message or "\\t" in message)
+    with pytest.raises(ImageWriteError) as caught:
+        write_image(read_image(path), tmp_path / name / "out.png")  # under a file
+    assert str(caught.value).isprintable()
+
+
+def test_non_utf8_name_is_shown_by_its_bytes(tmp_path):
+    path = tmp_path / os.fsdecode(b"caf\xe9.png")  # Latin-1, as an old camera card may hold
+    with pytest.raises(ImageReadError) as caught:
+        read_image(path)
+    assert str(caught.value) == f"{tmp_path}/caf\\xe9.png: no such file"
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_endless_device_is_refused_at_once():
+    with pytest.raises(ImageReadError, match=r"^/dev/zero: not an image"):
+        read_image("/dev/zero")  # reading it whole would never end
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_image_through_a_named_pipe_is_read(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    data = factory.make_rgb_png(tmp_path).read_bytes()
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    try:
+        assert read_image(fifo).width == W  # as from `upscale <(curl ...)`
+    finally:
+        writer.join(timeout=10)
+
+
+def test_nul_in_a_name_is_an_error_not_a_crash(tmp_path):
+    with pytest.raises(ImageReadError, match=r"a\\x00b\.png: cannot read: invalid file name"):
+        read_image(tmp_path / "a\x00b.png")
+    with pytest.raises(ImageWriteError, match=r"a\\x00b\.png: cannot write: invalid file name"):
+        write_image(read_image(factory.make_rgb_png(tmp_path)), tmp_path / "a\x00b.png")
+    with pytest.raises(ImageWriteError, match=r"a\\x00b/out\.png: cannot write: invalid file name"):
+        write_image(read_image(factory.make_rgb_png(tmp_path)), tmp_path / "a\x00b" / "out.png")
+    assert leftover_files(tmp_path) == []
+
+
+def test_target_that_is_a_folder_is_left_alone(tmp_path):
+    image = read_image(factory.make_rgb_png(tmp_path))
+    folder = tmp_path / "out.png"
+    folder.mkdir()
+    (folder / "inside.txt").write_text("keep")
+    with pytest.raises(ImageWriteError) as caught:
+        write_image(image, folder)
+    assert str(caught.value) == f"{folder}: cannot write: a folder of that name exists"
+    assert [p.name for p in folder.iterdir()] == ["inside.txt"]
+    assert leftover_files(tmp_path) == []
+
+
+def test_name_at_the_file_system_limit_can_be_written(tmp_path):
+    name = "x" * 251 + ".png"  # 255 bytes: the temp file's name cannot simply add to it
+    write_image(read_image(factory.make_rgb_png(tmp_path)), tmp_path / name)
+    assert read_image(tmp_path / name).width == W
+    assert leftover_files(tmp_path) == []
+
+
+def test_permission_denied_on_the_folder_says_so(tmp_path, monkeypatch):
+    image = read_image(factory.make_rgb_png(tmp_path))
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "open", refused)  # as in a folder without write permission, even for root
+    with pytest.raises(ImageWriteError) as caught:
+        write_image(image, tmp_path / "out.png")
+    assert str(caught.value) == f"{tmp_path / 'out.png'}: permission denied (cannot create files in that folder)"
+
+
+def test_cli_keeps_each_file_on_one_line_whatever_its_name(tmp_path):
+    good = tmp_path / "new\nline.png"
+    good.write_bytes(factory.make_rgb_png(tmp_path).read_bytes())
+    bad = factory.make_zero_byte(tmp_path, "bad\x1b[2J.png")  # an escape that would clear the screen
+    result = CliRunner().invoke(app, [str(good), str(bad), "-m", "nearest", "-x", "2", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert f"{tmp_path}/new\\nline.png -> {tmp_path}/out/new\\nline.png (" in lines[0]
+    assert lines[1] == f"error: {tmp_path}/bad\\x1b[2J.png: empty file"
+    assert "\x1b" not in result.output

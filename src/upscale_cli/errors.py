@@ -5,6 +5,8 @@ into a line on stderr and a process exit code.
 """
 from __future__ import annotations
 
+import os
+
 EXIT_FAILED = 1  # the work ran but something failed (a file, a download)
 EXIT_USAGE = 2  # the command line asked for something impossible
 
@@ -95,3 +97,37 @@ class ModelSettingsError(UsageError):
     """Builder settings that are not the builder's own parameters, of the wrong type or out of
     bounds (train --set, a catalogue entry's options; the loader reports a weights file's as a
     WeightsError naming the file)."""
+
+
+class WrongSizeError(ChecksumError):
+    """A download (or mirror copy) that is longer or shorter than the catalogue's size."""
+
+
+class CatalogError(UpscaleError):
+    """A weights.toml entry with a field that is missing, mistyped or unsafe."""
+
+
+def printable_path(path: object) -> str:
+    """A file name fit for a one-line message: characters that would break the line or drive the
+    terminal (newline, escape) and bytes that are not UTF-8 (which Python keeps as lone surrogates)
+    are shown as backslash escapes, as `ls` quotes them."""
+    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escaped(ch) for ch in text)
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_SURROGATE_ESCAPES = range(0xDC80, 0xDD00)  # os.fsdecode's stand-ins for the bytes 0x80..0xFF
+
+
+def _escaped(ch: str) -> str:
+    code = ord(ch)
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    if code in _SURROGATE_ESCAPES:
+        return f"\\x{code - 0xDC00:02x}"  # the original byte
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+

@@ -36,6 +36,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import struct
 import threading
 import zlib
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError, ImageTooLargeError, ImageWriteError
+from .errors import ImageReadError, ImageTooLargeError, ImageWriteError, printable_path
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default; --max-pixels overrides it
 DEFAULT_QUALITY = 95  # JPEG / WebP quality when none is given
@@ -69,7 +70,9 @@ JPEG_SUBSAMPLING_444 = 0  # Pillow's code for 4:4:4 (no chroma subsampling)
 
 # File signatures: a file that starts like an image but will not open is corrupt,
 # not "not an image".
-SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"II*\x00", b"MM\x00*", b"BM")
+SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM",
+              b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF, BigTIFF
+SNIFF_BYTES = 16  # read from a pipe or device before deciding it could be an image
 # Formats that can hold several images; we read the first and say so.
 MULTI_IMAGE_KINDS = {"TIFF": ("multi-page TIFF", "page"), "GIF": ("animated GIF", "frame"),
                      "PNG": ("animated PNG", "frame"), "WEBP": ("animated WebP", "frame")}
@@ -142,9 +145,9 @@ def _read_source(source: str | Path | bytes) -> tuple[str, bytes]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         label, data = STDIN_LABEL, bytes(source)
     else:
-        label = str(source)
+        label = printable_path(source)  # a newline or escape in a name must not break the message
         try:
-            data = Path(source).read_bytes()
+            data = _read_file(Path(source), label)
         except FileNotFoundError:
             raise ImageReadError("no such file", path=label) from None
         except IsADirectoryError:
@@ -153,9 +156,26 @@ def _read_source(source: str | Path | bytes) -> tuple[str, bytes]:
             raise ImageReadError("permission denied", path=label) from None
         except OSError as e:
             raise ImageReadError(f"cannot read: {e.strerror or e}", path=label) from e
+        except ValueError as e:  # a NUL in the name
+            raise ImageReadError(f"cannot read: invalid file name ({e})", path=label) from e
     if not data:
         raise ImageReadError("empty file", path=label)
     return label, data
+
+
+def _read_file(path: Path, label: str) -> bytes:
+    with open(path, "rb") as file:
+        if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return file.read()
+        # A pipe or device may never end (/dev/zero): read on only if it starts like an image.
+        head = file.read(SNIFF_BYTES)
+        if head and not _has_image_signature(head):
+            raise ImageReadError("not an image (unrecognised format)", path=label)
+        return head + file.read()
+
+
+def _has_image_signature(data: bytes) -> bool:
+    return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 _limit_lock = threading.Lock()
@@ -190,7 +210,7 @@ def _open(data: bytes, label: str) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=READ_FORMATS)
     except UnidentifiedImageError:
-        if data.startswith(SIGNATURES) or data[8:12] == b"WEBP":
+        if _has_image_signature(data):
             raise ImageReadError("truncated or corrupt image: unreadable header", path=label) from None
         raise ImageReadError("not an image (unrecognised format)", path=label) from None
     except Image.DecompressionBombError as e:
@@ -424,9 +444,11 @@ def write_image(image: DecodedImage, path: str | Path, format: str | None = None
     target = Path(path)
     try:
         fmt = output_format(format or target.suffix)
+        if os.path.isdir(target):  # before encoding, which can take long
+            raise ImageWriteError(_write_error_message(IsADirectoryError(errno.EISDIR, "")))
         data = encode_image(image, fmt, quality)
     except ImageWriteError as e:
-        raise ImageWriteError(e.message, path=target) from e
+        raise ImageWriteError(e.message, path=printable_path(target)) from e
     _write_atomically(target, data)
 
 
@@ -460,8 +482,11 @@ def _write_atomically(target: Path, data: bytes) -> None:
     except BaseException as e:
         if created:
             _remove_quietly(temp)
-        if isinstance(e, OSError):
-            raise ImageWriteError(_write_error_message(e), path=target) from e
+        if isinstance(e, (OSError, ValueError)):  # ValueError: a NUL in the name
+            message = _write_error_message(e)
+            if isinstance(e, PermissionError) and not created:
+                message += " (cannot create files in that folder)"
+            raise ImageWriteError(message, path=printable_path(target)) from e
         raise
 
 
@@ -529,8 +554,8 @@ def _find_dead_leftovers(folder: str) -> dict[str, list[str]]:
                 match = LEFTOVER_NAME.fullmatch(entry.name) if entry.name.endswith(TEMP_SUFFIX) else None
                 if match and match[2] == _owner_tag() and _is_dead_runs_file(entry, int(match[3])):
                     found.setdefault(match[1], []).append(entry.name)
-    except OSError:
-        pass  # an unlistable folder: the write itself says what is wrong
+    except (OSError, ValueError):
+        pass  # an unlistable folder (or a NUL in its name): the write itself says what is wrong
     return found
 
 
@@ -557,7 +582,9 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
-def _write_error_message(error: OSError) -> str:
+def _write_error_message(error: OSError | ValueError) -> str:
+    if isinstance(error, ValueError):
+        return f"cannot write: invalid file name ({error})"
     if error.errno == errno.EROFS:
         return "read-only file system"
     if isinstance(error, PermissionError):

@@ -8,6 +8,8 @@ from contextlib import nullcontext
 
 import typer
 
+from upscale_cli.errors import printable_path
+
 
 def _read_stdin() -> bytes:
     return sys.stdin.buffer.read()
@@ -81,7 +83,7 @@ class BatchReporter:
                     "seconds": round(result.seconds, 4), "status": result.status, "error": result.error}
             typer.echo(json.dumps(line))
         elif result.status == "failed":
-            typer.echo(f"error: {result.error}", err=True)
+            typer.echo(f"error: {printable_path(result.error)}", err=True)  # one line, whatever the name holds
         elif not self.quiet:
             arrow = result.output or "<stdout>"
             detail = f"{result.seconds:.2f}s" if result.status == "ok" else f"skipped: {result.error}"
@@ -90,7 +92,7 @@ class BatchReporter:
                 detail += f", {ran}"  # the batch's model was not the one that ran
             for note in per_file.get("notes", ()):
                 detail += f"; note: {note}"
-            self.echo(f"{result.input} -> {arrow} ({detail})")
+            self.echo(printable_path(f"{result.input} -> {arrow} ({detail})"))  # one line, whatever the names hold
 
     def echo(self, line: str) -> None:
         if self._progress is not None:
