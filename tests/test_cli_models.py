@@ -130,3 +130,18 @@ def test_clear(mirror, cache):
     assert result.exit_code == 0 and "removed 1 file(s), 86.4 KB" in result.stdout
     assert not download.is_cached(ESPCN.files[2])
     assert run("clear").exit_code == 0  # clearing an empty cache is fine
+
+
+# ---------------------------------------------------------------- issue 11.5 through the command
+
+
+def test_unsafe_catalogue_is_one_line(monkeypatch):
+    from upscale_cli import catalog
+
+    text = catalog.resources.files("upscale_cli").joinpath("weights.toml").read_text(encoding="utf-8")
+    crafted = text.replace('filename = "ESPCN_x2.pb"', 'filename = "../../../../tmp/x.pb"')
+    monkeypatch.setattr(catalog, "load_catalog", lambda: catalog.parse_catalog(crafted))
+    result = run("download", "opencv-espcn", "-x", "2")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == ("error: weights.toml: model 'opencv-espcn', file x2: filename must be a bare file "
+                                     "name with no folder, not '../../../../tmp/x.pb'")

@@ -393,3 +393,56 @@ def test_packaged_weights_match_their_catalogue_entries():
         path = packaged_weights_path(file.filename)
         assert path.stat().st_size == file.size, file.filename
         assert hashlib.sha256(path.read_bytes()).hexdigest() == file.sha256, file.filename
+
+
+# ---------------------------------------------------------------- issue 11.5: catalogue fields
+
+from upscale_cli.catalog import parse_catalog  # noqa: E402
+from upscale_cli.errors import CatalogError  # noqa: E402
+
+GOOD_SHA = "59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d"
+
+
+def catalogue_text(filename: str = "ESPCN_x2.pb", sha256: str = GOOD_SHA, size: object = 86446) -> str:
+    return f"""
+[models.evil]
+arch = "opencv-espcn"
+
+[[models.evil.files]]
+scale = 2
+filename = {filename!r}
+url = "http://127.0.0.1:9/x.pb"
+sha256 = {sha256!r}
+size = {size}
+"""
+
+
+@pytest.mark.parametrize("filename", ["../../../../tmp/x.pb", "/tmp/x.pb", "sub/x.pb", "..\\x.pb", "C:x.pb", "..",
+                                      "", "x.pb\n", "x.exe"])
+def test_catalogue_filename_must_be_a_bare_weights_name(filename, tmp_path):
+    with pytest.raises(CatalogError, match=r"model 'evil', file x2: filename"):
+        parse_catalog(catalogue_text(filename=filename))
+
+
+@pytest.mark.parametrize("sha256", ["../../x", GOOD_SHA[:-1], GOOD_SHA + "0", "g" * 64, ""])
+def test_catalogue_sha256_must_be_64_hex_digits(sha256):
+    with pytest.raises(CatalogError, match=r"model 'evil', file x2: sha256 must be 64"):
+        parse_catalog(catalogue_text(sha256=sha256))
+
+
+@pytest.mark.parametrize("size", [0, -1, "true", '"86446"'])
+def test_catalogue_size_must_be_a_positive_whole_number(size):
+    with pytest.raises(CatalogError, match="size must be a whole number"):
+        parse_catalog(catalogue_text(size=size))
+
+
+def test_catalogue_upper_case_sha256_is_accepted():
+    assert parse_catalog(catalogue_text(sha256=GOOD_SHA.upper()))["evil"].files[2].sha256 == GOOD_SHA
+
+
+def test_traversing_filename_can_never_reach_the_cache_code(espcn, cache, tmp_path):
+    """Even a WeightsFile made in code cannot name a path outside CACHE/weights/<sha256>/."""
+    for bad in ({"filename": "../../../escape.pb"}, {"sha256": "../../x"}):
+        with pytest.raises(CatalogError):
+            dataclasses.replace(espcn, **bad)
+    assert not (tmp_path / "escape.pb").exists() and not cache.exists()

@@ -1,23 +1,32 @@
-"""The model catalogue: weights.toml -> ModelSpec entries; resolve a name or a local weights file."""
+"""The model catalogue: weights.toml -> ModelSpec entries; resolve a name or a local weights file.
+
+Every weights file's fields are checked when the catalogue is read: the download cache puts a
+file at CACHE/weights/<sha256>/<filename>, so a file name must be a bare name and a sha256 64 hex
+digits, or an entry could write outside the cache.
+"""
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 from typing import Mapping
+from urllib.parse import urlparse
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from upscale_cli.errors import ModelNotFoundError, UpscaleError
+from upscale_cli.errors import CatalogError, ModelNotFoundError
 
 WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".pb")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+URL_SCHEMES = ("https", "http")
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,18 @@ class WeightsFile:
     url: str | None = None  # None for files that ship inside the package
     mirrors: tuple[str, ...] = ()
     packaged: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse fields that could place the file outside the cache or fetch it from nowhere."""
+        _check_bare_name(self.filename)
+        if not (isinstance(self.sha256, str) and SHA256_HEX.fullmatch(self.sha256)):
+            raise CatalogError(f"sha256 must be 64 lowercase hex digits, not {_shown(self.sha256)}")
+        for name in ("scale", "size"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise CatalogError(f"{name} must be a whole number of at least 1, not {_shown(value)}")
+        for url in ((self.url,) if self.url is not None else ()) + tuple(self.mirrors):
+            _check_url(url)
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -60,34 +81,81 @@ class ModelSpec:
         return bool(self.files) or self.local_path is not None
 
 
-def _parse_file(name: str, raw: dict) -> WeightsFile:
+def _check_bare_name(filename: object) -> None:
+    """A file name with no folder part on any system, ending in a weights suffix."""
+    if not isinstance(filename, str) or filename in ("", ".", "..") or not filename.isprintable():
+        raise CatalogError(f"filename must be a bare file name, not {_shown(filename)}")
+    if PurePosixPath(filename).name != filename or PureWindowsPath(filename).name != filename:
+        raise CatalogError(f"filename must be a bare file name with no folder, not {_shown(filename)}")
+    if not filename.lower().endswith(WEIGHTS_SUFFIXES):
+        raise CatalogError(f"filename {_shown(filename)} must end in one of {', '.join(WEIGHTS_SUFFIXES)}")
+
+
+def _check_url(url: object) -> None:
+    parsed = urlparse(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in URL_SCHEMES or not parsed.netloc:
+        raise CatalogError(f"url must be an http(s) URL, not {_shown(url)}")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def _parse_file(name: str, raw: object) -> WeightsFile:
+    where = f"weights.toml: model {name!r}"
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: each [[models.{name}.files]] must be a table")
+    missing = next((key for key in ("scale", "filename", "sha256", "size") if key not in raw), None)
+    if missing:
+        raise CatalogError(f"{where} has a file without {missing!r}")
+    mirrors = raw.get("mirrors", ())
+    if isinstance(mirrors, str) or not isinstance(mirrors, (list, tuple)):
+        raise CatalogError(f"{where}: mirrors must be a list of URLs")
+    packaged = raw.get("packaged", False)
+    if not isinstance(packaged, bool):
+        raise CatalogError(f"{where}: packaged must be true or false")
+    sha256 = raw["sha256"].lower() if isinstance(raw["sha256"], str) else raw["sha256"]
     try:
-        return WeightsFile(
-            scale=int(raw["scale"]),
-            filename=str(raw["filename"]),
-            sha256=str(raw["sha256"]).lower(),
-            size=int(raw["size"]),
-            url=raw.get("url"),
-            mirrors=tuple(raw.get("mirrors", ())),
-            packaged=bool(raw.get("packaged", False)),
-        )
-    except KeyError as err:
-        raise UpscaleError(f"weights.toml: model {name!r} has a file without {err.args[0]!r}") from None
+        return WeightsFile(scale=raw["scale"], filename=raw["filename"], sha256=sha256, size=raw["size"],
+                           url=raw.get("url"), mirrors=tuple(mirrors), packaged=packaged)
+    except CatalogError as err:
+        raise CatalogError(f"{where}, file x{raw['scale']}: {err.message}") from None
+
+
+def _parse_files(name: str, raw: list) -> MappingProxyType:
+    if not isinstance(raw, list):
+        raise CatalogError(f"weights.toml: model {name!r}: files must be a list of [[models.{name}.files]] tables")
+    files: dict[int, WeightsFile] = {}
+    for entry in raw:
+        file = _parse_file(name, entry)
+        if file.scale in files:
+            raise CatalogError(f"weights.toml: model {name!r} has two files for x{file.scale}")
+        files[file.scale] = file
+    return MappingProxyType(files)
 
 
 def parse_catalog(text: str) -> dict[str, ModelSpec]:
-    """Parse weights.toml text into specs keyed by name (kept in file order)."""
-    data = tomllib.loads(text)
+    """Parse weights.toml text into specs keyed by name (kept in file order); CatalogError for
+    any field that is missing, mistyped or unsafe."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise CatalogError(f"weights.toml is not valid TOML: {err}") from None
     specs = {}
     for name, raw in data.get("models", {}).items():
-        files = {f.scale: f for f in (_parse_file(name, r) for r in raw.get("files", []))}
+        if not isinstance(raw, dict) or not isinstance(raw.get("arch"), str):
+            raise CatalogError(f"weights.toml: model {name!r} has no arch")
+        if not isinstance(raw.get("options", {}), dict):
+            raise CatalogError(f"weights.toml: model {name!r}: options must be a table")
+        files = _parse_files(name, raw.get("files", []))
         specs[name] = ModelSpec(
             name=name,
             arch=raw["arch"],
             task=raw.get("task", "sr"),
             license=raw.get("license", "unknown"),
             description=raw.get("description", ""),
-            files=MappingProxyType(files),
+            files=files,
             options=MappingProxyType(dict(raw.get("options", {}))),
         )
     return specs
