@@ -131,6 +131,3 @@ def _escaped(ch: str) -> str:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
-
-class CatalogError(UpscaleError):
-    """A weights.toml entry with a field that is missing, mistyped or unsafe."""
