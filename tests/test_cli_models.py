@@ -135,6 +135,33 @@ def test_clear(mirror, cache):
 # ---------------------------------------------------------------- issue 11.5 through the command
 
 
+@pytest.mark.parametrize("name,value", [("UPSCALE_DOWNLOAD_RETRIES", "-5"), ("UPSCALE_DOWNLOAD_TIMEOUT", "0"),
+                                        ("UPSCALE_DOWNLOAD_BACKOFF", "nan"), ("UPSCALE_OFFLINE", "maybe"),
+                                        ("UPSCALE_WEIGHTS_MIRROR", "ftp://example.com/")])
+def test_bad_environment_is_one_line_naming_it(name, value, mirror, monkeypatch):
+    monkeypatch.setenv(name, value)
+    result = run("download", "opencv-espcn", "-x", "2")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"error: {name} must be") and repr(value) in result.stderr
+    assert "Traceback" not in result.output and mirror.requests == []
+
+
+def test_short_file_says_wrong_size_and_url(tmp_path, monkeypatch, cache):
+    folder = tmp_path / "short"
+    folder.mkdir()
+    (folder / "ESPCN_x2.pb").write_bytes((OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb").read_bytes()[:50_000])
+    with FileServer(folder) as server:
+        monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url)
+        result = run("download", "opencv-espcn", "-x", "2")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("downloading ESPCN_x2.pb") and len(lines) == 2  # no "downloaded" line
+    assert lines[1] == (f"error: ESPCN_x2.pb from {server.url}/ESPCN_x2.pb is 50,000 bytes, but the catalogue says "
+                        "86,446; the download was deleted")
+    assert not [p for p in cache.rglob("*") if p.is_file()]  # no .part, no .lock
+
+
 def test_unsafe_catalogue_is_one_line(monkeypatch):
     from upscale_cli import catalog
 

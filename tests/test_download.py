@@ -250,6 +250,7 @@ def test_two_processes_download_once(server, cache):
     paths = {out.strip() for out, _ in results}
     assert paths == {str(cache / "weights" / load_catalog()["opencv-espcn"].files[2].sha256 / NAME)}
     assert len(server.requests_for(NAME)) == 1 and server.full_downloads(NAME) == 1
+    assert list(cache.rglob("*.lock")) == []  # the lock goes with the download that took it
 
 
 # ---------------------------------------------------------------- offline and mirrors
@@ -395,10 +396,10 @@ def test_packaged_weights_match_their_catalogue_entries():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == file.sha256, file.filename
 
 
-# ---------------------------------------------------------------- issue 11.5: catalogue fields
+# ---------------------------------------------------------------- issue 11.5: catalogue fields, sizes, settings, locks
 
 from upscale_cli.catalog import parse_catalog  # noqa: E402
-from upscale_cli.errors import CatalogError  # noqa: E402
+from upscale_cli.errors import CatalogError, WrongSizeError  # noqa: E402
 
 GOOD_SHA = "59f77351e1d7c0057bf6fe088b4a8a07e42c468c8c8aebb674a6b4ea1823221d"
 
@@ -446,3 +447,211 @@ def test_traversing_filename_can_never_reach_the_cache_code(espcn, cache, tmp_pa
         with pytest.raises(CatalogError):
             dataclasses.replace(espcn, **bad)
     assert not (tmp_path / "escape.pb").exists() and not cache.exists()
+
+
+class _EndlessServer:
+    """Answers every GET with 200, no Content-Length, and bytes until the client hangs up (or
+    `cap` bytes, so a client that never stops cannot hang the test)."""
+
+    def __init__(self, cap: int = 40_000_000) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler
+
+        from http_server import _QuietServer
+
+        outer = self
+        self.sent = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"  # the body ends when the connection closes
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.end_headers()
+                chunk = b"\x00" * 65536
+                try:
+                    while outer.sent < cap:
+                        self.wfile.write(chunk)
+                        outer.sent += len(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return "http://%s:%d" % self._httpd.server_address[:2]
+
+    def __enter__(self) -> "_EndlessServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def test_endless_stream_stops_at_the_catalogue_size(espcn, cache):
+    with _EndlessServer() as endless:
+        url = f"{endless.url}/{NAME}"
+        with pytest.raises(WrongSizeError) as info:
+            download.ensure_weights(dataclasses.replace(espcn, url=url), progress=False)
+    message = str(info.value)
+    assert url in message and "more than the catalogue's 86,446 bytes" in message
+    assert endless.sent < 8_000_000  # stopped at the size (plus what the socket buffers held)
+    assert files_under(cache) == [] and list(cache.rglob("*.lock")) == []
+
+
+@pytest.mark.parametrize("length", [50_000, 100_000])
+def test_file_of_another_size_says_so_with_its_url(length, espcn, cache, tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    data = (OPENCV_WEIGHTS_DIR / NAME).read_bytes()
+    (folder / NAME).write_bytes((data * 2)[:length])
+    with FileServer(folder) as srv:
+        file = served(espcn, srv)
+        with pytest.raises(WrongSizeError) as info:
+            download.ensure_weights(file, progress=False)
+        assert len(srv.requests) == 1  # a wrong file is not retried
+    assert str(info.value) == (f"{NAME} from {file.url} is {length:,} bytes, but the catalogue says 86,446; "
+                               "the download was deleted")
+    assert files_under(cache) == []
+
+
+def test_resumed_download_of_another_total_size_is_refused(server, espcn, cache, tmp_path):
+    part = cache / "weights" / espcn.sha256 / (NAME + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes((OPENCV_WEIGHTS_DIR / NAME).read_bytes()[:1000])
+    other = dataclasses.replace(espcn, url=server.url_for("ESPCN_x3.pb"))  # its Content-Range total is 92226
+    with pytest.raises(WrongSizeError, match="is 92,226 bytes, but the catalogue says 86,446"):
+        download.ensure_weights(other, progress=False)
+    assert not part.exists()
+
+
+def test_mirror_folder_file_of_another_size(espcn, tmp_path, monkeypatch):
+    (tmp_path / NAME).write_bytes(b"\0" * 100)
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(tmp_path))
+    with pytest.raises(WrongSizeError, match=f"{NAME} from {tmp_path / NAME} is 100 bytes"):
+        download.ensure_weights(espcn, progress=False)
+    assert files_under(download.cache_dir()) == []
+
+
+def test_checksum_failure_prints_no_downloaded_line(server, espcn, capfd):
+    server.faults.wrong_bytes = True
+    with pytest.raises(ChecksumError):
+        download.ensure_weights(served(espcn, server), progress=True)
+    err = capfd.readouterr().err
+    assert f"downloading {NAME}" in err and "downloaded" not in err
+
+
+BAD_ENVIRONMENT = [
+    ("UPSCALE_DOWNLOAD_RETRIES", "-5"), ("UPSCALE_DOWNLOAD_RETRIES", "abc"), ("UPSCALE_DOWNLOAD_RETRIES", "2.5"),
+    ("UPSCALE_DOWNLOAD_RETRIES", "1000000000"), ("UPSCALE_DOWNLOAD_RETRIES", "٣"),
+    ("UPSCALE_DOWNLOAD_BACKOFF", "-1"), ("UPSCALE_DOWNLOAD_BACKOFF", "nan"), ("UPSCALE_DOWNLOAD_BACKOFF", "inf"),
+    ("UPSCALE_DOWNLOAD_BACKOFF", "1e308"), ("UPSCALE_DOWNLOAD_BACKOFF", "soon"),
+    ("UPSCALE_DOWNLOAD_TIMEOUT", "0"), ("UPSCALE_DOWNLOAD_TIMEOUT", "-3"), ("UPSCALE_DOWNLOAD_TIMEOUT", "nan"),
+    ("UPSCALE_DOWNLOAD_TIMEOUT", "1e300"), ("UPSCALE_DOWNLOAD_TIMEOUT", "30s"),
+    ("UPSCALE_OFFLINE", "maybe"), ("UPSCALE_WEIGHTS_MIRROR", "ftp://example.com/w"),
+    ("UPSCALE_WEIGHTS_MIRROR", "http://"),
+]
+
+
+@pytest.mark.parametrize("name,value", BAD_ENVIRONMENT)
+def test_bad_environment_value_names_the_variable(name, value, server, espcn, monkeypatch):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(WeightsError) as info:
+        download.ensure_weights(served(espcn, server), progress=False)
+    assert str(info.value).startswith(name) and repr(value.strip()) in str(info.value)
+    assert server.requests == []
+
+
+def test_empty_environment_values_mean_the_defaults(server, espcn, monkeypatch):
+    for name in ("UPSCALE_DOWNLOAD_RETRIES", "UPSCALE_DOWNLOAD_BACKOFF", "UPSCALE_DOWNLOAD_TIMEOUT", "UPSCALE_OFFLINE",
+                 "UPSCALE_WEIGHTS_MIRROR"):
+        monkeypatch.setenv(name, " ")
+    assert download.ensure_weights(served(espcn, server), progress=False).is_file()
+
+
+def test_zero_retries_is_one_attempt(server, espcn, monkeypatch):
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "0")
+    server.faults.status = 500
+    with pytest.raises(DownloadError, match="HTTP 500"):
+        download.ensure_weights(served(espcn, server), progress=False)
+    assert len(server.requests) == 1
+
+
+def locks_under(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.lock"))
+
+
+def test_lock_removed_after_success_and_after_failure(server, espcn, cache):
+    download.ensure_weights(served(espcn, server), progress=False)
+    assert locks_under(cache) == []
+    other = load_catalog()["opencv-fsrcnn-small"].files[2]
+    server.faults.status = 404
+    with pytest.raises(DownloadError):
+        download.ensure_weights(served(other, server), progress=False)
+    server.faults.status, server.faults.wrong_bytes = None, True
+    with pytest.raises(ChecksumError):
+        download.ensure_weights(served(other, server), progress=False)
+    assert locks_under(cache) == []
+
+
+KILLED_CHILD = """
+from upscale_cli.catalog import load_catalog
+from upscale_cli.download import ensure_weights
+ensure_weights(load_catalog()["opencv-espcn"].files[2], progress=False)
+"""
+
+
+def test_killed_run_leftovers_are_resumed_and_removed_but_only_its_own(server, espcn, cache, monkeypatch):
+    folder = cache / "weights" / espcn.sha256
+    part, lock = folder / (NAME + ".part"), folder / (NAME + ".lock")
+    server.faults.bytes_per_s = 20_000  # ~4 s for the file: time to kill the child mid-way
+    env = {**os.environ, "UPSCALE_WEIGHTS_MIRROR": server.url}
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD], env=env)
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size >= 20_000) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.kill()
+    child.wait(timeout=10)
+    assert part.exists() and lock.exists()  # what a killed run leaves
+    others = [folder / "FSRCNN_x2.pb.part", folder / "FSRCNN_x2.pb.lock", cache / "weights" / ("f" * 64) / "x.pb.lock"]
+    for path in others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"someone else's")
+    server.faults.bytes_per_s = None
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url)
+    path = download.ensure_weights(espcn, progress=False)
+    assert download._hash_file(path) == espcn.sha256
+    assert server.requests_for(NAME)[-1].range.startswith("bytes=")  # the killed run's part was resumed
+    assert not part.exists() and not lock.exists()
+    assert all(p.exists() for p in others)
+
+
+def test_leftovers_beside_a_cached_file_are_removed(server, espcn, cache):
+    path = download.ensure_weights(served(espcn, server), progress=False)
+    part, lock = path.with_name(NAME + ".part"), path.with_name(NAME + ".lock")
+    part.write_bytes(b"stale")
+    lock.write_bytes(b"")
+    other = path.with_name("LapSRN_x2.pb.part")
+    other.write_bytes(b"not ours")
+    download._verified.clear()
+    assert download.ensure_weights(served(espcn, server), progress=False) == path
+    assert not part.exists() and not lock.exists() and other.exists()
+
+
+def test_leftovers_of_a_running_download_are_left_alone(server, espcn, cache):
+    import fcntl
+
+    path = download.ensure_weights(served(espcn, server), progress=False)
+    part, lock = path.with_name(NAME + ".part"), path.with_name(NAME + ".lock")
+    part.write_bytes(b"in progress")
+    with open(lock, "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another process downloading right now
+        assert download.ensure_weights(served(espcn, server), progress=False) == path
+        assert part.exists() and lock.exists()
