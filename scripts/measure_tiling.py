@@ -15,7 +15,7 @@ import time
 import torch
 from torch import nn
 
-from upscale_cli.tiling import output_bytes, overlap_for, tiled_forward
+from upscale_cli.tiling import TilePlan, output_bytes, overlap_for, tiled_forward
 
 RECEPTIVE_FIELD = 3  # three 3x3 convs
 SCALE = 4
@@ -57,7 +57,8 @@ def main() -> None:
     rss_before = peak_rss_mib()
     tiles = []
     start = time.perf_counter()
-    out = tiled_forward(model, x, SCALE, args.tile, overlap, on_tile=lambda done, total: tiles.append(total))
+    plan = TilePlan(args.tile, overlap, RECEPTIVE_FIELD)
+    out = tiled_forward(model, x, SCALE, plan, on_tile=lambda done, total: tiles.append(total))
     seconds = time.perf_counter() - start
 
     print(f"input {args.width}x{args.height}, x{SCALE}, tile {args.tile}, overlap {overlap}, {tiles[-1]} tiles, "

@@ -9,12 +9,13 @@ from torch import nn
 
 from upscale_cli.errors import UsageError
 from upscale_cli.tiling import (
+    TilePlan,
     auto_tile_size,
     axis_window,
-    blend_window,
+    exact_overlap,
     is_out_of_memory,
     overlap_for,
-    plan_tiles,
+    plan_tiling,
     tiled_forward,
 )
 
@@ -47,8 +48,19 @@ def smooth_image(height: int, width: int) -> torch.Tensor:
     return torch.stack(channels)[None].float()
 
 
+def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    plan = TilePlan(tile, overlap, 0)
+    return [(y0, y1, x0, x1) for y0, y1 in plan.spans(height) for x0, x1 in plan.spans(width)]
+
+
+def run(fn, x, scale, tile, overlap, margin=None, size_multiple=1, out_device=None, on_tile=None):
+    """tiled_forward with a hand-made plan (margin defaults to a quarter of the overlap)."""
+    margin = overlap // 4 if margin is None else margin
+    return tiled_forward(fn, x, scale, TilePlan(tile, overlap, margin, size_multiple, out_device), on_tile=on_tile)
+
+
 def coverage(height: int, width: int, tile: int, overlap: int) -> torch.Tensor:
-    """How many boxes of plan_tiles cover each input pixel.  (H, W)"""
+    """How many boxes of the plan cover each input pixel.  (H, W)"""
     count = torch.zeros(height, width, dtype=torch.int32)
     for y0, y1, x0, x1 in plan_tiles(height, width, tile, overlap):
         count[y0:y1, x0:x1] += 1
@@ -75,9 +87,13 @@ def test_plan_tiles_one_tile_when_tile_is_zero_or_large():
     assert plan_tiles(97, 61, 64, 8) == [(0, 64, 0, 61), (33, 97, 0, 61)]
 
 
-def test_overlap_must_be_smaller_than_tile():
-    with pytest.raises(UsageError):
-        plan_tiles(100, 100, 16, 16)
+def test_a_plan_whose_overlap_is_not_smaller_than_its_tile_cannot_exist():
+    with pytest.raises(ValueError):
+        TilePlan(16, 16, 0)
+    with pytest.raises(ValueError):
+        TilePlan(30, 8, 0, size_multiple=4)  # tile not a multiple
+    with pytest.raises(ValueError):
+        TilePlan(32, 8, 5)  # margin wider than half the overlap
 
 
 def test_overlap_for_scales_with_receptive_field_and_is_capped():
@@ -90,7 +106,8 @@ def test_overlap_for_scales_with_receptive_field_and_is_capped():
 
 def test_window_is_one_at_image_borders_and_zero_at_inner_edges():
     scale, margin = 2, 3
-    window = blend_window(32, 40, scale, margin, overlaps=(0, 12, 12, 0))  # top/right on the border
+    # top/right on the border, bottom/left shared with neighbours
+    window = axis_window(32, scale, margin, 0, 12)[:, None] * axis_window(40, scale, margin, 12, 0)[None, :]
     assert window.shape == (64, 80)
     assert bool((window[0, 12 * scale :] == 1).all())  # top border row, past the left overlap
     assert bool((window[: -12 * scale, -1] == 1).all())  # right border column, above the bottom overlap
@@ -115,25 +132,15 @@ def test_margin_wider_than_half_the_overlap_is_refused():
         axis_window(32, 2, margin=5, before=8)
 
 
-@pytest.mark.parametrize(
-    "height,width,tile,overlap,margin", [(97, 61, 32, 8, 2), (97, 61, 32, 8, 4), (50, 70, 16, 6, 0)]
-)
-def test_every_output_pixel_has_positive_weight(height, width, tile, overlap, margin):
-    scale, total = 2, torch.zeros(height * 2, width * 2)
-    rows = sorted({(y0, y1) for y0, y1, _, _ in plan_tiles(height, width, tile, overlap)})
-    cols = sorted({(x0, x1) for _, _, x0, x1 in plan_tiles(height, width, tile, overlap)})
-    for i, (y0, y1) in enumerate(rows):
-        for j, (x0, x1) in enumerate(cols):
-            overlaps = (
-                rows[i - 1][1] - y0 if i else 0,
-                y1 - rows[i + 1][0] if i + 1 < len(rows) else 0,
-                cols[j - 1][1] - x0 if j else 0,
-                x1 - cols[j + 1][0] if j + 1 < len(cols) else 0,
-            )
-            total[y0 * scale : y1 * scale, x0 * scale : x1 * scale] += blend_window(
-                y1 - y0, x1 - x0, scale, margin, overlaps
-            )
-    assert float(total.min()) > 0
+@pytest.mark.parametrize("height,width,tile,overlap,margin,multiple",
+                         [(97, 61, 32, 8, 2, 1), (97, 61, 32, 8, 4, 1), (50, 70, 16, 6, 0, 1), (1, 93, 16, 8, 4, 8),
+                          (45, 1, 24, 8, 4, 4), (33, 77, 24, 12, 3, 2)])
+def test_every_output_pixel_has_weight_one_after_normalising(height, width, tile, overlap, margin, multiple):
+    x = smooth_image(height, width)
+    ones = run(lambda t: torch.ones_like(t).repeat_interleave(2, -1).repeat_interleave(2, -2), x, 2, tile, overlap,
+               margin, multiple)
+    assert ones.shape == (1, 3, 2 * height, 2 * width)
+    assert torch.allclose(ones, torch.ones_like(ones), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- tiled forward
@@ -145,7 +152,7 @@ def test_tiled_equals_untiled_on_a_large_smooth_image():
         untiled = model(x)
     calls = []
     overlap = overlap_for(RECEPTIVE_FIELD)
-    tiled = tiled_forward(model, x, 2, tile=128, overlap=overlap, on_tile=lambda d, t: calls.append((d, t)))
+    tiled = run(model, x, 2, 128, overlap, on_tile=lambda d, t: calls.append((d, t)))
     diff = float((tiled - untiled).abs().max())
     print(f"\n1024x768 x2, tile 128, overlap 12: max |tiled - untiled| = {diff:.3g} (bar 1/255 = {1 / 255:.3g})")
     assert tiled.shape == (1, 3, 1536, 2048) and tiled.dtype == torch.float32
@@ -159,8 +166,8 @@ def test_zero_margin_would_show_seams():
     model, x = tiny_sr(2), smooth_image(96, 96)
     with torch.no_grad():
         untiled = model(x)
-    good = tiled_forward(model, x, 2, tile=32, overlap=12, margin=3)
-    bad = tiled_forward(model, x, 2, tile=32, overlap=12, margin=0)
+    good = run(model, x, 2, 32, 12, margin=3)
+    bad = run(model, x, 2, 32, 12, margin=0)
     assert float((bad - untiled).abs().max()) > 10 * float((good - untiled).abs().max())
 
 
@@ -170,41 +177,41 @@ def test_tile_larger_than_image_is_exactly_untiled():
         untiled = model(x)
     calls = []
     for tile in (0, 40, 64):
-        assert torch.equal(tiled_forward(model, x, 4, tile, 8, on_tile=lambda d, t: calls.append((d, t))), untiled)
+        assert torch.equal(run(model, x, 4, tile, 8, on_tile=lambda d, t: calls.append((d, t))), untiled)
     assert calls == [(1, 1)] * 3
 
 
 def test_odd_sizes_cover_every_pixel():
     x = smooth_image(97, 61)
-    tiled = tiled_forward(lambda t: torch.ones_like(t).repeat_interleave(3, -1).repeat_interleave(3, -2), x, 3, 32, 8)
+    tiled = run(lambda t: torch.ones_like(t).repeat_interleave(3, -1).repeat_interleave(3, -2), x, 3, 32, 8)
     assert tiled.shape == (1, 3, 291, 183)
     assert torch.allclose(tiled, torch.ones_like(tiled), atol=1e-6)  # weights normalised everywhere
     model = tiny_sr(2)
     with torch.no_grad():
-        assert float((tiled_forward(model, x, 2, 32, 8, margin=3) - model(x)).abs().max()) < 1e-5
+        assert float((run(model, x, 2, 32, 8, margin=3) - model(x)).abs().max()) < 1e-5
 
 
-def test_size_multiple_pads_each_tile_and_crops_back():
-    model = tiny_sr(2)
-    seen = []
+def test_size_multiple_pads_the_image_once_and_aligns_every_tile():
+    """Tiles of a padded image, each starting on the model's stride grid: tiled == untiled even
+    for a model whose result depends on the stride-2 phase (a U-Net), at sizes that are not multiples."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                          nn.ReLU(), nn.Conv2d(8, 3 * 16, 3, padding=1), nn.PixelShuffle(4)).eval()  # x2 overall
+    rf, seen = 8, []
 
     def needs_multiple_of_8(t):
         assert t.shape[-2] % 8 == 0 and t.shape[-1] % 8 == 0, t.shape
         seen.append(tuple(t.shape[-2:]))
         return model(t)
 
-    x = smooth_image(45, 70)
-    tiled = tiled_forward(needs_multiple_of_8, x, 2, tile=36, overlap=12, size_multiple=8)  # tile -> 32
-    assert tiled.shape == (1, 3, 90, 140)
-    assert (32, 32) in seen  # the tile was rounded down to a multiple, so most tiles need no padding
-    for tile in (0, 70):  # one tile: padded to 48x72, not cut
-        seen.clear()
-        assert tiled_forward(needs_multiple_of_8, x, 2, tile, overlap=0, size_multiple=8).shape == (1, 3, 90, 140)
-        assert seen == [(48, 72)]
-    with torch.no_grad():
-        untiled = model(x)
-    inside = (slice(None), slice(None), slice(0, 80), slice(0, 130))  # away from the reflect-padded border
-    assert float((tiled - untiled)[inside].abs().max()) < 1e-5
+    for height, width in [(45, 70), (1, 37), (37, 1), (64, 64), (63, 129)]:
+        x = smooth_image(height, width)
+        untiled = run(needs_multiple_of_8, x, 2, 0, 16, margin=rf, size_multiple=8)
+        assert untiled.shape == (1, 3, 2 * height, 2 * width)
+        for tile in (24, 32, 40):
+            seen.clear()
+            tiled = run(needs_multiple_of_8, x, 2, tile, 16, margin=rf, size_multiple=8)
+            assert float((tiled - untiled).abs().max()) < 1e-5, (height, width, tile)
 
 
 def test_channels_may_change_and_output_goes_to_out_device():
@@ -212,21 +219,21 @@ def test_channels_may_change_and_output_goes_to_out_device():
     def to_grey_x2(t):
         return t.mean(1, keepdim=True).repeat_interleave(2, -1).repeat_interleave(2, -2)
 
-    grey = tiled_forward(to_grey_x2, x, 2, 24, 8, out_device="cpu")
+    grey = run(to_grey_x2, x, 2, 24, 8, out_device="cpu")
     assert grey.shape == (1, 1, 100, 100) and grey.device.type == "cpu"
 
 
 def test_input_is_left_untouched_by_a_model_that_returns_its_input():
     x = smooth_image(50, 50)
     before = x.clone()
-    out = tiled_forward(lambda t: t, x, 1, 24, 8)
+    out = run(lambda t: t, x, 1, 24, 8)
     assert torch.equal(x, before) and torch.allclose(out, x, atol=1e-6)
 
 
 def test_half_precision_tiles_come_back_float32():
     model = tiny_sr(2).to(torch.bfloat16)
     x = smooth_image(40, 40).to(torch.bfloat16)
-    assert tiled_forward(model, x, 2, 16, 6).dtype == torch.float32
+    assert run(model, x, 2, 16, 6, margin=1).dtype == torch.float32
 
 
 def test_out_of_memory_propagates_and_is_recognised():
@@ -234,7 +241,7 @@ def test_out_of_memory_propagates_and_is_recognised():
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     with pytest.raises(torch.OutOfMemoryError) as info:
-        tiled_forward(explode, smooth_image(64, 64), 2, 32, 8)
+        run(explode, smooth_image(64, 64), 2, 32, 8)
     assert is_out_of_memory(info.value)
     assert is_out_of_memory(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory"))
     assert is_out_of_memory(RuntimeError("MPS backend out of memory"))
@@ -258,10 +265,56 @@ def test_tiled_equals_untiled_on_cuda():
     model, x = tiny_sr(2).cuda(), smooth_image(768, 1024).cuda()
     with torch.no_grad():
         untiled = model(x)
-    tiled = tiled_forward(model, x, 2, tile=128, overlap=overlap_for(RECEPTIVE_FIELD))
+    tiled = run(model, x, 2, 128, overlap_for(RECEPTIVE_FIELD))
     assert tiled.device.type == "cuda"  # accumulated on the GPU
     diff = float((tiled - untiled).abs().max())
     print(f"\ncuda: max |tiled - untiled| = {diff:.3g}")
     assert diff <= 1 / 255
-    on_cpu = tiled_forward(model, x, 2, tile=128, overlap=overlap_for(RECEPTIVE_FIELD), out_device="cpu")
+    on_cpu = run(model, x, 2, 128, overlap_for(RECEPTIVE_FIELD), out_device="cpu")
     assert on_cpu.device.type == "cpu" and float((on_cpu - untiled.cpu()).abs().max()) <= 1 / 255
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def _plan(tile=0, overlap=None, rf=48, multiple=4, height=3000, width=4000, **kw):
+    return plan_tiling(height, width, 3, 4, receptive_field=rf, bytes_per_input_pixel=4096, size_multiple=multiple,
+                       tile=tile, overlap=overlap, free_memory_bytes=kw.pop("free", 16 << 30), **kw)
+
+
+@pytest.mark.parametrize("rf,multiple", [(48, 4), (76, 8), (13, 2), (3, 1), (0, 1), (200, 16)])
+@pytest.mark.parametrize("tile", [0, 1, 7, 8, 33, 64, 96, 128, 129, 130, 131, 132, 200, 257, 511, 512, 513, 5000])
+def test_every_requested_tile_gives_a_valid_exact_plan(rf, multiple, tile):
+    """Issue 11.3: round first, validate once; --tile 129..131 used to fail every file."""
+    plan = _plan(tile, rf=rf, multiple=multiple)  # TilePlan validates itself: multiples, overlap < tile
+    assert plan.margin == rf and plan.overlap >= exact_overlap(rf, multiple)
+    if plan.tile:
+        assert plan.tile - plan.overlap >= min(plan.tile // 2, plan.overlap)  # stride never collapses
+    if tile and plan.tile and plan.tile != tile - tile % multiple:
+        assert plan.note and str(plan.tile) in plan.note
+
+
+def test_halving_the_tile_always_ends():
+    """The out-of-memory retry asks for half the tile until the plan stops getting smaller."""
+    for rf, multiple in [(48, 4), (76, 8), (13, 2)]:
+        plan, seen = _plan(512, rf=rf, multiple=multiple), []
+        while True:
+            seen.append(plan.tile)
+            smaller = _plan(plan.tile // 2, rf=rf, multiple=multiple)
+            if smaller.tile >= plan.tile:
+                break
+            plan = smaller
+        assert len(seen) < 10 and seen[-1] == 2 * exact_overlap(rf, multiple)
+
+
+def test_an_explicit_overlap_is_kept_and_the_tile_made_room_for_it():
+    plan = _plan(64, overlap=60, rf=48, multiple=4)
+    assert plan.overlap == 60 and plan.margin == 30 and plan.tile == 64
+    plan = _plan(131, overlap=128, rf=48, multiple=4)
+    assert plan.overlap == 128 and plan.tile == 132 and "132" in plan.note
+
+
+def test_a_model_that_cannot_be_tiled_or_a_small_image_gets_one_tile():
+    assert _plan(64, tileable=False).tile == 0
+    assert _plan(256, height=255, width=250).tile == 0
+    assert _plan(0, height=100, width=100).tile == 0

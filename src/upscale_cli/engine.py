@@ -23,7 +23,6 @@ from upscale_cli.loader import load_model
 from upscale_cli.resize import resize
 
 DEFAULT_MODEL = "unet"
-MIN_TILE = 32  # input pixels; below this an out-of-memory error is final
 MAX_PASSES = 4  # x2^4 = x16 is as far as repeated passes go before the final resize
 FINAL_RESIZE = "bicubic"  # antialiased when shrinking after an overshooting pass
 ALPHA_MODES = ("bicubic", "model")
@@ -54,6 +53,8 @@ class UpscaleConfig:
                 raise UsageError(f"--{name} must be at least 1 pixel")
         if self.tile < 0 or (self.tile_overlap is not None and self.tile_overlap < 0):
             raise UsageError("--tile and --tile-overlap cannot be negative")
+        if self.tile and self.tile_overlap is not None and self.tile <= self.tile_overlap:
+            raise UsageError(f"--tile {self.tile} must be larger than --tile-overlap {self.tile_overlap}")
         if self.alpha not in ALPHA_MODES:
             raise UsageError(f"--alpha must be one of {', '.join(ALPHA_MODES)}")
 
@@ -183,60 +184,47 @@ class Upscaler:
 
     def _run_pass(self, x: torch.Tensor, native: int, on_tile: TileCallback | None) -> torch.Tensor:
         model = self.model(native)
-        info = model.info
         param = next(iter(model.parameters()), None)
-        device = param.device if param is not None else torch.device(info.device_bound or self.device)
+        device = param.device if param is not None else torch.device(model.info.device_bound or self.device)
         dtype = param.dtype if param is not None else torch.float32
-        plan = self._tile_plan(x, native, info, device)
 
         def run_tile(t: torch.Tensor) -> torch.Tensor:
             return _with_channels(model, t.to(dtype), model).float()
 
         with torch.no_grad():
-            return self._tile_with_retries(run_tile, x.to(device), native, plan, on_tile)
+            return self._tile_with_retries(run_tile, x.to(device), native, model.info, on_tile)
 
-    def _tile_plan(self, x: torch.Tensor, native: int, info, device: torch.device) -> dict:
-        """Tile, overlap, margin and where the output accumulates, for one pass."""
-        height, width = x.shape[-2:]
-        channels = x.shape[1]
-        overlap = self.config.tile_overlap
-        if overlap is None:
-            overlap = tiling.overlap_for(info.receptive_field)
-        margin = min(info.receptive_field, overlap // 2)  # the band whose outputs saw tile padding
-        out_device = device
-        if device.type == "cuda" and tiling.output_bytes(height, width, channels, native) > tiling.available_memory(device) // 2:
-            out_device = torch.device("cpu")  # a huge output accumulates in RAM, tiles still run on the GPU
-        tile = self.config.tile
-        if not info.tileable:
-            tile = 0
-        elif tile == 0:
-            tile = tiling.auto_tile_size(height, width, channels, native, BYTES_PER_INPUT_PIXEL, device=device,
-                                         out_device=out_device, overlap=overlap, size_multiple=info.size_multiple)
-        if tile and tile <= overlap:
-            if self.config.tile_overlap is not None:
-                raise UsageError(f"--tile {tile} must be larger than --tile-overlap {overlap}")
-            overlap = tile // 2  # a small tile keeps half of itself as overlap: the model's *effective*
-            margin = min(margin, overlap // 2)  # field is far smaller than its theoretical one
-        return {"tile": tile, "overlap": overlap, "margin": margin, "size_multiple": info.size_multiple,
-                "out_device": out_device}
+    def _tile_plan(self, x: torch.Tensor, native: int, info, tile: int) -> tiling.TilePlan:
+        """tiling.plan_tiling for this pass, from the model's self-description and the user's options."""
+        plan = tiling.plan_tiling(
+            *x.shape[-2:], x.shape[1], native, receptive_field=info.receptive_field,
+            bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL, size_multiple=info.size_multiple,
+            tileable=info.tileable, device=x.device, tile=tile, overlap=self.config.tile_overlap)
+        if plan.note and plan.note not in self.notes:
+            self.notes.append(plan.note)
+        return plan
 
-    def _tile_with_retries(self, fn, x, scale, plan, on_tile) -> torch.Tensor:
-        """Out of memory halves the tile, down to MIN_TILE; then it is the user's problem, said clearly."""
+    def _tile_with_retries(self, fn, x, scale, info, on_tile) -> torch.Tensor:
+        """Out of memory asks the planner for half the tile, until it cannot go smaller; then it is
+        the user's problem, said clearly."""
+        plan = self._tile_plan(x, scale, info, self.config.tile)
         while True:
             try:
-                out = tiling.tiled_forward(fn, x, scale, on_tile=on_tile, **plan)
-                return out.cpu()
+                return tiling.tiled_forward(fn, x, scale, plan, on_tile=on_tile).cpu()
             except (torch.OutOfMemoryError, RuntimeError, MemoryError) as err:
                 if not tiling.is_out_of_memory(err):
                     raise
                 _free_device_memory(x.device)
-                current = plan["tile"] or max(x.shape[-2:])
-                if current <= max(MIN_TILE, plan["overlap"] + 1):
+                current = plan.tile or max(x.shape[-2:])
+                smaller = self._tile_plan(x, scale, info, max(1, current // 2)) if info.tileable else plan
+                if not smaller.tile or smaller.tile >= current:
                     raise OutOfMemoryError(
                         f"out of memory even with {current}px tiles on {x.device}; try --device cpu or a smaller image"
                     ) from None
-                plan = {**plan, "tile": max(MIN_TILE, plan["overlap"] + 1, current // 2)}
-                self.notes.append(f"out of memory: retried with --tile {plan['tile']}")
+                plan = smaller
+                note = f"out of memory: retried with --tile {plan.tile}"
+                if note not in self.notes:
+                    self.notes.append(note)
 
     def upscale_image(self, image, on_tile: TileCallback | None = None):
         """DecodedImage -> DecodedImage at the target size; alpha upscaled too, colour kept from bleeding."""

@@ -15,8 +15,9 @@ How overlap, margin and the blend window relate (one axis; the other is the same
 * `overlap` (o): input pixels two neighbouring tiles share.
 * `margin` (m): input pixels next to a tile's INNER edge (a side shared with a neighbour) whose
   outputs are wrong because the model's receptive field reached into padding there. The window is
-  exactly 0 over that band (m * scale output pixels), so those outputs never reach the image. Set it
-  to the model's receptive field (per side). Default: o // 4, which matches `overlap_for(rf)` = 4 * rf.
+  exactly 0 over that band (m * scale output pixels), so those outputs never reach the image. The
+  plan sets it to the model's receptive field (per side), which makes every output pixel that gets
+  weight exactly what the untiled model computes there: tiled == untiled, to float rounding.
 * The remaining o - 2m pixels in the middle of the overlap are a raised-cosine ramp: A falls as B
   rises, sin^2 + cos^2 = 1, so the two weights sum to exactly 1 there. Sides that touch the image
   border stay at weight 1 up to the border. Requires o >= 2m (o == 2m is a hard cut mid-overlap).
@@ -26,12 +27,22 @@ told otherwise; pass out_device="cpu" when a GPU is too small to hold the whole 
 grid is a product of row spans and column spans and every window is an outer product wy(y) * wx(x),
 so the summed weight is exactly (sum_i wy_i)(y) * (sum_j wx_j)(x): two 1-D vectors instead of an
 (H*s, W*s) weight map (768 MB saved on a x4 4000x3000 run). Every output pixel has positive weight.
+
+Models with a size multiple (a U-Net with 2^levels downsamplings) compute different numbers for
+the same pixel when a tile starts at another phase of their stride-2 grid, and different numbers
+near the bottom/right border when the border is padding rather than image. So the whole image is
+padded ONCE to the multiple (exactly as an untiled run pads it), every tile, overlap and tile start
+is a multiple of it, and the output is cropped back: each tile then sees what the untiled run sees.
+
+`plan_tiling` is the one place that decides tile, overlap and margin (`TilePlan`); the engine only
+executes the plan, and on out-of-memory asks `plan_tiling` again for a smaller tile.
 """
 from __future__ import annotations
 
 import math
 import os
 import traceback
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -54,40 +65,125 @@ FLOAT32_BYTES = 4
 # ----------------------------------------------------------------------------- tile grid
 
 
-def _plan_axis(length: int, tile: int, overlap: int) -> list[Span]:
-    """Spans of `tile` pixels every `tile - overlap`, the last one shifted back inside the image."""
-    if tile <= 0 or tile >= length:
-        return [(0, length)]
-    if not 0 <= overlap < tile:
-        raise UsageError(f"tile overlap ({overlap}) must be at least 0 and smaller than the tile size ({tile})")
-    stride = tile - overlap
-    count = math.ceil((length - overlap) / stride)
-    starts = [i * stride for i in range(count - 1)] + [length - tile]
-    return [(s, s + tile) for s in starts]
+@dataclass(frozen=True)
+class TilePlan:
+    """How one pass is cut into tiles; built by `plan_tiling`, executed by `tiled_forward`.
 
-
-def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Box]:
-    """Tile boxes (y0, y1, x0, x1) covering a height x width image, row by row.
-
-    All tiles are tile x tile (an axis shorter than `tile` gets one full-length span); the last row
-    and column are shifted back inside the image rather than shrunk, so they overlap their
-    neighbour by at least `overlap`. tile == 0 (or >= both sides) means one tile, no cutting.
+    tile: tile side in input pixels, a multiple of size_multiple; 0 = one tile (no cutting).
+    overlap: input pixels neighbouring tiles share, a multiple of size_multiple, < tile.
+    margin: input pixels of zero weight along inner tile edges (the receptive field); <= overlap / 2.
+    size_multiple: the model's size rule; the whole image is padded to it once.
+    out_device: where the float32 output accumulates (None = the input's device).
+    note: what the plan changed from the request, for the user (e.g. a tile raised to the minimum).
     """
-    rows, cols = _plan_axis(height, tile, overlap), _plan_axis(width, tile, overlap)
-    return [(y0, y1, x0, x1) for (y0, y1) in rows for (x0, x1) in cols]
+
+    tile: int
+    overlap: int
+    margin: int
+    size_multiple: int = 1
+    out_device: str | None = None
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        m = self.size_multiple
+        if m < 1 or self.tile < 0 or self.overlap < 0 or self.margin < 0 or 2 * self.margin > self.overlap:
+            raise ValueError(f"invalid tile plan {self}")
+        if self.tile and (self.tile % m or self.overlap % m or self.tile <= self.overlap):
+            raise ValueError(f"invalid tile plan {self}: tile and overlap must be multiples of {m}, overlap < tile")
+
+    def spans(self, length: int) -> list[Span]:
+        """Spans of `tile` every `tile - overlap` over a (padded) axis, the last one shifted back
+        inside it; all starts are multiples of size_multiple when `length` is."""
+        tile, overlap = self.tile, self.overlap
+        if tile <= 0 or tile >= length:
+            return [(0, length)]
+        stride = tile - overlap
+        count = math.ceil((length - overlap) / stride)
+        starts = [i * stride for i in range(count - 1)] + [length - tile]
+        return [(s, s + tile) for s in starts]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _round_down(value: int, multiple: int) -> int:
+    return value - value % multiple
+
+
+def exact_overlap(receptive_field: int, size_multiple: int = 1) -> int:
+    """The smallest overlap whose tiles give exactly the untiled output: a zero band of the
+    receptive field on each side of the cut, rounded up to the size multiple."""
+    return _round_up(max(2 * receptive_field, 1), size_multiple)
+
+
+def plan_tiling(
+    height: int,
+    width: int,
+    channels: int,
+    scale: int,
+    *,
+    receptive_field: int,
+    bytes_per_input_pixel: int,
+    size_multiple: int = 1,
+    tileable: bool = True,
+    device: torch.device | str = "cpu",
+    tile: int = 0,
+    overlap: int | None = None,
+    free_memory_bytes: int | None = None,
+) -> TilePlan:
+    """The tile plan for one pass of a model over a (height x width) input.
+
+    tile: the user's tile (0 = chosen from free memory); overlap: the user's overlap (None = from
+    the receptive field, which keeps tiled == untiled). Everything is rounded to the size multiple
+    first and validated once; a tile too small for the model is raised to the smallest that works
+    (said in `note`). Asking again with half the tile always gives a valid, smaller plan until the
+    minimum, where it returns the same tile (so an out-of-memory retry knows it has to stop).
+    """
+    m, rf = max(1, int(size_multiple)), max(0, int(receptive_field))
+    device = torch.device(device)
+    out_device = _out_device(height, width, channels, scale, device)
+    explicit_overlap = overlap is not None
+    if explicit_overlap:
+        overlap = _round_up(overlap, m)
+        margin, min_tile = min(rf, overlap // 2), overlap + m
+    else:
+        floor = exact_overlap(rf, m)
+        overlap, margin, min_tile = max(_round_up(overlap_for(rf), m), floor), rf, 2 * floor
+    min_tile = max(min_tile, _round_up(MIN_TILE, m))
+    padded_side = max(_round_up(height, m), _round_up(width, m))
+    if not tileable:
+        return TilePlan(0, overlap, margin, m, out_device)
+    requested = tile
+    if tile == 0:
+        tile = auto_tile_size(height, width, channels, scale, bytes_per_input_pixel, device=device,
+                              free_memory_bytes=free_memory_bytes, out_device=out_device, overlap=overlap,
+                              size_multiple=m)
+    if tile == 0 or tile >= padded_side:
+        return TilePlan(0, overlap, margin, m, out_device)
+    tile, note = _round_down(tile, m), None
+    if tile < min_tile:
+        if requested:
+            note = f"--tile {requested} is below the smallest tile this model can use ({min_tile}); used {min_tile}"
+        tile = min_tile
+    if not explicit_overlap:  # a small tile keeps at least half of itself as stride, never less than exact
+        overlap = max(exact_overlap(rf, m), min(overlap, _round_down(tile // 2, m)))
+    if tile >= padded_side:
+        return TilePlan(0, overlap, margin, m, out_device, note)
+    return TilePlan(tile, overlap, margin, m, out_device, note)
+
+
+def _out_device(height: int, width: int, channels: int, scale: int, device: torch.device) -> str | None:
+    """A huge output accumulates in RAM while the tiles still run on the GPU."""
+    if device.type == "cuda" and output_bytes(height, width, channels, scale) > available_memory(device) // 2:
+        return "cpu"
+    return None
 
 
 def overlap_for(receptive_field: int) -> int:
-    """Default overlap in input pixels for a model: 2 * rf of zero band + 2 * rf of ramp, capped.
-
-    With the default margin (overlap // 4) the zero band then equals the receptive field.
-    """
+    """Default overlap in input pixels for a model: 2 * rf of zero band + 2 * rf of ramp, capped
+    (`plan_tiling` never goes below `exact_overlap`, whatever the cap)."""
     return int(min(max(4 * receptive_field, MIN_OVERLAP), MAX_OVERLAP))
-
-
-def default_margin(overlap: int) -> int:
-    """Margin used when tiled_forward is given none: a quarter of the overlap (= rf for overlap_for(rf))."""
-    return overlap // 4
 
 
 # ----------------------------------------------------------------------------- blend window
@@ -118,21 +214,6 @@ def axis_window(size: int, scale: int, margin: int, before: int = 0, after: int 
     if after:
         window *= _edge_profile(n, after, margin, scale).flip(0)
     return window
-
-
-def blend_window(
-    height: int, width: int, scale: int, margin: int, overlaps: tuple[int, int, int, int] = (0, 0, 0, 0)
-) -> Tensor:
-    """Weight map of one height x width (input pixels) tile's output.  (height * scale, width * scale)
-
-    overlaps = (top, bottom, left, right): input pixels shared with the neighbour on that side, 0 for
-    a side on the image border. Exactly 1 in the interior and up to border sides; exactly 0 over the
-    `margin * scale` output pixels along each inner edge; a raised cosine in between.
-    """
-    top, bottom, left, right = overlaps
-    wy = axis_window(height, scale, margin, top, bottom)
-    wx = axis_window(width, scale, margin, left, right)
-    return wy[:, None] * wx[None, :]
 
 
 def _axis_windows(spans: list[Span], scale: int, margin: int) -> list[Tensor]:
@@ -166,27 +247,31 @@ def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
-def _run_tile(fn: Callable[[Tensor], Tensor], tile: Tensor, scale: int, size_multiple: int) -> Tensor:
-    """fn on one tile, padded to the size multiple and cropped back; float32.  (B, C', h*s, w*s)"""
+def _run_tile(fn: Callable[[Tensor], Tensor], tile: Tensor, scale: int, keep: tuple[int, int]) -> Tensor:
+    """fn on one tile, output cropped to the `keep` (rows, cols) input pixels; float32.  (B, C', h*s, w*s)"""
     h, w = tile.shape[-2:]
-    y = fn(_pad_to_multiple(tile, size_multiple) if size_multiple > 1 else tile)
+    y = fn(tile)
     if y.shape[-2] < h * scale or y.shape[-1] < w * scale:
         raise ValueError(f"model returned {tuple(y.shape[-2:])} for a {h}x{w} tile at scale {scale}")
-    return y[..., : h * scale, : w * scale].float()
+    return y[..., : keep[0] * scale, : keep[1] * scale].float()
 
 
-def _accumulate(fn, x, scale, rows, cols, windows, size_multiple, on_tile, out_device) -> Tensor:
-    """Run every tile and add its weighted output into one accumulator.  (B, C', H*s, W*s)"""
+def _accumulate(fn, x, scale, rows, cols, windows, size, on_tile, out_device) -> Tensor:
+    """Run every tile of the padded x and add its weighted output, cropped to `size` (the unpadded
+    input), into one accumulator.  (B, C', H*s, W*s)"""
+    height, width = size
     row_windows, col_windows = ([w.to(x.device) for w in ws] for ws in windows)
     out, total, done = None, len(rows) * len(cols), 0
     for (y0, y1), wy in zip(rows, row_windows):
+        keep_h = min(y1, height) - y0
         for (x0, x1), wx in zip(cols, col_windows):
-            y = _run_tile(fn, x[..., y0:y1, x0:x1], scale, size_multiple)
+            keep_w = min(x1, width) - x0
+            y = _run_tile(fn, x[..., y0:y1, x0:x1], scale, (keep_h, keep_w))
             # Weight on the model's device; out of place first, as fn may hand back a view of its input.
-            y = (y * wy[:, None]).mul_(wx[None, :])
+            y = (y * wy[: keep_h * scale, None]).mul_(wx[None, : keep_w * scale])
             if out is None:
-                out = torch.zeros((*y.shape[:2], x.shape[-2] * scale, x.shape[-1] * scale), device=out_device)
-            out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] += y.to(out_device)
+                out = torch.zeros((*y.shape[:2], height * scale, width * scale), device=out_device)
+            out[..., y0 * scale : (y0 + keep_h) * scale, x0 * scale : (x0 + keep_w) * scale] += y.to(out_device)
             del y  # free the tile before the next forward
             done += 1
             if on_tile is not None:
@@ -194,11 +279,11 @@ def _accumulate(fn, x, scale, rows, cols, windows, size_multiple, on_tile, out_d
     return out
 
 
-def _normalise(out: Tensor, rows, cols, windows, scale: int) -> None:
+def _normalise(out: Tensor, rows, cols, windows, scale: int, padded: tuple[int, int]) -> None:
     """Divide the accumulator in place by the summed weight, which is separable: wsum_y(y) * wsum_x(x)."""
-    height, width = out.shape[-2] // scale, out.shape[-1] // scale
-    wsum_y = _axis_weight_sum(rows, windows[0], scale, height).to(out.device)
-    wsum_x = _axis_weight_sum(cols, windows[1], scale, width).to(out.device)
+    height, width = out.shape[-2], out.shape[-1]
+    wsum_y = _axis_weight_sum(rows, windows[0], scale, padded[0])[:height].to(out.device)
+    wsum_x = _axis_weight_sum(cols, windows[1], scale, padded[1])[:width].to(out.device)
     # Positive everywhere by construction (overlap >= 2 * margin); a zero here would be a bug.
     assert bool((wsum_y > 0).all()) and bool((wsum_x > 0).all()), "tile grid leaves output pixels unweighted"
     out.div_(wsum_y[:, None]).div_(wsum_x[None, :])  # in place: no second (H*s, W*s) buffer
@@ -209,45 +294,36 @@ def tiled_forward(
     fn: Callable[[Tensor], Tensor],
     x: Tensor,
     scale: int,
-    tile: int,
-    overlap: int,
-    size_multiple: int = 1,
+    plan: TilePlan,
     on_tile: Callable[[int, int], None] | None = None,
-    out_device: torch.device | str | None = None,
-    margin: int | None = None,
 ) -> Tensor:
-    """Run `fn` over overlapping tiles of x and blend the outputs.  (B, C, H, W) -> (B, C', H*s, W*s)
+    """Run `fn` over the overlapping tiles of `plan` and blend the outputs.  (B, C, H, W) -> (B, C', H*s, W*s)
 
     fn: the model on one tile (already on x's device and dtype), (B, C, h, w) -> (B, C', h*s, w*s).
-    tile: tile side in input pixels; 0 or >= max(H, W) runs one tile. When size_multiple > 1 the
-        tile is rounded down to a multiple of it; tiles that still are not (an axis shorter than the
-        tile) are padded bottom/right (reflect, else replicate) and their output cropped back.
-    overlap: input pixels shared by neighbours; margin: input pixels of zero weight along inner
-        edges (use the receptive field; default overlap // 4); see the module docstring.
+    x is padded once to the plan's size multiple (reflect, replicate when too small), as an untiled
+    run would be, and the output cropped back; see the module docstring for overlap and margin.
     on_tile(done, total): called after each tile.
-    out_device: where the float32 output accumulates and is returned (default: x.device).
+    The float32 output is on plan.out_device (default: x.device).
     Out of memory propagates (see `is_out_of_memory`); the failed run's buffers are released first.
     No gradients flow through this function.
     """
     height, width = x.shape[-2:]
-    out_device = torch.device(out_device) if out_device is not None else x.device
-    margin = default_margin(overlap) if margin is None else margin
-    if size_multiple < tile < max(height, width):  # whole tiles need no padding
-        tile -= tile % size_multiple
-    rows, cols = _plan_axis(height, tile, overlap), _plan_axis(width, tile, overlap)
+    out_device = torch.device(plan.out_device) if plan.out_device is not None else x.device
+    padded = _pad_to_multiple(x, plan.size_multiple) if plan.size_multiple > 1 else x
+    rows, cols = plan.spans(padded.shape[-2]), plan.spans(padded.shape[-1])
     if len(rows) == 1 and len(cols) == 1:  # one tile: no accumulator, exactly the untiled result
-        y = _run_tile(fn, x, scale, size_multiple).to(out_device).contiguous()
+        y = _run_tile(fn, padded, scale, (height, width)).to(out_device).contiguous()
         if on_tile is not None:
             on_tile(1, 1)
         return y
-    windows = (_axis_windows(rows, scale, margin), _axis_windows(cols, scale, margin))
+    windows = (_axis_windows(rows, scale, plan.margin), _axis_windows(cols, scale, plan.margin))
     try:
-        out = _accumulate(fn, x, scale, rows, cols, windows, size_multiple, on_tile, out_device)
+        out = _accumulate(fn, padded, scale, rows, cols, windows, (height, width), on_tile, out_device)
     except BaseException as err:
         if is_out_of_memory(err):  # drop the failed run's tiles and accumulator before the retry
             traceback.clear_frames(err.__traceback__)
         raise
-    _normalise(out, rows, cols, windows, scale)
+    _normalise(out, rows, cols, windows, scale, tuple(padded.shape[-2:]))
     return out
 
 
