@@ -213,3 +213,29 @@ def test_default_name_equal_to_another_input_is_refused_and_the_rest_runs(tmp_pa
     assert (tmp_path / "good_x4.png").read_bytes() == before
     assert Image.open(tmp_path / "good_x4_x4.png").size == (4 * W, 4 * H)  # the other input still ran
     assert "1 done, 0 skipped, 1 failed" in result.stderr
+
+
+@pytest.mark.parametrize("option", [["-x", "1e5"], ["--width", "100000"], ["-x", "4", "--max-output-pixels", "1000"]])
+def test_an_output_over_the_limit_fails_that_file_in_one_line(tmp_path, option):
+    big, small = f.make_rgb_png(tmp_path, "a.png"), f.make_rgb_png(tmp_path, "b.png", size=(4, 4))
+    result = runner.invoke(app, [str(big), *option, "-m", "nearest", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert str(big) in line and "--max-output-pixels" in line
+    assert not (tmp_path / "out").exists()
+    if option[-1] == "1000":  # the limit is per file: a small one still runs
+        result = runner.invoke(app, [str(small), str(big), *option, "-m", "nearest", "-o", str(tmp_path / "out")])
+        assert (tmp_path / "out" / "b.png").exists() and "1 done, 0 skipped, 1 failed" in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["restore", "-m", "opencv-nlmeans"]])
+def test_max_pixels_is_validated_and_zero_turns_the_guard_off(tmp_path, command):
+    src = f.make_rgb_png(tmp_path, "a.png")
+    def run(*extra):
+        args = [*command[:1], str(src), *command[1:]] if command else [str(src), "-x", "2", "-m", "nearest"]
+        return runner.invoke(app, [*args, *extra, "--overwrite", "-o", str(tmp_path / "o.png")])
+
+    bad = run("--max-pixels", "-1")
+    assert bad.exit_code == 2 and bad.stderr.count("--max-pixels must be") == 1
+    assert run("--max-pixels", "10").exit_code == 1  # the guard works...
+    assert run("--max-pixels", "0").exit_code == 0  # ...and 0 is no limit, as --help says

@@ -128,3 +128,56 @@ def test_out_of_memory_at_the_floor_is_one_clear_error():
     up = _upscaler_with(_MemoryLimitedX2(budget_pixels=10), tile=64)
     with pytest.raises(OutOfMemoryError, match="out of memory even with"):
         up.upscale_tensor(torch.rand(1, 3, 64, 64))
+
+
+class _Poisoned(torch.nn.Module):
+    """A x2 model whose output is NaN (or inf) somewhere: broken weights, or fp16 overflow."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        from upscale_cli.models.base import ModelInfo
+
+        self.info = ModelInfo(scale=2, receptive_field=1)
+        self.value = value
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        y = torch.nn.functional.interpolate(x, scale_factor=2) * self.weight
+        y[..., -1, -1] = self.value
+        return y
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("tile", [0, 40])
+def test_a_model_output_that_is_not_finite_is_refused(value, tile):
+    from upscale_cli.errors import ModelOutputError
+
+    up = _upscaler_with(_Poisoned(value), tile=tile)
+    with pytest.raises(ModelOutputError, match="NaN or infinite"):
+        up.upscale_tensor(torch.rand(1, 3, 64, 64))
+
+
+def test_tile_plan_is_rounded_and_exact_for_a_size_multiple_model():
+    """--tile 129..131 on a model with a size multiple used to fail ('overlap must be smaller')."""
+    torch.manual_seed(0)
+    model = _MemoryLimitedX2(budget_pixels=10**9)
+    from upscale_cli.models.base import ModelInfo
+
+    model.info = ModelInfo(scale=2, receptive_field=1, size_multiple=4)
+    x = torch.rand(1, 3, 301, 203)
+    reference = _upscaler_with(model, tile=0).upscale_tensor(x)
+    for tile in (129, 130, 131, 33):
+        out = _upscaler_with(model, tile=tile).upscale_tensor(x)
+        assert (out - reference).abs().max() < 1e-5, tile
+        assert all(h % 4 == 0 and w % 4 == 0 for h, w in model.calls)
+
+
+@pytest.mark.parametrize("kwargs", [{"scale": 1e5}, {"width": 100_000}, {"height": 100_000, "width": 100_000}])
+def test_an_output_over_the_limit_is_refused_before_any_work(kwargs):
+    from upscale_cli.errors import OutputTooLargeError
+
+    up = Upscaler(UpscaleConfig(model="bicubic", **kwargs), progress=False)
+    with pytest.raises(OutputTooLargeError, match="--max-output-pixels"):
+        up.target_size(300, 400)
+    assert Upscaler(UpscaleConfig(model="bicubic", max_output_pixels=0, **kwargs), progress=False).target_size(
+        300, 400)[1] >= 100_000  # 0 = no limit (size only; nothing is run)

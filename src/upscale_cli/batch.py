@@ -223,7 +223,11 @@ def scale_tag(scale: float | None, width: int | None, height: int | None, defaul
 class WriteOptions:
     format: str | None = None
     quality: int | None = None
-    max_pixels: int | None = None
+    max_pixels: int | None = None  # inputs over this are refused unread; 0 = no limit; None = the default
+
+    def __post_init__(self) -> None:
+        if self.max_pixels is not None and self.max_pixels < 0:
+            raise UsageError(f"--max-pixels must be 0 (no limit) or a number of pixels, not {self.max_pixels}")
 
 
 def _read_source(source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):

@@ -18,7 +18,7 @@ from torch import nn
 from upscale_cli import tiling
 from upscale_cli.alpha import fill_transparent
 from upscale_cli.catalog import resolve
-from upscale_cli.errors import DeviceError, OutOfMemoryError, UsageError
+from upscale_cli.errors import DeviceError, ModelOutputError, OutOfMemoryError, OutputTooLargeError, UsageError
 from upscale_cli.loader import load_model
 from upscale_cli.resize import resize
 
@@ -27,6 +27,9 @@ MAX_PASSES = 4  # x2^4 = x16 is as far as repeated passes go before the final re
 FINAL_RESIZE = "bicubic"  # antialiased when shrinking after an overshooting pass
 ALPHA_MODES = ("bicubic", "model")
 BYTES_PER_INPUT_PIXEL = 4096  # rough peak activation memory of our models per input pixel (float32)
+# Largest output written by default: about 21 bytes of RAM per output pixel are needed (the float32
+# accumulator, 8-bit planes, the encoder), so 500 MP needs about 11 GB. --max-output-pixels changes it.
+DEFAULT_MAX_OUTPUT_PIXELS = 500_000_000
 TileCallback = Callable[[int, int], None]
 
 
@@ -43,6 +46,7 @@ class UpscaleConfig:
     tile: int = 0  # input pixels; 0 = chosen from free memory
     tile_overlap: int | None = None  # input pixels; None = from the model's receptive field
     alpha: str = "bicubic"
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS  # 0 = no limit
 
     def __post_init__(self) -> None:
         if self.scale is not None and not (math.isfinite(self.scale) and self.scale >= 1):
@@ -57,6 +61,8 @@ class UpscaleConfig:
             raise UsageError(f"--tile {self.tile} must be larger than --tile-overlap {self.tile_overlap}")
         if self.alpha not in ALPHA_MODES:
             raise UsageError(f"--alpha must be one of {', '.join(ALPHA_MODES)}")
+        if self.max_output_pixels < 0:
+            raise UsageError(f"--max-output-pixels must be 0 (no limit) or a number of pixels, not {self.max_output_pixels}")
 
 
 def select_device(name: str) -> torch.device:
@@ -156,7 +162,10 @@ class Upscaler:
 
     # -- sizes ----------------------------------------------------------------
     def target_size(self, height: int, width: int) -> tuple[int, int]:
-        return target_size(height, width, self.config, self.default_scale)
+        """The output size, refused before any work when it is over --max-output-pixels."""
+        size = target_size(height, width, self.config, self.default_scale)
+        check_output_size(size, self.config.max_output_pixels)
+        return size
 
     # -- running --------------------------------------------------------------
     def upscale_tensor(self, x: torch.Tensor, on_tile: TileCallback | None = None,
@@ -180,7 +189,7 @@ class Upscaler:
         device = param.device if param is not None else self.device
         with torch.set_grad_enabled(_fits_at_runtime(model)):
             out = _with_channels(model, x.to(device), lambda t: model(t, size=size))
-        return out.float().cpu().clamp_(0.0, 1.0)
+        return _check_finite(out.float().cpu()).clamp_(0.0, 1.0)
 
     def _run_pass(self, x: torch.Tensor, native: int, on_tile: TileCallback | None) -> torch.Tensor:
         model = self.model(native)
@@ -189,7 +198,7 @@ class Upscaler:
         dtype = param.dtype if param is not None else torch.float32
 
         def run_tile(t: torch.Tensor) -> torch.Tensor:
-            return _with_channels(model, t.to(dtype), model).float()
+            return _check_finite(_with_channels(model, t.to(dtype), model).float())
 
         with torch.no_grad():
             return self._tile_with_retries(run_tile, x.to(device), native, model.info, on_tile)
@@ -240,6 +249,23 @@ class Upscaler:
             else:
                 alpha = resize(image.alpha, size, "bicubic")
         return image.replace(pixels=out, alpha=alpha)
+
+
+def check_output_size(size: tuple[int, int], limit: int) -> None:
+    """Refuse an output over `limit` pixels (0 = no limit) before anything is allocated."""
+    height, width = size
+    if limit and height * width > limit:
+        raise OutputTooLargeError(
+            f"the output would be {width} x {height} = {height * width / 1e6:,.0f} MP, over the limit of "
+            f"{limit / 1e6:,.0f} MP (--max-output-pixels; 0 = no limit)")
+
+
+def _check_finite(out: torch.Tensor) -> torch.Tensor:
+    """A model whose output is NaN or infinite (broken weights, fp16 overflow) must not write an image."""
+    if not bool(torch.isfinite(out.sum())):  # NaN and inf survive a sum; no full-size mask allocated
+        raise ModelOutputError("the model produced NaN or infinite values; its weights are broken or it "
+                               "overflowed (without --half, or another model, it may work)")
+    return out
 
 
 def _with_channels(model: nn.Module, x: torch.Tensor, call) -> torch.Tensor:

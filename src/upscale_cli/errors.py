@@ -55,6 +55,14 @@ class ImageTooLargeError(ImageReadError):
     """An image over the --max-pixels guard."""
 
 
+class OutputTooLargeError(UpscaleError):
+    """An output size over --max-output-pixels, refused before any work."""
+
+
+class ModelOutputError(UpscaleError):
+    """A model that produced NaN or infinite values."""
+
+
 class ImageWriteError(UpscaleError):
     """No permission, disk full, or an encoder that refused the image."""
 

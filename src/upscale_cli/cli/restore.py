@@ -34,7 +34,7 @@ def restore_command(
     half: bool = typer.Option(False, "--half", help="float16 on a GPU where the model supports it."),
     tile: int = typer.Option(0, "--tile", help="Tile size in pixels; 0 = automatic."),
     tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in pixels (default from the model)."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse inputs with more pixels than this (decompression-bomb guard)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse inputs with more pixels than this (decompression-bomb guard; default 178956970, 0 = no limit)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
 ) -> None:
@@ -43,6 +43,7 @@ def restore_command(
     from upscale_cli.restore import RestoreConfig, batch_restore, read_mask
 
     check_output_options(fmt, as_json, output)
+    options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels)
     config = RestoreConfig(model=model, task=task, strength=strength, device=device, half=half, tile=tile,
                            tile_overlap=tile_overlap)
     mask_tensor = read_mask(mask) if mask is not None else None
@@ -51,7 +52,6 @@ def restore_command(
     if mask is None and restorer.needs_mask:
         raise UsageError(f"--task {task} with model {restorer.model_name!r} needs --mask (an image, white = fill)")
     jobs = plan_jobs(expand_inputs(paths, recursive=recursive), output, "restored", fmt, overwrite)
-    options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels)
     record = {"model": restorer.model_name, "task": task, "strength": strength}
     reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
                                          stdout_busy=output == "-")

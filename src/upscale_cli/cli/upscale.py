@@ -28,7 +28,8 @@ def upscale_command(
     half: bool = typer.Option(False, "--half", help="float16 on a GPU where the model supports it."),
     tile: int = typer.Option(0, "--tile", help="Tile size in input pixels; 0 = automatic."),
     tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in input pixels (default from the model)."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse inputs with more pixels than this (decompression-bomb guard)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse inputs with more pixels than this (decompression-bomb guard; default 178956970, 0 = no limit)."),
+    max_output_pixels: Optional[int] = typer.Option(None, "--max-output-pixels", help="Refuse outputs with more pixels than this, before any work (default 500 MP, about 11 GB of RAM; 0 = no limit)."),
     alpha: str = typer.Option("bicubic", "--alpha", help="How to upscale transparency: bicubic or model."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
@@ -38,14 +39,15 @@ def upscale_command(
     from upscale_cli.engine import UpscaleConfig, Upscaler
 
     check_output_options(fmt, as_json, output)
+    options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels)
     config = UpscaleConfig(model=model, scale=scale, width=width, height=height, device=device, half=half,
-                           tile=tile, tile_overlap=tile_overlap, alpha=alpha)
+                           tile=tile, tile_overlap=tile_overlap, alpha=alpha,
+                           **({} if max_output_pixels is None else {"max_output_pixels": max_output_pixels}))
     sources = expand_inputs(paths, recursive=recursive)
     upscaler = Upscaler(config, progress=not quiet)
     tag = scale_tag(scale, width, height, upscaler.default_scale)
     jobs = plan_jobs(sources, output, tag, fmt, overwrite)
     upscaler.prepare()
-    options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels)
     record = {"model": model, "scale": scale if scale is not None else upscaler.default_scale}
     reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
                                          stdout_busy=output == "-")
