@@ -149,3 +149,19 @@ def test_rerun_cleans_what_a_killed_run_left(tmp_path, sig):
 
     assert hidden(tmp_path) == []
     assert read_image(target).width == 12
+
+
+def test_a_rerun_that_skips_an_existing_output_still_removes_its_dead_leftover(tmp_path):
+    """A killed --overwrite run leaves the old output and a temp file; the rerun skips the output
+    (it exists) and must still tidy what the killed run of its own left beside it."""
+    from typer.testing import CliRunner
+
+    from upscale_cli.cli import app
+
+    src = factory.make_rgb_png(tmp_path, "a.png")
+    assert CliRunner().invoke(app, [str(src), "-x", "2", "-m", "nearest"]).exit_code == 0
+    leftover = temp_name("a_x2.png", dead_pid())
+    (tmp_path / leftover).write_bytes(b"partial")
+    result = CliRunner().invoke(app, [str(src), "-x", "2", "-m", "nearest"])
+    assert result.exit_code == 0 and "skipped" in result.stderr
+    assert hidden(tmp_path) == []

@@ -261,6 +261,10 @@ def run_job(job: Job, convert: Callable, options: WriteOptions,
     output = None if job.output is None else str(job.output)
     if job.skip_reason:
         status, _, reason = job.skip_reason.partition(":")
+        if status == "skipped" and job.output is not None:  # an existing output is kept: still tidy
+            from upscale_cli import images  # what a killed earlier run left beside it
+
+            images.remove_dead_leftovers(job.output)
         return JobResult(job.source.label, output, status, error=reason)
     start = time.perf_counter()
     try:
