@@ -18,6 +18,7 @@ from upscale_cli.errors import UpscaleError
 
 DEFAULT_COMMAND = "upscale"
 _GROUP_OPTIONS = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
+HELP_OPTIONS = ["-h", "--help"]  # every command answers both
 
 
 def report_error(err: UpscaleError) -> None:
@@ -50,6 +51,21 @@ class DefaultCommandGroup(ErrorHandlingGroup):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx: click.Context, formatter) -> None:
+        """`upscale -h`: the main job's usage and options first (that is what most people came
+        for), then the other commands."""
+        command = self.commands[self.default_command]
+        sub = click.Context(command, info_name=ctx.info_name, parent=ctx)
+        formatter.write_usage(ctx.info_name or "upscale", "PATH... [-x SCALE] [-m MODEL] [-o OUTPUT] [OPTIONS]")
+        formatter.write_usage(ctx.info_name or "upscale", "COMMAND [ARGS]...", prefix="       ")
+        formatter.write_paragraph()
+        formatter.write_text(command.help or "")
+        command.format_options(sub, formatter)
+        self.format_commands(ctx, formatter)
+        with formatter.section("Other"):
+            formatter.write_dl([("--version", "Print the version and exit."),
+                                ("upscale COMMAND -h", "The options of one command.")])
+
 
 def _version(value: bool) -> None:
     if value:
@@ -66,6 +82,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": HELP_OPTIONS},
 )
 
 
