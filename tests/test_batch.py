@@ -16,11 +16,12 @@ def _touch(path: Path) -> Path:
 def test_folder_glob_and_file_inputs(tmp_path):
     a = _touch(tmp_path / "in" / "a.png")
     b = _touch(tmp_path / "in" / "sub" / "b.jpg")
-    _touch(tmp_path / "in" / "notes.txt")
+    notes = _touch(tmp_path / "in" / "notes.txt")
     flat = expand_inputs([str(tmp_path / "in")])
-    assert [s.path for s in flat] == [a]
+    assert [s.path for s in flat] == [a, notes]
+    assert [s.ignored for s in flat] == [None, "not an image file name (.txt)"]  # reported, never read
     deep = expand_inputs([str(tmp_path / "in")], recursive=True)
-    assert [s.path for s in deep] == [a, b]
+    assert [s.path for s in deep if not s.ignored] == [a, b]
     globbed = expand_inputs([str(tmp_path / "in" / "**" / "*.jpg")])
     assert [s.path for s in globbed] == [b]
     assert expand_inputs(["-"])[0].path is None

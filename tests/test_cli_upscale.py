@@ -239,3 +239,65 @@ def test_max_pixels_is_validated_and_zero_turns_the_guard_off(tmp_path, command)
     assert bad.exit_code == 2 and bad.stderr.count("--max-pixels must be") == 1
     assert run("--max-pixels", "10").exit_code == 1  # the guard works...
     assert run("--max-pixels", "0").exit_code == 0  # ...and 0 is no limit, as --help says
+
+
+def test_json_gives_every_input_one_row_and_errors_still_go_to_stderr(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    f.make_rgb_png(folder, "a.png")
+    f.make_zero_byte(folder, "broken.png")
+    (folder / "readme.txt").write_text("not an image")
+    (folder / "sidecar.xmp").write_text("<x/>")
+    (folder / ".hidden.png").write_bytes(b"")
+    result = runner.invoke(app, [str(folder), "-x", "2", "-m", "nearest", "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 1
+    rows = {Path(r["input"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert set(rows) == {"a.png", "broken.png", "readme.txt", "sidecar.xmp"}
+    assert rows["a.png"]["status"] == "ok" and rows["broken.png"]["status"] == "failed"
+    assert rows["readme.txt"]["status"] == "skipped" and "not an image" in rows["readme.txt"]["error"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.png" in errors[0]
+    assert "1 done, 2 skipped, 1 failed" in result.stderr
+    plain = runner.invoke(app, [str(folder), "-x", "2", "-m", "nearest", "-o", str(tmp_path / "out2")])
+    assert "readme.txt" not in plain.stderr  # humans are not shown every sidecar file, only the count
+    assert "1 done, 2 skipped, 1 failed" in plain.stderr
+
+
+def test_json_scale_is_the_real_factor_and_size_options_do_not_conflict(tmp_path):
+    src = f.make_rgb_png(tmp_path, "a.png")
+    result = runner.invoke(app, [str(src), "--width", "60", "-m", "nearest", "-o", str(tmp_path / "w.png"), "--json"])
+    (row,) = map(json.loads, result.stdout.splitlines())
+    assert row["scale"] == round(60 / W, 4) and row["size"] == [60, round(H * 60 / W)] and row["passes"] == []
+    result = runner.invoke(app, [str(src), "-x", "8", "-m", "upsampler", "-o", str(tmp_path / "x8.png"), "--json"])
+    (row,) = map(json.loads, result.stdout.splitlines())
+    assert row["scale"] == 8.0 and row["passes"] == [8]
+    conflict = runner.invoke(app, [str(src), "-x", "4", "--width", "1000", "-m", "nearest"])
+    assert conflict.exit_code == 2 and "give one of them" in conflict.stderr
+    assert not list(tmp_path.glob("a_*"))
+
+
+@pytest.mark.parametrize("make,name,args,expected_format,note", [
+    (f.make_bmp, "rgb.bmp", [], "BMP", None),  # BMP is written, so it stays BMP
+    (f.make_gif, "anim.gif", [], "PNG", "GIF is not written: wrote PNG"),
+    (f.make_rgb_png, "a.png", ["--format", "bmp"], "BMP", None),
+    (f.make_rgb_png, "a.png", ["-o", "{tmp}/newname"], "PNG", "newname has no extension: wrote PNG"),
+    (f.make_rgb_jpeg, "a.jpg", ["-o", "{tmp}/newname"], "JPEG", "no extension"),
+    (f.make_rgb_png, "a.png", ["-o", "{tmp}/b.bmp"], "BMP", None),
+])
+def test_one_rule_for_output_formats(tmp_path, make, name, args, expected_format, note):
+    src = make(tmp_path, name)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = runner.invoke(app, [str(src), "-x", "2", "-m", "nearest", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = map(json.loads, result.stdout.splitlines())
+    with Image.open(row["output"]) as im:
+        assert im.format == expected_format
+    assert (note is None and not row["notes"]) or any(note in n for n in row["notes"])
+
+
+def test_an_output_suffix_we_cannot_write_fails_that_file_clearly(tmp_path):
+    src = f.make_rgb_png(tmp_path, "a.png")
+    result = runner.invoke(app, [str(src), "-x", "2", "-m", "nearest", "-o", str(tmp_path / "out.xyz")])
+    assert result.exit_code == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "cannot write '.xyz' files" in line and "bmp" in line

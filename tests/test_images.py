@@ -666,7 +666,8 @@ def test_cli_says_which_pages_were_left_on_the_files_line(tmp_path):
     rows = runner.invoke(app, [*args, "-o", str(tmp_path / "json"), "--json"]).stdout.splitlines()
     notes = {Path(row["input"]).name: row["notes"] for row in map(json.loads, rows)}
     assert notes == {"pages.tif": ["multi-page TIFF: only page 1 of 3 was used"],
-                     "anim.gif": ["animated GIF: only frame 1 of 3 was used"], "plain.png": []}
+                     "anim.gif": ["GIF is not written: wrote PNG", "animated GIF: only frame 1 of 3 was used"],
+                     "plain.png": []}
 
 
 # ------------------------------------------------------------- hostile paths

@@ -9,16 +9,13 @@ from __future__ import annotations
 import glob
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from upscale_cli.errors import InputNotFoundError, UpscaleError, UsageError
 
 STDIO = "-"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
-FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "tif": ".tiff"}
-WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")  # BMP and GIF inputs come out as PNG
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -29,6 +26,7 @@ class Source:
     path: Path | None  # None = stdin
     root: Path | None = None  # the folder argument it came from, if any
     missing: str | None = None  # why a command-line path names nothing (reported as a failed file)
+    ignored: str | None = None  # why a file found in a folder is not read (reported as skipped)
 
     @property
     def label(self) -> str:
@@ -40,6 +38,8 @@ class Job:
     source: Source
     output: Path | None  # None = stdout
     skip_reason: str | None = None  # set when planning already decided not to run it
+    format: str | None = None  # Pillow format to write; None = decided from the image (stdout)
+    notes: tuple[str, ...] = ()  # what planning chose that the user did not ask for
 
 
 @dataclass
@@ -49,13 +49,16 @@ class JobResult:
     status: str  # "ok", "skipped" or "failed"
     seconds: float = 0.0
     error: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _expand_folder(folder: Path, recursive: bool) -> list[Source]:
+    """Every visible file of a folder: images to read, anything else to report as skipped."""
+    from upscale_cli.images import READ_SUFFIXES
+
     pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return [Source(p, root=folder) for p in files if not p.name.startswith(".")]
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
+    return [Source(p, root=folder, ignored=None if p.suffix.lower() in READ_SUFFIXES
+                   else f"not an image file name ({p.suffix or 'no extension'})") for p in files]
 
 
 def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
@@ -78,17 +81,22 @@ def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
                 sources.append(Source(path, missing=f"no files match {arg!r}"))
         else:
             sources.append(Source(path, missing=f"{arg}: no such file or folder"))
-    if all(s.missing for s in sources):
-        raise InputNotFoundError("; ".join(s.missing for s in sources) or "no image files found in the given inputs")
+    if all(s.missing or s.ignored for s in sources):
+        missing = "; ".join(s.missing for s in sources if s.missing)
+        raise InputNotFoundError(missing or "no image files found in the given inputs")
     return sources
 
 
 def output_suffix(source: Source, fmt: str | None) -> str:
+    """The suffix of a planned output: --format's, else the input's own when we write that format,
+    else PNG's (GIF inputs, stdin)."""
+    from upscale_cli import images
+
     if fmt:
-        return FORMAT_SUFFIX[fmt.lower()]
-    if source.path is None or source.path.suffix.lower() not in WRITABLE_SUFFIXES:
-        return ".png"
-    return source.path.suffix
+        return images.WRITE_SUFFIX[images.output_format(fmt)]
+    if source.path is not None and images.writable_format(source.path.suffix):
+        return source.path.suffix
+    return images.WRITE_SUFFIX[images.FALLBACK_FORMAT]
 
 
 def _default_output(source: Source, tag: str, fmt: str | None) -> Path:
@@ -98,6 +106,31 @@ def _default_output(source: Source, tag: str, fmt: str | None) -> Path:
 def _folder_output(source: Source, folder: Path, fmt: str | None) -> Path:
     relative = source.path.relative_to(source.root) if source.root else Path(source.path.name)
     return folder / relative.with_suffix(output_suffix(source, fmt))
+
+
+def _output_format(source: Source, target: Path | None, fmt: str | None) -> tuple[str | None, tuple[str, ...], str | None]:
+    """(format, notes, failure) of one planned write. One rule for every format: --format wins;
+    else the target's suffix when we write it; else (no suffix, or a folder/default name for an
+    input whose format we do not write) the input's format or PNG, said on the file's line."""
+    from upscale_cli import images
+
+    if target is None:
+        return (images.output_format(fmt) if fmt else None), (), None
+    if fmt:
+        return images.output_format(fmt), (), None
+    suffix = target.suffix
+    if suffix and images.writable_format(suffix):
+        chosen = images.writable_format(suffix)
+        own = images.writable_format(source.path.suffix) if source.path is not None else None
+        if source.path is not None and source.path.suffix and own is None:
+            return chosen, (f"{source.path.suffix.lstrip('.').upper()} is not written: wrote {chosen}",), None
+        return chosen, (), None
+    if suffix:
+        known = ", ".join(sorted({name for name in images.OUTPUT_FORMATS}))
+        return None, (), f"cannot write {suffix!r} files ({target}); use one of {known}"
+    own = images.writable_format(source.path.suffix) if source.path is not None else None
+    chosen = own or images.FALLBACK_FORMAT
+    return chosen, (f"{target.name} has no extension: wrote {chosen}",), None
 
 
 def _output_is_folder(sources: list[Source], output: str) -> bool:
@@ -111,13 +144,12 @@ def _is_own_output(source: Source, tag: str) -> bool:
     return source.root is not None and source.path.stem.endswith(f"_{tag}")
 
 
-FORMAT_CHOICES = ("png", "jpg", "jpeg", "webp", "tiff", "tif")  # what --format accepts
-
-
 def check_output_options(fmt: str | None, as_json: bool, output: str | None) -> None:
     """The usage errors every batch command shares: an unknown --format, --json with -o -."""
-    if fmt is not None and fmt.lower() not in FORMAT_CHOICES:
-        raise UsageError(f"--format must be png, jpg, webp or tiff, not {fmt!r}")
+    from upscale_cli.images import OUTPUT_FORMATS
+
+    if fmt is not None and fmt.lower() not in OUTPUT_FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
     if as_json and output == "-":
         raise UsageError("--json and -o - both want stdout; choose one")
 
@@ -140,7 +172,10 @@ def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | No
             continue
         target = _target_path(source, output, folder, tag, fmt)
         reason = _skip_reason(source, target, claimed, overwrite, inputs, folder_output=folder is not None)
-        jobs.append(Job(source, target, reason))
+        chosen, notes, failure = _output_format(source, target, fmt)
+        if failure and not reason:
+            reason = f"failed:{source.label}: {failure}"
+        jobs.append(Job(source, target, reason, chosen, notes))
     return jobs
 
 
@@ -191,6 +226,8 @@ def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: 
                  folder_output: bool) -> str | None:
     if source.missing:
         return f"failed:{source.missing}"
+    if source.ignored:
+        return f"skipped:{source.ignored}"
     if target is None:
         return None
     replaced = inputs.input_at(target)
@@ -242,8 +279,7 @@ def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callabl
     from upscale_cli import images
 
     if job.output is None:
-        source_format = (image.source_format or "").lower()
-        fmt = options.format or (source_format if source_format in FORMAT_SUFFIX else "png")
+        fmt = job.format or images.writable_format(image.source_format or "") or images.FALLBACK_FORMAT
         stdout_writer(images.encode_image(image, fmt.lower(), options.quality))
         return
     try:
@@ -252,7 +288,7 @@ def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callabl
         from upscale_cli.errors import ImageWriteError
 
         raise ImageWriteError(f"cannot create folder {job.output.parent}: {err.strerror}", path=job.output) from None
-    images.write_image(image, job.output, format=options.format, quality=options.quality)
+    images.write_image(image, job.output, format=job.format, quality=options.quality)
 
 
 def run_job(job: Job, convert: Callable, options: WriteOptions,

@@ -51,6 +51,8 @@ class UpscaleConfig:
     def __post_init__(self) -> None:
         if self.scale is not None and not (math.isfinite(self.scale) and self.scale >= 1):
             raise UsageError(f"--scale must be a number >= 1, not {self.scale}")
+        if self.scale is not None and (self.width or self.height):
+            raise UsageError("-x/--scale and --width/--height both set the output size; give one of them")
         for name in ("width", "height"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -166,6 +168,12 @@ class Upscaler:
         size = target_size(height, width, self.config, self.default_scale)
         check_output_size(size, self.config.max_output_pixels)
         return size
+
+    def passes_for(self, height: int, width: int) -> tuple[int, ...]:
+        """The native passes an image of this size runs through (() for any-size models)."""
+        out_height, out_width = self.target_size(height, width)
+        scales = self.native_scales()
+        return plan_passes(scales, max(out_height / height, out_width / width)) if scales else ()
 
     # -- running --------------------------------------------------------------
     def upscale_tensor(self, x: torch.Tensor, on_tile: TileCallback | None = None,

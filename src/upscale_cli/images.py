@@ -61,6 +61,11 @@ STDIN_LABEL = "<stdin>"  # the name used in messages for images given as bytes
 READ_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
 OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP",
                   "tif": "TIFF", "tiff": "TIFF", "bmp": "BMP"}
+# File names treated as images when a folder is expanded (anything else there is reported as
+# skipped); GIF is read but never written (256 colours would undo the upscale): PNG instead.
+READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+WRITE_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tiff", "BMP": ".bmp"}
+FALLBACK_FORMAT = "PNG"  # for inputs whose own format is not written (GIF, stdin of unknown kind)
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}  # can hold ICC and EXIF
@@ -450,6 +455,11 @@ def write_image(image: DecodedImage, path: str | Path, format: str | None = None
     except ImageWriteError as e:
         raise ImageWriteError(e.message, path=printable_path(target)) from e
     _write_atomically(target, data)
+
+
+def writable_format(name: str) -> str | None:
+    """'png', '.JPG', 'tiff' ... -> Pillow's format name, or None when we do not write it."""
+    return OUTPUT_FORMATS.get(name.lower().lstrip("."))
 
 
 def output_format(name: str) -> str:

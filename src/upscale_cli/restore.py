@@ -258,5 +258,8 @@ class RestoreThenUpscale:
     def model_for(self, image) -> str:
         return f"{self.restore.model_for(image)}+{self.upscaler.config.model}"
 
+    def passes_for(self, height: int, width: int) -> tuple[int, ...]:
+        return self.upscaler.passes_for(height, width)
+
     def upscale_image(self, image, on_tile=None):
         return self.upscaler.upscale_image(self.restore.upscale_image(image, on_tile), on_tile)

@@ -40,11 +40,12 @@ class BatchReporter:
         with self._bar() as bar:
             file_task = bar.add_task("files", total=len(jobs)) if bar else None
             for job in jobs:
-                per_file: dict = {}  # what this file's report adds (the model that ran, when it varies)
+                # what this file's report adds: what planning chose (an output format), the model that ran
+                per_file: dict = {"notes": list(job.notes)}
                 result = run_job(job, lambda image: self._convert(upscaler, image, per_file),
                                  options, _read_stdin, _write_stdout)
                 results.append(result)
-                self._report(result, per_file)
+                self._report(result, per_file, quiet_skip=job.source.ignored is not None)
                 if bar:
                     bar.advance(file_task)
         self._summary(results)
@@ -53,10 +54,16 @@ class BatchReporter:
     def _convert(self, upscaler, image, per_file: dict):
         """Run the converter; one that picks a model per image (restore's JPEG routing) says which,
         and what reading the file had to say (pages left unread) goes on its line."""
-        per_file["notes"] = list(image.notes)
+        per_file["notes"] += image.notes
         if hasattr(upscaler, "model_for"):
             per_file["model"] = upscaler.model_for(image)
-        return upscaler.upscale_image(image, self._on_tile)
+        if hasattr(upscaler, "passes_for"):  # the model's native passes (x8 = [4, 2]) before any final resize
+            per_file["passes"] = list(upscaler.passes_for(image.height, image.width))
+        out = upscaler.upscale_image(image, self._on_tile)
+        if "scale" in self.record:  # the real factor, also with --width/--height
+            per_file["scale"] = round(out.width / image.width, 4)
+            per_file["size"] = [out.width, out.height]
+        return out
 
     def _bar(self):
         if not self.use_bar:
@@ -77,14 +84,16 @@ class BatchReporter:
             self._progress.remove_task(self._tile_task)
             self._tile_task = None
 
-    def _report(self, result, per_file: dict) -> None:
+    def _report(self, result, per_file: dict, quiet_skip: bool = False) -> None:
+        """One JSON row per input on stdout (--json), error lines on stderr always, a plain line
+        per file otherwise; files in a folder that are not images are only counted (and in --json)."""
         if self.as_json:
             line = {"input": result.input, "output": result.output, **self.record, "notes": [], **per_file,
                     "seconds": round(result.seconds, 4), "status": result.status, "error": result.error}
             typer.echo(json.dumps(line))
-        elif result.status == "failed":
+        if result.status == "failed":
             typer.echo(f"error: {printable_path(result.error)}", err=True)  # one line, whatever the name holds
-        elif not self.quiet:
+        elif not (self.quiet or self.as_json or quiet_skip):
             arrow = result.output or "<stdout>"
             detail = f"{result.seconds:.2f}s" if result.status == "ok" else f"skipped: {result.error}"
             ran = per_file.get("model")

@@ -27,7 +27,7 @@ def restore_command(
         None, "-m", "--model",
         help="Restoration model (see `upscale models`) or a weights file; default unet-restore, unet-jpeg for --task jpeg."),
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Include subfolders of folder inputs."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp or tiff (default: the input's)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp, tiff or bmp. Default: -o's extension, else the input's format (GIF: png)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never replaced)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),

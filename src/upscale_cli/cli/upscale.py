@@ -21,7 +21,7 @@ def upscale_command(
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Include subfolders of folder inputs."),
     width: Optional[int] = typer.Option(None, "--width", help="Output width in pixels (keeps aspect unless --height is given)."),
     height: Optional[int] = typer.Option(None, "--height", help="Output height in pixels."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp or tiff (default: the input's)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp, tiff or bmp. Default: -o's extension, else the input's format (GIF: png)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never replaced)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
@@ -48,7 +48,8 @@ def upscale_command(
     tag = scale_tag(scale, width, height, upscaler.default_scale)
     jobs = plan_jobs(sources, output, tag, fmt, overwrite)
     upscaler.prepare()
-    record = {"model": model, "scale": scale if scale is not None else upscaler.default_scale}
+    size_given = width is not None or height is not None
+    record = {"model": model, "scale": None if size_given else scale if scale is not None else upscaler.default_scale}
     reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
                                          stdout_busy=output == "-")
     converter = upscaler
