@@ -301,3 +301,21 @@ def test_an_output_suffix_we_cannot_write_fails_that_file_clearly(tmp_path):
     assert result.exit_code == 1
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "cannot write '.xyz' files" in line and "bmp" in line
+
+
+def test_an_output_the_tool_could_not_read_back_is_said_before_the_work(tmp_path):
+    src = f.make_rgb_png(tmp_path, "a.png")
+    limit = str(3 * W * 3 * H - 1)  # the x3 output is one pixel over the input guard
+    result = runner.invoke(app, [str(src), "-x", "3", "-m", "nearest", "--max-pixels", limit,
+                                 "-o", str(tmp_path / "big.png")])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    first = next(i for i, line in enumerate(lines) if "over --max-pixels" in line)
+    done = next(i for i, line in enumerate(lines) if "-> " in line)
+    assert first < done and "--max-pixels 0" in lines[first]
+    again = runner.invoke(app, [str(tmp_path / "big.png"), "-x", "1", "-m", "nearest", "--max-pixels", limit])
+    assert again.exit_code == 1 and "--max-pixels" in again.stderr  # what the note warned about
+    quiet = runner.invoke(app, [str(src), "-x", "3", "-m", "nearest", "--max-pixels", limit, "--json", "--overwrite",
+                                "-o", str(tmp_path / "big.png")])
+    (row,) = map(json.loads, quiet.stdout.splitlines())
+    assert any("over --max-pixels" in n for n in row["notes"])

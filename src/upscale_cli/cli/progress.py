@@ -42,7 +42,7 @@ class BatchReporter:
             for job in jobs:
                 # what this file's report adds: what planning chose (an output format), the model that ran
                 per_file: dict = {"notes": list(job.notes)}
-                result = run_job(job, lambda image: self._convert(upscaler, image, per_file),
+                result = run_job(job, lambda image: self._convert(upscaler, image, per_file, options),
                                  options, _read_stdin, _write_stdout)
                 results.append(result)
                 self._report(result, per_file, quiet_skip=job.source.ignored is not None)
@@ -51,7 +51,7 @@ class BatchReporter:
         self._summary(results)
         return results
 
-    def _convert(self, upscaler, image, per_file: dict):
+    def _convert(self, upscaler, image, per_file: dict, options):
         """Run the converter; one that picks a model per image (restore's JPEG routing) says which,
         and what reading the file had to say (pages left unread) goes on its line."""
         per_file["notes"] += image.notes
@@ -59,11 +59,26 @@ class BatchReporter:
             per_file["model"] = upscaler.model_for(image)
         if hasattr(upscaler, "passes_for"):  # the model's native passes (x8 = [4, 2]) before any final resize
             per_file["passes"] = list(upscaler.passes_for(image.height, image.width))
+            self._warn_unreadable_output(upscaler.target_size(image.height, image.width), per_file, options)
         out = upscaler.upscale_image(image, self._on_tile)
         if "scale" in self.record:  # the real factor, also with --width/--height
             per_file["scale"] = round(out.width / image.width, 4)
             per_file["size"] = [out.width, out.height]
         return out
+
+    def _warn_unreadable_output(self, size: tuple[int, int], per_file: dict, options) -> None:
+        """An output over the input guard is written, but this tool would refuse it as an input:
+        say so before the (long) work starts, and on the file's line."""
+        from upscale_cli.images import DEFAULT_MAX_PIXELS
+
+        limit = DEFAULT_MAX_PIXELS if options.max_pixels is None else options.max_pixels
+        pixels = size[0] * size[1]
+        if limit and pixels > limit:
+            note = (f"the output ({size[1]} x {size[0]} = {pixels / 1e6:,.0f} MP) is over --max-pixels "
+                    f"({limit:,}): to read it back with upscale, pass --max-pixels 0 or a larger value")
+            per_file["notes"].append(note)
+            if not (self.quiet or self.as_json):
+                self.echo(f"note: {note}")
 
     def _bar(self):
         if not self.use_bar:
