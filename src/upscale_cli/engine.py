@@ -134,14 +134,17 @@ class Upscaler:
         return self._models[native_scale]
 
     def _dtype(self, model: nn.Module, device: torch.device) -> torch.dtype:
+        """float32, or with --half the fastest reduced precision that this device computes
+        natively and the model supports: float16 on a GPU, bfloat16 on a CPU with AVX-512 BF16 or
+        AMX (detected, never assumed); otherwise float32, said once."""
         if not self.config.half:
             return torch.float32
-        if device.type == "cpu" or not model.info.supports_half:
-            note = "--half ignored: " + ("it needs a GPU" if device.type == "cpu" else "the model does not support it")
+        dtype, why = half_dtype(model.info, device)
+        if dtype == torch.float32:
+            note = f"--half: {why}; running float32"
             if note not in self.notes:
                 self.notes.append(note)
-            return torch.float32
-        return torch.float16
+        return dtype
 
     def native_scales(self) -> tuple[int, ...]:
         """Native scales of the model; for a user's own weights file, the file's scale."""
@@ -195,7 +198,7 @@ class Upscaler:
         model = self.model(None)
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else self.device
-        with torch.set_grad_enabled(_fits_at_runtime(model)):
+        with torch.set_grad_enabled(model.info.fits_at_runtime):  # fit-single optimises in forward
             out = _with_channels(model, x.to(device), lambda t: model(t, size=size))
         return _check_finite(out.float().cpu()).clamp_(0.0, 1.0)
 
@@ -216,7 +219,8 @@ class Upscaler:
         plan = tiling.plan_tiling(
             *x.shape[-2:], x.shape[1], native, receptive_field=info.receptive_field,
             bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL, size_multiple=info.size_multiple,
-            tileable=info.tileable, device=x.device, tile=tile, overlap=self.config.tile_overlap)
+            tileable=info.tileable, device=x.device, tile=tile, overlap=self.config.tile_overlap,
+            min_size=info.min_size, square=info.square)
         if plan.note and plan.note not in self.notes:
             self.notes.append(plan.note)
         return plan
@@ -259,6 +263,36 @@ class Upscaler:
         return image.replace(pixels=out, alpha=alpha)
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX-BF16 in this CPU's flags (Linux /proc/cpuinfo; elsewhere: no)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+def half_dtype(info, device: torch.device) -> tuple[torch.dtype, str]:
+    """(dtype for --half, why float32 when it is float32)."""
+    if device.type in ("cuda", "mps"):
+        if info.supports_half:
+            return torch.float16, ""
+        if device.type == "cuda" and info.supports_bf16 and torch.cuda.is_bf16_supported():
+            return torch.bfloat16, ""
+        return torch.float32, "the model does not support reduced precision"
+    if device.type == "cpu":
+        if not info.supports_bf16 or info.device_bound:
+            return torch.float32, "the model does not support bfloat16"
+        if not cpu_has_native_bf16():
+            return torch.float32, "this CPU has no native bfloat16 (AVX-512 BF16 or AMX), where it would be slower"
+        return torch.bfloat16, ""
+    return torch.float32, f"no reduced precision on {device.type}"
+
+
 def check_output_size(size: tuple[int, int], limit: int) -> None:
     """Refuse an output over `limit` pixels (0 = no limit) before anything is allocated."""
     height, width = size
@@ -277,20 +311,30 @@ def _check_finite(out: torch.Tensor) -> torch.Tensor:
 
 
 def _with_channels(model: nn.Module, x: torch.Tensor, call) -> torch.Tensor:
-    """Feed a greyscale (or single alpha) plane to an RGB model as three equal channels, and back."""
-    wanted = model.info.in_channels
-    if x.shape[1] == wanted:
-        return call(x)
-    if x.shape[1] == 1:
-        return call(x.expand(-1, wanted, -1, -1).contiguous()).mean(dim=1, keepdim=True)
-    if wanted == 1:
-        return torch.cat([call(x[:, c : c + 1]) for c in range(x.shape[1])], dim=1)
-    raise UsageError(f"the model takes {wanted} channels, the image has {x.shape[1]}")
+    """Feed the image's planes in the layout the model takes, and give back the image's layout:
+    grey (or a lone alpha plane) to an RGB model as three equal channels (their mean back); RGB
+    to a grey model plane by plane; RGB to an RGBA model with opaque alpha (dropped again)."""
+    have, wanted = x.shape[1], model.info.in_channels
+    if have == wanted:
+        y = call(x)
+    elif wanted == 1:
+        return torch.cat([_with_channels(model, x[:, c : c + 1], call) for c in range(have)], dim=1)
+    elif have == 1:
+        y = call(x.expand(-1, min(wanted, 3), -1, -1).contiguous() if wanted <= 3 else _opaque(x.expand(-1, 3, -1, -1)))
+    elif have == 3 and wanted == 4:
+        y = call(_opaque(x))
+    else:
+        raise UsageError(f"the model takes {wanted} channels, the image has {have}")
+    if y.shape[1] == have:
+        return y
+    if have == 1:
+        return y[:, :3].mean(dim=1, keepdim=True)
+    return y[:, :have] if y.shape[1] > have else y.expand(-1, have, -1, -1)
 
 
-def _fits_at_runtime(model: nn.Module) -> bool:
-    """Models that optimise during forward (fit-single) need autograd on."""
-    return bool(getattr(model, "fits_at_runtime", False))
+def _opaque(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 4, H, W) with alpha 1."""
+    return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
 
 
 def _free_device_memory(device: torch.device) -> None:

@@ -2,6 +2,8 @@
 
 Weights of our architectures are safetensors files whose metadata names the
 architecture and its builder settings, so a file alone is enough to rebuild the model.
+A file without that metadata is a community model (Real-ESRGAN, SwinIR, HAT, ...): spandrel
+recognises its architecture from the tensors (models/spandrel_model.py).
 `.pth`/`.pt` files load only through `torch.load(..., weights_only=True)`: never unpickle.
 A file is data from anyone: its metadata is checked against the architecture before anything
 is built, it can never name another file to read, and its tensors must be finite.
@@ -109,6 +111,10 @@ def model_from_weights(path: str | Path) -> nn.Module:
     if path.suffix.lower() == OPENCV_SUFFIX:
         return _opencv_model_file(path)
     state, metadata = read_weights(path)
+    if META_ARCH not in metadata:  # not one of ours: a community model, recognised by its tensors
+        from upscale_cli.models.spandrel_model import from_state_dict
+
+        return from_state_dict(state, label=str(path))
     arch, settings = _recipe(metadata, path)
     try:
         skeleton = model_skeleton(arch, settings, from_file=True)

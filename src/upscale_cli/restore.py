@@ -5,7 +5,7 @@ through the engine's `Upscaler` (device, dtype, tiling, out-of-memory retries) a
 input's own size, and adds what is special about restoration: masks and strength.
 
 How a mask (1 = fill, 0 = keep; (1, 1, H, W)) reaches a model:
-- A model that takes a mask itself says so with a `takes_mask = True` attribute and is
+- A model that takes a mask itself says so in its info (`takes_mask=True`) and is
   called as `model(x, mask=mask)` on the whole image (opencv-inpaint). It must leave
   the unmasked pixels alone.
 - Every other model never sees the mask: `prefill` first replaces the masked pixels by a
@@ -129,8 +129,8 @@ def composite(original: torch.Tensor, restored: torch.Tensor, mask: torch.Tensor
 
 
 def takes_mask(model) -> bool:
-    """Models that want the mask themselves (forward(x, mask=...)) say so with `takes_mask = True`."""
-    return bool(getattr(model, "takes_mask", False))
+    """Models that want the mask themselves (forward(x, mask=...)) say so in their info."""
+    return bool(model.info.takes_mask)
 
 
 class Restorer:
@@ -260,6 +260,9 @@ class RestoreThenUpscale:
 
     def passes_for(self, height: int, width: int) -> tuple[int, ...]:
         return self.upscaler.passes_for(height, width)
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.upscaler.target_size(height, width)
 
     def upscale_image(self, image, on_tile=None):
         return self.upscaler.upscale_image(self.restore.upscale_image(image, on_tile), on_tile)

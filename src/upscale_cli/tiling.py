@@ -73,6 +73,7 @@ class TilePlan:
     overlap: input pixels neighbouring tiles share, a multiple of size_multiple, < tile.
     margin: input pixels of zero weight along inner tile edges (the receptive field); <= overlap / 2.
     size_multiple: the model's size rule; the whole image is padded to it once.
+    min_size / square: the model's other size rules (padded up to a minimum side, or to a square).
     out_device: where the float32 output accumulates (None = the input's device).
     note: what the plan changed from the request, for the user (e.g. a tile raised to the minimum).
     """
@@ -83,6 +84,8 @@ class TilePlan:
     size_multiple: int = 1
     out_device: str | None = None
     note: str | None = None
+    min_size: int = 0
+    square: bool = False
 
     def __post_init__(self) -> None:
         m = self.size_multiple
@@ -131,6 +134,8 @@ def plan_tiling(
     tile: int = 0,
     overlap: int | None = None,
     free_memory_bytes: int | None = None,
+    min_size: int = 0,
+    square: bool = False,
 ) -> TilePlan:
     """The tile plan for one pass of a model over a (height x width) input.
 
@@ -150,17 +155,18 @@ def plan_tiling(
     else:
         floor = exact_overlap(rf, m)
         overlap, margin, min_tile = max(_round_up(overlap_for(rf), m), floor), rf, 2 * floor
-    min_tile = max(min_tile, _round_up(MIN_TILE, m))
-    padded_side = max(_round_up(height, m), _round_up(width, m))
+    min_tile = max(min_tile, _round_up(MIN_TILE, m), _round_up(min_size, m))
+    padded_side = max(_round_up(height, m), _round_up(width, m), _round_up(min_size, m))
+    rules = {"min_size": min_size, "square": square}
     if not tileable:
-        return TilePlan(0, overlap, margin, m, out_device)
+        return TilePlan(0, overlap, margin, m, out_device, **rules)
     requested = tile
     if tile == 0:
         tile = auto_tile_size(height, width, channels, scale, bytes_per_input_pixel, device=device,
                               free_memory_bytes=free_memory_bytes, out_device=out_device, overlap=overlap,
                               size_multiple=m)
     if tile == 0 or tile >= padded_side:
-        return TilePlan(0, overlap, margin, m, out_device)
+        return TilePlan(0, overlap, margin, m, out_device, **rules)
     tile, note = _round_down(tile, m), None
     if tile < min_tile:
         if requested:
@@ -169,8 +175,8 @@ def plan_tiling(
     if not explicit_overlap:  # a small tile keeps at least half of itself as stride, never less than exact
         overlap = max(exact_overlap(rf, m), min(overlap, _round_down(tile // 2, m)))
     if tile >= padded_side:
-        return TilePlan(0, overlap, margin, m, out_device, note)
-    return TilePlan(tile, overlap, margin, m, out_device, note)
+        return TilePlan(0, overlap, margin, m, out_device, note, **rules)
+    return TilePlan(tile, overlap, margin, m, out_device, note, **rules)
 
 
 def _out_device(height: int, width: int, channels: int, scale: int, device: torch.device) -> str | None:
@@ -237,10 +243,14 @@ def _axis_weight_sum(spans: list[Span], windows: list[Tensor], scale: int, lengt
 # ----------------------------------------------------------------------------- running tiles
 
 
-def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pad bottom/right so H and W are multiples of `multiple` (reflect, replicate when too small)."""
+def _pad_for_model(x: Tensor, multiple: int, min_size: int = 0, square: bool = False) -> Tensor:
+    """Pad bottom/right to the model's size rules: sides at least `min_size`, equal when `square`,
+    multiples of `multiple` (reflect, replicate when too small)."""
     h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
+    th, tw = max(h, min_size), max(w, min_size)
+    if square:
+        th = tw = max(th, tw)
+    ph, pw = _round_up(th, multiple) - h, _round_up(tw, multiple) - w
     if ph == 0 and pw == 0:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
@@ -309,7 +319,7 @@ def tiled_forward(
     """
     height, width = x.shape[-2:]
     out_device = torch.device(plan.out_device) if plan.out_device is not None else x.device
-    padded = _pad_to_multiple(x, plan.size_multiple) if plan.size_multiple > 1 else x
+    padded = _pad_for_model(x, plan.size_multiple, plan.min_size, plan.square)
     rows, cols = plan.spans(padded.shape[-2]), plan.spans(padded.shape[-1])
     if len(rows) == 1 and len(cols) == 1:  # one tile: no accumulator, exactly the untiled result
         y = _run_tile(fn, padded, scale, (height, width)).to(out_device).contiguous()

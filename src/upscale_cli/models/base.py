@@ -6,18 +6,31 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 
+TILING_SUPPORTED = "supported"  # tiles are fine (conv nets): cut whenever memory asks
+TILING_DISCOURAGED = "discouraged"  # tiles work but cost quality (global attention): only when needed
+TILING_INTERNAL = "internal"  # the model must see the whole image (fit-single) or tiles itself
+TILING_MODES = (TILING_SUPPORTED, TILING_DISCOURAGED, TILING_INTERNAL)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """Self-description read by the engine and tiler; never `if arch == ...`.
+    """The one description every kind of model gives the rest of the program (ARCHITECTURE.md,
+    "One contract for every model"): the engine, tiler, restore, benchmark and train read only
+    this, never the model's class or file type.
 
     scale: native upscaling factor of one forward pass (1 = same-size restoration);
         None means any output size: forward then takes `size=(height, width)`.
-    in_channels: colour channels the model expects (3 = RGB; greyscale is replicated).
-    supports_half: whether float16 on CUDA gives correct results.
-    size_multiple: input height and width must be multiples of this (the engine pads).
-    receptive_field: input pixels of context an output pixel depends on, on each side;
-        the tiler's default overlap comes from it.
-    tileable: False for models that must see the whole image (e.g. fit-single).
+    in_channels / out_channels: channels the model takes and gives (3 = RGB; 1 = grey, fed each
+        colour plane; 4 = RGBA, fed colour and alpha together when the image has alpha).
+    size_multiple: input height and width must be multiples of this (the engine pads once).
+    min_size: the smallest height and width the model accepts (the engine pads up to it).
+    square: the input must be square (the engine pads to a square).
+    receptive_field: input pixels of context an output pixel depends on, on each side (for
+        attention models, a measured safe context); the tile margin and overlap come from it.
+    tiling: one of TILING_MODES.
+    supports_half / supports_bf16: float16 (CUDA) / bfloat16 give correct results.
+    takes_mask: forward(x, mask) with mask (B, 1, H, W), 1 = fill (inpainting models).
+    fits_at_runtime: forward optimises (fit-single): it needs autograd and is never tiled.
     device_bound: None when the model runs on any torch device; else the one device it runs
         on ("cpu" for OpenCV models), whatever the user picked.
     """
@@ -27,8 +40,24 @@ class ModelInfo:
     supports_half: bool = True
     size_multiple: int = 1
     receptive_field: int = 16
-    tileable: bool = True
+    tiling: str = TILING_SUPPORTED
     device_bound: str | None = None
+    out_channels: int | None = None  # None = in_channels
+    min_size: int = 0
+    square: bool = False
+    supports_bf16: bool = True
+    takes_mask: bool = False
+    fits_at_runtime: bool = False
+    tileable: bool = True  # derived: tiling != TILING_INTERNAL (builders may say tileable=False)
+
+    def __post_init__(self) -> None:
+        if self.tiling not in TILING_MODES:
+            raise ValueError(f"tiling must be one of {TILING_MODES}, not {self.tiling!r}")
+        if self.out_channels is None:
+            object.__setattr__(self, "out_channels", self.in_channels)
+        if not self.tileable or self.fits_at_runtime:
+            object.__setattr__(self, "tiling", TILING_INTERNAL)
+        object.__setattr__(self, "tileable", self.tiling != TILING_INTERNAL)
 
 
 # ---- limits on builder settings

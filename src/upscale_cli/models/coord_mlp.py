@@ -148,8 +148,6 @@ class CoordMLPUpscaler(nn.Module):
     fitted MLP and renders it at the asked size instead, whatever x is.
     """
 
-    fits_at_runtime = True  # the engine keeps autograd on for forward
-
     def __init__(self, fit_settings: dict, mlp: dict | None = None) -> None:
         super().__init__()
         from upscale_cli.fit_single import FitConfig
@@ -158,7 +156,7 @@ class CoordMLPUpscaler(nn.Module):
         self.mlp = CoordMLP(**mlp) if mlp is not None else None
         channels = self.mlp.channels if self.mlp is not None else 3
         self.info = ModelInfo(scale=None, in_channels=min(channels, 3), supports_half=False,
-                              receptive_field=0, tileable=False)
+                              receptive_field=0, fits_at_runtime=True)  # the engine keeps autograd on
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         from upscale_cli.fit_single import fit, render

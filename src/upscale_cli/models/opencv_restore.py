@@ -4,7 +4,7 @@
   images through cv2.fastNlMeansDenoising). `h` is the filter strength in 8-bit levels
   (about sigma for Gaussian noise of standard deviation sigma); `h_color` defaults to h.
 - opencv-inpaint: Telea (or Navier-Stokes) inpainting; it takes the mask itself
-  (`takes_mask = True`: forward(x, mask=(B, 1, H, W), 1 = fill)) and changes masked pixels only.
+  (`info.takes_mask`: forward(x, mask=(B, 1, H, W), 1 = fill)) and changes masked pixels only.
 
 Both are x1 models (ModelInfo(scale=1)) bound to the CPU: OpenCV works on 8-bit images, so
 forward converts each (C, H, W) float image to uint8, calls OpenCV and converts back.
@@ -82,7 +82,6 @@ class OpenCVNLMeans(nn.Module):
 class OpenCVInpaint(nn.Module):
     """Telea (fast marching) or Navier-Stokes inpainting of the masked pixels."""
 
-    takes_mask = True  # restore.py hands it the mask instead of pre-filling the holes
 
     def __init__(self, method: str = "telea", radius: int = 3) -> None:
         super().__init__()
@@ -91,7 +90,8 @@ class OpenCVInpaint(nn.Module):
         self.method, self.radius = method, int(radius)
         # not tileable: a hole must see all of its border at once
         self.info = ModelInfo(scale=1, in_channels=3, supports_half=False, size_multiple=1,
-                              receptive_field=self.radius, tileable=False, device_bound="cpu")
+                              receptive_field=self.radius, tileable=False, device_bound="cpu",
+                              takes_mask=True)  # restore.py hands it the mask instead of pre-filling holes
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 size: tuple[int, int] | None = None) -> torch.Tensor:  # (B, C, H, W), mask (B, 1, H, W)
