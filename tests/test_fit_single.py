@@ -186,3 +186,69 @@ def test_cli_keeps_alpha_and_greyscale(tmp_path):
         assert result.exit_code == 0, result.output
         written = Image.open(path.with_name(f"{path.stem}_fit32x32.png"))
         assert written.mode == mode and written.size == (32, 32)
+
+
+def sprite_tensor(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """A hard-edged RGBA sprite: a filled square, a 2-pixel diagonal, transparent background."""
+    colour = torch.zeros(1, 3, size, size)
+    alpha = torch.zeros(1, 1, size, size)
+    q = size // 4
+    colour[:, :, q : 3 * q, q : 3 * q] = torch.tensor([0.9, 0.7, 0.2])[None, :, None, None]
+    alpha[:, :, q : 3 * q, q : 3 * q] = 1.0
+    for i in range(size - 1):
+        for j in (i, i + 1):
+            colour[0, :, i, j] = torch.tensor([0.2, 0.3, 0.8])
+            alpha[0, 0, i, j] = 1.0
+    return colour, alpha
+
+
+def test_sprite_fit_renders_flat_colours_exact_alpha_and_crisp_edges():
+    colour, alpha = sprite_tensor()
+    rgba = torch.cat([colour, alpha], dim=1)
+    result = fs.fit(colour, alpha, config=fs.FitConfig(steps=150), target_size=(64, 64))
+    assert result.mlp.palette is not None and result.mlp.palette.shape == (3, 4)
+    out = fs.render(result.mlp, 64, 64)  # (1, 4, 64, 64)
+    inputs = {tuple(c) for c in rgba[0].reshape(4, -1).T.tolist()}
+    assert {tuple(c) for c in out[0].reshape(4, -1).T.tolist()} <= inputs  # no blends, no ripples
+    # the sprite comes back at its own pixels, and its downscale is as close as nearest-neighbour's, within 1.5 dB
+    assert float((fs.render(result.mlp, 16, 16) == rgba).all(dim=1).float().mean()) > 0.95
+    nearest = rgba.repeat_interleave(4, dim=-1).repeat_interleave(4, dim=-2)
+    assert fs.consistency_psnr(out, rgba) > fs.consistency_psnr(nearest, rgba) - 1.5
+
+
+def test_palette_is_chosen_by_colour_count_and_hidden_colours_do_not_count():
+    colour, alpha = sprite_tensor()
+    colour = torch.where(alpha > 0, colour, torch.rand(colour.shape, generator=torch.Generator().manual_seed(0)))
+    small = fs.FitConfig(steps=2, **TINY)
+    assert fs.fit(colour, alpha, config=small).mlp.palette.shape[0] == 3  # junk under alpha 0 is ignored
+    assert fs.fit(colour, alpha, config=fs.FitConfig(steps=2, palette_colours=0, **TINY)).mlp.palette is None
+    assert fs.fit(gradient(), config=small).mlp.palette is None  # 16 x 16 distinct colours: a photo
+    assert fs.image_palette(gradient(), 256).shape == (256, 3) and fs.image_palette(gradient(), 255) is None
+    with pytest.raises(UsageError):
+        fs.FitConfig(palette_colours=-1)
+
+
+def test_palette_fit_saves_loads_and_runs_as_a_model(tmp_path):
+    colour, alpha = sprite_tensor()
+    config = fs.FitConfig(steps=5, **TINY)
+    mlp = fs.fit(colour, alpha, config=config).mlp
+    path = tmp_path / "sprite.safetensors"
+    fs.save_fitted(mlp, path, config, source={"height": 16, "width": 16, "bit_depth": 8})
+    loaded, _ = fs.load_fitted(path)
+    assert torch.equal(loaded.palette, mlp.palette) and torch.equal(fs.render(loaded, 40, 40), fs.render(mlp, 40, 40))
+    from upscale_cli.loader import load_model
+
+    model = load_model(str(path))  # the settings check knows palette_size and palette_gain
+    assert model(torch.zeros(1, 3, 16, 16), size=(40, 40)).shape == (1, 4, 40, 40)
+
+
+def test_cli_sprite_keeps_hard_alpha(tmp_path):
+    colour, alpha = sprite_tensor()
+    array = (torch.cat([colour, alpha], dim=1)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    path = tmp_path / "sprite.png"
+    Image.fromarray(array, "RGBA").save(path)
+    result = _cli(path, "-x", 3, "--steps", 20, "--hidden", 32, "-o", tmp_path / "out.png")
+    assert result.exit_code == 0, result.output
+    written = np.asarray(Image.open(tmp_path / "out.png"))
+    assert written.shape == (48, 48, 4) and set(np.unique(written[..., 3])) <= {0, 255}
+    assert _cli(path, "--palette-colours", 0, "--steps", 2, "--hidden", 8, "-o", tmp_path / "plain.png").exit_code == 0

@@ -36,6 +36,7 @@ def fit_single_command(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same result on the CPU)."),
     consistency: bool = typer.Option(True, "--consistency/--no-consistency", help="Make the output's bicubic downscale equal the input."),
     target_psnr: Optional[float] = typer.Option(None, "--target-psnr", help="Stop early once the fit reproduces the input this well (dB)."),
+    palette_colours: Optional[int] = typer.Option(None, "--palette-colours", metavar="N", help="Images of at most N distinct colours (default 32; 0 = never) are fitted as a choice among their own colours: flat areas stay flat, edges crisp (sprites, icons, pixel art)."),
     save_model: Optional[Path] = typer.Option(None, "--save-model", help="Also save the fitted network (.safetensors)."),
     from_model: Optional[Path] = typer.Option(None, "--from-model", help="Render a network saved with --save-model instead of fitting."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
@@ -50,7 +51,7 @@ def fit_single_command(
         _render_saved(from_model, output, (size, width, height, scale), say)
         return
     overrides = dict(encoding=encoding, freq_scale=freq_scale, hidden=hidden, depth=depth, steps=steps, lr=lr,
-                     seed=seed, consistency=consistency, target_psnr=target_psnr)
+                     seed=seed, consistency=consistency, target_psnr=target_psnr, palette_colours=palette_colours)
     config = fs.FitConfig.for_encoding(**{k: v for k, v in overrides.items() if v is not None})
     _fit_and_render(image, output, (size, width, height, scale), config, save_model, quiet, say)
 

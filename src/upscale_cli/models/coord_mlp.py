@@ -12,6 +12,14 @@ Encodings:
            so one default suits every image size.
   siren    sine activations with the SIREN initialisation (Sitzmann et al. 2020), omega_0 = 30.
   none     the plain ReLU MLP on raw coordinates (the original write-up; for comparison).
+
+Palette head (palette_size > 0, for images of a few flat colours: sprites, icons, pixel art):
+the last layer gives one logit per colour of the image's own palette (a buffer, RGBA rows when
+there is alpha) and the colour is softmax(palette_gain * logits) @ palette while training, and
+the palette colour of the largest logit in eval mode (rendering). A sine network's output
+ripples everywhere around a hard edge; through the palette, flat areas are one exact colour,
+alpha is exactly 0 or 1 where the sprite's is, and edges are crisp contours whose positions
+the fit places between the pixels.
 Every parameter is initialised from a seeded torch.Generator, so a seed gives one network.
 """
 from __future__ import annotations
@@ -26,6 +34,8 @@ from upscale_cli.models.base import Between, KeywordsOf, ModelInfo, OneOf
 ENCODINGS = ("fourier", "siren", "none")
 SIREN_OMEGA_0 = 30.0  # SIREN's frequency factor for coordinates in [-1, 1]
 OUTPUT_OFFSET = 0.5  # the last layer starts near mid-grey
+PALETTE_GAIN = 30.0  # logit scale of the palette head: a 0.1 logit margin is 95% one colour of two
+MAX_PALETTE = 256  # colours a palette head can have
 SEEDS = Between(-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 _NETWORK_LIMITS = {"encoding": OneOf(ENCODINGS), "hidden": Between(1, 1024), "depth": Between(1, 32),
                    "features": Between(1, 4096), "freq_scale": Between(0.0, 1000.0), "seed": SEEDS}
@@ -33,11 +43,13 @@ _NETWORK_LIMITS = {"encoding": OneOf(ENCODINGS), "hidden": Between(1, 1024), "de
 # the fitted network's settings ("mlp") and the fit's (FitConfig fields, through **fit_settings).
 SETTING_LIMITS = {
     "mlp": KeywordsOf("upscale_cli.models.coord_mlp:CoordMLP",
-                      {**_NETWORK_LIMITS, "channels": Between(1, 4), "long_side": Between(1, 1 << 20)}),
+                      {**_NETWORK_LIMITS, "channels": Between(1, 4), "long_side": Between(1, 1 << 20),
+                       "palette_size": Between(0, MAX_PALETTE), "palette_gain": Between(0.0, 1e4)}),
     "**": KeywordsOf("upscale_cli.fit_single:FitConfig",
                      {**_NETWORK_LIMITS, "steps": Between(1, 1_000_000), "lr": Between(0.0, 10.0),
                       "consistency_scale": Between(0.0, 16.0), "point_weight": Between(0.0, 1e6),
-                      "consistency_weight": Between(0.0, 1e6), "target_psnr": Between(0.0, 200.0)}),
+                      "consistency_weight": Between(0.0, 1e6), "target_psnr": Between(0.0, 200.0),
+                      "palette_colours": Between(0, MAX_PALETTE)}),
 }
 
 
@@ -101,21 +113,30 @@ def _relu_linear(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Li
 
 
 class CoordMLP(nn.Module):
-    """f(x, y) -> C colours. (N, 2) -> (N, C); the settings (see .settings) rebuild it."""
+    """f(x, y) -> C colours. (N, 2) -> (N, C); the settings (see .settings) rebuild it.
+
+    palette_size > 0 gives the palette head (module docstring); set `.palette` (K, C) before fitting.
+    """
 
     def __init__(self, channels: int = 3, encoding: str = "fourier", hidden: int = 128, depth: int = 3,
                  features: int = 128, freq_scale: float = 0.1, long_side: int = 64,
-                 extent: tuple[float, float] | list[float] = (1.0, 1.0), seed: int = 0) -> None:
+                 extent: tuple[float, float] | list[float] = (1.0, 1.0), seed: int = 0,
+                 palette_size: int = 0, palette_gain: float = PALETTE_GAIN) -> None:
         super().__init__()
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; choose from {', '.join(ENCODINGS)}")
         self.settings = dict(channels=channels, encoding=encoding, hidden=hidden, depth=depth, features=features,
                              freq_scale=freq_scale, long_side=long_side, extent=[float(e) for e in extent], seed=seed)
+        if palette_size:
+            self.settings.update(palette_size=palette_size, palette_gain=float(palette_gain))
         self.channels = channels
         self.extent = (float(extent[0]), float(extent[1]))
+        self.palette_gain = float(palette_gain)
         generator = torch.Generator().manual_seed(seed)
         self.body = self._body(encoding, hidden, depth, features, freq_scale * long_side / 2.0, generator)
-        self.head = nn.Linear(hidden, channels)
+        # (K, C), saved with the weights; None (and not saved) without a palette head
+        self.register_buffer("palette", torch.zeros(palette_size, channels) if palette_size else None)
+        self.head = nn.Linear(hidden, palette_size or channels)
         _uniform(self.head.weight, math.sqrt(6.0 / hidden) / SIREN_OMEGA_0 if encoding == "siren"
                  else 1.0 / math.sqrt(hidden), generator)
         _uniform(self.head.bias, 1.0 / math.sqrt(hidden), generator)
@@ -137,8 +158,13 @@ class CoordMLP(nn.Module):
             fan_in = hidden
         return nn.Sequential(*layers)
 
-    def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(coords)) + OUTPUT_OFFSET
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:  # (N, 2) -> (N, C)
+        out = self.head(self.body(coords))
+        if self.palette is None:
+            return out + OUTPUT_OFFSET
+        if self.training:  # differentiable: a mixture of the palette's colours
+            return torch.softmax(out * self.palette_gain, dim=1) @ self.palette
+        return self.palette[out.argmax(dim=1)]  # rendering: one palette colour per point
 
 
 class CoordMLPUpscaler(nn.Module):
