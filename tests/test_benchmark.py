@@ -91,6 +91,66 @@ def test_named_sets_and_dataset_arguments(monkeypatch, tmp_path):
     assert bm.parse_dataset(str(tmp_path / "Set5")).lr_dir is None
 
 
+def test_data_dir_comes_before_the_environment_and_bad_values_say_what_is_wrong(monkeypatch, tmp_path):
+    data, env = tmp_path / "data", tmp_path / "env"
+    (data / "Set5").mkdir(parents=True)
+    (env / "Set5").mkdir(parents=True)
+    monkeypatch.setenv(bm.BENCHMARK_DIR_ENV, str(env))
+    assert bm.named_set("set5", data) == bm.DatasetSpec("Set5", data / "Set5")  # --data-dir wins
+    assert bm.named_set("Set5").hr_dir == env / "Set5" and bm.parse_dataset("Set5", data).hr_dir == data / "Set5"
+    with pytest.raises(UsageError, match="does not exist"):
+        bm.named_set("Set5", tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match=r"no folder Set14 in .*--data-dir \(it has: Set5\)"):
+        bm.named_set("Set14", data)
+    images = _hr_folder(tmp_path / "mine", count=1)
+    with pytest.raises(DatasetError, match="holds images, not set folders.*upscale benchmark"):
+        bm.named_set("Set5", images)
+    monkeypatch.delenv(bm.BENCHMARK_DIR_ENV)
+    monkeypatch.setattr(bm, "_search_roots", lambda: iter(()))  # a fresh clone: no shared/ folder
+    with pytest.raises(DatasetError, match=f"not shipped.*--data-dir.*{bm.BENCHMARK_DIR_ENV}"):
+        bm.named_set("Set5")
+
+
+@pytest.fixture
+def cold_offline_cache(monkeypatch, tmp_path):
+    """No weights cached, no network, no mirror: what a fresh clone on an offline machine has."""
+    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("UPSCALE_OFFLINE", "1")
+    monkeypatch.delenv("UPSCALE_WEIGHTS_MIRROR", raising=False)
+    monkeypatch.delenv(bm.BENCHMARK_DIR_ENV, raising=False)
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from upscale_cli.cli import app
+
+    return CliRunner().invoke(app, ["benchmark", *map(str, args)])
+
+
+def test_cli_offline_fresh_clone_skips_models_it_cannot_have(tmp_path, cold_offline_cache):
+    data = tmp_path / "sets"
+    _hr_folder(data / "Set5", count=2, size=(40, 40))
+    result = _cli("--data-dir", data, "--set", "Set5", "-x", 2)  # the default models
+    assert result.exit_code == 0, result.output
+    assert re.search(r"Set5\s+x2\s+bicubic\s+\d+\.\d+", result.output)
+    skipped = [line for line in result.output.splitlines() if line.startswith("skipped ")]
+    assert skipped and all("not cached and UPSCALE_OFFLINE is set" in line for line in skipped)
+    assert len(skipped) == len({line.split(":")[0] for line in skipped})  # one line per model
+    assert any("opencv-espcn" in line for line in skipped) and "error" not in result.output
+    alone = _cli("--data-dir", data, "--set", "Set5", "-x", 2, "-m", "opencv-espcn")
+    assert alone.exit_code == 1 and "no results" in alone.output and "skipped x2 opencv-espcn" in alone.output
+
+
+def test_cli_data_dir_errors_and_help(tmp_path, cold_offline_cache):
+    result = _cli("--data-dir", tmp_path / "nowhere", "--set", "Set5", "-x", 2)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: --data-dir {tmp_path / 'nowhere'} does not exist; "
+                                                  "it should be the folder holding the set folders (Set5, Set14, BSD68)"]
+    help_text = " ".join(_cli("--help").output.split())
+    assert "--data-dir" in help_text and bm.BENCHMARK_DIR_ENV in help_text and "not shipped" in help_text
+
+
 def test_default_models_follow_the_scale():
     x3 = bm.select_models(3)
     assert x3[0] == "bicubic" and "opencv-espcn" in x3 and "opencv-lapsrn" not in x3

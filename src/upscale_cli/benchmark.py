@@ -16,6 +16,14 @@ call; on the CPU the resident-set high-water mark (VmHWM, reset before each call
 freed but kept resident is not counted again. Where VmHWM cannot be reset it is the growth
 of the process's peak RSS (ru_maxrss), which stays 0 once an earlier call went higher.
 
+Standard sets: `--set NAME` (or a bare DATASET named Set5, Set14 or BSD68) is the folder NAME
+(any case) inside the data folder: the --data-dir given, else $UPSCALE_BENCHMARK_DIR, else the
+first shared/datasets/benchmark above the current folder or the package. The sets are not
+shipped with the package.
+
+Models whose weights cannot be had (not cached while offline, or the download fails) are
+skipped, each with one line saying why (BenchmarkResult.skipped), not counted as failures.
+
 Library code: no printing; progress and errors go to the callbacks of `run_benchmark`.
 """
 from __future__ import annotations
@@ -34,7 +42,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from upscale_cli import metrics
-from upscale_cli.errors import DatasetError, UnsupportedScaleError, UpscaleError, UsageError
+from upscale_cli.errors import (DatasetError, DownloadError, OfflineError, UnsupportedScaleError, UpscaleError,
+                                 UsageError)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 NAMED_SETS = ("Set5", "Set14", "BSD68")
@@ -144,6 +153,15 @@ class Failure:
 
 
 @dataclass
+class Skip:
+    """A model left out because its weights could not be had (offline, no network)."""
+
+    scale: int
+    model: str
+    reason: str
+
+
+@dataclass
 class Comparison:
     """Zoomed crops of one image (where the models disagree most): LR, each model, HR."""
 
@@ -159,6 +177,7 @@ class BenchmarkResult:
     records: list[BenchmarkRecord] = field(default_factory=list)
     images: list[ImageScore] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the whole run
@@ -192,8 +211,11 @@ def _search_roots() -> Iterator[Path]:
         yield from (start, *start.parents)
 
 
-def find_benchmark_dir() -> Path | None:
-    """$UPSCALE_BENCHMARK_DIR, else the first shared/datasets/benchmark above the cwd or the package."""
+def find_benchmark_dir(data_dir: str | Path | None = None) -> Path | None:
+    """The data folder: data_dir (--data-dir), else $UPSCALE_BENCHMARK_DIR, else the first
+    shared/datasets/benchmark above the cwd or the package; None when there is none."""
+    if data_dir is not None and str(data_dir).strip():
+        return Path(data_dir).expanduser()
     override = os.environ.get(BENCHMARK_DIR_ENV, "").strip()
     if override:
         return Path(override).expanduser()
@@ -204,18 +226,42 @@ def find_benchmark_dir() -> Path | None:
     return None
 
 
-def named_set(name: str) -> DatasetSpec:
-    """Set5, Set14 or BSD68 (any case) from the benchmark folder."""
-    base = find_benchmark_dir()
+def _data_dir_source(data_dir: str | Path | None) -> str:
+    """How the data folder was chosen, for messages."""
+    if data_dir is not None and str(data_dir).strip():
+        return "--data-dir"
+    return BENCHMARK_DIR_ENV if os.environ.get(BENCHMARK_DIR_ENV, "").strip() else "the shared/datasets/benchmark folder"
+
+
+def check_data_dir(data_dir: str | Path | None) -> None:
+    """A --data-dir (or $UPSCALE_BENCHMARK_DIR) that is not a folder is a usage error, said once."""
+    base = find_benchmark_dir(data_dir)
+    if base is not None and not base.is_dir():
+        what = "is not a folder" if base.exists() else "does not exist"
+        raise UsageError(f"{_data_dir_source(data_dir)} {base} {what}; it should be the folder holding the set "
+                         f"folders ({', '.join(NAMED_SETS)})")
+
+
+def named_set(name: str, data_dir: str | Path | None = None) -> DatasetSpec:
+    """Set5, Set14 or BSD68 (any case): that folder inside the data folder (see find_benchmark_dir)."""
+    base = find_benchmark_dir(data_dir)
     if base is None:
-        raise DatasetError(f"--set {name}: no benchmark folder found; set {BENCHMARK_DIR_ENV} to the folder holding {', '.join(NAMED_SETS)}")
-    matches = [p for p in (base.iterdir() if base.is_dir() else ()) if p.is_dir() and p.name.lower() == name.lower()]
-    if not matches:
-        raise DatasetError(f"--set {name}: no such set in {base}")
-    return DatasetSpec(matches[0].name, matches[0])
+        raise DatasetError(f"--set {name}: no data folder; the sets are not shipped: pass --data-dir DIR (or set "
+                           f"{BENCHMARK_DIR_ENV}) to a folder holding {', '.join(f'{n}/' for n in NAMED_SETS)}")
+    check_data_dir(data_dir)
+    folders = sorted(p for p in base.iterdir() if p.is_dir())
+    matches = [p for p in folders if p.name.lower() == name.lower()]
+    if matches:
+        return DatasetSpec(matches[0].name, matches[0])
+    source = _data_dir_source(data_dir)
+    if not folders and any(p.suffix.lower() in IMAGE_SUFFIXES for p in base.iterdir()):
+        raise DatasetError(f"--set {name}: {source} {base} holds images, not set folders; to measure those images, "
+                           f"name the folder itself: upscale benchmark {base}")
+    have = f" (it has: {', '.join(p.name for p in folders)})" if folders else " (it has no folders)"
+    raise DatasetError(f"--set {name}: no folder {name} in {base}, the data folder from {source}{have}")
 
 
-def parse_dataset(text: str) -> DatasetSpec:
+def parse_dataset(text: str, data_dir: str | Path | None = None) -> DatasetSpec:
     """'HR_DIR', 'HR_DIR:LR_DIR', or the name of a standard set when no such folder exists."""
     path = Path(text).expanduser()
     if path.is_dir():
@@ -225,7 +271,7 @@ def parse_dataset(text: str) -> DatasetSpec:
         hr_path, lr_path = Path(hr).expanduser(), Path(lr).expanduser()
         return DatasetSpec(hr_path.name or hr, hr_path, lr_path)
     if text.lower() in (s.lower() for s in NAMED_SETS):
-        return named_set(text)
+        return named_set(text, data_dir)
     return DatasetSpec(path.name or text, path)  # fails later with a clear per-dataset error
 
 
@@ -517,6 +563,9 @@ class _Tracker:
         if self.on_progress:
             self.on_progress(self.done, self.total, text)
 
+    def skip(self, scale: int, model: str, err: BaseException) -> None:
+        self.result.skipped.append(Skip(scale, model, _describe(err)))
+
     def fail(self, dataset: str, scale: int | None, model: str | None, err: BaseException | str) -> None:
         message = err if isinstance(err, str) else _describe(err)
         where = " ".join(p for p in (dataset, f"x{scale}" if scale else "", model or "") if p)
@@ -581,7 +630,9 @@ def _build_runners(names: list[str], scale: int, config: BenchmarkConfig, tracke
     for name in names:
         try:
             runners.append(build_runner(name, scale, config.device, config.progress_downloads))
-        except Exception as err:  # any model that cannot be built is one failure line
+        except (OfflineError, DownloadError) as err:  # weights that cannot be had here: skipped, said why
+            tracker.skip(scale, name, err)
+        except Exception as err:  # any other model that cannot be built is one failure line
             tracker.fail("", scale, name, err)
     return runners
 
@@ -892,6 +943,9 @@ def render_markdown(result, charts, strips, out_dir: Path, config: BenchmarkConf
     lines += ["| " + " | ".join(f"**{t}**" if b else t for t, b in row) + " |" for row in rows]
     for note in result.notes:
         lines += ["", f"Note: {note}"]
+    if result.skipped:
+        lines += ["", "## Skipped", ""]
+        lines += [f"- x{s.scale} {s.model}: {s.reason}" for s in result.skipped]
     if result.failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {' '.join(p for p in (f.dataset, f'x{f.scale}' if f.scale else '', f.model or '') if p)}: {f.message}" for f in result.failures]

@@ -10,14 +10,19 @@ import typer
 HELP = """Measure PSNR/SSIM (Y channel), speed and memory of models on datasets of HR images.
 
 DATASET is a folder of HR images (LR made by bicubic downscaling), an HR_DIR:LR_DIR pair,
-or Set5 / Set14 / BSD68 (also --set). Examples: upscale benchmark --set Set5 -x 2 -x 4 ;
+or Set5 / Set14 / BSD68 (also --set). The standard sets are not shipped: --set NAME is the
+folder NAME inside --data-dir DIR, else $UPSCALE_BENCHMARK_DIR, else shared/datasets/benchmark
+above the current folder. Models whose weights cannot be had offline are skipped, each with
+one line; the exit status is non-zero when something failed or nothing could be measured.
+Examples: upscale benchmark --data-dir ~/sr-sets --set Set5 -x 2 -x 4 ;
 upscale benchmark photos/ -x 4 -m bicubic -m opencv-espcn --degrade jpeg:30 --out report/"""
 DEFAULT_SCALES = [2, 3, 4]
 
 
 def benchmark_command(
     datasets: Optional[List[str]] = typer.Argument(None, metavar="DATASET...", help="HR folders, HR_DIR:LR_DIR pairs, or Set5/Set14/BSD68."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", metavar="NAME", help="A standard set from shared/datasets/benchmark (or $UPSCALE_BENCHMARK_DIR): Set5, Set14, BSD68."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", metavar="NAME", help="A standard set (Set5, Set14, BSD68): the folder NAME inside the data folder (see --data-dir)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help="The folder holding the set folders for --set (DIR/Set5/*.png ...); default $UPSCALE_BENCHMARK_DIR, else shared/datasets/benchmark above the current folder. A folder of your own images is a DATASET instead."),
     scales: Optional[List[int]] = typer.Option(None, "-x", "--scale", min=1, metavar="N", help="Scale (repeatable); default: 2, 3 and 4. 1 = restoration."),
     models: Optional[List[str]] = typer.Option(None, "-m", "--model", metavar="MODEL", help="Model name or weights file (repeatable); default: bicubic, OpenCV and shipped models."),
     all_models: bool = typer.Option(False, "--all", help="Every catalogue model with the scale (downloads what is missing)."),
@@ -27,9 +32,12 @@ def benchmark_command(
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the noise degradation."),
     lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="Also measure LPIPS when the lpips package and its weights are installed."),
 ) -> None:
-    from upscale_cli.benchmark import BenchmarkConfig, named_set, parse_dataset, parse_degradation, run_benchmark, write_report
+    from upscale_cli.benchmark import (BenchmarkConfig, check_data_dir, named_set, parse_dataset, parse_degradation,
+                                       run_benchmark, write_report)
 
-    specs = [parse_dataset(d) for d in datasets or []] + [named_set(s) for s in sets or []]
+    if data_dir is not None:
+        check_data_dir(data_dir)
+    specs = [parse_dataset(d, data_dir) for d in datasets or []] + [named_set(s, data_dir) for s in sets or []]
     config = BenchmarkConfig(
         datasets=tuple(dict.fromkeys(specs)),
         scales=tuple(dict.fromkeys(scales or DEFAULT_SCALES)),
@@ -46,13 +54,16 @@ def benchmark_command(
     with reporter.bar():
         result = run_benchmark(config, on_progress=reporter.progress, on_error=reporter.error)
     print_table(result)
+    for skip in result.skipped:
+        typer.echo(f"skipped x{skip.scale} {skip.model}: {skip.reason}", err=True)
     for note in result.notes:
         typer.echo(note, err=True)
     if out is not None:
         written = write_report(result, out, config)
         typer.echo(f"wrote {len(written)} files to {out} (report.md, results.json, results.csv)", err=True)
-    typer.echo(f"{len(result.records)} results in {result.seconds:.1f} s; {len(result.failures)} failed", err=True)
-    if result.failures:
+    skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
+    typer.echo(f"{len(result.records)} results in {result.seconds:.1f} s; {len(result.failures)} failed{skipped}", err=True)
+    if result.failures or not result.records:
         raise typer.Exit(1)
 
 
