@@ -307,3 +307,44 @@ def test_reproduces_reference(set_name, scale, offline_weights):
         assert abs(record.psnr - psnr) <= PSNR_TOLERANCE, (method, record.psnr, psnr)
         assert abs(record.ssim - ssim) <= SSIM_TOLERANCE, (method, record.ssim, ssim)
         assert math.isfinite(record.seconds)
+
+
+# ------------------------------------------------------------------------------ pictures
+
+
+def _widest_gap(band: np.ndarray) -> int:
+    """Widest run of blank columns between the first and the last inked column of a text band."""
+    inked = (band.min(axis=2) < 160).any(axis=0)
+    columns = np.flatnonzero(inked)
+    runs, run = [], 0
+    for ink in inked[columns[0] : columns[-1] + 1]:
+        run = 0 if ink else run + 1
+        runs.append(run)
+    return max(runs)
+
+
+def test_strip_text_keeps_its_spaces_and_wraps_long_labels():
+    from upscale_cli import report_charts
+
+    tile = np.full((40, 120, 3), 255, np.uint8)
+    strip = report_charts.draw_strip([("crop at", tile)], title="")
+    assert _widest_gap(strip) >= 4  # the tile is blank: only the label inks; "cropat" had a 2 px gap
+    long = report_charts.draw_strip([("my-own-model.safetensors 31.27 dB", tile)])
+    one_line = report_charts.draw_strip([("unet 31.27 dB", tile)])
+    assert long.shape[0] > one_line.shape[0]  # the name and the figure on two lines, not cut
+
+
+def test_chart_labels_overlap_nothing():
+    from upscale_cli import report_charts as rc
+
+    # the x4 cluster of a real run: bicubic and four OpenCV models within 2x in speed and 0.3 dB
+    centres = [(650.0, 174.0), (662.0, 175.0), (703.0, 172.0), (720.0, 181.0), (616.0, 462.0), (624.0, 469.0)]
+    widths = [52, 90, 84, 130, 90, 84]
+    bounds = (34.0, 52.0, 826.0, 528.0)
+    boxes = rc.place_labels(centres, widths, 14, bounds)
+    dots = [(x - rc.POINT_RADIUS, y - rc.POINT_RADIUS, x + rc.POINT_RADIUS, y + rc.POINT_RADIUS) for x, y in centres]
+    for i, box in enumerate(boxes):
+        assert bounds[0] <= box[0] and box[2] <= bounds[2] and bounds[1] <= box[1] and box[3] <= bounds[3]
+        assert not any(rc._overlaps(box, other) for other in boxes[:i] + boxes[i + 1 :] + dots)
+    chart = rc.draw_speed_chart([rc.ChartPoint(f"model-{i}", "Set5", 1 + i, 30 + i / 10) for i in range(6)], "PSNR-Y vs speed, x4")
+    assert chart.shape == (*rc.CHART_SIZE[::-1], 3)
