@@ -151,7 +151,8 @@ def chart_layout(points: list[ChartPoint], font) -> dict:
     legend = max(text_width(g, font) for g in groups) + 3 * GAP + step
     y_ticks = nice_ticks(min(p.quality for p in points), max(p.quality for p in points))
     tick_text = max(text_width(f"{t:g}", font) for t in y_ticks)
-    box = (GAP + tick_text + TICK + GAP, 2 * step + 2 * GAP, width - legend - GAP, height - 2 * step - 2 * GAP)
+    # rows above the plot: the title, the y-axis title, then half a line for the top tick label
+    box = (GAP + tick_text + TICK + GAP, GAP + 2 * step + step // 2 + 4, width - legend - GAP, height - 2 * step - 2 * GAP)
     return {"box": box, "legend_x": box[2] + 2 * GAP, "y_ticks": y_ticks, "groups": groups,
             "x_ticks": log_ticks(min(p.speed for p in points), max(p.speed for p in points))}
 
@@ -175,7 +176,7 @@ def draw_speed_chart(points: list[ChartPoint], title: str = "") -> np.ndarray:
     _draw_axes(draw, font, box, [(to_px(t, y_ticks[0])[0], _label(t)) for t in x_ticks],
                [(to_px(x_ticks[0], t)[1], f"{t:g}") for t in y_ticks])
     draw_text(draw, (box[0], GAP), title, font, INK)
-    draw_text(draw, (GAP, box[1] - step - 2), "PSNR-Y (dB)", font, INK)
+    draw_text(draw, (GAP, GAP + step), "PSNR-Y (dB)", font, INK)
     x_title = "output megapixels per second (log scale)"
     draw_text(draw, ((box[0] + box[2] - text_width(x_title, font)) / 2, CHART_SIZE[1] - step - GAP), x_title, font, INK)
     centres = [to_px(p.speed, p.quality) for p in points]
