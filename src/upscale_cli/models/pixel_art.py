@@ -125,10 +125,13 @@ class PixelArt(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        # in_channels=4: colour and alpha come in together, so alpha takes the colour's decisions
+        # (an RGB image gets an opaque alpha from the engine, which changes no decision).
         # Whole image in one pass, like the interpolation models: it is cheap and exact.
-        # supports_half=False: float16 would merge distinct 16-bit colours before comparing them.
+        # No float16/bfloat16: they would merge distinct colours (16-bit, or 8-bit in bfloat16) before comparing.
         # receptive_field: each pass reads 1 pixel around each pixel of its own input (< 2 input pixels in all).
-        self.info = ModelInfo(scale=None, tileable=False, supports_half=False, receptive_field=RECEPTIVE_FIELD)
+        self.info = ModelInfo(scale=None, in_channels=4, tileable=False, supports_half=False, supports_bf16=False,
+                              receptive_field=RECEPTIVE_FIELD)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # (B, C, H, W) -> (B, C, h, w)
         return upscale_pixel_art(x, (int(size[0]), int(size[1])))
