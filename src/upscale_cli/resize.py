@@ -5,9 +5,16 @@ Pillow's antialiased filters are the reference of the SR evaluation protocol, so
 fit-single consistency loss all use this one implementation. It is separable and
 differentiable: each axis is a gather of K taps with per-output weights, which keeps
 memory at a few copies of the output rather than a dense (out x in) matrix.
+
+Speed: the axis being resized is moved to the front first, so each tap gathers whole
+contiguous rows (a gather along the last axis is several times slower), and the taps of
+an (in, out, method) triple are computed once per process (a folder of same-size images
+reuses them). The arithmetic, and so every output value, is the same as the plain
+per-tap sum: float32 multiply, then add, tap after tap.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -31,6 +38,7 @@ def _filter(name: str, x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown filter {name!r}")
 
 
+@functools.lru_cache(maxsize=64)
 def _axis_taps(in_size: int, out_size: int, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (out, K) and normalised weights (out, K) for one axis, as Pillow computes them."""
     scale = in_size / out_size
@@ -56,16 +64,14 @@ def _resize_axis(x: torch.Tensor, out_size: int, dim: int, method: str) -> torch
         return x.index_select(dim, src.clamp(max=in_size - 1).long().to(x.device))
     idx, weights = _axis_taps(in_size, out_size, method)
     idx, weights = idx.to(x.device), weights.to(device=x.device, dtype=x.dtype)
-    shape = [1] * x.dim()
-    shape[dim] = out_size
+    used = [k for k in range(idx.shape[1]) if bool(weights[:, k].any())]
+    rows = x.movedim(dim, 0).contiguous()  # (in, ...): each tap gathers whole rows
+    shape = (out_size,) + (1,) * (x.dim() - 1)
     out = None
-    for k in range(idx.shape[1]):
-        w = weights[:, k]
-        if not bool(w.any()):
-            continue
-        term = x.index_select(dim, idx[:, k]) * w.reshape(shape)
+    for k in used:
+        term = rows.index_select(0, idx[:, k]) * weights[:, k].reshape(shape)
         out = term if out is None else out.add_(term)
-    return out
+    return out.movedim(0, dim)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], method: str = "bicubic", clamp: bool = True) -> torch.Tensor:
