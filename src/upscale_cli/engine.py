@@ -25,7 +25,7 @@ from upscale_cli.resize import resize
 DEFAULT_MODEL = "unet"
 MAX_PASSES = 4  # x2^4 = x16 is as far as repeated passes go before the final resize
 FINAL_RESIZE = "bicubic"  # antialiased when shrinking after an overshooting pass
-ALPHA_MODES = ("bicubic", "model")
+ALPHA_MODES = ("auto", "bicubic", "model")  # auto: through any-size models (nearest stays nearest), else bicubic
 BYTES_PER_INPUT_PIXEL = 4096  # rough peak activation memory of our models per input pixel (float32)
 # Largest output written by default: about 21 bytes of RAM per output pixel are needed (the float32
 # accumulator, 8-bit planes, the encoder), so 500 MP needs about 11 GB. --max-output-pixels changes it.
@@ -45,7 +45,7 @@ class UpscaleConfig:
     half: bool = False
     tile: int = 0  # input pixels; 0 = chosen from free memory
     tile_overlap: int | None = None  # input pixels; None = from the model's receptive field
-    alpha: str = "bicubic"
+    alpha: str = "auto"
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS  # 0 = no limit
 
     def __post_init__(self) -> None:
@@ -122,7 +122,6 @@ class Upscaler:
         self._progress = progress
         self._models: dict[int | None, nn.Module] = {}
         self.notes: list[str] = []  # things the user may want to know (e.g. --half ignored)
-        self.default_scale = float(max(self.spec.scales)) if self.spec.scales else 4.0
 
     # -- models ---------------------------------------------------------------
     def model(self, native_scale: int | None) -> nn.Module:
@@ -145,6 +144,12 @@ class Upscaler:
             if note not in self.notes:
                 self.notes.append(note)
         return dtype
+
+    @property
+    def default_scale(self) -> float:
+        """The scale without -x: the model's largest native scale (a weights file's own), else 4."""
+        scales = self.native_scales()
+        return float(max(scales)) if scales else 4.0
 
     def native_scales(self) -> tuple[int, ...]:
         """Native scales of the model; for a user's own weights file, the file's scale."""
@@ -248,19 +253,45 @@ class Upscaler:
                     self.notes.append(note)
 
     def upscale_image(self, image, on_tile: TileCallback | None = None):
-        """DecodedImage -> DecodedImage at the target size; alpha upscaled too, colour kept from bleeding."""
+        """DecodedImage -> DecodedImage at the target size; alpha upscaled too, colour kept from bleeding.
+
+        A model that takes RGBA (pixel-art, some community models) gets colour and alpha together.
+        Otherwise alpha follows --alpha: `auto` runs it through any-size models (interpolation:
+        nearest keeps hard alpha edges) and resizes it bicubic for the others; `model` runs it
+        through the model too; `bicubic` always resizes it.
+        """
         size = self.target_size(image.height, image.width)
+        if image.alpha is not None and self._info().in_channels == 4:
+            return self._upscale_rgba(image, size, on_tile)
         pixels = image.pixels
         if image.alpha is not None:
             pixels = fill_transparent(pixels, image.alpha)
         out = self.upscale_tensor(pixels, on_tile, size=size)
         alpha = None
         if image.alpha is not None:
-            if self.config.alpha == "model":
+            if self._alpha_through_model():
                 alpha = self.upscale_tensor(image.alpha, on_tile, size=size)
             else:
                 alpha = resize(image.alpha, size, "bicubic")
         return image.replace(pixels=out, alpha=alpha)
+
+    def _info(self):
+        """The description of the model this run uses (its first native scale)."""
+        scales = self.native_scales()
+        return self.model(max(scales) if scales else None).info
+
+    def _alpha_through_model(self) -> bool:
+        if self.config.alpha == "auto":
+            return self._info().scale is None
+        return self.config.alpha == "model"
+
+    def _upscale_rgba(self, image, size: tuple[int, int], on_tile: TileCallback | None):
+        """Colour and alpha through an RGBA model in one go (grey colour as three equal planes)."""
+        grey = image.pixels.shape[1] == 1
+        colour = image.pixels.expand(-1, 3, -1, -1) if grey else image.pixels
+        out = self.upscale_tensor(torch.cat([colour, image.alpha], dim=1), on_tile, size=size)
+        pixels = out[:, :3].mean(dim=1, keepdim=True) if grey else out[:, :3]
+        return image.replace(pixels=pixels.contiguous(), alpha=out[:, 3:4].contiguous())
 
 
 def cpu_has_native_bf16() -> bool:

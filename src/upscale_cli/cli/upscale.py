@@ -30,7 +30,7 @@ def upscale_command(
     tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in input pixels (default from the model)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse inputs with more pixels than this (decompression-bomb guard; default 178956970, 0 = no limit)."),
     max_output_pixels: Optional[int] = typer.Option(None, "--max-output-pixels", help="Refuse outputs with more pixels than this, before any work (default 500 MP, about 11 GB of RAM; 0 = no limit)."),
-    alpha: str = typer.Option("bicubic", "--alpha", help="How to upscale transparency: bicubic or model."),
+    alpha: str = typer.Option("auto", "--alpha", help="Transparency: auto (nearest/pixel-art keep hard edges, else bicubic), bicubic or model."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     restore: bool = typer.Option(False, "--restore", help="Repair JPEG artifacts and noise first (`upscale restore`), then upscale."),

@@ -23,7 +23,10 @@ MEASURED_CONTEXT = {
     "SwinIR": 32,
     "HAT": 32,
     "DAT": 32,
-    "SPAN": 8,  # six 3-layer blocks of 3x3 convs plus head/tail: exact field 21, effective ~8
+}
+# Conv nets whose receptive field is small and exact: tiled output then equals untiled.
+EXACT_FIELD = {
+    "SPAN": 21,  # a 3x3 head, six blocks of three 3x3 convs, a 3x3 conv and the 3x3 upsampler conv
 }
 DEFAULT_CONTEXT = 32
 _TILING = {"SUPPORTED": TILING_SUPPORTED, "DISCOURAGED": TILING_DISCOURAGED, "INTERNAL": TILING_INTERNAL}
@@ -64,7 +67,7 @@ def describe(descriptor) -> ModelInfo:
     if arch == "Compact" and hasattr(descriptor.model, "num_conv"):
         context = compact_receptive_field(int(descriptor.model.num_conv))
     else:
-        context = MEASURED_CONTEXT.get(arch, DEFAULT_CONTEXT)
+        context = EXACT_FIELD.get(arch) or MEASURED_CONTEXT.get(arch, DEFAULT_CONTEXT)
     return ModelInfo(
         scale=int(descriptor.scale),
         in_channels=int(descriptor.input_channels),
