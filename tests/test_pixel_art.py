@@ -135,3 +135,22 @@ def test_cli_upscales_a_sprite(tmp_path, factor):
     expected = upscale_pixel_art(x, (8 * factor, 8 * factor))
     assert written.shape == (8 * factor, 8 * factor, 3)
     assert np.array_equal(written, (expected[0].permute(1, 2, 0) * 255).round().byte().numpy())
+
+
+def test_cli_rgba_sprite_keeps_hard_alpha_and_its_palette(tmp_path):
+    from upscale_cli.cli import app
+
+    palette = np.array([[0, 0, 0, 0], [250, 200, 60, 255], [30, 30, 90, 255], [200, 40, 40, 255]], dtype=np.uint8)
+    index = np.zeros((12, 12), dtype=int)
+    index[2:10, 3:9] = 1
+    index[4, 4] = index[4, 7] = 2
+    np.fill_diagonal(index, 3)
+    path, out = tmp_path / "sprite.png", tmp_path / "big.png"
+    Image.fromarray(palette[index], "RGBA").save(path)
+    result = CliRunner().invoke(app, [str(path), "-x", "4", "-m", "pixel-art", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    written = np.asarray(Image.open(out).convert("RGBA"))
+    x = torch.from_numpy(palette[index]).permute(2, 0, 1)[None].float() / 255
+    expected = (upscale_pixel_art(x, (48, 48))[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    assert np.array_equal(written, expected)  # alpha took the colour's decisions; nothing blurred
+    assert set(np.unique(written[..., 3])) == {0, 255}
