@@ -158,3 +158,32 @@ def test_collision_message_names_both_inputs_and_fits_the_output_kind(tmp_path):
     other = ({"a.png", "a.jpg"} - {failed.source.path.name}).pop()
     assert str(failed.source.path) in failed.skip_reason and other in failed.skip_reason
     assert "use -o with a folder" not in failed.skip_reason
+
+
+def test_shards_are_disjoint_complete_and_stable(tmp_path):
+    """--shard K/N: by the path relative to the folder argument, so every machine (the folder
+    mounted anywhere) takes the same part, parts never overlap, and together they are everything."""
+    from upscale_cli.batch import in_shard, parse_shard, select_shard, shard_key
+
+    names = [f"d{i % 3}/img{i:03d}.png" for i in range(60)]
+    for name in names:
+        _touch(tmp_path / "a" / "in" / name)
+        _touch(tmp_path / "b" / "mount" / name)
+    here = plan_jobs(expand_inputs([str(tmp_path / "a" / "in")], recursive=True), str(tmp_path / "out"), "x2")
+    there = plan_jobs(expand_inputs([str(tmp_path / "b" / "mount")], recursive=True), str(tmp_path / "o2"), "x2")
+    parts = [select_shard(here, (k, 4)) for k in range(4)]
+    keys = [[shard_key(job.source) for job in part] for part in parts]
+    assert sorted(sum(keys, [])) == sorted(names)  # complete, and disjoint (no key twice)
+    assert all(5 <= len(part) <= 25 for part in parts)  # roughly even
+    for k in range(4):  # the same files wherever the folder is
+        assert [shard_key(j.source) for j in select_shard(there, (k, 4))] == keys[k]
+    assert select_shard(here, None) == here
+    assert select_shard(here, (0, 1)) == here
+    _touch(tmp_path / "a" / "in" / "new.png")  # a new file moves no other
+    grown = plan_jobs(expand_inputs([str(tmp_path / "a" / "in")], recursive=True), str(tmp_path / "out"), "x2")
+    assert [shard_key(j.source) for j in select_shard(grown, (1, 4)) if j.source.path.name != "new.png"] == keys[1]
+    assert parse_shard("2/8") == (2, 8) and parse_shard(" 0 / 1 ") == (0, 1)
+    for bad in ("8/8", "1", "a/b", "-1/3", "1/0", ""):
+        with pytest.raises(UsageError, match="--shard"):
+            parse_shard(bad)
+    assert in_shard(Source(None), (0, 1))

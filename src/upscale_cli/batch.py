@@ -7,11 +7,14 @@ the target of a write.
 from __future__ import annotations
 
 import glob
+import hashlib
 import re
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from upscale_cli.errors import InputNotFoundError, UpscaleError, UsageError
 
@@ -261,10 +264,65 @@ class WriteOptions:
     format: str | None = None
     quality: int | None = None
     max_pixels: int | None = None  # inputs over this are refused unread; 0 = no limit; None = the default
+    png_compression: int | None = None  # PNG zlib level 0-9; None = images.DEFAULT_PNG_COMPRESSION
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels < 0:
             raise UsageError(f"--max-pixels must be 0 (no limit) or a number of pixels, not {self.max_pixels}")
+        if self.png_compression is not None and not 0 <= self.png_compression <= 9:
+            raise UsageError(f"--png-compression must be 0 (fastest, largest) to 9 (slowest, smallest), "
+                             f"not {self.png_compression}")
+
+
+# ------------------------------------------------------------------ sharding
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 0 <= K < N: this run takes shard K of N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not match:
+        raise UsageError(f"--shard takes K/N (this run's part K of N parts, K from 0 to N-1), not {text!r}")
+    index, count = int(match[1]), int(match[2])
+    if count < 1 or index >= count:
+        raise UsageError(f"--shard {text}: K must be 0 to N-1 and N at least 1")
+    return index, count
+
+
+def shard_key(source: Source) -> str:
+    """What decides a file's shard: its path relative to the folder argument it was found under
+    (the same on every machine that mounts the folder elsewhere), else the path as given."""
+    if source.path is None:
+        return STDIO
+    if source.root is not None:
+        return source.path.relative_to(source.root).as_posix()
+    return source.path.as_posix()
+
+
+def in_shard(source: Source, shard: tuple[int, int]) -> bool:
+    """Stable: the same file is in the same shard on every run, machine and Python (a sha1 of
+    its key, not hash()), and adding files to the folder never moves the others."""
+    index, count = shard
+    digest = hashlib.sha1(shard_key(source).encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+def select_shard(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
+    """The jobs of one shard. Planned over every input first, so each shard decides collisions,
+    skips and names exactly as an unsharded run would."""
+    if shard is None:
+        return jobs
+    return [job for job in jobs if in_shard(job.source, shard)]
+
+
+# ------------------------------------------------------------------ running
+
+# The pipeline: one thread decodes the next images while the model runs on the caller's
+# thread, and writer threads encode and write finished ones. Bounded so that memory stays a
+# few images: READ_AHEAD decoded inputs wait at most, WRITE_BEHIND finished outputs wait at
+# most, and an output over BIG_OUTPUT_PIXELS is written before the next image is converted.
+READ_AHEAD = 2
+WRITE_BEHIND = 2
+WRITER_THREADS = 2  # encoding (zlib) and fsync release the GIL: two writes overlap
+BIG_OUTPUT_PIXELS = 16_000_000
 
 
 def _read_source(source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):
@@ -280,7 +338,7 @@ def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callabl
 
     if job.output is None:
         fmt = job.format or images.writable_format(image.source_format or "") or images.FALLBACK_FORMAT
-        stdout_writer(images.encode_image(image, fmt.lower(), options.quality))
+        stdout_writer(images.encode_image(image, fmt.lower(), options.quality, options.png_compression))
         return
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
@@ -288,32 +346,116 @@ def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callabl
         from upscale_cli.errors import ImageWriteError
 
         raise ImageWriteError(f"cannot create folder {job.output.parent}: {err.strerror}", path=job.output) from None
-    images.write_image(image, job.output, format=job.format, quality=options.quality)
+    images.write_image(image, job.output, format=job.format, quality=options.quality,
+                       png_compression=options.png_compression)
+
+
+def _failed(job: Job, err: BaseException, seconds: float) -> JobResult:
+    """Any failure of one file as its failed JobResult, one line naming the file."""
+    output = None if job.output is None else str(job.output)
+    if isinstance(err, UpscaleError):
+        if err.path is None:
+            err.path = job.source.label
+        message = str(err)
+    elif isinstance(err, MemoryError):
+        message = f"{job.source.label}: out of memory; try a smaller --tile"
+    else:
+        message = f"{job.source.label}: unexpected error ({type(err).__name__}: {err})"
+    return JobResult(job.source.label, output, "failed", seconds, message)
+
+
+def _planned_result(job: Job) -> JobResult:
+    """A job planning already decided: skipped (an existing output's dead temp files tidied) or failed."""
+    status, _, reason = job.skip_reason.partition(":")
+    if status == "skipped" and job.output is not None:  # an existing output is kept: still tidy
+        from upscale_cli import images  # what a killed earlier run left beside it
+
+        images.remove_dead_leftovers(job.output)
+    return JobResult(job.source.label, None if job.output is None else str(job.output), status, error=reason)
+
+
+def _timed(fn: Callable, *args):
+    """(value, seconds, None) or (None, seconds, exception): a file's failure never escapes a thread."""
+    start = time.perf_counter()
+    try:
+        value = fn(*args)
+    except Exception as err:  # KeyboardInterrupt and the like are not one file's failure
+        return None, time.perf_counter() - start, err
+    return value, time.perf_counter() - start, None
 
 
 def run_job(job: Job, convert: Callable, options: WriteOptions,
             stdin_reader: Callable[[], bytes], stdout_writer: Callable[[bytes], None]) -> JobResult:
     """Read, convert, write one job; every failure ends as a failed JobResult, never an exception."""
-    output = None if job.output is None else str(job.output)
-    if job.skip_reason:
-        status, _, reason = job.skip_reason.partition(":")
-        if status == "skipped" and job.output is not None:  # an existing output is kept: still tidy
-            from upscale_cli import images  # what a killed earlier run left beside it
+    return next(iter(run_jobs([job], lambda _, image: convert(image), options, stdin_reader, stdout_writer)))[1]
 
-            images.remove_dead_leftovers(job.output)
-        return JobResult(job.source.label, output, status, error=reason)
-    start = time.perf_counter()
+
+def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_reader: Callable[[], bytes],
+             stdout_writer: Callable[[bytes], None]) -> Iterator[tuple[int, JobResult]]:
+    """Run every job: decoding ahead and writing behind `convert(index, image)`, which runs on the
+    caller's thread (the model and its progress callbacks stay there). Yields (index, JobResult) in
+    input order, each as soon as it and all before it are done. Each file fails alone. On an
+    interruption, writes already started finish (each is atomic) and nothing queued starts."""
+    readers = ThreadPoolExecutor(1, thread_name_prefix="upscale-read")
+    writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="upscale-write")
+    reads: dict[int, Future] = {}
+    slots: deque[_Slot] = deque()  # in input order, done or being written
     try:
-        image = _read_source(job.source, options.max_pixels, stdin_reader)
-        _write_result(convert(image), job, options, stdout_writer)
-    except UpscaleError as err:
-        if err.path is None:
-            err.path = job.source.label
-        return JobResult(job.source.label, output, "failed", time.perf_counter() - start, str(err))
-    except MemoryError:
-        return JobResult(job.source.label, output, "failed", time.perf_counter() - start,
-                         f"{job.source.label}: out of memory; try a smaller --tile")
-    except Exception as err:  # one bad file must never stop the batch
-        message = f"{job.source.label}: unexpected error ({type(err).__name__}: {err})"
-        return JobResult(job.source.label, output, "failed", time.perf_counter() - start, message)
-    return JobResult(job.source.label, output, "ok", time.perf_counter() - start)
+        for index, job in enumerate(jobs):
+            _read_ahead(jobs, index, reads, readers, options, stdin_reader)
+            slot = _convert_one(index, job, reads.pop(index, None), convert, options, writers, stdout_writer)
+            slots.append(slot)
+            while slots and (slots[0].ready() or slot.big or sum(not s.ready() for s in slots) > WRITE_BEHIND):
+                yield slots.popleft().finish()
+        while slots:
+            yield slots.popleft().finish()
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Slot:
+    """One job's place in the output order: its result, or the write that will give it."""
+
+    index: int
+    job: Job
+    result: JobResult | None = None
+    seconds: float = 0.0  # reading and converting, before the write
+    write: Future | None = None
+    big: bool = False  # an output large enough to be written before anything else is converted
+
+    def ready(self) -> bool:
+        return self.write is None or self.write.done()
+
+    def finish(self) -> tuple[int, JobResult]:
+        if self.write is not None:
+            _, write_s, err = self.write.result()
+            output = None if self.job.output is None else str(self.job.output)
+            self.result = (_failed(self.job, err, self.seconds + write_s) if err is not None else
+                           JobResult(self.job.source.label, output, "ok", self.seconds + write_s))
+        return self.index, self.result
+
+
+def _read_ahead(jobs: list[Job], index: int, reads: dict, pool: ThreadPoolExecutor, options: WriteOptions,
+                stdin_reader: Callable[[], bytes]) -> None:
+    """Keep the decodes of this job and of the next READ_AHEAD jobs submitted (skipped ones need none)."""
+    for ahead in range(index, min(len(jobs), index + READ_AHEAD + 1)):
+        if ahead not in reads and not jobs[ahead].skip_reason:
+            reads[ahead] = pool.submit(_timed, _read_source, jobs[ahead].source, options.max_pixels, stdin_reader)
+
+
+def _convert_one(index: int, job: Job, read: Future | None, convert: Callable, options: WriteOptions,
+                 writers: ThreadPoolExecutor, stdout_writer: Callable[[bytes], None]) -> _Slot:
+    if job.skip_reason:
+        return _Slot(index, job, _planned_result(job))
+    image, read_s, err = read.result()
+    if err is not None:
+        return _Slot(index, job, _failed(job, err, read_s))
+    out, convert_s, err = _timed(convert, index, image)
+    del image  # the decoded input is not held while the output waits to be written
+    if err is not None:
+        return _Slot(index, job, _failed(job, err, read_s + convert_s))
+    write = writers.submit(_timed, _write_result, out, job, options, stdout_writer)
+    return _Slot(index, job, seconds=read_s + convert_s, write=write,
+                 big=out.width * out.height > BIG_OUTPUT_PIXELS)

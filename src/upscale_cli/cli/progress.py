@@ -34,18 +34,19 @@ class BatchReporter:
         self._tile_task = None
 
     def run(self, jobs, upscaler, options) -> list:
-        from upscale_cli.batch import run_job
+        """Run the jobs through batch.run_jobs (decoding ahead, writing behind the model) and report
+        each file in input order as soon as it and those before it are done."""
+        from upscale_cli.batch import run_jobs
 
+        # what each file's report adds: what planning chose (an output format), the model that ran
+        per_files = [{"notes": list(job.notes)} for job in jobs]
         results = []
         with self._bar() as bar:
             file_task = bar.add_task("files", total=len(jobs)) if bar else None
-            for job in jobs:
-                # what this file's report adds: what planning chose (an output format), the model that ran
-                per_file: dict = {"notes": list(job.notes)}
-                result = run_job(job, lambda image: self._convert(upscaler, image, per_file, options),
-                                 options, _read_stdin, _write_stdout)
+            convert = lambda index, image: self._convert(upscaler, image, per_files[index], options)  # noqa: E731
+            for index, result in run_jobs(jobs, convert, options, _read_stdin, _write_stdout):
                 results.append(result)
-                self._report(result, per_file, quiet_skip=job.source.ignored is not None)
+                self._report(result, per_files[index], quiet_skip=jobs[index].source.ignored is not None)
                 if bar:
                     bar.advance(file_task)
         self._summary(results)
@@ -57,6 +58,9 @@ class BatchReporter:
         per_file["notes"] += image.notes
         if hasattr(upscaler, "model_for"):
             per_file["model"] = upscaler.model_for(image)
+        found = upscaler.found_for(image) if hasattr(upscaler, "found_for") else None
+        if found:  # restore --task auto: what it found in this file (JPEG quality, noise) and what it ran
+            per_file["found"] = found
         if hasattr(upscaler, "passes_for"):  # the model's native passes (x8 = [4, 2]) before any final resize
             per_file["passes"] = list(upscaler.passes_for(image.height, image.width))
             self._warn_unreadable_output(upscaler.target_size(image.height, image.width), per_file, options)
@@ -112,7 +116,9 @@ class BatchReporter:
             arrow = result.output or "<stdout>"
             detail = f"{result.seconds:.2f}s" if result.status == "ok" else f"skipped: {result.error}"
             ran = per_file.get("model")
-            if result.status == "ok" and ran and ran != self.record.get("model"):
+            if result.status == "ok" and per_file.get("found"):
+                detail += f", {per_file['found']['summary']}"  # what was found and what ran
+            elif result.status == "ok" and ran and ran != self.record.get("model"):
                 detail += f", {ran}"  # the batch's model was not the one that ran
             for note in per_file.get("notes", ()):
                 detail += f"; note: {note}"

@@ -23,6 +23,8 @@ def upscale_command(
     height: Optional[int] = typer.Option(None, "--height", help="Output height in pixels."),
     fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp, tiff or bmp. Default: -o's extension, else the input's format (GIF: png)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
+    png_compression: Optional[int] = typer.Option(None, "--png-compression", help="PNG zlib level: 0 fastest, 9 smallest files (default 1: about 6x faster than 6, files about 17% larger)."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Take part K (0 to N-1) of N: a stable 1/N of the inputs by relative path, for N machines or array-job tasks."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never replaced)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     half: bool = typer.Option(False, "--half", help="float16 on a GPU where the model supports it."),
@@ -35,18 +37,20 @@ def upscale_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     restore: bool = typer.Option(False, "--restore", help="Repair JPEG artifacts and noise first (`upscale restore`), then upscale."),
 ) -> None:
-    from upscale_cli.batch import WriteOptions, check_output_options, expand_inputs, plan_jobs, scale_tag
+    from upscale_cli.batch import (WriteOptions, check_output_options, expand_inputs, parse_shard, plan_jobs,
+                                   scale_tag, select_shard)
     from upscale_cli.engine import UpscaleConfig, Upscaler
 
     check_output_options(fmt, as_json, output)
-    options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels)
+    options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels, png_compression=png_compression)
+    part = parse_shard(shard) if shard is not None else None
     config = UpscaleConfig(model=model, scale=scale, width=width, height=height, device=device, half=half,
                            tile=tile, tile_overlap=tile_overlap, alpha=alpha,
                            **({} if max_output_pixels is None else {"max_output_pixels": max_output_pixels}))
     sources = expand_inputs(paths, recursive=recursive)
     upscaler = Upscaler(config, progress=not quiet)
     tag = scale_tag(scale, width, height, upscaler.default_scale)
-    jobs = plan_jobs(sources, output, tag, fmt, overwrite)
+    jobs = select_shard(plan_jobs(sources, output, tag, fmt, overwrite), part)
     upscaler.prepare()
     size_given = width is not None or height is not None
     record = {"model": model, "scale": None if size_given else scale if scale is not None else upscaler.default_scale}

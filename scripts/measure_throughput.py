@@ -1,0 +1,218 @@
+"""Measure where the time of a folder upscale goes, and compare it with what the work needs.
+
+    python scripts/measure_throughput.py make unet40 /tmp/tp/unet40       # 40 PNGs of 256x256 (BSDS400 crops)
+    python scripts/measure_throughput.py make small10k /tmp/tp/small10k   # 10,000 PNGs of 64x48 in 10 subfolders
+    python scripts/measure_throughput.py make small100 /tmp/tp/small100   # 100 PNGs of 128x128
+    python scripts/measure_throughput.py run /tmp/tp/unet40 -- -x 4 -m unet
+    python scripts/measure_throughput.py run /tmp/tp/small10k --pillow nearest -- -r -x 2 -m nearest
+    python scripts/measure_throughput.py versus /tmp/tp/small100 -- -x 4 -m bicubic :: -x 4 -m nearest
+
+`run` reports, for one folder and one set of `upscale` options, in one run: the whole command
+(wall time of a fresh process, images/s, output MP/s), its start-up (`upscale --version`: Python,
+Typer, no torch) and the parts measured in this process: model load, decode (images.read_image),
+model only (Upscaler.upscale_tensor, or the bare forward of `--forward`), encode (images.encode_image
+at the default settings). `--pillow METHOD` adds a plain one-process Pillow loop (open, resize,
+save at Pillow's defaults) as a baseline; `--rounds N` alternates the whole command with its baselines
+N times, so machine load hits both alike. Outputs go to a temporary folder that is removed.
+`versus` times two option sets on the same folder, alternating. Every table carries `uptime`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+BSDS = ROOT.parent / "shared" / "datasets" / "train" / "BSDS400"
+SETS = {  # name: (count, width, height, subfolders)
+    "unet40": (40, 256, 256, 0),
+    "small10k": (10_000, 64, 48, 10),
+    "small100": (100, 128, 128, 0),
+}
+
+
+def make_set(name: str, out: Path) -> None:
+    """Crops of BSDS400 photos (natural content compresses like real files; noise would not)."""
+    count, width, height, subfolders = SETS[name]
+    sources = sorted(BSDS.glob("*.jpg"))
+    if not sources:
+        sys.exit(f"no images in {BSDS}")
+    out.mkdir(parents=True, exist_ok=True)
+    photos = [Image.open(p).convert("RGB") for p in sources[: min(len(sources), 40)]]
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        left = (i * 37) % (photo.width - width)
+        top = (i * 53) % (photo.height - height)
+        folder = out / f"d{i % subfolders:02d}" if subfolders else out
+        folder.mkdir(exist_ok=True)
+        photo.crop((left, top, left + width, top + height)).save(folder / f"img{i:05d}.png")
+    print(f"{count} PNGs of {width}x{height} in {out}")
+
+
+def images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.png") if p.is_file())
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def time_command(folder: Path, options: list[str]) -> tuple[float, Path]:
+    """Wall time of `upscale FOLDER -o TMP -q OPTIONS` in a fresh process."""
+    out = Path(tempfile.mkdtemp(prefix="tp-out-"))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "upscale_cli", str(folder), "-o", str(out), "-q", *options])
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"upscale exited {done.returncode}")
+    return seconds, out
+
+
+def time_startup() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "upscale_cli", "--version"], capture_output=True, check=True)
+    return time.perf_counter() - start
+
+
+def time_pillow_loop(paths: list[Path], folder: Path, factor: int, method: str) -> float:
+    """The plain baseline: open, resize, save (Pillow's defaults), one process, one thread."""
+    filters = {"nearest": Image.NEAREST, "bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR,
+               "lanczos": Image.LANCZOS}
+    out = Path(tempfile.mkdtemp(prefix="tp-pil-"))
+    start = time.perf_counter()
+    for path in paths:
+        target = out / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as im:
+            im.resize((im.width * factor, im.height * factor), filters[method]).save(target)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out)
+    return seconds
+
+
+def parts(paths: list[Path], options: list[str], forward: bool) -> dict:
+    """Model load, decode, model-only and encode times of the same images, in this process."""
+    import torch
+
+    from upscale_cli import images
+    from upscale_cli.engine import UpscaleConfig, Upscaler
+
+    model, scale = _option(options, ("-m", "--model"), "unet"), float(_option(options, ("-x", "--scale"), "4"))
+    start = time.perf_counter()
+    upscaler = Upscaler(UpscaleConfig(model=model, scale=scale), progress=False)
+    upscaler.prepare()
+    load = time.perf_counter() - start
+    start = time.perf_counter()
+    decoded = [images.read_image(p) for p in paths]
+    decode = time.perf_counter() - start
+    start = time.perf_counter()
+    with torch.no_grad():
+        if forward:  # the bare forward passes, as the issue measured them
+            net = upscaler.model(int(scale))
+            outs = [net(d.pixels) for d in decoded]
+        else:
+            outs = [upscaler.upscale_tensor(d.pixels) for d in decoded]
+    model_s = time.perf_counter() - start
+    results = [d.replace(pixels=o, alpha=None) for d, o in zip(decoded, outs)]
+    start = time.perf_counter()
+    sizes = [len(images.encode_image(r, "png")) for r in results]
+    encode = time.perf_counter() - start
+    megapixels = sum(r.width * r.height for r in results) / 1e6
+    return {"load": load, "decode": decode, "model": model_s, "encode": encode, "mp": megapixels,
+            "bytes": sum(sizes)}
+
+
+def _option(options: list[str], names: tuple[str, ...], default: str) -> str:
+    for i, value in enumerate(options[:-1]):
+        if value in names:
+            return options[i + 1]
+    return default
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    folder = Path(args.folder)
+    paths = images_in(folder)
+    print(f"# {len(paths)} images in {folder}; upscale {' '.join(args.options)}; torch threads "
+          f"{torch.get_num_threads()}; {uptime()}")
+    commands, pillow = [], []
+    measured = parts(paths, args.options, args.forward)
+    for _ in range(args.rounds):
+        seconds, out = time_command(folder, args.options)
+        shutil.rmtree(out)
+        commands.append(seconds)
+        if args.pillow:
+            factor = int(float(_option(args.options, ("-x", "--scale"), "4")))
+            pillow.append(time_pillow_loop(paths, folder, factor, args.pillow))
+    startup = time_startup()
+    whole = statistics.median(commands)
+    print("| part | seconds | note |\n|---|---|---|")
+    print(f"| whole command | {whole:.2f} | {len(paths) / whole:.1f} images/s, {measured['mp'] / whole:.2f} output MP/s; "
+          f"runs {', '.join(f'{c:.2f}' for c in commands)} |")
+    print(f"| start-up (`upscale --version`) | {startup:.2f} | |")
+    print(f"| model load | {measured['load']:.2f} | |")
+    print(f"| decode | {measured['decode']:.2f} | images.read_image |")
+    label = "bare forward" if args.forward else "Upscaler.upscale_tensor"
+    print(f"| model only | {measured['model']:.2f} | {label}; whole / model = {whole / measured['model']:.2f}x |")
+    print(f"| encode (PNG, default level) | {measured['encode']:.2f} | {measured['bytes'] / 1e6:.1f} MB |")
+    if pillow:
+        base = statistics.median(pillow)
+        print(f"| Pillow loop ({args.pillow}) | {base:.2f} | runs {', '.join(f'{p:.2f}' for p in pillow)}; "
+              f"whole / Pillow = {whole / base:.2f}x |")
+    print(f"# after: {uptime()}")
+
+
+def versus(args: argparse.Namespace) -> None:
+    if "::" not in args.options:
+        sys.exit("versus needs two option sets separated by ::")
+    cut = args.options.index("::")
+    sets = [args.options[:cut], args.options[cut + 1 :]]
+    folder = Path(args.folder)
+    print(f"# {len(images_in(folder))} images in {folder}; {uptime()}")
+    times: list[list[float]] = [[], []]
+    for _ in range(args.rounds):
+        for i, options in enumerate(sets):
+            seconds, out = time_command(folder, options)
+            shutil.rmtree(out)
+            times[i].append(seconds)
+    a, b = (statistics.median(t) for t in times)
+    for options, t in zip(sets, times):
+        print(f"| upscale {' '.join(options)} | {statistics.median(t):.2f} s | runs {', '.join(f'{x:.2f}' for x in t)} |")
+    print(f"ratio first / second = {a / b:.2f}x; after: {uptime()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    make = sub.add_parser("make")
+    make.add_argument("set", choices=sorted(SETS))
+    make.add_argument("out")
+    for name in ("run", "versus"):
+        p = sub.add_parser(name)
+        p.add_argument("folder")
+        p.add_argument("--rounds", type=int, default=2)
+        p.add_argument("--pillow", default=None, help="also time a plain Pillow loop with this filter")
+        p.add_argument("--forward", action="store_true", help="model only = the bare forward passes")
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.options = argv[cut + 1 :]
+    if args.what == "make":
+        make_set(args.set, Path(args.out))
+    else:
+        (run if args.what == "run" else versus)(args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,156 @@
+"""batch.run_jobs: decoding ahead and writing behind the model, in input order, each file alone,
+bounded memory, and Ctrl-C leaving whole files only. Real files on disk, no model (a resize)."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from upscale_cli import batch
+from upscale_cli.batch import WriteOptions, expand_inputs, plan_jobs, run_jobs
+from upscale_cli.errors import UsageError
+
+
+def _folder(tmp_path: Path, count: int, size=(12, 8)) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"f{i:02d}.png")
+    return folder
+
+
+def _double(_, image):
+    from upscale_cli.resize import resize
+
+    return image.replace(pixels=resize(image.pixels, (image.height * 2, image.width * 2), "nearest"))
+
+
+def _jobs(tmp_path: Path, folder: Path):
+    return plan_jobs(expand_inputs([str(folder)]), str(tmp_path / "out"), "x2")
+
+
+def _run(jobs, convert=_double, options=WriteOptions()):
+    return list(run_jobs(jobs, convert, options, lambda: b"", lambda data: None))
+
+
+def test_results_in_input_order_while_later_writes_finish_first(tmp_path, monkeypatch):
+    folder = _folder(tmp_path, 6)
+    jobs = _jobs(tmp_path, folder)
+    write = batch._write_result
+
+    def slow_first(image, job, *args):
+        if job.source.path.name == "f00.png":
+            time.sleep(0.3)  # the first file's write ends after the others'
+        write(image, job, *args)
+
+    monkeypatch.setattr(batch, "_write_result", slow_first)
+    results = _run(jobs)
+    assert [index for index, _ in results] == list(range(6))
+    assert [Path(r.input).name for _, r in results] == [f"f{i:02d}.png" for i in range(6)]
+    assert all(r.status == "ok" for _, r in results)
+    for _, r in results:
+        with Image.open(r.output) as im:
+            assert im.size == (24, 16)
+
+
+def test_decoding_overlaps_the_model_and_stays_bounded(tmp_path, monkeypatch):
+    """The next files are decoded while the model runs on one; never more than READ_AHEAD waiting."""
+    folder = _folder(tmp_path, 8)
+    jobs = _jobs(tmp_path, folder)
+    read = batch._read_source
+    lock, state = threading.Lock(), {"decoded": 0, "most": 0, "ahead_during_convert": 0}
+
+    def counting_read(*args):
+        image = read(*args)
+        with lock:
+            state["decoded"] += 1
+            state["most"] = max(state["most"], state["decoded"])
+        return image
+
+    def convert(index, image):
+        time.sleep(0.05)  # a model; the reader works meanwhile
+        with lock:
+            state["ahead_during_convert"] = max(state["ahead_during_convert"], state["decoded"] - 1)
+            state["decoded"] -= 1
+        return _double(index, image)
+
+    monkeypatch.setattr(batch, "_read_source", counting_read)
+    results = _run(jobs, convert)
+    assert all(r.status == "ok" for _, r in results)
+    assert state["ahead_during_convert"] >= 1  # decoding ran ahead of the model
+    assert state["most"] <= batch.READ_AHEAD + 1  # the one converting and READ_AHEAD waiting
+
+
+def test_errors_stay_per_file(tmp_path):
+    folder = _folder(tmp_path, 4)
+    (folder / "f01.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f02.png").mkdir()  # a folder where the output should go: that write fails
+    jobs = plan_jobs(expand_inputs([str(folder)]), str(out), "x2", overwrite=True)
+
+    def convert(index, image):
+        if index == 3:
+            raise RuntimeError("model broke")
+        return _double(index, image)
+
+    results = [r for _, r in _run(jobs, convert)]
+    assert [r.status for r in results] == ["ok", "failed", "failed", "failed"]
+    assert "corrupt" in results[1].error and "f01.png" in results[1].error
+    assert "f02.png" in results[2].error
+    assert "model broke" in results[3].error and "f03.png" in results[3].error
+
+
+def test_ctrl_c_leaves_whole_files_only(tmp_path, monkeypatch):
+    folder = _folder(tmp_path, 8)
+    jobs = _jobs(tmp_path, folder)
+    write = batch._write_result
+
+    def slow_write(*args):
+        time.sleep(0.1)  # writes are still in flight when the interruption comes
+        write(*args)
+
+    def convert(index, image):
+        if index == 4:
+            raise KeyboardInterrupt
+        return _double(index, image)
+
+    monkeypatch.setattr(batch, "_write_result", slow_write)
+    with pytest.raises(KeyboardInterrupt):
+        _run(jobs, convert)
+    out = tmp_path / "out"
+    names = sorted(p.name for p in out.iterdir())
+    assert all(not name.startswith(".") for name in names), names  # no temp file left
+    assert set(names) <= {f"f{i:02d}.png" for i in range(4)}  # nothing after the interruption
+    for name in names:
+        with Image.open(out / name) as im:
+            im.load()  # whole
+
+
+def test_skipped_and_planned_failures_keep_their_place(tmp_path):
+    folder = _folder(tmp_path, 3)
+    (folder / "notes.txt").write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.new("RGB", (2, 2)).save(out / "f01.png")
+    jobs = plan_jobs(expand_inputs([str(folder)]), str(out), "x2")
+    results = [r for _, r in _run(jobs)]
+    assert [(Path(r.input).name, r.status) for r in results] == [
+        ("f00.png", "ok"), ("f01.png", "skipped"), ("f02.png", "ok"), ("notes.txt", "skipped")]
+
+
+def test_png_compression_option(tmp_path):
+    folder = _folder(tmp_path, 1, size=(64, 64))
+    sizes = {}
+    for level in (0, 9):
+        jobs = plan_jobs(expand_inputs([str(folder)]), str(tmp_path / f"out{level}"), "x2")
+        _run(jobs, options=WriteOptions(png_compression=level))
+        sizes[level] = (tmp_path / f"out{level}" / "f00.png").stat().st_size
+    assert sizes[9] < sizes[0]
+    with pytest.raises(UsageError, match="png-compression"):
+        WriteOptions(png_compression=10)
