@@ -174,7 +174,7 @@ def packaged_weights_path(filename: str) -> Path:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.lower().endswith(WEIGHTS_SUFFIXES) or "/" in name or "\\" in name
+    return name.lower().endswith(WEIGHTS_SUFFIXES + (".ckpt",)) or "/" in name or "\\" in name
 
 
 def resolve(name: str) -> ModelSpec:
@@ -182,6 +182,10 @@ def resolve(name: str) -> ModelSpec:
     catalog = load_catalog()
     if name in catalog:
         return catalog[name]
+    if name.startswith("openmodeldb:"):  # any model of the OpenModelDB snapshot, by its id
+        from upscale_cli.openmodeldb import PREFIX, spec_for
+
+        return spec_for(name[len(PREFIX):])
     if _looks_like_path(name):
         path = Path(name).expanduser()
         if not path.is_file():

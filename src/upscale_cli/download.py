@@ -298,6 +298,23 @@ def _copy_from_folder(file: WeightsFile, path: Path, folder: Path) -> None:
         raise WeightsError(f"the mirror folder {folder} (UPSCALE_WEIGHTS_MIRROR) does not exist")
     if not src.is_file():
         raise WeightsError(f"{file.filename} is not in the mirror folder {folder} (UPSCALE_WEIGHTS_MIRROR)")
+    _copy_verified(file, path, src)
+
+
+def add_local_file(file: WeightsFile, src: Path) -> Path:
+    """Put a file fetched by hand into the cache as `file` (size and sha256 checked while copying);
+    the user's file is only read."""
+    path = cached_path(file)
+    if _cached_and_good(file, path):
+        return path
+    _make_folder(path.parent)
+    with _file_lock(_lock_path(path)):
+        if not _cached_and_good(file, path):
+            _copy_verified(file, path, src)
+    return path
+
+
+def _copy_verified(file: WeightsFile, path: Path, src: Path) -> None:
     part = _part_path(path)
     hasher = hashlib.sha256()
     try:

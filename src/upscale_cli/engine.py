@@ -127,10 +127,23 @@ class Upscaler:
     def model(self, native_scale: int | None) -> nn.Module:
         """The model for one native scale, loaded once and moved to its device and dtype."""
         if native_scale not in self._models:
+            self._note_licence(native_scale)
             model = load_model(self.config.model, native_scale, progress=self._progress)
             device = torch.device(model.info.device_bound) if model.info.device_bound else self.device
             self._models[native_scale] = model.to(device=device, dtype=self._dtype(model, device))
         return self._models[native_scale]
+
+    def _note_licence(self, native_scale: int | None) -> None:
+        """Say it when a model under a non-commercial licence is about to be downloaded."""
+        from upscale_cli.openmodeldb import is_non_commercial
+
+        file = self.spec.files.get(native_scale) if native_scale is not None else None
+        if file is None or file.packaged or not is_non_commercial(self.spec.license):
+            return
+        from upscale_cli.download import is_cached
+
+        if not is_cached(file):
+            self.notes.append(f"{self.spec.name} is licensed {self.spec.license}: not for commercial use")
 
     def _dtype(self, model: nn.Module, device: torch.device) -> torch.dtype:
         """float32, or with --half the fastest reduced precision that this device computes

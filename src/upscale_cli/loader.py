@@ -54,7 +54,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     """
     path = Path(path)
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix.lower() == ".safetensors":
             state, metadata = _read_safetensors(path)
         else:
             state, metadata = _read_torch_file(path)

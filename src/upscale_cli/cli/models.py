@@ -68,21 +68,21 @@ def _row(record: dict) -> tuple[str, ...]:
     return (record["name"], record["arch"], record["task"], scales, size, record["license"], record["offline"])
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: list[tuple[str, ...]], columns: tuple[str, ...] = COLUMNS) -> None:
     """A rich table on a terminal; aligned plain columns for pipes and logs."""
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
 
         table = Table()
-        for column in COLUMNS:
-            table.add_column(column, no_wrap=column in ("name", "arch", "scales"))
+        for column in columns:
+            table.add_column(column, no_wrap=column in ("name", "id", "arch", "scales"))
         for row in rows:
             table.add_row(*row)
         Console().print(table)
         return
-    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
-    for row in [COLUMNS, *rows]:
+    widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
+    for row in [columns, *rows]:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
@@ -175,6 +175,90 @@ def path_command(
         raise WeightsError(f"model {name} {which} is not cached; run `upscale models download {name}`")
     for file in files:
         typer.echo(str(cached_path(file)))
+
+
+# ---------------------------------------------------------------- OpenModelDB
+
+
+SEARCH_COLUMNS = ("id", "arch", "scale", "size", "license", "download")
+
+
+@models_app.command("search")
+def search_command(
+    text: List[str] = typer.Argument(None, help="Words that must all appear in the id, name, author, architecture or tags."),
+    scale: Optional[int] = typer.Option(None, "-x", "--scale", help="Only models of this scale."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Only this architecture (esrgan, compact, swinir, span, ...)."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Only models with this tag (anime, photo, jpeg, ...)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per model."),
+) -> None:
+    """Search the ~660 community models of OpenModelDB (a snapshot shipped with upscale-cli).
+    Run one with `-m openmodeldb:ID`; "by hand" ones must be fetched by a person, then `upscale models add FILE`."""
+    from upscale_cli import openmodeldb
+    from upscale_cli.download import format_size
+
+    found = openmodeldb.search(" ".join(text or []), scale=scale, arch=arch, tag=tag)
+    if as_json:
+        for model in found:
+            file = model.downloadable or (model.files[0] if model.files else None)
+            typer.echo(json.dumps({"id": model.id, "name": model.name, "author": model.author,
+                                   "architecture": model.architecture, "scale": model.scale, "license": model.license,
+                                   "tags": list(model.tags), "size": model.size, "direct": model.downloadable is not None,
+                                   "sha256": file.sha256 if file else None, "urls": list(file.urls) if file else []}))
+        return
+    if not found:
+        typer.echo("no OpenModelDB model matches", err=True)
+        raise typer.Exit(1)
+    rows = [(m.id, m.architecture, f"x{m.scale}", format_size(m.size) if m.size else "-", m.license,
+             "openmodeldb:" + m.id if m.downloadable else "by hand") for m in found]
+    _print_table(rows, SEARCH_COLUMNS)
+    typer.echo(f"{len(found)} model(s); run one with -m openmodeldb:ID", err=True)
+
+
+@models_app.command("add")
+def add_command(files: List[str] = typer.Argument(..., help="Weights files you downloaded by hand.")) -> None:
+    """Verify a file you fetched by hand against the catalogue and OpenModelDB (by sha256) and
+    cache it, so the model runs by name, offline too. The file itself is only read."""
+    from upscale_cli.errors import UpscaleError
+
+    exit_code = 0
+    for name in files:  # one bad file does not stop the others
+        try:
+            typer.echo(_add_one(name))
+        except UpscaleError as err:
+            report_error(err)
+            exit_code = max(exit_code, err.exit_code)
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+def _add_one(name: str) -> str:
+    import hashlib
+    from pathlib import Path
+
+    from upscale_cli import openmodeldb
+    from upscale_cli.catalog import load_catalog
+    from upscale_cli.download import add_local_file
+    from upscale_cli.errors import InputNotFoundError, WeightsError
+
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise InputNotFoundError(f"{name}: no such file")
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            hasher.update(chunk)
+    digest = hasher.hexdigest()
+    for spec in load_catalog().values():
+        for file in spec.files.values():
+            if file.sha256 == digest and not file.packaged:
+                return f"{name}: {spec.name} x{file.scale} ({spec.license}), cached at {add_local_file(file, path)}; run it with -m {spec.name}"
+    model = openmodeldb.find_by_sha256(digest)
+    if model is not None:
+        entry = openmodeldb.spec_for_file(model, digest)
+        file = next(iter(entry.files.values()))
+        return f"{name}: {entry.name} ({model.license}), cached at {add_local_file(file, path)}; run it with -m {entry.name}"
+    raise WeightsError(f"sha256 {digest} matches no catalogue or OpenModelDB file; run it directly with -m {name}",
+                       path=name)
 
 
 # ---------------------------------------------------------------- verify / clear
