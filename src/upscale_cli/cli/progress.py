@@ -33,26 +33,36 @@ class BatchReporter:
         self._progress = None
         self._tile_task = None
 
-    def run(self, jobs, upscaler, options) -> list:
-        """Run the jobs through batch.run_jobs (decoding ahead, writing behind the model) and report
-        each file in input order as soon as it and those before it are done."""
-        from upscale_cli.batch import run_jobs
-
-        # what each file's report adds: what planning chose (an output format), the model that ran
-        per_files = [{"notes": list(job.notes)} for job in jobs]
+    def run(self, jobs, upscaler, options, ray: str | None = None, recipe=None) -> list:
+        """Run the jobs through batch.run_jobs (decoding ahead, writing behind the model), or on Ray
+        workers that each build `recipe` (--ray ADDRESS), and report each file in input order as
+        soon as it and those before it are done."""
         results = []
         with self._bar() as bar:
             file_task = bar.add_task("files", total=len(jobs)) if bar else None
-            convert = lambda index, image: self._convert(upscaler, image, per_files[index], options)  # noqa: E731
-            for index, result in run_jobs(jobs, convert, options, _read_stdin, _write_stdout):
+            for index, result, per_file in self._results(jobs, upscaler, options, ray, recipe):
                 results.append(result)
-                self._report(result, per_files[index], quiet_skip=jobs[index].source.ignored is not None)
+                self._report(result, per_file, quiet_skip=jobs[index].source.ignored is not None)
                 if bar:
                     bar.advance(file_task)
         self._summary(results)
         return results
 
-    def _convert(self, upscaler, image, per_file: dict, options):
+    def _results(self, jobs, upscaler, options, ray, recipe):
+        if ray is not None:
+            from upscale_cli.ray_batch import run_on_ray
+
+            yield from run_on_ray(ray, jobs, recipe, self.record, options)
+            return
+        from upscale_cli.batch import run_jobs
+
+        # what each file's report adds: what planning chose (an output format), the model that ran
+        per_files = [{"notes": list(job.notes)} for job in jobs]
+        convert = lambda index, image: self.convert(upscaler, image, per_files[index], options)  # noqa: E731
+        for index, result in run_jobs(jobs, convert, options, _read_stdin, _write_stdout):
+            yield index, result, per_files[index]
+
+    def convert(self, upscaler, image, per_file: dict, options):
         """Run the converter; one that picks a model per image (restore's JPEG routing) says which,
         and what reading the file had to say (pages left unread) goes on its line."""
         per_file["notes"] += image.notes

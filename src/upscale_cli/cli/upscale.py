@@ -24,6 +24,7 @@ def upscale_command(
     fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp, tiff or bmp. Default: -o's extension, else the input's format (GIF: png)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
     png_compression: Optional[int] = typer.Option(None, "--png-compression", help="PNG zlib level: 0 fastest, 9 smallest files (default 1: about 6x faster than 6, files about 17% larger)."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Run on a Ray cluster (pip install 'upscale-cli[ray]'): auto joins this machine's cluster or starts a local one. One model per worker; files are read and written by the workers (same paths on every node)."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Take part K (0 to N-1) of N: a stable 1/N of the inputs by relative path, for N machines or array-job tasks."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never replaced)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
@@ -62,7 +63,12 @@ def upscale_command(
 
         restore_config = RestoreConfig(device=device, half=half, tile=tile, tile_overlap=tile_overlap)
         converter = RestoreThenUpscale(batch_restore(restore_config, progress=not quiet), upscaler)
-    results = reporter.run(jobs, converter, options)
+    recipe = None
+    if ray is not None:  # each Ray worker builds the same converter from these settings
+        from upscale_cli.ray_batch import ConverterRecipe
+
+        recipe = ConverterRecipe(config, restore_config if restore else None)
+    results = reporter.run(jobs, converter, options, ray=ray, recipe=recipe)
     for note in upscaler.notes:
         reporter.note(note)
     if any(r.status == "failed" for r in results):

@@ -1,0 +1,164 @@
+"""Run a planned batch on a Ray cluster: `upscale in/ -o out/ --ray auto|ADDRESS`.
+
+The caller plans every job as a local run would (names, skips, collisions, --shard) and keeps
+the console: progress, output lines and --json rows come back to it in input order. Workers are
+Ray actors, one model each (one per GPU of the cluster, else one per CPU slot); each reads its
+files and writes its outputs itself (so the paths must be the same on every node: a shared
+folder), with the same per-file isolation and atomic writes as a local run (batch.run_jobs).
+A worker that dies fails its files, each on its own line. Ray is an optional extra
+(`pip install upscale-cli[ray]`); it is imported only here, only when --ray is given.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from upscale_cli.batch import Job, JobResult, WriteOptions
+from upscale_cli.errors import UpscaleError, UsageError
+
+CHUNK = 8  # jobs per call to a worker: few round trips for small files, still even for large ones
+AUTO = "auto"
+
+
+def connect(address: str):
+    """The ray module, connected: `auto` joins the cluster this machine is part of (RAY_ADDRESS or a
+    local `ray start`), else starts a local instance; anything else is a cluster address."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs Ray: pip install 'upscale-cli[ray]' (or pip install ray)") from None
+    if ray.is_initialized():
+        return ray
+    # Workers must import upscale_cli as this process does (an editable checkout, PYTHONPATH).
+    # ${PYTHONPATH} keeps what a node sets itself (Ray expands it there).
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join([*_import_paths(), "${PYTHONPATH}"])}}
+    options = dict(runtime_env=runtime_env, log_to_driver=False, include_dashboard=False)
+    try:
+        if address == AUTO:
+            try:
+                ray.init(address="auto", **options)
+            except ConnectionError:
+                ray.init(**options)
+        else:
+            ray.init(address=address, **options)
+    except Exception as err:  # Ray raises many kinds for a bad address
+        raise UpscaleError(f"--ray {address}: cannot connect to the Ray cluster ({type(err).__name__}: {err})") from None
+    return ray
+
+
+def _import_paths() -> list[str]:
+    """The folder holding this upscale_cli package, then this process's PYTHONPATH."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return [here, *[p for p in extra if p != here]]
+
+
+@dataclass(frozen=True)
+class ConverterRecipe:
+    """What each worker builds once: the Upscaler of `config` (restoring first with `restore`).
+    Plain settings travel to the workers, never a loaded model."""
+
+    config: object  # engine.UpscaleConfig
+    restore: object | None = None  # restore.RestoreConfig for --restore
+
+    def __call__(self):
+        from upscale_cli.engine import Upscaler
+
+        upscaler = Upscaler(self.config, progress=False)
+        upscaler.prepare()
+        if self.restore is None:
+            return upscaler
+        from upscale_cli.restore import RestoreThenUpscale, batch_restore
+
+        return RestoreThenUpscale(batch_restore(self.restore, progress=False), upscaler)
+
+
+class _Worker:
+    """One model, built once on its node; runs chunks of jobs through batch.run_jobs there."""
+
+    def __init__(self, make_converter: Callable, record: dict, options: WriteOptions) -> None:
+        self.converter = make_converter()
+        self.record = record
+        self.options = options
+
+    def run(self, jobs: list[Job]) -> list[tuple[JobResult, dict]]:
+        from upscale_cli.batch import run_jobs
+        from upscale_cli.cli.progress import BatchReporter
+
+        describer = BatchReporter(0, quiet=True, as_json=False, record=self.record)
+        per_files = [{"notes": list(job.notes)} for job in jobs]
+
+        def convert(index, image):
+            return describer.convert(self.converter, image, per_files[index], self.options)
+
+        return [(result, per_files[index]) for index, result in
+                run_jobs(jobs, convert, self.options, _no_stdin, _no_stdout)]
+
+
+def _no_stdin() -> bytes:
+    raise UsageError("--ray cannot read stdin (-); give files or folders")
+
+
+def _no_stdout(data: bytes) -> None:
+    raise UsageError("--ray cannot write to stdout (-o -)")
+
+
+def worker_shape(ray) -> tuple[int, dict]:
+    """(how many workers, each one's resources): one per GPU when the cluster has GPUs, else one
+    per CPU slot."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        return gpus, {"num_gpus": 1, "num_cpus": 1}
+    return max(1, int(resources.get("CPU", 1))), {"num_cpus": 1}
+
+
+def run_on_ray(address: str, jobs: list[Job], make_converter: Callable, record: dict,
+               options: WriteOptions) -> Iterator[tuple[int, JobResult, dict]]:
+    """Yield (index, JobResult, per-file report) in input order, as `batch.run_jobs` does locally.
+    Jobs planning already decided (skips, planned failures) never leave this process."""
+    from upscale_cli.batch import _planned_result
+
+    if any(job.source.path is None or job.output is None for job in jobs if not job.skip_reason):
+        raise UsageError("--ray takes files and folders, not stdin or stdout (-)")
+    ray = connect(address)
+    runnable = [i for i, job in enumerate(jobs) if not job.skip_reason]
+    chunks = [runnable[i : i + CHUNK] for i in range(0, len(runnable), CHUNK)]
+    chunk_of = {index: position // CHUNK for position, index in enumerate(runnable)}
+    count, resources = worker_shape(ray)
+    count = max(1, min(count, len(chunks)))
+    worker = ray.remote(**resources)(_Worker)
+    actors = [worker.remote(make_converter, record, options) for _ in range(count)]
+    pending = {}  # chunk number -> its ObjectRef
+    done: dict[int, tuple[JobResult, dict]] = {}
+    next_chunk = 0
+    try:
+        for index, job in enumerate(jobs):
+            if job.skip_reason:
+                yield index, _planned_result(job), {"notes": list(job.notes)}
+                continue
+            while index not in done:
+                while next_chunk < len(chunks) and len(pending) < 2 * count:  # two chunks queued per worker
+                    pending[next_chunk] = actors[next_chunk % count].run.remote([jobs[i] for i in chunks[next_chunk]])
+                    next_chunk += 1
+                _collect(ray, chunk_of[index], pending, chunks, jobs, done)
+            result, per_file = done.pop(index)
+            yield index, result, per_file
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _collect(ray, chunk_no: int, pending: dict, chunks: list, jobs: list[Job], done: dict) -> None:
+    """Wait for one chunk; a worker that died fails each of its files in one line."""
+    ref = pending.pop(chunk_no)
+    try:
+        results = ray.get(ref)
+    except Exception as err:  # RayActorError, WorkerCrashedError, ...
+        reason = f"the Ray worker failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        results = [(JobResult(jobs[i].source.label, str(jobs[i].output), "failed",
+                              error=f"{jobs[i].source.label}: {reason}"), {"notes": list(jobs[i].notes)})
+                   for i in chunks[chunk_no]]
+    for i, item in zip(chunks[chunk_no], results):
+        done[i] = item

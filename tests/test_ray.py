@@ -1,0 +1,104 @@
+"""`upscale ... --ray auto` on a local Ray instance with 2 CPUs: the same files, names and bytes as a
+local run, --json rows in input order on the caller, per-file errors and exit code 1 as locally.
+
+Ray is an optional extra. When it is not installed, this test installs it on demand (pip, about
+80 MB and 20 s) into a cache folder (UPSCALE_TEST_RAY_DIR, default ~/.cache/upscale-cli-test/ray)
+that is appended to sys.path, so CI runs it without adding Ray to the test extra. If that install
+fails, the test fails and says why; UPSCALE_TEST_RAY=skip skips it, visibly, on purpose.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import image_factory as f
+import pytest
+from typer.testing import CliRunner
+
+from upscale_cli.cli import app
+
+RAY_REQUIREMENT = "ray>=2.9"
+runner = CliRunner()
+
+
+def _ray_on_demand():
+    if os.environ.get("UPSCALE_TEST_RAY") == "skip":
+        pytest.skip("UPSCALE_TEST_RAY=skip")
+    try:
+        import ray
+        return ray, None
+    except ImportError:
+        pass
+    default = Path.home() / ".cache" / "upscale-cli-test" / f"ray-py{sys.version_info[0]}{sys.version_info[1]}"
+    target = Path(os.environ.get("UPSCALE_TEST_RAY_DIR", default))
+    if not (target / "ray" / "__init__.py").exists():
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(target), RAY_REQUIREMENT],
+                              capture_output=True, text=True, timeout=900)
+        if done.returncode:
+            pytest.fail(f"Ray is not installed and `pip install --target {target} {RAY_REQUIREMENT}` failed:\n"
+                        f"{done.stderr[-2000:]}")
+    sys.path.append(str(target))  # after the virtualenv's own packages: nothing of ours is shadowed
+    import ray
+    return ray, target
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray, target = _ray_on_demand()
+    saved = os.environ.get("PYTHONPATH")
+    if target is not None:  # Ray's worker processes must import ray too
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (saved, str(target)) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "") + os.pathsep
+                                       + str(Path(__file__).resolve().parents[1] / "src")}})
+    yield ray
+    ray.shutdown()
+    if saved is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = saved
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    for i in range(11):
+        sub = folder / f"d{i % 2}"
+        sub.mkdir(parents=True, exist_ok=True)
+        f.make_rgb_png(sub, f"img{i:02d}.png")
+    (folder / "d1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_ray_matches_a_local_run(local_ray, tmp_path):
+    folder = _folder(tmp_path)
+    args = [str(folder), "-r", "-x", "2", "-m", "bicubic", "--json"]
+    here = runner.invoke(app, [*args, "-o", str(tmp_path / "local")])
+    there = runner.invoke(app, [*args, "-o", str(tmp_path / "ray"), "--ray", "auto"])
+    assert here.exit_code == there.exit_code == 1, there.output  # the broken file, as locally
+    rows_here = [json.loads(line) for line in here.stdout.splitlines()]
+    rows_there = [json.loads(line) for line in there.stdout.splitlines()]
+    assert [r["input"] for r in rows_there] == [r["input"] for r in rows_here]  # input order
+    assert [r["status"] for r in rows_there] == [r["status"] for r in rows_here]
+    for a, b in zip(rows_here, rows_there):
+        assert {k: v for k, v in a.items() if k not in ("seconds", "output", "error")} == \
+               {k: v for k, v in b.items() if k not in ("seconds", "output", "error")}
+    broken = [r for r in rows_there if r["status"] == "failed"]
+    assert len(broken) == 1 and "broken.png" in broken[0]["error"] and "corrupt" in broken[0]["error"]
+    assert "error:" in there.stderr and "broken.png" in there.stderr
+    local_files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.png"))
+    ray_files = sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*.png"))
+    assert ray_files == local_files and len(ray_files) == 11
+    for name in ray_files:  # written by the workers, byte for byte what a local run writes
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    again = runner.invoke(app, [*args, "-o", str(tmp_path / "ray"), "--ray", "auto", "--shard", "0/2"])
+    assert {json.loads(line)["status"] for line in again.stdout.splitlines()} <= {"skipped", "failed"}
+
+
+def test_ray_refuses_stdin(local_ray, tmp_path):
+    result = runner.invoke(app, ["-", "-o", str(tmp_path / "a.png"), "--ray", "auto", "-m", "nearest"],
+                           input=b"")
+    assert result.exit_code == 2 and "--ray" in result.output
