@@ -143,3 +143,18 @@ def test_a_pickle_payload_in_a_community_pth_never_runs(tmp_path):
     result = runner.invoke(app, [str(_photo(tmp_path)), "-m", str(tmp_path / "evil.pth")])
     assert result.exit_code == 1 and not marker.exists()
     assert "not plain tensors" in result.stderr and "weights_only" not in result.stderr
+
+
+def test_an_x1_community_restorer_runs_under_restore_and_benchmark(tmp_path):
+    path, _ = cf.compact(tmp_path, "1x_dejpeg.pth", scale=1)
+    image = _photo(tmp_path, size=(45, 33))
+    result = runner.invoke(app, ["restore", str(image), "-m", str(path), "-o", str(tmp_path / "r.png"), "--strength", "1"])
+    assert result.exit_code == 0, result.output
+    assert int(np.abs(np.asarray(Image.open(tmp_path / "r.png")).astype(int) - _direct(path, image)).max()) <= 1
+    sets = tmp_path / "sets" / "Mine"
+    sets.mkdir(parents=True)
+    _photo(sets, size=(48, 40), name="a.png")
+    bench = runner.invoke(app, ["benchmark", "--data-dir", str(tmp_path / "sets"), "--set", "Mine", "-x", "1",
+                                "-m", str(path), "--degrade", "noise:10"])
+    assert bench.exit_code == 0, bench.output
+    assert "1x_dejpeg.pth" in bench.stdout
