@@ -38,7 +38,7 @@ MAX_LEVEL_WIDTH = 2048  # channels at any level: width * width_mult**levels may 
 SETTING_LIMITS = {
     "scale": OneOf(SCALES, UnsupportedScaleError), "width": Between(1, 512), "levels": Between(0, 6),
     "blocks": Between(0, 32), "decoder_blocks": Between(0, 32), "bottleneck_blocks": Between(0, 32),
-    "width_mult": Between(0.5, 4.0), "residual": OneOf(RESIDUALS),
+    "width_mult": Between(0.5, 4.0), "residual": OneOf(RESIDUALS), "mask_channel": OneOf((False, True)),
 }
 
 
@@ -128,12 +128,19 @@ class UNetSR(nn.Module):
     """The U-Net super-resolver; see the module docstring. Build it with `build_unet`."""
 
     def __init__(self, scale: int, width: int, levels: int, blocks: int, decoder_blocks: int,
-                 bottleneck_blocks: int, width_mult: float, residual: str) -> None:
+                 bottleneck_blocks: int, width_mult: float, residual: str, mask_channel: bool = False) -> None:
         super().__init__()
         self.scale = scale
         self.residual = residual
         widths = level_widths(width, levels, width_mult)
         self.head = nn.Conv2d(3, widths[0], 3, padding=1)
+        # The inpainting layout: a 4th input channel, the mask (1 = fill), through its own conv that
+        # starts at zero, so a mask model fine-tuned from a colour-only one starts as that model.
+        self.mask_head = nn.Conv2d(1, widths[0], 3, padding=1) if mask_channel else None
+        if self.mask_head is not None:
+            nn.init.zeros_(self.mask_head.weight)
+            nn.init.zeros_(self.mask_head.bias)
+        self.mask_channel = bool(mask_channel)
         self.encoders = nn.ModuleList(_stage(widths[i], blocks) for i in range(levels))
         self.downs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(levels))
         self.bottleneck = _stage(widths[levels], bottleneck_blocks)
@@ -145,13 +152,20 @@ class UNetSR(nn.Module):
             tail_conv = self.tail.conv if scale > 1 else self.tail
             tail_conv.weight.mul_(TAIL_INIT_GAIN)
         self.info = ModelInfo(
-            scale=scale, in_channels=3, supports_half=True, size_multiple=2**levels,
+            scale=scale, in_channels=3, supports_half=True, size_multiple=2**levels, takes_mask=self.mask_channel,
             receptive_field=unet_receptive_field(levels, blocks, decoder_blocks, bottleneck_blocks),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, h, w) -> (B, 3, h*s, w*s)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, h, w) -> (B, 3, h*s, w*s). A mask model takes the mask (B, 1, h, w), 1 = fill, as
+        `mask=` (restore.py) or as a 4th channel of x (training batches)."""
         h, w = x.shape[-2:]
-        feat = self.head(x - 0.5)
+        if self.mask_head is not None:  # colour (holes pre-filled) + mask
+            if mask is None:
+                x, mask = (x[:, :3], x[:, 3:4]) if x.shape[1] == 4 else (x, torch.zeros_like(x[:, :1]))
+            feat = self.head(x - 0.5) + self.mask_head(mask.to(x))
+        else:
+            feat = self.head(x - 0.5)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             feat = encoder(feat)
@@ -193,7 +207,8 @@ def unet_receptive_field(levels: int, blocks: int, decoder_blocks: int, bottlene
 
 
 def build_unet(scale: int = 4, width: int = 32, levels: int = 2, blocks: int = 2, decoder_blocks: int = 1,
-               bottleneck_blocks: int = 2, width_mult: float = 1.5, residual: str = "bicubic") -> UNetSR:
+               bottleneck_blocks: int = 2, width_mult: float = 1.5, residual: str = "bicubic",
+               mask_channel: bool = False) -> UNetSR:
     """The U-Net super-resolver. Settings are JSON-able (they are stored in weights files).
 
     scale: 1 (same-size restoration), 2, 3 or 4. width: channels at full (input) resolution;
@@ -201,6 +216,9 @@ def build_unet(scale: int = 4, width: int = 32, levels: int = 2, blocks: int = 2
     must be a multiple of 2**levels; the engine pads). blocks / decoder_blocks /
     bottleneck_blocks: residual blocks per encoder level / decoder level / at the bottom.
     residual: how the input is carried to the output: "bicubic" (Pillow-exact) or "bilinear".
+    mask_channel: the model also takes the mask of pixels to fill (1 = fill; inpainting) as an input
+    channel of its own; the colour then holds the holes pre-filled (restore.prefill). It says so with
+    ModelInfo.takes_mask, and takes the mask as forward's `mask=` or as a 4th channel of x.
     """
     scale = int(scale)
     if scale not in SCALES:
@@ -214,4 +232,4 @@ def build_unet(scale: int = 4, width: int = 32, levels: int = 2, blocks: int = 2
         raise UsageError(f"unet levels would have {min(widths)} to {max(widths)} channels (width * width_mult**level); "
                          f"each must be 1 to {MAX_LEVEL_WIDTH}")
     return UNetSR(scale, int(width), int(levels), int(blocks), int(decoder_blocks), int(bottleneck_blocks),
-                  float(width_mult), residual)
+                  float(width_mult), residual, bool(mask_channel))

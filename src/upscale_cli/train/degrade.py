@@ -12,7 +12,9 @@ encoder: it goes through OpenCV's cv2.imencode/imdecode on uint8 arrays (the one
 that leaves torch; it is still a pure function of its inputs). For restoration (scale 1,
 `--degrade`) `restoration_degrade` damages each crop on its own: JPEG quality 10-90, noise
 sigma 0-50, blur, blob holes pre-filled exactly as `upscale restore --mask` pre-fills them,
-unmarked grey holes (`random_holes`) and overlaid text (`overlay_text`, cv2.putText).
+unmarked grey holes (`random_holes`) and overlaid text (`overlay_text`, cv2.putText). The
+"inpaint" mix trains a model that takes the mask as a 4th channel: blob holes or text of a fixed
+pixel size with its mask (`overlay_text_with_mask`), pre-filled, mask appended.
 """
 from __future__ import annotations
 
@@ -146,6 +148,43 @@ def overlay_text(x: torch.Tensor, generator: torch.Generator, text: str | None =
     return torch.stack(out).to(device=x.device, dtype=x.dtype).clamp(0.0, 1.0)
 
 
+INPAINT_TEXT_SCALE = (0.6, 2.0)  # OpenCV font scale for text drawn at a fixed pixel size (not crop-relative)
+TEXT_MASK_GROW = 1  # pixels: a text mask also covers the text's antialiased fringe and one pixel more
+
+
+def text_mask(height: int, width: int, generator: torch.Generator, font_scale: float | None = None,
+              words: str | None = None) -> torch.Tensor:
+    """(1, 1, H, W) antialiased coverage in [0, 1] of one line of random text (cv2.putText): a random
+    place, font scale (INPAINT_TEXT_SCALE unless given) and stroke thickness."""
+    import cv2
+
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 "
+    words = words or "".join(letters[int(torch.randint(0, len(letters), (), generator=generator))]
+                             for _ in range(int(torch.randint(4, 14, (), generator=generator))))
+    scale = _uniform(generator, *INPAINT_TEXT_SCALE) if font_scale is None else font_scale
+    thickness = max(1, int(round(scale * _uniform(generator, 1.0, 2.5))))
+    origin = (int(_uniform(generator, -0.3, 0.6) * width), int(_uniform(generator, 0.2, 1.0) * height))
+    coverage = np.zeros((height, width), dtype=np.uint8)
+    cv2.putText(coverage, words, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness, cv2.LINE_AA)
+    return torch.from_numpy(coverage).float().div(255.0)[None, None]
+
+
+def overlay_text_with_mask(x: torch.Tensor, generator: torch.Generator, font_scale: float | None = None,
+                           lines: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, H, W) -> (text drawn over it in one random colour, its mask (1, 1, H, W) 0/1): the
+    pixels the text touched, grown by TEXT_MASK_GROW (what a user's text mask covers)."""
+    h, w = x.shape[-2:]
+    coverage = torch.zeros(1, 1, h, w)
+    for _ in range(lines):
+        coverage = torch.maximum(coverage, text_mask(h, w, generator, font_scale))
+    colour = torch.rand(1, x.shape[1], 1, 1, generator=generator).to(x)
+    alpha = coverage.to(x)
+    out = (x * (1 - alpha) + colour * alpha).clamp(0.0, 1.0)
+    grow = 2 * TEXT_MASK_GROW + 1
+    mask = F.max_pool2d((coverage > 0).float(), grow, stride=1, padding=TEXT_MASK_GROW)
+    return out, mask.to(x)
+
+
 def random_degrade(x: torch.Tensor, scale: int, generator: torch.Generator) -> torch.Tensor:
     """The `--degrade` mix: maybe blur (HR), downscale by a random method, maybe noise,
     maybe JPEG, then 8-bit quantisation. The whole batch shares one draw (the images within it
@@ -237,12 +276,32 @@ def _damage_jpeg(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return quantize(jpeg(x, _low_skewed_quality(generator, SPECIALIST_JPEG_QUALITY)))
 
 
-_DAMAGE_BY_MIX = {"exclusive": _damage_exclusive, "independent": _damage_independent, "jpeg": _damage_jpeg}
+P_INPAINT_HOLES, P_INPAINT_TEXT = 0.5, 0.4  # the "inpaint" mix; the rest (10%): no mask, identity target
+
+
+def _damage_inpaint(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(1, 3, H, W) -> (1, 4, H, W): the crop with blob holes or overlaid text (or, 10%, nothing),
+    the marked pixels pre-filled exactly as `upscale restore --mask` pre-fills them, plus the mask
+    as a 4th channel (a model with `mask_channel`)."""
+    r = float(torch.rand((), generator=generator))
+    if r < P_INPAINT_HOLES:
+        mask = random_blob_mask(x.shape[-2], x.shape[-1], _uniform(generator, *RESTORE_HOLE_COVERAGE), generator,
+                                _uniform(generator, *RESTORE_BLOB_SIGMA))
+    elif r < P_INPAINT_HOLES + P_INPAINT_TEXT:
+        x, mask = overlay_text_with_mask(x, generator, lines=1 + int(_chance(generator, 0.3)))
+    else:
+        mask = torch.zeros_like(x[:, :1])
+    return torch.cat([prefill(quantize(x), mask), mask], dim=1)
+
+
+_DAMAGE_BY_MIX = {"exclusive": _damage_exclusive, "independent": _damage_independent, "jpeg": _damage_jpeg,
+                  "inpaint": _damage_inpaint}
 DAMAGE_MIXES = tuple(_DAMAGE_BY_MIX)  # the --damage-mix names; the first is the default
 
 
 def restoration_degrade(x: torch.Tensor, generator: torch.Generator, mix: str = "exclusive") -> torch.Tensor:
-    """(B, C, H, W) clean crops -> damaged crops of the same size, each crop drawn on its own."""
+    """(B, C, H, W) clean crops -> damaged crops of the same size, each crop drawn on its own
+    (mix "inpaint": (B, C + 1, H, W), the mask as the last channel)."""
     if mix not in DAMAGE_MIXES:
         raise ValueError(f"unknown damage mix {mix!r}; choose from {', '.join(DAMAGE_MIXES)}")
     damage = _DAMAGE_BY_MIX[mix]
