@@ -6,8 +6,9 @@ input's own size, and adds what is special about restoration: masks and strength
 
 How a mask (1 = fill, 0 = keep; (1, 1, H, W)) reaches a model:
 - A model that takes a mask itself says so in its info (`takes_mask=True`) and is
-  called as `model(x, mask=mask)` on the whole image (opencv-inpaint). It must leave
-  the unmasked pixels alone.
+  called as `model(prefilled x, mask=mask)` on the whole image, padded to its size multiple
+  (opencv-inpaint, which ignores the masked pixels; unet-inpaint, which takes the mask as an
+  input channel of its own and was trained on pre-filled holes and overlaid text).
 - Every other model never sees the mask: `prefill` first replaces the masked pixels by a
   smooth harmonic fill from the pixels around them (coarse-to-fine Jacobi iterations of
   Laplace's equation), so the model starts from a plausible image rather than from
@@ -18,19 +19,23 @@ How a mask (1 = fill, 0 = keep; (1, 1, H, W)) reaches a model:
   pixels are always filled completely (half a hole is no use). With strength 0 and no
   mask the input is returned untouched and no model runs.
 
-Tasks: "auto", "jpeg" and "denoise" run the model over the whole image; a model that only
-inpaints refuses them. Without -m each task runs its default model (TASK_MODELS): unet-restore,
-one blind model for every damage, except "jpeg", which runs the JPEG-artifact specialist
-unet-jpeg (the blind model spreads its small capacity over every damage and gains little on
-JPEG). "auto" with no -m and no mask also sends each JPEG file whose estimated quality is at
-most AUTO_JPEG_MAX_QUALITY to unet-jpeg (`BatchRestore`). "inpaint" changes the masked
-pixels only and needs a mask.
+Tasks: "jpeg" and "denoise" run the model over the whole image; a model that only inpaints
+refuses them. Without -m each task runs its default model (TASK_MODELS): unet-restore (one blind
+model; the best we measured on noise, also under JPEG), unet-jpeg for "jpeg" (the JPEG-artifact
+specialist), unet-inpaint for "inpaint" (changes the masked pixels only; needs a mask).
+"auto" (the default) with no -m first looks at each image (`assess`): the JPEG quality read from
+its quantisation tables and a noise level estimated from its pixels (`estimate_noise_sigma`), and
+routes (`route`): noise -> unet-restore; JPEG below AUTO_CLEAN_JPEG_QUALITY -> unet-jpeg;
+otherwise "clean": left as it is (restoring a good photo only makes it worse). With a mask (and
+no -m), the masked pixels are then filled by unet-inpaint. What was found and what ran goes on
+each file's line and --json row (`BatchRestore.found_for`).
 
 Library code: tensors in, tensors out; never prints.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,16 +45,33 @@ from upscale_cli.alpha import fill_transparent
 from upscale_cli.errors import UsageError
 
 DEFAULT_MODEL = "unet-restore"
-TASK_MODELS = {"jpeg": "unet-jpeg"}  # task -> its default model when none is named (else DEFAULT_MODEL)
-# --task auto sends JPEG inputs at or below this estimated quality to unet-jpeg. Measured on the 10
-# held-out BSDS400 images (RGB PSNR): unet-jpeg beats unet-restore up to q80 (36.27 vs 36.16 dB)
-# and loses from q90 on (37.83 vs 38.75).
-AUTO_JPEG_MAX_QUALITY = 80
+INPAINT_MODEL = "unet-inpaint"
+# task -> its default model when none is named (else DEFAULT_MODEL)
+TASK_MODELS = {"jpeg": "unet-jpeg", "inpaint": INPAINT_MODEL}
+# --task auto's routing, measured on the 10 held-out BSDS400 images (never a benchmark set; RGB
+# PSNR; `python scripts/eval_restore.py --set heldout`, figures in the model card):
+# - noise: the estimated sigma (8-bit levels) of a clean image read at most 2.16 (2.83 re-saved as
+#   JPEG q90), sigma-5 noise at least 4.9. At or above the threshold unet-restore runs: on noise,
+#   and on noise under JPEG wherever enough of it survives to be seen (sigma 10 under q80 reads
+#   2.6-5.0: unet-restore 33.48 dB, unet-jpeg 32.87; sigma 25 under q50: 27.91 vs 25.74). Where
+#   JPEG ate most of the noise (sigma 10 under q50 reads ~1.3) the JPEG specialist is the better
+#   model anyway (31.73 vs unet-restore 31.61, input 30.11).
+# - JPEG below quality 85 -> unet-jpeg (q80: 35.54 -> 36.27 dB, q82: 36.28 -> 36.86); from q85 on
+#   unet-jpeg harms (q85: 37.34 -> 36.86) and unet-restore gains a trace at most (+0.11; q88 -0.32;
+#   q95: 53.49 -> 48.35): left as is.
+AUTO_NOISE_SIGMA = 3.0  # 8-bit levels: an estimate at or above it counts as noise
+AUTO_CLEAN_JPEG_QUALITY = 85  # a JPEG at this quality or better (and not noisy) counts as clean
+ESTIMATE_FLAT_FRACTION = 0.3  # the noise estimate reads the flattest 30% of pixels (lowest gradient)
+ESTIMATE_MAX_SAMPLES = 1_000_000  # pixels per channel: more are sampled (fixed seed)
 TASKS = ("auto", "jpeg", "denoise", "inpaint")
 MASK_THRESHOLD = 0.5  # a mask pixel brighter than half white is filled
 COARSEST_SIDE = 16  # pixels: the harmonic fill's coarsest pyramid level
 JACOBI_ITERATIONS = 40  # per pyramid level: enough to settle what the coarser level started
 _NEIGHBOURS = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]])  # mean of 4 neighbours
+# Immerkaer's noise mask, a difference of two Laplacians: it cancels images that are locally planes
+# or quadrics, and its absolute response to white noise of sigma has mean 6 sigma sqrt(2 / pi)
+_IMMERKAER = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,82 @@ def composite(original: torch.Tensor, restored: torch.Tensor, mask: torch.Tensor
     return torch.where(mask > 0, restored, outside)
 
 
+# ----------------------------------------------------------------------------- assessment
+
+
+def _per_channel_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    c = x.shape[1]
+    return F.conv2d(x, kernel.to(x).view(1, 1, 3, 3).expand(c, 1, 3, 3), groups=c)  # valid: (B, C, H-2, W-2)
+
+
+def estimate_noise_sigma(x: torch.Tensor, exclude: torch.Tensor | None = None) -> float:
+    """(1, C, H, W) in [0, 1] (+ optional (1, 1, H, W) mask of pixels to ignore) -> the standard
+    deviation of white noise in it, in 8-bit levels.
+
+    Immerkaer's method (1996) on flat pixels only, after Tai and Yang (2008): the mean absolute
+    response to the difference-of-Laplacians mask over the ESTIMATE_FLAT_FRACTION of pixels with
+    the smallest Sobel gradient (edges and texture would read as noise), times sqrt(pi/2) / 6, per
+    channel; the median of the channels. Measured on held-out BSDS400: 0.5-2.2 on clean photos,
+    within ~10% of sigma from 5 to 25; clipping makes sigma 50 read ~44."""
+    x = x.float() * 255.0
+    if min(x.shape[-2:]) < 3:
+        return 0.0
+    residual = _per_channel_conv(x, _IMMERKAER).abs()
+    gradient = _per_channel_conv(x, _SOBEL_X).abs() + _per_channel_conv(x, _SOBEL_X.t().contiguous()).abs()
+    keep = torch.ones(residual.shape[-2:], dtype=torch.bool)
+    if exclude is not None:  # a masked pixel, or one beside it, says nothing about the noise
+        keep = F.max_pool2d((exclude > 0).float(), 3, stride=1, padding=1)[0, 0, 1:-1, 1:-1] <= 0
+    generator = torch.Generator().manual_seed(0)
+    sigmas = []
+    for r, g in zip(residual[0], gradient[0]):  # (H-2, W-2) each
+        r, g = r[keep], g[keep]
+        if r.numel() == 0:
+            return 0.0
+        if r.numel() > ESTIMATE_MAX_SAMPLES:
+            pick = torch.randperm(r.numel(), generator=generator)[:ESTIMATE_MAX_SAMPLES]
+            r, g = r[pick], g[pick]
+        flat = g <= torch.quantile(g, ESTIMATE_FLAT_FRACTION)
+        sigmas.append(float(r[flat].mean()) * math.sqrt(math.pi / 2.0) / 6.0)
+    return float(torch.tensor(sigmas).median())
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What `--task auto` found in one image: its JPEG quality (None: not a JPEG), the estimated
+    noise sigma (8-bit levels), and the damage that follows: clean, jpeg, noise or jpeg+noise."""
+
+    jpeg_quality: int | None
+    noise_sigma: float
+    damage: str
+
+    def describe(self) -> str:
+        """e.g. 'JPEG q50, noise sigma 1.3' or 'noise sigma 9.8'."""
+        found = [f"JPEG q{self.jpeg_quality}"] if self.jpeg_quality is not None else []
+        return ", ".join(found + [f"noise sigma {self.noise_sigma:.1f}"])
+
+    def record(self) -> dict:
+        """The --json fields."""
+        return {"damage": self.damage, "jpeg_quality": self.jpeg_quality, "noise_sigma": round(self.noise_sigma, 2)}
+
+
+def assess(x: torch.Tensor, jpeg_quality: int | None, exclude: torch.Tensor | None = None) -> Assessment:
+    """(1, C, H, W) in [0, 1] + the JPEG quality read from its file (None: not a JPEG) -> Assessment."""
+    sigma = estimate_noise_sigma(x, exclude)
+    noisy = sigma >= AUTO_NOISE_SIGMA
+    if noisy:
+        damage = "noise" if jpeg_quality is None else "jpeg+noise"
+    else:
+        damage = "jpeg" if jpeg_quality is not None and jpeg_quality < AUTO_CLEAN_JPEG_QUALITY else "clean"
+    return Assessment(jpeg_quality, sigma, damage)
+
+
+def route(assessment: Assessment) -> str | None:
+    """The model --task auto runs on an assessed image (None: clean, left as it is)."""
+    if assessment.damage in ("noise", "jpeg+noise"):
+        return DEFAULT_MODEL
+    return TASK_MODELS["jpeg"] if assessment.damage == "jpeg" else None
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -183,16 +281,12 @@ class Restorer:
 
     def _run_model(self, x: torch.Tensor, mask: torch.Tensor | None, on_tile) -> torch.Tensor:
         model = self.model()
+        source = x if mask is None else prefill(x, mask)
         if takes_mask(model):
-            param = next(iter(model.parameters()), None)
-            device = param.device if param is not None else torch.device("cpu")
-            empty = torch.zeros_like(x[:, :1]) if mask is None else mask
-            with torch.no_grad():
-                out = model(x.to(device), mask=empty.to(device))
+            out = _run_with_mask(model, source, torch.zeros_like(x[:, :1]) if mask is None else mask)
             if on_tile is not None:
                 on_tile(1, 1)
-            return out.float().cpu()
-        source = x if mask is None else prefill(x, mask)
+            return out
         return self.upscaler.upscale_tensor(source, on_tile, size=tuple(x.shape[-2:]))
 
     def restore_image(self, image, mask: torch.Tensor | None = None, on_tile=None):
@@ -208,6 +302,23 @@ class Restorer:
         return image.replace(pixels=out)
 
 
+def _run_with_mask(model, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """model(x, mask=mask) on the whole (1, C, H, W) image: greyscale as three equal planes, padded
+    (reflect) to the model's size multiple, on the model's device and dtype; (1, C, H, W) float32 back."""
+    param = next(iter(model.parameters()), None)
+    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    h, w = x.shape[-2:]
+    multiple = model.info.size_multiple
+    pad = (0, (-w) % multiple, 0, (-h) % multiple)
+    colour = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    if any(pad):
+        mode = "reflect" if pad[1] < w and pad[3] < h else "replicate"
+        colour, mask = F.pad(colour, pad, mode=mode), F.pad(mask, pad, mode=mode)
+    with torch.no_grad():
+        out = model(colour.to(device, dtype), mask=mask.to(device, dtype))[..., :h, :w].float().cpu()
+    return out.mean(dim=1, keepdim=True) if x.shape[1] == 1 else out
+
+
 def read_mask(path) -> torch.Tensor:
     """A mask image file -> (1, 1, H, W) 0/1 (white and opaque = fill)."""
     from upscale_cli.images import read_image
@@ -217,36 +328,86 @@ def read_mask(path) -> torch.Tensor:
 
 
 class BatchRestore:
-    """Restoration as the batch runner's converter (upscale_image): one restorer and one mask for
-    every image. With a `jpeg` restorer (what `--task auto` adds when no model is named and no
-    mask is given), JPEG inputs at or below AUTO_JPEG_MAX_QUALITY go to it instead."""
+    """Restoration as the batch runner's converter (upscale_image), one mask for every image.
 
-    def __init__(self, restorer: Restorer, mask: torch.Tensor | None = None, jpeg: Restorer | None = None) -> None:
-        self.restorer, self.mask, self.jpeg = restorer, mask, jpeg
+    `restorer`: the model -m names (or --task jpeg/denoise/inpaint's default) for every image; None
+    for --task auto without -m, which assesses each image and runs `routes[route(assessment)]`
+    (nothing on a clean one). `inpaint`: with a mask and no -m, unet-inpaint then fills the masked
+    pixels of what the first step gave."""
 
-    def pick(self, image) -> Restorer:
-        """The restorer for one decoded image."""
-        quality = image.jpeg_quality
-        heavy_jpeg = quality is not None and quality <= AUTO_JPEG_MAX_QUALITY
-        return self.jpeg if self.jpeg is not None and self.mask is None and heavy_jpeg else self.restorer
+    def __init__(self, restorer: Restorer | None, mask: torch.Tensor | None = None,
+                 routes: dict[str, Restorer] | None = None, inpaint: Restorer | None = None) -> None:
+        self.restorer, self.mask, self.routes, self.inpaint = restorer, mask, routes or {}, inpaint
+        self._assessed: tuple[object, Assessment] | None = None  # (image, assessment): the file at hand
+
+    @property
+    def name(self) -> str:
+        """The model the whole batch runs, or "auto" when it is chosen per image."""
+        return self.restorer.model_name if self.restorer is not None else "auto"
+
+    @property
+    def restorers(self) -> list[Restorer]:
+        return [r for r in (self.restorer, *self.routes.values(), self.inpaint) if r is not None]
+
+    def assess(self, image) -> Assessment | None:
+        """What --task auto finds in one decoded image (None when a model is named)."""
+        if self.restorer is not None:
+            return None
+        if self._assessed is None or self._assessed[0] is not image:
+            self._assessed = (image, assess(image.pixels, image.jpeg_quality, self.mask))
+        return self._assessed[1]
+
+    def pick(self, image) -> Restorer | None:
+        """The restorer for one decoded image before any inpainting (None: clean, left as is)."""
+        assessment = self.assess(image)
+        if assessment is None:
+            return self.restorer
+        model = route(assessment)
+        return None if model is None else self.routes[model]
 
     def model_for(self, image) -> str:
-        """The model name that restores this image (for the per-file report)."""
-        return self.pick(image).model_name
+        """The model(s) that restore this image, e.g. "unet-jpeg+unet-inpaint"; "none" when left as is."""
+        first = self.pick(image)
+        ran = [r.model_name for r in (first, self.inpaint if self.mask is not None else None) if r is not None]
+        return "+".join(ran) or "none"
+
+    def found_for(self, image) -> dict | None:
+        """--task auto: what it found in this image and what it ran, for the file's line and --json."""
+        assessment = self.assess(image)
+        if assessment is None:
+            return None
+        model = self.model_for(image)
+        said = f"clean: left as is ({assessment.describe()})" if model == "none" else f"{assessment.describe()}: {model}"
+        return {**assessment.record(), "summary": said}
 
     def upscale_image(self, image, on_tile=None):
-        return self.pick(image).restore_image(image, self.mask, on_tile)
+        first = self.pick(image)
+        if first is not None:
+            image = first.restore_image(image, self.mask, on_tile)
+        if self.inpaint is not None and self.mask is not None:
+            image = self.inpaint.restore_image(image, self.mask, on_tile)
+        return image
 
 
 def batch_restore(config: RestoreConfig, mask: torch.Tensor | None = None, progress: bool = True) -> BatchRestore:
-    """The converter `upscale restore` (and `upscale --restore`) runs: the configured restorer,
-    loaded now so a missing model fails once before the batch, plus the JPEG specialist for
-    `--task auto` with no model named and no mask."""
-    restorer = Restorer(config, progress=progress)
-    restorer.prepare()
-    routed = config.model is None and config.task == "auto" and mask is None
-    jpeg = Restorer(dataclasses.replace(config, task="jpeg"), progress=progress) if routed else None
-    return BatchRestore(restorer, mask, jpeg)
+    """The converter `upscale restore` (and `upscale --restore`) runs, its models loaded now so a
+    missing one fails once before the batch: the named (or the task's) model, or for --task auto
+    without -m the routed models; with a mask and no -m, unet-inpaint for the masked pixels."""
+    def loaded(**changes) -> Restorer:
+        restorer = Restorer(dataclasses.replace(config, **changes), progress=progress)
+        restorer.prepare()
+        return restorer
+
+    if config.model is not None or config.task != "auto":
+        restorer = loaded()
+        routes = {}
+    else:
+        restorer = None
+        routes = {name: loaded(model=name, task="denoise" if name == DEFAULT_MODEL else "jpeg")
+                  for name in (DEFAULT_MODEL, TASK_MODELS["jpeg"])}
+    fills = mask is not None and config.model is None and config.task != "inpaint"
+    inpaint = loaded(model=INPAINT_MODEL, task="inpaint") if fills else None
+    return BatchRestore(restorer, mask, routes, inpaint)
 
 
 class RestoreThenUpscale:
@@ -256,7 +417,11 @@ class RestoreThenUpscale:
         self.restore, self.upscaler = restore, upscaler
 
     def model_for(self, image) -> str:
-        return f"{self.restore.model_for(image)}+{self.upscaler.config.model}"
+        restored = self.restore.model_for(image)
+        return self.upscaler.config.model if restored == "none" else f"{restored}+{self.upscaler.config.model}"
+
+    def found_for(self, image) -> dict | None:
+        return self.restore.found_for(image)
 
     def passes_for(self, height: int, width: int) -> tuple[int, ...]:
         return self.upscaler.passes_for(height, width)

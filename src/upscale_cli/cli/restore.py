@@ -9,8 +9,11 @@ from upscale_cli.cli import progress as progress_ui
 
 HELP = """Repair JPEG artifacts, noise, holes and overlaid text at the same size.
 
-Writes {stem}_restored{ext} next to each input (or into -o). --mask marks pixels to fill
-(white = fill; the same size as the image); without one, the model finds damage itself.
+Writes {stem}_restored{ext} next to each input (or into -o). --task auto (the default) reads
+each file's JPEG quality and estimates its noise, then runs what fits (noise: unet-restore;
+JPEG below quality 85: unet-jpeg; clean: left as is) and says so on the file's line.
+--mask marks pixels to fill (white = fill; the same size as the image): unet-inpaint fills them
+(holes, scratches, overlaid text). Text without a mask is not found or removed.
 --strength blends the input (0) and the restored image (1); masked pixels are always filled.
 
 Examples: upscale restore old.jpg ; upscale restore scan.png --mask scratches.png ;
@@ -20,12 +23,13 @@ upscale restore shots/ -r -o fixed/ --strength 0.7 ; upscale photo.jpg -x 4 --re
 def restore_command(
     paths: List[str] = typer.Argument(..., metavar="PATH...", help="Files, folders, quoted globs, or - for stdin."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder; - for stdout."),
-    task: str = typer.Option("auto", "--task", help="auto, jpeg, denoise or inpaint (inpaint changes masked pixels only)."),
+    task: str = typer.Option("auto", "--task", help="auto (by each file's JPEG quality and noise), jpeg, denoise or inpaint (masked pixels only)."),
     mask: Optional[str] = typer.Option(None, "--mask", help="Image of the pixels to fill (white = fill), same size as the input."),
     strength: float = typer.Option(1.0, "--strength", help="0 = the input, 1 = fully restored (outside the mask)."),
     model: Optional[str] = typer.Option(
         None, "-m", "--model",
-        help="Restoration model (see `upscale models`) or a weights file; default unet-restore, unet-jpeg for --task jpeg."),
+        help="Restoration model (see `upscale models`) or a weights file, for every file; default: chosen per file "
+             "(--task auto), unet-restore (denoise), unet-jpeg (jpeg), unet-inpaint (inpaint and --mask)."),
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Include subfolders of folder inputs."),
     fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp, tiff or bmp. Default: -o's extension, else the input's format (GIF: png)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
@@ -49,14 +53,14 @@ def restore_command(
     mask_tensor = read_mask(mask) if mask is not None else None
     converter = batch_restore(config, mask_tensor, progress=not quiet)
     restorer = converter.restorer
-    if mask is None and restorer.needs_mask:
+    if mask is None and restorer is not None and restorer.needs_mask:
         raise UsageError(f"--task {task} with model {restorer.model_name!r} needs --mask (an image, white = fill)")
     jobs = plan_jobs(expand_inputs(paths, recursive=recursive), output, "restored", fmt, overwrite)
-    record = {"model": restorer.model_name, "task": task, "strength": strength}
+    record = {"model": converter.name, "task": task, "strength": strength}
     reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
                                          stdout_busy=output == "-")
     results = reporter.run(jobs, converter, options)
-    for note in restorer.notes:
+    for note in dict.fromkeys(note for r in converter.restorers for note in r.notes):
         reporter.note(note)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
