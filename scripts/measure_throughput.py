@@ -14,7 +14,10 @@ model only (Upscaler.upscale_tensor, or the bare forward of `--forward`), encode
 at the default settings). `--pillow METHOD` adds a plain one-process Pillow loop (open, resize,
 save at Pillow's defaults) as a baseline; `--rounds N` alternates the whole command with its baselines
 N times, so machine load hits both alike. Outputs go to a temporary folder that is removed.
-`versus` times two option sets on the same folder, alternating. Every table carries `uptime`.
+`--before SRC` also times the command with another source tree first on PYTHONPATH (an earlier
+commit: `git archive COMMIT src | tar -x -C /tmp/before`), alternating with this one.
+`versus` times two option sets on the same folder, alternating. `batching` times the bare model on
+B same-size images one by one and as one batch. Every table carries `uptime`.
 """
 from __future__ import annotations
 
@@ -66,11 +69,14 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def time_command(folder: Path, options: list[str]) -> tuple[float, Path]:
-    """Wall time of `upscale FOLDER -o TMP -q OPTIONS` in a fresh process."""
+def time_command(folder: Path, options: list[str], code: str | None = None) -> tuple[float, Path]:
+    """Wall time of `upscale FOLDER -o TMP -q OPTIONS` in a fresh process (`code`: another source
+    tree, e.g. an earlier commit's `git archive`, put first on PYTHONPATH)."""
     out = Path(tempfile.mkdtemp(prefix="tp-out-"))
+    env = dict(os.environ, PYTHONPATH=code) if code else None
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "upscale_cli", str(folder), "-o", str(out), "-q", *options])
+    done = subprocess.run([sys.executable, "-m", "upscale_cli", str(folder), "-o", str(out), "-q", *options],
+                          env=env)
     seconds = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"upscale exited {done.returncode}")
@@ -145,15 +151,20 @@ def run(args: argparse.Namespace) -> None:
     paths = images_in(folder)
     print(f"# {len(paths)} images in {folder}; upscale {' '.join(args.options)}; torch threads "
           f"{torch.get_num_threads()}; {uptime()}")
-    commands, pillow = [], []
-    measured = parts(paths, args.options, args.forward)
-    for _ in range(args.rounds):
+    commands, pillow, before, rounds = [], [], [], []
+    for _ in range(args.rounds):  # each round: the parts in this process, then the command(s)
+        rounds.append(parts(paths, args.options, args.forward))
         seconds, out = time_command(folder, args.options)
         shutil.rmtree(out)
         commands.append(seconds)
+        if args.before:
+            seconds, out = time_command(folder, args.options, args.before)
+            shutil.rmtree(out)
+            before.append(seconds)
         if args.pillow:
             factor = int(float(_option(args.options, ("-x", "--scale"), "4")))
             pillow.append(time_pillow_loop(paths, folder, factor, args.pillow))
+    measured = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     startup = time_startup()
     whole = statistics.median(commands)
     print("| part | seconds | note |\n|---|---|---|")
@@ -163,8 +174,14 @@ def run(args: argparse.Namespace) -> None:
     print(f"| model load | {measured['load']:.2f} | |")
     print(f"| decode | {measured['decode']:.2f} | images.read_image |")
     label = "bare forward" if args.forward else "Upscaler.upscale_tensor"
-    print(f"| model only | {measured['model']:.2f} | {label}; whole / model = {whole / measured['model']:.2f}x |")
+    model_runs = ", ".join(f"{r['model']:.2f}" for r in rounds)
+    print(f"| model only | {measured['model']:.2f} | {label}; runs {model_runs}; "
+          f"whole / model = {whole / measured['model']:.2f}x |")
     print(f"| encode (PNG, default level) | {measured['encode']:.2f} | {measured['bytes'] / 1e6:.1f} MB |")
+    if before:
+        base = statistics.median(before)
+        print(f"| whole command, code of {args.before} | {base:.2f} | runs {', '.join(f'{b:.2f}' for b in before)}; "
+              f"whole / model = {base / measured['model']:.2f}x; now / then = {whole / base:.2f}x |")
     if pillow:
         base = statistics.median(pillow)
         print(f"| Pillow loop ({args.pillow}) | {base:.2f} | runs {', '.join(f'{p:.2f}' for p in pillow)}; "
@@ -191,6 +208,33 @@ def versus(args: argparse.Namespace) -> None:
     print(f"ratio first / second = {a / b:.2f}x; after: {uptime()}")
 
 
+def batching(args: argparse.Namespace) -> None:
+    """Does one batch of B same-size images beat B single passes? The bare model, alternating."""
+    import torch
+
+    from upscale_cli.loader import load_model
+
+    net = load_model(args.model, args.scale)
+    print(f"# {args.model} x{args.scale}, torch threads {torch.get_num_threads()}; {uptime()}")
+    print("| input | batch | one by one s/image | in one batch s/image | batch / one by one |\n|---|---|---|---|---|")
+    for side in args.sides:
+        x = torch.rand(args.batch, 3, side, side)
+        singles, batched = [], []
+        with torch.no_grad():
+            net(x[:1])
+            for _ in range(args.rounds):
+                start = time.perf_counter()
+                for i in range(args.batch):
+                    net(x[i : i + 1])
+                singles.append((time.perf_counter() - start) / args.batch)
+                start = time.perf_counter()
+                net(x)
+                batched.append((time.perf_counter() - start) / args.batch)
+        a, b = statistics.median(singles), statistics.median(batched)
+        print(f"| {side}x{side} | {args.batch} | {a:.4f} | {b:.4f} | {b / a:.2f}x |")
+    print(f"# after: {uptime()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -203,6 +247,13 @@ def main() -> None:
         p.add_argument("--rounds", type=int, default=2)
         p.add_argument("--pillow", default=None, help="also time a plain Pillow loop with this filter")
         p.add_argument("--forward", action="store_true", help="model only = the bare forward passes")
+        p.add_argument("--before", default=None, help="a source tree (src/ of an earlier commit) to time alike")
+    b = sub.add_parser("batching")
+    b.add_argument("--model", default="unet")
+    b.add_argument("--scale", type=int, default=4)
+    b.add_argument("--batch", type=int, default=8)
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--sides", type=int, nargs="+", default=[48, 64, 128, 256])
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
@@ -210,7 +261,7 @@ def main() -> None:
     if args.what == "make":
         make_set(args.set, Path(args.out))
     else:
-        (run if args.what == "run" else versus)(args)
+        {"run": run, "versus": versus, "batching": batching}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -62,3 +62,16 @@ def test_png_compression_changes_size_only(tmp_path):
         assert result.exit_code == 0, result.output
         sizes[level] = out.stat().st_size
     assert sizes["9"] < sizes["0"]
+
+
+def test_restore_takes_the_same_shards(tmp_path):
+    folder, out = _folder(tmp_path, 6), tmp_path / "out"
+    seen = []
+    for k in range(2):
+        result = runner.invoke(app, ["restore", str(folder), "-r", "-m", "opencv-nlmeans", "-o", str(out), "--json",
+                                     "--shard", f"{k}/2", "--png-compression", "9"])
+        assert result.exit_code == 0, result.output
+        seen += [Path(r["input"]).relative_to(folder).as_posix() for r in _rows(result)]
+    everything = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    assert sorted(seen) == everything and len(seen) == len(set(seen))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == everything
