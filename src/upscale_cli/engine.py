@@ -130,7 +130,10 @@ class Upscaler:
             self._note_licence(native_scale)
             model = load_model(self.config.model, native_scale, progress=self._progress)
             device = torch.device(model.info.device_bound) if model.info.device_bound else self.device
-            self._models[native_scale] = model.to(device=device, dtype=self._dtype(model, device))
+            model = model.to(device=device, dtype=self._dtype(model, device))
+            if _use_channels_last(model.info, device):
+                model = model.to(memory_format=torch.channels_last)
+            self._models[native_scale] = model
         return self._models[native_scale]
 
     def _note_licence(self, native_scale: int | None) -> None:
@@ -226,8 +229,10 @@ class Upscaler:
         device = param.device if param is not None else torch.device(model.info.device_bound or self.device)
         dtype = param.dtype if param is not None else torch.float32
 
+        layout = torch.channels_last if _use_channels_last(model.info, device) else torch.contiguous_format
+
         def run_tile(t: torch.Tensor) -> torch.Tensor:
-            return _check_finite(_with_channels(model, t.to(dtype), model).float())
+            return _check_finite(_with_channels(model, t.to(dtype).contiguous(memory_format=layout), model).float())
 
         with torch.no_grad():
             return self._tile_with_retries(run_tile, x.to(device), native, model.info, on_tile)
@@ -305,6 +310,11 @@ class Upscaler:
         out = self.upscale_tensor(torch.cat([colour, image.alpha], dim=1), on_tile, size=size)
         pixels = out[:, :3].mean(dim=1, keepdim=True) if grey else out[:, :3]
         return image.replace(pixels=pixels.contiguous(), alpha=out[:, 3:4].contiguous())
+
+
+def _use_channels_last(info, device: torch.device) -> bool:
+    """Channels-last on the CPU for models measured faster with it (oneDNN's preferred layout)."""
+    return info.channels_last and device.type == "cpu"
 
 
 def cpu_has_native_bf16() -> bool:

@@ -31,6 +31,7 @@ class ModelInfo:
     supports_half / supports_bf16: float16 (CUDA) / bfloat16 give correct results.
     takes_mask: forward(x, mask) with mask (B, 1, H, W), 1 = fill (inpainting models).
     fits_at_runtime: forward optimises (fit-single): it needs autograd and is never tiled.
+    channels_last: the model runs faster with channels-last tensors on the CPU (measured per model).
     device_bound: None when the model runs on any torch device; else the one device it runs
         on ("cpu" for OpenCV models), whatever the user picked.
     """
@@ -48,6 +49,7 @@ class ModelInfo:
     supports_bf16: bool = True
     takes_mask: bool = False
     fits_at_runtime: bool = False
+    channels_last: bool = False
     tileable: bool = True  # derived: tiling != TILING_INTERNAL (builders may say tileable=False)
 
     def __post_init__(self) -> None:

@@ -153,6 +153,7 @@ class UNetSR(nn.Module):
             tail_conv.weight.mul_(TAIL_INIT_GAIN)
         self.info = ModelInfo(
             scale=scale, in_channels=3, supports_half=True, size_multiple=2**levels, takes_mask=self.mask_channel,
+            channels_last=True,  # measured: 1.4x faster on the CPU in float32, more in bfloat16
             receptive_field=unet_receptive_field(levels, blocks, decoder_blocks, bottleneck_blocks),
         )
 

@@ -66,7 +66,7 @@ class StackedUpsampler(nn.Module):
         self.stages = nn.ModuleList(UpsamplerStage(width, depth) for _ in range(scale.bit_length() - 1))
         # per stage: head 1 + down 1 + body 2*depth + up1 2 (at half res) + up2/out ~2; stage k sees 2^k-times input
         stage_field = 1 + 2 + 2 * (depth + 2) + 2
-        self.info = ModelInfo(scale=scale, in_channels=3, supports_half=True, size_multiple=2,
+        self.info = ModelInfo(scale=scale, in_channels=3, supports_half=True, size_multiple=2, channels_last=True,
                               receptive_field=sum(-(-stage_field // 2**k) for k in range(len(self.stages))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, h, w) -> (B, 3, h*s, w*s)
