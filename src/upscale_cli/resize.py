@@ -10,13 +10,17 @@ Speed: the axis being resized is moved to the front first, so each tap gathers w
 contiguous rows (a gather along the last axis is several times slower), and the taps of
 an (in, out, method) triple are computed once per process (a folder of same-size images
 reuses them). The arithmetic, and so every output value, is the same as the plain
-per-tap sum: float32 multiply, then add, tap after tap.
+per-tap sum: float32 multiply, then add, tap after tap. A CPU tensor that needs no gradient
+(every inference call) runs the same steps in NumPy: the same IEEE operations, one thread. Torch
+spreads each of these small, memory-bound steps over its thread pool, and on a busy machine
+waiting for the pool cost more than the work (bicubic x4 of 128x128: 0.3 s instead of 10 ms).
 """
 from __future__ import annotations
 
 import functools
 import math
 
+import numpy as np
 import torch
 
 FILTER_SUPPORT = {"bilinear": 1.0, "bicubic": 2.0, "lanczos": 3.0}
@@ -60,8 +64,7 @@ def _resize_axis(x: torch.Tensor, out_size: int, dim: int, method: str) -> torch
     if in_size == out_size:
         return x
     if method == "nearest":
-        src = torch.floor((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size))
-        return x.index_select(dim, src.clamp(max=in_size - 1).long().to(x.device))
+        return x.index_select(dim, _nearest_source(in_size, out_size).to(x.device))
     idx, weights = _axis_taps(in_size, out_size, method)
     idx, weights = idx.to(x.device), weights.to(device=x.device, dtype=x.dtype)
     used = [k for k in range(idx.shape[1]) if bool(weights[:, k].any())]
@@ -72,6 +75,39 @@ def _resize_axis(x: torch.Tensor, out_size: int, dim: int, method: str) -> torch
         term = rows.index_select(0, idx[:, k]) * weights[:, k].reshape(shape)
         out = term if out is None else out.add_(term)
     return out.movedim(0, dim)
+
+
+def _nearest_source(in_size: int, out_size: int) -> torch.Tensor:
+    src = torch.floor((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size))
+    return src.clamp(max=in_size - 1).long()
+
+
+def _resize_axis_numpy(x: np.ndarray, out_size: int, axis: int, method: str) -> np.ndarray:
+    """_resize_axis in NumPy: the same taps, the same multiply-then-add order, so the same values."""
+    in_size = x.shape[axis]
+    if in_size == out_size:
+        return x
+    if method == "nearest":
+        return np.take(x, _nearest_source(in_size, out_size).numpy(), axis=axis)
+    idx, weights = _axis_taps(in_size, out_size, method)
+    idx, weights = idx.numpy(), weights.numpy().astype(x.dtype)
+    rows = np.ascontiguousarray(np.moveaxis(x, axis, 0))  # (in, ...): each tap gathers whole rows
+    shape = (out_size,) + (1,) * (x.ndim - 1)
+    out, term = None, None
+    for k in range(idx.shape[1]):
+        if not weights[:, k].any():
+            continue
+        term = np.take(rows, idx[:, k], axis=0, out=term)
+        np.multiply(term, weights[:, k].reshape(shape), out=term)
+        if out is None:
+            out, term = term, None
+        else:
+            np.add(out, term, out=out)
+    return np.moveaxis(out, 0, axis)
+
+
+def _numpy_path(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32, torch.float64)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], method: str = "bicubic", clamp: bool = True) -> torch.Tensor:
@@ -85,6 +121,14 @@ def resize(x: torch.Tensor, size: tuple[int, int], method: str = "bicubic", clam
     height, width = size
     if height < 1 or width < 1:
         raise ValueError(f"cannot resize to {width}x{height}")
+    if _numpy_path(x):
+        array = _resize_axis_numpy(x.numpy(), width, x.dim() - 1, method)
+        if clamp:  # in place on a new buffer, never on the caller's tensor
+            array = np.clip(array, 0.0, 1.0, out=array if width != x.shape[-1] else None)
+        array = _resize_axis_numpy(array, height, x.dim() - 2, method)
+        if clamp:
+            array = np.clip(array, 0.0, 1.0)
+        return torch.from_numpy(array)
     x = _resize_axis(x, width, x.dim() - 1, method)
     if clamp:
         x = x.clamp(0.0, 1.0)
