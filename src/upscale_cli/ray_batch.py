@@ -122,8 +122,12 @@ def run_on_ray(address: str, jobs: list[Job], make_converter: Callable, record: 
 
     if any(job.source.path is None or job.output is None for job in jobs if not job.skip_reason):
         raise UsageError("--ray takes files and folders, not stdin or stdout (-)")
-    ray = connect(address)
     runnable = [i for i, job in enumerate(jobs) if not job.skip_reason]
+    if not runnable:  # a rerun with everything done: no cluster needed
+        for index, job in enumerate(jobs):
+            yield index, _planned_result(job), {"notes": list(job.notes)}
+        return
+    ray = connect(address)
     chunks = [runnable[i : i + CHUNK] for i in range(0, len(runnable), CHUNK)]
     chunk_of = {index: position // CHUNK for position, index in enumerate(runnable)}
     count, resources = worker_shape(ray)
