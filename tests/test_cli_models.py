@@ -1,4 +1,7 @@
-"""`upscale models ...` through the real Typer app (CliRunner), with a real HTTP mirror on 127.0.0.1."""
+"""`upscale models ...` through the real Typer app (CliRunner), with a real HTTP mirror on 127.0.0.1.
+
+Downloads use the generated catalogue entries of conftest.py (files made by the tests, with their real
+sha256 and size), so these tests need no ../shared; the real entries are used where nothing is fetched."""
 from __future__ import annotations
 
 import json
@@ -6,29 +9,25 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from http_server import OPENCV_WEIGHTS_DIR, FileServer
+from conftest import RANDOM_MODEL, RANDOM_SMALL_MODEL
+from http_server import FileServer
 from upscale_cli import download
 from upscale_cli.catalog import load_catalog
 from upscale_cli.cli import app
 
-pytestmark = pytest.mark.skipif(not (OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb").is_file(), reason="shared OpenCV weights missing")
-ESPCN = load_catalog()["opencv-espcn"]
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    root = tmp_path / "cache"
-    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(root))
-    monkeypatch.delenv("UPSCALE_WEIGHTS_MIRROR", raising=False)
-    monkeypatch.delenv("UPSCALE_OFFLINE", raising=False)
-    monkeypatch.setenv("UPSCALE_DOWNLOAD_BACKOFF", "0.01")
-    download._verified.clear()
-    return root
+pytestmark = pytest.mark.usefixtures("cache", "generated_catalogue")
+ESPCN = load_catalog()["opencv-espcn"]  # the real entry, for the tests that fetch nothing
 
 
 @pytest.fixture
-def mirror(monkeypatch):
-    with FileServer(OPENCV_WEIGHTS_DIR) as server:
+def model(generated_weights):
+    """The generated three-scale entry the download tests fetch (x2, x3, x4)."""
+    return generated_weights.specs[RANDOM_MODEL]
+
+
+@pytest.fixture
+def mirror(generated_weights, monkeypatch):
+    with FileServer(generated_weights.folder) as server:
         monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url)
         yield server
 
@@ -47,45 +46,47 @@ def test_list_shows_models_and_status():
     assert run("list").stdout == result.stdout
 
 
-def test_list_json(mirror):
-    assert run("download", "opencv-espcn", "-x", "2").exit_code == 0
+def test_list_json(mirror, model):
+    assert run("download", RANDOM_MODEL, "-x", "2").exit_code == 0
     records = {r["name"]: r for r in json.loads(run("--json").stdout)}
     assert records["bicubic"]["scales"] == [] and records["bicubic"]["offline"] == "built in"
-    espcn = records["opencv-espcn"]
-    assert espcn["scales"] == [2, 3, 4] and espcn["size"] == sum(f.size for f in ESPCN.files.values())
-    assert espcn["offline"] == "cached x2"
-    assert [f["cached"] for f in espcn["files"]] == [True, False, False]
+    assert records["opencv-espcn"]["scales"] == [2, 3, 4] and records["opencv-espcn"]["offline"] == "not cached"
+    generated = records[RANDOM_MODEL]
+    assert generated["scales"] == [2, 3, 4] and generated["size"] == sum(f.size for f in model.files.values())
+    assert generated["offline"] == "cached x2"
+    assert [f["cached"] for f in generated["files"]] == [True, False, False]
 
 
-def test_download_with_mirror_then_path(mirror, cache):
-    result = run("download", "opencv-espcn")
+def test_download_with_mirror_then_path(mirror, cache, model):
+    result = run("download", RANDOM_MODEL)
     assert result.exit_code == 0, result.output
-    paths = [download.cached_path(f) for f in ESPCN.files.values()]
+    paths = [download.cached_path(f) for f in model.files.values()]
     assert result.stdout.split() == [str(p) for p in paths]
     assert all(p.is_file() for p in paths)
-    assert "downloading ESPCN_x2.pb" in result.stderr  # plain progress lines off a terminal
-    assert run("path", "opencv-espcn", "-x", "3").stdout.strip() == str(paths[1])
-    assert run("path", "opencv-espcn").stdout.split() == [str(p) for p in paths]
-    assert "cached" in run("list").stdout.split("opencv-espcn", 1)[1].splitlines()[0]
+    assert f"downloading {model.files[2].filename}" in result.stderr  # plain progress lines off a terminal
+    assert run("path", RANDOM_MODEL, "-x", "3").stdout.strip() == str(paths[1])
+    assert run("path", RANDOM_MODEL).stdout.split() == [str(p) for p in paths]
+    assert "cached" in run("list").stdout.split(RANDOM_MODEL + " ", 1)[1].splitlines()[0]
 
 
 def test_download_quiet_and_cache_hit(mirror):
-    assert run("download", "opencv-fsrcnn-small", "-x", "2", "--quiet").stderr == ""
-    assert run("download", "opencv-fsrcnn-small", "-x", "2").exit_code == 0
+    assert run("download", RANDOM_SMALL_MODEL, "-x", "2", "--quiet").stderr == ""
+    assert run("download", RANDOM_SMALL_MODEL, "-x", "2").exit_code == 0
     assert len(mirror.requests) == 1
 
 
-def test_download_keeps_going_after_a_bad_name(mirror):
-    result = run("download", "no-such-model", "opencv-fsrcnn-small", "-x", "2", "-q")
+def test_download_keeps_going_after_a_bad_name(mirror, generated_catalogue):
+    result = run("download", "no-such-model", RANDOM_SMALL_MODEL, "-x", "2", "-q")
     assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.stderr
-    assert download.is_cached(load_catalog()["opencv-fsrcnn-small"].files[2])
+    assert download.is_cached(generated_catalogue[RANDOM_SMALL_MODEL].files[2])
 
 
-def test_download_errors_are_one_line(mirror):
+def test_download_errors_are_one_line(mirror, model):
     mirror.faults.status = 404
-    result = run("download", "opencv-espcn", "-x", "2", "-q")
+    result = run("download", RANDOM_MODEL, "-x", "2", "-q")
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == [f"error: HTTP 404 Not Found from {mirror.url}/ESPCN_x2.pb"]
+    expected = f"error: HTTP 404 Not Found from {mirror.url}/{model.files[2].filename}"
+    assert result.stderr.strip().splitlines() == [expected]
     assert "Traceback" not in result.output
 
 
@@ -111,24 +112,25 @@ def test_path_of_uncached_and_builtin_models():
     assert result.exit_code == 1 and "no weights file" in result.stderr
 
 
-def test_verify_detects_and_removes_corrupt_file(mirror):
-    assert run("download", "opencv-espcn", "-x", "2", "-q").exit_code == 0
-    assert run("download", "opencv-espcn", "-x", "3", "-q").exit_code == 0
+def test_verify_detects_and_removes_corrupt_file(mirror, model):
+    assert run("download", RANDOM_MODEL, "-x", "2", "-q").exit_code == 0
+    assert run("download", RANDOM_MODEL, "-x", "3", "-q").exit_code == 0
     assert run("verify").exit_code == 0
-    bad = download.cached_path(ESPCN.files[3])
+    bad = download.cached_path(model.files[3])
     bad.write_bytes(b"\0" * bad.stat().st_size)
     result = run("verify")
     assert result.exit_code == 1
     assert f"corrupt (removed): {bad}" in result.stderr and "1 good, 1 corrupt" in result.stdout
-    assert not bad.exists() and download.cached_path(ESPCN.files[2]).exists()
+    assert not bad.exists() and download.cached_path(model.files[2]).exists()
     assert run("verify").exit_code == 0
 
 
-def test_clear(mirror, cache):
-    assert run("download", "opencv-espcn", "-x", "2", "-q").exit_code == 0
+def test_clear(mirror, cache, model):
+    assert model.files[2].size == 90_000
+    assert run("download", RANDOM_MODEL, "-x", "2", "-q").exit_code == 0
     result = run("clear")
-    assert result.exit_code == 0 and "removed 1 file(s), 86.4 KB" in result.stdout
-    assert not download.is_cached(ESPCN.files[2])
+    assert result.exit_code == 0 and "removed 1 file(s), 90.0 KB" in result.stdout
+    assert not download.is_cached(model.files[2])
     assert run("clear").exit_code == 0  # clearing an empty cache is fine
 
 
@@ -140,25 +142,27 @@ def test_clear(mirror, cache):
                                         ("UPSCALE_WEIGHTS_MIRROR", "ftp://example.com/")])
 def test_bad_environment_is_one_line_naming_it(name, value, mirror, monkeypatch):
     monkeypatch.setenv(name, value)
-    result = run("download", "opencv-espcn", "-x", "2")
+    result = run("download", RANDOM_MODEL, "-x", "2")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"error: {name} must be") and repr(value) in result.stderr
     assert "Traceback" not in result.output and mirror.requests == []
 
 
-def test_short_file_says_wrong_size_and_url(tmp_path, monkeypatch, cache):
+def test_short_file_says_wrong_size_and_url(tmp_path, monkeypatch, cache, generated_weights):
+    name = generated_weights.file().filename
+    assert generated_weights.file().size == 90_000
     folder = tmp_path / "short"
     folder.mkdir()
-    (folder / "ESPCN_x2.pb").write_bytes((OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb").read_bytes()[:50_000])
+    (folder / name).write_bytes(generated_weights.data()[:50_000])
     with FileServer(folder) as server:
         monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url)
-        result = run("download", "opencv-espcn", "-x", "2")
+        result = run("download", RANDOM_MODEL, "-x", "2")
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("downloading ESPCN_x2.pb") and len(lines) == 2  # no "downloaded" line
-    assert lines[1] == (f"error: ESPCN_x2.pb from {server.url}/ESPCN_x2.pb is 50,000 bytes, but the catalogue says "
-                        "86,446; the download was deleted")
+    assert lines[0].startswith(f"downloading {name}") and len(lines) == 2  # no "downloaded" line
+    assert lines[1] == (f"error: {name} from {server.url}/{name} is 50,000 bytes, but the catalogue says "
+                        "90,000; the download was deleted")
     assert not [p for p in cache.rglob("*") if p.is_file()]  # no .part, no .lock
 
 
