@@ -28,6 +28,11 @@ from urllib.parse import unquote, urlparse
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 OPENCV_WEIGHTS_DIR = SHARED_DIR / "weights" / "opencv"
+# The reason a test that needs the published OpenCV graphs (not just some file to download) gives
+# when they are absent; conftest.py counts skips by reason at the end of the run.
+NEEDS_OPENCV_WEIGHTS = ("needs ../shared/weights/opencv (the published OpenCV dnn_superres .pb files) - "
+                        "place shared/ beside the checkout")
+HAS_OPENCV_WEIGHTS = (OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb").is_file()
 CHUNK_BYTES = 16 * 1024
 
 

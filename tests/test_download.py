@@ -1,7 +1,12 @@
-"""download.py against a real HTTP server on 127.0.0.1: cache, resume, retries, checksum, lock, offline, mirror."""
+"""download.py against a real HTTP server on 127.0.0.1: cache, resume, retries, checksum, lock, offline, mirror.
+
+The files downloaded are made by conftest.py (random bytes, and a tiny unet for the command's end to end
+test) and described by catalogue entries with their real sha256 and size, so no ../shared is needed;
+only the OpenCV end to end test runs a published graph."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -10,39 +15,41 @@ from pathlib import Path
 
 import pytest
 
-from http_server import OPENCV_WEIGHTS_DIR, FileServer, free_port
+from conftest import RANDOM_MODEL, RANDOM_SMALL_MODEL, UNET_MODEL
+from http_server import HAS_OPENCV_WEIGHTS, NEEDS_OPENCV_WEIGHTS, OPENCV_WEIGHTS_DIR, FileServer, free_port
 from upscale_cli import download
 from upscale_cli.catalog import WeightsFile, load_catalog
 from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
 
-NAME = "ESPCN_x2.pb"
-pytestmark = pytest.mark.skipif(not (OPENCV_WEIGHTS_DIR / NAME).is_file(), reason="shared OpenCV weights missing")
+NAME = f"{RANDOM_MODEL}_x2.pb"  # the generated x2 file: 90,000 random bytes
+SIZE = 90_000
 
 
 @pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch) -> Path:
-    """An empty cache, no mirror, online, and fast retries for every test."""
-    root = tmp_path / "cache"
-    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(root))
-    monkeypatch.delenv("UPSCALE_WEIGHTS_MIRROR", raising=False)
-    monkeypatch.delenv("UPSCALE_OFFLINE", raising=False)
+def download_settings(cache, monkeypatch) -> None:
+    """The shared empty cache (conftest.py), with three retries and a 5 s timeout for every test."""
     monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "3")
-    monkeypatch.setenv("UPSCALE_DOWNLOAD_BACKOFF", "0.01")
     monkeypatch.setenv("UPSCALE_DOWNLOAD_TIMEOUT", "5")
-    download._verified.clear()
-    return root
 
 
 @pytest.fixture
-def server():
-    with FileServer(OPENCV_WEIGHTS_DIR) as srv:
+def server(generated_weights):
+    with FileServer(generated_weights.folder) as srv:
         yield srv
 
 
 @pytest.fixture
-def espcn() -> WeightsFile:
-    """The catalogue's ESPCN x2 entry (its real URL is never contacted in these tests)."""
-    return load_catalog()["opencv-espcn"].files[2]
+def weights(generated_weights) -> WeightsFile:
+    """The generated x2 entry (its catalogue URL is never contacted in these tests)."""
+    file = generated_weights.file(RANDOM_MODEL, 2)
+    assert (file.filename, file.size) == (NAME, SIZE)
+    return file
+
+
+@pytest.fixture
+def data(generated_weights) -> bytes:
+    """The bytes of the generated x2 file."""
+    return generated_weights.data(RANDOM_MODEL, 2)
 
 
 def served(file: WeightsFile, server: FileServer, name: str | None = None) -> WeightsFile:
@@ -58,17 +65,17 @@ def files_under(root: Path) -> list[str]:
 # ---------------------------------------------------------------- the happy path
 
 
-def test_download_verifies_and_caches_by_hash(server, espcn, cache):
-    path = download.ensure_weights(served(espcn, server), progress=False)
-    assert path == cache / "weights" / espcn.sha256 / NAME
-    assert path.read_bytes() == (OPENCV_WEIGHTS_DIR / NAME).read_bytes()
-    assert download.is_cached(espcn) and download.cached_path(espcn) == path
+def test_download_verifies_and_caches_by_hash(server, weights, data, cache):
+    path = download.ensure_weights(served(weights, server), progress=False)
+    assert path == cache / "weights" / weights.sha256 / NAME
+    assert path.read_bytes() == data
+    assert download.is_cached(weights) and download.cached_path(weights) == path
     assert files_under(cache) == [NAME]  # no .part left behind
     assert server.full_downloads(NAME) == 1
 
 
-def test_cache_hit_makes_no_request(server, espcn):
-    file = served(espcn, server)
+def test_cache_hit_makes_no_request(server, weights):
+    file = served(weights, server)
     first = download.ensure_weights(file, progress=False)
     download._verified.clear()  # make the second call re-hash the file from disk
     assert download.ensure_weights(file, progress=False) == first
@@ -82,148 +89,148 @@ def test_cache_dir_defaults_to_platform_cache(monkeypatch):
     assert download.cache_dir() == Path(platformdirs.user_cache_dir("upscale-cli", appauthor=False))
 
 
-def test_progress_lines_when_not_a_terminal(server, espcn, capfd):
-    download.ensure_weights(served(espcn, server), progress=True)
+def test_progress_lines_when_not_a_terminal(server, weights, capfd):
+    download.ensure_weights(served(weights, server), progress=True)
     err = capfd.readouterr().err
-    assert f"downloading {NAME} (86.4 KB) from {server.url}" in err and f"downloaded {NAME}" in err
+    assert f"downloading {NAME} (90.0 KB) from {server.url}" in err and f"downloaded {NAME}" in err
 
 
-def test_no_output_without_progress(server, espcn, capfd):
-    download.ensure_weights(served(espcn, server), progress=False)
+def test_no_output_without_progress(server, weights, capfd):
+    download.ensure_weights(served(weights, server), progress=False)
     assert capfd.readouterr() == ("", "")
 
 
 # ---------------------------------------------------------------- resume and retries
 
 
-def test_resume_after_connection_cut(server, espcn):
+def test_resume_after_connection_cut(server, weights):
     server.faults.cut_after = 40_000
-    path = download.ensure_weights(served(espcn, server), progress=False)
+    path = download.ensure_weights(served(weights, server), progress=False)
     first, second = server.requests_for(NAME)
     assert first.range is None and first.bytes_sent == 40_000
     assert second.range and second.range.startswith("bytes=") and second.status == 206
-    assert second.bytes_sent < espcn.size  # only the rest was fetched
-    assert download._hash_file(path) == espcn.sha256
+    assert second.bytes_sent < weights.size  # only the rest was fetched
+    assert download._hash_file(path) == weights.sha256
 
 
-def test_resume_from_existing_part_file(server, espcn, cache):
-    part = cache / "weights" / espcn.sha256 / (NAME + ".part")
+def test_resume_from_existing_part_file(server, weights, data, cache):
+    part = cache / "weights" / weights.sha256 / (NAME + ".part")
     part.parent.mkdir(parents=True)
-    part.write_bytes((OPENCV_WEIGHTS_DIR / NAME).read_bytes()[:50_000])
-    path = download.ensure_weights(served(espcn, server), progress=False)
+    part.write_bytes(data[:50_000])
+    path = download.ensure_weights(served(weights, server), progress=False)
     assert [r.range for r in server.requests_for(NAME)] == ["bytes=50000-"]
-    assert download._hash_file(path) == espcn.sha256 and not part.exists()
+    assert download._hash_file(path) == weights.sha256 and not part.exists()
 
 
-def test_server_ignoring_range_restarts_from_zero(server, espcn):
+def test_server_ignoring_range_restarts_from_zero(server, weights):
     server.faults.cut_after = 40_000
     server.faults.honour_range = False
-    path = download.ensure_weights(served(espcn, server), progress=False)
+    path = download.ensure_weights(served(weights, server), progress=False)
     second = server.requests_for(NAME)[1]
-    assert second.range is not None and second.status == 200 and second.bytes_sent == espcn.size
-    assert download._hash_file(path) == espcn.sha256
+    assert second.range is not None and second.status == 200 and second.bytes_sent == weights.size
+    assert download._hash_file(path) == weights.sha256
 
 
-def test_retries_on_500_then_succeeds(server, espcn):
+def test_retries_on_500_then_succeeds(server, weights):
     server.faults.status, server.faults.status_times = 500, 2
-    download.ensure_weights(served(espcn, server), progress=False)
+    download.ensure_weights(served(weights, server), progress=False)
     assert [r.status for r in server.requests_for(NAME)] == [500, 500, 200]
 
 
-def test_persistent_500_gives_up(server, espcn, monkeypatch):
+def test_persistent_500_gives_up(server, weights, monkeypatch):
     monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "2")
     server.faults.status = 500
     with pytest.raises(DownloadError, match=r"HTTP 500"):
-        download.ensure_weights(served(espcn, server), progress=False)
+        download.ensure_weights(served(weights, server), progress=False)
     assert len(server.requests) == 3
 
 
-def test_read_timeout_is_a_download_error(server, espcn, monkeypatch):
+def test_read_timeout_is_a_download_error(server, weights, monkeypatch):
     monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "1")
     monkeypatch.setenv("UPSCALE_DOWNLOAD_TIMEOUT", "0.2")
     server.faults.stall_s = 1.0
     with pytest.raises(DownloadError, match="timed out"):
-        download.ensure_weights(served(espcn, server), progress=False)
+        download.ensure_weights(served(weights, server), progress=False)
 
 
 # ---------------------------------------------------------------- failures
 
 
-def test_wrong_bytes_raise_checksum_error_and_leave_nothing(server, espcn, cache):
+def test_wrong_bytes_raise_checksum_error_and_leave_nothing(server, weights, cache):
     server.faults.wrong_bytes = True
-    with pytest.raises(ChecksumError, match=f"expected {espcn.sha256}"):
-        download.ensure_weights(served(espcn, server), progress=False)
+    with pytest.raises(ChecksumError, match=f"expected {weights.sha256}"):
+        download.ensure_weights(served(weights, server), progress=False)
     assert files_under(cache) == []  # neither the file nor a .part
-    assert not download.is_cached(espcn)
+    assert not download.is_cached(weights)
 
 
 @pytest.mark.parametrize("status", [404, 403])
-def test_http_error_names_url_and_status(server, espcn, status):
+def test_http_error_names_url_and_status(server, weights, status):
     server.faults.status = status
-    file = served(espcn, server)
+    file = served(weights, server)
     with pytest.raises(DownloadError) as info:
         download.ensure_weights(file, progress=False)
     assert f"HTTP {status}" in str(info.value) and file.url in str(info.value)
     assert len(server.requests) == 1  # client errors are not retried
 
 
-def test_missing_file_is_404(server, espcn):
+def test_missing_file_is_404(server, weights):
     with pytest.raises(DownloadError, match=r"HTTP 404 .*/nope\.pb"):
-        download.ensure_weights(served(espcn, server, "nope.pb"), progress=False)
+        download.ensure_weights(served(weights, server, "nope.pb"), progress=False)
 
 
-def test_catalogue_mirrors_are_tried_in_order(server, espcn):
-    file = dataclasses.replace(espcn, url=server.url_for("gone.pb"), mirrors=(server.url_for(NAME),))
+def test_catalogue_mirrors_are_tried_in_order(server, weights):
+    file = dataclasses.replace(weights, url=server.url_for("gone.pb"), mirrors=(server.url_for(NAME),))
     assert download.ensure_weights(file, progress=False).is_file()
     assert [r.status for r in server.requests] == [404, 200]
 
 
-def test_connection_refused(espcn, monkeypatch):
+def test_connection_refused(weights, monkeypatch):
     monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "1")
     url = f"http://127.0.0.1:{free_port()}/{NAME}"
     with pytest.raises(DownloadError, match="connection refused") as info:
-        download.ensure_weights(dataclasses.replace(espcn, url=url), progress=False)
+        download.ensure_weights(dataclasses.replace(weights, url=url), progress=False)
     assert url in str(info.value)
 
 
-def test_dns_failure(espcn):
+def test_dns_failure(weights):
     url = f"http://no-such-host.invalid/{NAME}"
     with pytest.raises(DownloadError, match="cannot resolve host no-such-host.invalid"):
-        download.ensure_weights(dataclasses.replace(espcn, url=url), progress=False)
+        download.ensure_weights(dataclasses.replace(weights, url=url), progress=False)
 
 
-def test_cache_folder_not_writable(server, espcn, tmp_path, monkeypatch):
+def test_cache_folder_not_writable(server, weights, tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("UPSCALE_CACHE_DIR", str(blocker / "cache"))
     with pytest.raises(WeightsError, match="not writable; set UPSCALE_CACHE_DIR"):
-        download.ensure_weights(served(espcn, server), progress=False)
+        download.ensure_weights(served(weights, server), progress=False)
     assert server.requests == []
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_disk_full(server, espcn, cache):
-    part = cache / "weights" / espcn.sha256 / (NAME + ".part")
+def test_disk_full(server, weights, cache):
+    part = cache / "weights" / weights.sha256 / (NAME + ".part")
     part.parent.mkdir(parents=True)
     part.symlink_to("/dev/full")  # every write fails with ENOSPC
     with pytest.raises(WeightsError, match="disk full"):
-        download.ensure_weights(served(espcn, server), progress=False)
-    assert not part.is_symlink() and not download.is_cached(espcn)
+        download.ensure_weights(served(weights, server), progress=False)
+    assert not part.is_symlink() and not download.is_cached(weights)
 
 
-def test_corrupt_cached_file_is_fetched_again(server, espcn):
-    file = served(espcn, server)
+def test_corrupt_cached_file_is_fetched_again(server, weights):
+    file = served(weights, server)
     path = download.ensure_weights(file, progress=False)
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
     download._verified.clear()
-    assert download._hash_file(download.ensure_weights(file, progress=False)) == espcn.sha256
+    assert download._hash_file(download.ensure_weights(file, progress=False)) == weights.sha256
     assert server.full_downloads(NAME) == 2
 
 
-def test_packaged_file_missing_from_install(espcn):
-    file = dataclasses.replace(espcn, url=None, packaged=True, filename="not-shipped.safetensors")
+def test_packaged_file_missing_from_install(weights):
+    file = dataclasses.replace(weights, url=None, packaged=True, filename="not-shipped.safetensors")
     with pytest.raises(WeightsError, match="missing from the installation"):
         download.ensure_weights(file)
 
@@ -231,24 +238,31 @@ def test_packaged_file_missing_from_install(espcn):
 # ---------------------------------------------------------------- two processes, one download
 
 CHILD = """
-import sys, time
-from upscale_cli.catalog import load_catalog
+import json, sys, time
+from upscale_cli.catalog import WeightsFile
 from upscale_cli.download import ensure_weights
+file = WeightsFile(**json.loads(sys.argv[2]))
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
-print(ensure_weights(load_catalog()["opencv-espcn"].files[2], progress=False))
+print(ensure_weights(file, progress=False))
 """
 
 
-def test_two_processes_download_once(server, cache):
+def as_json(file: WeightsFile) -> str:
+    """A catalogue entry for a child process (which has no patched catalogue)."""
+    return json.dumps({"scale": file.scale, "filename": file.filename, "sha256": file.sha256, "size": file.size,
+                       "url": file.url})
+
+
+def test_two_processes_download_once(server, weights, cache):
     server.faults.bytes_per_s = 150_000  # ~0.6 s for the file, so the two requests overlap
     env = {**os.environ, "UPSCALE_WEIGHTS_MIRROR": server.url}
     start_at = time.time() + 1.5  # both children call ensure_weights at this moment
-    children = [subprocess.Popen([sys.executable, "-c", CHILD, str(start_at)], env=env,
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, str(start_at), as_json(weights)], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [child.communicate(timeout=60) for child in children]
     assert [c.returncode for c in children] == [0, 0], results
     paths = {out.strip() for out, _ in results}
-    assert paths == {str(cache / "weights" / load_catalog()["opencv-espcn"].files[2].sha256 / NAME)}
+    assert paths == {str(cache / "weights" / weights.sha256 / NAME)}
     assert len(server.requests_for(NAME)) == 1 and server.full_downloads(NAME) == 1
     assert list(cache.rglob("*.lock")) == []  # the lock goes with the download that took it
 
@@ -256,82 +270,83 @@ def test_two_processes_download_once(server, cache):
 # ---------------------------------------------------------------- offline and mirrors
 
 
-def test_offline_with_cold_cache_says_what_to_download(espcn, monkeypatch):
+def test_offline_with_cold_cache_says_what_to_download(weights, monkeypatch):
     monkeypatch.setenv("UPSCALE_OFFLINE", "1")
     with pytest.raises(OfflineError) as info:
-        download.ensure_weights(espcn, progress=False)
+        download.ensure_weights(weights, progress=False)
     message = str(info.value)
-    assert espcn.url in message and str(download.cached_path(espcn)) in message
+    assert weights.url in message and str(download.cached_path(weights)) in message
 
 
-def test_offline_with_warm_cache(server, espcn, monkeypatch):
-    download.ensure_weights(served(espcn, server), progress=False)
+def test_offline_with_warm_cache(server, weights, monkeypatch):
+    download.ensure_weights(served(weights, server), progress=False)
     monkeypatch.setenv("UPSCALE_OFFLINE", "1")
     download._verified.clear()
-    assert download.ensure_weights(espcn, progress=False) == download.cached_path(espcn)
+    assert download.ensure_weights(weights, progress=False) == download.cached_path(weights)
     assert len(server.requests) == 1
 
 
-def test_offline_never_uses_an_http_mirror(server, espcn, monkeypatch):
+def test_offline_never_uses_an_http_mirror(server, weights, monkeypatch):
     monkeypatch.setenv("UPSCALE_OFFLINE", "1")
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url)
     with pytest.raises(OfflineError):
-        download.ensure_weights(espcn, progress=False)
+        download.ensure_weights(weights, progress=False)
     assert server.requests == []
 
 
 @pytest.mark.parametrize("offline", ["", "1"])
-def test_mirror_folder_copies_and_verifies(espcn, monkeypatch, offline):
-    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(OPENCV_WEIGHTS_DIR))
+def test_mirror_folder_copies_and_verifies(weights, generated_weights, monkeypatch, offline):
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(generated_weights.folder))
     monkeypatch.setenv("UPSCALE_OFFLINE", offline)  # a local folder is not the network
-    path = download.ensure_weights(espcn, progress=False)
-    assert path == download.cached_path(espcn) and download._hash_file(path) == espcn.sha256
+    path = download.ensure_weights(weights, progress=False)
+    assert path == download.cached_path(weights) and download._hash_file(path) == weights.sha256
 
 
-def test_mirror_folder_as_file_url(espcn, monkeypatch):
-    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", OPENCV_WEIGHTS_DIR.as_uri())
-    assert download.ensure_weights(espcn, progress=False).is_file()
+def test_mirror_folder_as_file_url(weights, generated_weights, monkeypatch):
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", generated_weights.folder.as_uri())
+    assert download.ensure_weights(weights, progress=False).is_file()
 
 
-def test_mirror_folder_with_wrong_bytes(espcn, tmp_path, monkeypatch):
-    (tmp_path / NAME).write_bytes(b"\0" * espcn.size)
+def test_mirror_folder_with_wrong_bytes(weights, tmp_path, monkeypatch):
+    (tmp_path / NAME).write_bytes(b"\0" * weights.size)
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(tmp_path))
     with pytest.raises(ChecksumError):
-        download.ensure_weights(espcn, progress=False)
+        download.ensure_weights(weights, progress=False)
     assert files_under(download.cache_dir()) == []
 
 
-def test_mirror_folder_without_the_file(espcn, tmp_path, monkeypatch):
+def test_mirror_folder_without_the_file(weights, tmp_path, monkeypatch):
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(tmp_path))
     with pytest.raises(WeightsError, match=f"{NAME} is not in the mirror folder"):
-        download.ensure_weights(espcn, progress=False)
+        download.ensure_weights(weights, progress=False)
 
 
-def test_mirror_url_fetches_by_file_name(server, espcn, monkeypatch):
+def test_mirror_url_fetches_by_file_name(server, weights, monkeypatch):
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url + "/")
-    path = download.ensure_weights(espcn, progress=False)  # the upstream github URL is never tried
+    path = download.ensure_weights(weights, progress=False)  # the upstream github URL is never tried
     assert [r.path for r in server.requests] == [f"/{NAME}"]
-    assert download._hash_file(path) == espcn.sha256
+    assert download._hash_file(path) == weights.sha256
 
 
 # ---------------------------------------------------------------- maintenance
 
 
-def test_verify_and_clear_cache(server, espcn):
-    good = download.ensure_weights(served(espcn, server), progress=False)
-    other = load_catalog()["opencv-fsrcnn-small"].files[2]
+def test_verify_and_clear_cache(server, weights, generated_weights):
+    good = download.ensure_weights(served(weights, server), progress=False)
+    other = generated_weights.file(RANDOM_SMALL_MODEL, 2)
     bad = download.ensure_weights(served(other, server), progress=False)
     bad.write_bytes(b"corrupt")
     report = download.verify_cache()
     assert report.good == [good] and report.corrupt == [bad] and not report.ok
     assert not bad.exists()
-    assert download.clear_cache() == (1, espcn.size)
-    assert not download.weights_dir().exists() and not download.is_cached(espcn)
+    assert download.clear_cache() == (1, weights.size)
+    assert not download.weights_dir().exists() and not download.is_cached(weights)
 
 
 # ---------------------------------------------------------------- end to end (needs the engine)
 
 
+@pytest.mark.skipif(not HAS_OPENCV_WEIGHTS, reason=NEEDS_OPENCV_WEIGHTS)
 def test_opencv_model_end_to_end(tmp_path, monkeypatch):
     """The issue's bar: download once through a mirror URL, verify, cache, upscale; then the same
     command offline with the server gone gives the identical image from the cache."""
@@ -359,7 +374,36 @@ def test_opencv_model_end_to_end(tmp_path, monkeypatch):
     assert online.read_bytes() == offline.read_bytes()
 
 
-def test_wrong_bytes_through_the_command_write_no_image(tmp_path, monkeypatch, cache):
+def test_generated_model_end_to_end(tmp_path, monkeypatch, generated_weights, generated_catalogue):
+    """The same bar with a generated catalogue entry (a tiny unet), so it holds without ../shared:
+    download once through a mirror URL, verify, cache, upscale; then offline, server gone, the same image."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from upscale_cli.cli import app
+
+    import image_factory
+
+    name = generated_weights.file(UNET_MODEL, 2).filename
+    png = image_factory.make_rgb_png(tmp_path, "photo.png", size=(40, 28))
+    online, offline = tmp_path / "online.png", tmp_path / "offline.png"
+    args = [str(png), "-m", UNET_MODEL, "-x", "2", "-o"]
+    with FileServer(generated_weights.folder) as unet_server:
+        monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", unet_server.url)
+        result = CliRunner().invoke(app, [*args, str(online)])
+        assert result.exit_code == 0, result.output
+        assert unet_server.full_downloads(name) == 1
+        again = CliRunner().invoke(app, [*args, str(online), "--overwrite"])
+        assert again.exit_code == 0 and unet_server.full_downloads(name) == 1  # cached
+    monkeypatch.setenv("UPSCALE_OFFLINE", "1")
+    result = CliRunner().invoke(app, [*args, str(offline)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(online).size == (80, 56)
+    assert online.read_bytes() == offline.read_bytes()
+
+
+def test_wrong_bytes_through_the_command_write_no_image(tmp_path, monkeypatch, cache, generated_weights,
+                                                         generated_catalogue):
     """A mirror serving corrupted weights: one clear line, exit 1, no output image, nothing cached."""
     from typer.testing import CliRunner
 
@@ -370,10 +414,10 @@ def test_wrong_bytes_through_the_command_write_no_image(tmp_path, monkeypatch, c
     png = image_factory.make_rgb_png(tmp_path, "photo.png", size=(24, 16))
     before = png.read_bytes()
     out = tmp_path / "out.png"
-    with FileServer(OPENCV_WEIGHTS_DIR) as bad_server:
+    with FileServer(generated_weights.folder) as bad_server:
         bad_server.faults.wrong_bytes = True
         monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", bad_server.url)
-        result = CliRunner().invoke(app, [str(png), "-m", "opencv-espcn", "-x", "2", "-o", str(out), "-q"])
+        result = CliRunner().invoke(app, [str(png), "-m", UNET_MODEL, "-x", "2", "-o", str(out), "-q"])
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "sha256" in errors[0].lower() and "Traceback" not in result.output
@@ -441,11 +485,11 @@ def test_catalogue_upper_case_sha256_is_accepted():
     assert parse_catalog(catalogue_text(sha256=GOOD_SHA.upper()))["evil"].files[2].sha256 == GOOD_SHA
 
 
-def test_traversing_filename_can_never_reach_the_cache_code(espcn, cache, tmp_path):
+def test_traversing_filename_can_never_reach_the_cache_code(weights, cache, tmp_path):
     """Even a WeightsFile made in code cannot name a path outside CACHE/weights/<sha256>/."""
     for bad in ({"filename": "../../../escape.pb"}, {"sha256": "../../x"}):
         with pytest.raises(CatalogError):
-            dataclasses.replace(espcn, **bad)
+            dataclasses.replace(weights, **bad)
     assert not (tmp_path / "escape.pb").exists() and not cache.exists()
 
 
@@ -495,55 +539,56 @@ class _EndlessServer:
         self._httpd.server_close()
 
 
-def test_endless_stream_stops_at_the_catalogue_size(espcn, cache):
+def test_endless_stream_stops_at_the_catalogue_size(weights, cache):
     with _EndlessServer() as endless:
         url = f"{endless.url}/{NAME}"
         with pytest.raises(WrongSizeError) as info:
-            download.ensure_weights(dataclasses.replace(espcn, url=url), progress=False)
+            download.ensure_weights(dataclasses.replace(weights, url=url), progress=False)
     message = str(info.value)
-    assert url in message and "more than the catalogue's 86,446 bytes" in message
+    assert url in message and "more than the catalogue's 90,000 bytes" in message
     assert endless.sent < 8_000_000  # stopped at the size (plus what the socket buffers held)
     assert files_under(cache) == [] and list(cache.rglob("*.lock")) == []
 
 
 @pytest.mark.parametrize("length", [50_000, 100_000])
-def test_file_of_another_size_says_so_with_its_url(length, espcn, cache, tmp_path):
+def test_file_of_another_size_says_so_with_its_url(length, weights, data, cache, tmp_path):
     folder = tmp_path / "served"
     folder.mkdir()
-    data = (OPENCV_WEIGHTS_DIR / NAME).read_bytes()
     (folder / NAME).write_bytes((data * 2)[:length])
     with FileServer(folder) as srv:
-        file = served(espcn, srv)
+        file = served(weights, srv)
         with pytest.raises(WrongSizeError) as info:
             download.ensure_weights(file, progress=False)
         assert len(srv.requests) == 1  # a wrong file is not retried
-    assert str(info.value) == (f"{NAME} from {file.url} is {length:,} bytes, but the catalogue says 86,446; "
+    assert str(info.value) == (f"{NAME} from {file.url} is {length:,} bytes, but the catalogue says 90,000; "
                                "the download was deleted")
     assert files_under(cache) == []
 
 
-def test_resumed_download_of_another_total_size_is_refused(server, espcn, cache, tmp_path):
-    part = cache / "weights" / espcn.sha256 / (NAME + ".part")
+def test_resumed_download_of_another_total_size_is_refused(server, weights, data, generated_weights, cache, tmp_path):
+    part = cache / "weights" / weights.sha256 / (NAME + ".part")
     part.parent.mkdir(parents=True)
-    part.write_bytes((OPENCV_WEIGHTS_DIR / NAME).read_bytes()[:1000])
-    other = dataclasses.replace(espcn, url=server.url_for("ESPCN_x3.pb"))  # its Content-Range total is 92226
-    with pytest.raises(WrongSizeError, match="is 92,226 bytes, but the catalogue says 86,446"):
+    part.write_bytes(data[:1000])
+    x3 = generated_weights.file(RANDOM_MODEL, 3)
+    assert x3.size == 95_000
+    other = dataclasses.replace(weights, url=server.url_for(x3.filename))  # its Content-Range total is 95000
+    with pytest.raises(WrongSizeError, match="is 95,000 bytes, but the catalogue says 90,000"):
         download.ensure_weights(other, progress=False)
     assert not part.exists()
 
 
-def test_mirror_folder_file_of_another_size(espcn, tmp_path, monkeypatch):
+def test_mirror_folder_file_of_another_size(weights, tmp_path, monkeypatch):
     (tmp_path / NAME).write_bytes(b"\0" * 100)
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(tmp_path))
     with pytest.raises(WrongSizeError, match=f"{NAME} from {tmp_path / NAME} is 100 bytes"):
-        download.ensure_weights(espcn, progress=False)
+        download.ensure_weights(weights, progress=False)
     assert files_under(download.cache_dir()) == []
 
 
-def test_checksum_failure_prints_no_downloaded_line(server, espcn, capfd):
+def test_checksum_failure_prints_no_downloaded_line(server, weights, capfd):
     server.faults.wrong_bytes = True
     with pytest.raises(ChecksumError):
-        download.ensure_weights(served(espcn, server), progress=True)
+        download.ensure_weights(served(weights, server), progress=True)
     err = capfd.readouterr().err
     assert f"downloading {NAME}" in err and "downloaded" not in err
 
@@ -561,26 +606,26 @@ BAD_ENVIRONMENT = [
 
 
 @pytest.mark.parametrize("name,value", BAD_ENVIRONMENT)
-def test_bad_environment_value_names_the_variable(name, value, server, espcn, monkeypatch):
+def test_bad_environment_value_names_the_variable(name, value, server, weights, monkeypatch):
     monkeypatch.setenv(name, value)
     with pytest.raises(WeightsError) as info:
-        download.ensure_weights(served(espcn, server), progress=False)
+        download.ensure_weights(served(weights, server), progress=False)
     assert str(info.value).startswith(name) and repr(value.strip()) in str(info.value)
     assert server.requests == []
 
 
-def test_empty_environment_values_mean_the_defaults(server, espcn, monkeypatch):
+def test_empty_environment_values_mean_the_defaults(server, weights, monkeypatch):
     for name in ("UPSCALE_DOWNLOAD_RETRIES", "UPSCALE_DOWNLOAD_BACKOFF", "UPSCALE_DOWNLOAD_TIMEOUT", "UPSCALE_OFFLINE",
                  "UPSCALE_WEIGHTS_MIRROR"):
         monkeypatch.setenv(name, " ")
-    assert download.ensure_weights(served(espcn, server), progress=False).is_file()
+    assert download.ensure_weights(served(weights, server), progress=False).is_file()
 
 
-def test_zero_retries_is_one_attempt(server, espcn, monkeypatch):
+def test_zero_retries_is_one_attempt(server, weights, monkeypatch):
     monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "0")
     server.faults.status = 500
     with pytest.raises(DownloadError, match="HTTP 500"):
-        download.ensure_weights(served(espcn, server), progress=False)
+        download.ensure_weights(served(weights, server), progress=False)
     assert len(server.requests) == 1
 
 
@@ -588,10 +633,10 @@ def locks_under(root: Path) -> list[Path]:
     return sorted(root.rglob("*.lock"))
 
 
-def test_lock_removed_after_success_and_after_failure(server, espcn, cache):
-    download.ensure_weights(served(espcn, server), progress=False)
+def test_lock_removed_after_success_and_after_failure(server, weights, generated_weights, cache):
+    download.ensure_weights(served(weights, server), progress=False)
     assert locks_under(cache) == []
-    other = load_catalog()["opencv-fsrcnn-small"].files[2]
+    other = generated_weights.file(RANDOM_SMALL_MODEL, 2)
     server.faults.status = 404
     with pytest.raises(DownloadError):
         download.ensure_weights(served(other, server), progress=False)
@@ -602,18 +647,19 @@ def test_lock_removed_after_success_and_after_failure(server, espcn, cache):
 
 
 KILLED_CHILD = """
-from upscale_cli.catalog import load_catalog
+import json, sys
+from upscale_cli.catalog import WeightsFile
 from upscale_cli.download import ensure_weights
-ensure_weights(load_catalog()["opencv-espcn"].files[2], progress=False)
+ensure_weights(WeightsFile(**json.loads(sys.argv[1])), progress=False)
 """
 
 
-def test_killed_run_leftovers_are_resumed_and_removed_but_only_its_own(server, espcn, cache, monkeypatch):
-    folder = cache / "weights" / espcn.sha256
+def test_killed_run_leftovers_are_resumed_and_removed_but_only_its_own(server, weights, cache, monkeypatch):
+    folder = cache / "weights" / weights.sha256
     part, lock = folder / (NAME + ".part"), folder / (NAME + ".lock")
     server.faults.bytes_per_s = 20_000  # ~4 s for the file: time to kill the child mid-way
     env = {**os.environ, "UPSCALE_WEIGHTS_MIRROR": server.url}
-    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD], env=env)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, as_json(weights)], env=env)
     deadline = time.monotonic() + 30
     while not (part.exists() and part.stat().st_size >= 20_000) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -626,32 +672,32 @@ def test_killed_run_leftovers_are_resumed_and_removed_but_only_its_own(server, e
         path.write_bytes(b"someone else's")
     server.faults.bytes_per_s = None
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url)
-    path = download.ensure_weights(espcn, progress=False)
-    assert download._hash_file(path) == espcn.sha256
+    path = download.ensure_weights(weights, progress=False)
+    assert download._hash_file(path) == weights.sha256
     assert server.requests_for(NAME)[-1].range.startswith("bytes=")  # the killed run's part was resumed
     assert not part.exists() and not lock.exists()
     assert all(p.exists() for p in others)
 
 
-def test_leftovers_beside_a_cached_file_are_removed(server, espcn, cache):
-    path = download.ensure_weights(served(espcn, server), progress=False)
+def test_leftovers_beside_a_cached_file_are_removed(server, weights, cache):
+    path = download.ensure_weights(served(weights, server), progress=False)
     part, lock = path.with_name(NAME + ".part"), path.with_name(NAME + ".lock")
     part.write_bytes(b"stale")
     lock.write_bytes(b"")
     other = path.with_name("LapSRN_x2.pb.part")
     other.write_bytes(b"not ours")
     download._verified.clear()
-    assert download.ensure_weights(served(espcn, server), progress=False) == path
+    assert download.ensure_weights(served(weights, server), progress=False) == path
     assert not part.exists() and not lock.exists() and other.exists()
 
 
-def test_leftovers_of_a_running_download_are_left_alone(server, espcn, cache):
+def test_leftovers_of_a_running_download_are_left_alone(server, weights, cache):
     import fcntl
 
-    path = download.ensure_weights(served(espcn, server), progress=False)
+    path = download.ensure_weights(served(weights, server), progress=False)
     part, lock = path.with_name(NAME + ".part"), path.with_name(NAME + ".lock")
     part.write_bytes(b"in progress")
     with open(lock, "a+b") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another process downloading right now
-        assert download.ensure_weights(served(espcn, server), progress=False) == path
+        assert download.ensure_weights(served(weights, server), progress=False) == path
         assert part.exists() and lock.exists()
