@@ -27,8 +27,16 @@ REFERENCE_MODELS = {"bicubic": "bicubic", "espcn": "opencv-espcn", "fsrcnn": "op
 # UPSCALE_FULL_REFERENCE=1 pytest tests/test_benchmark.py -k reference
 FULL_REFERENCE = os.environ.get("UPSCALE_FULL_REFERENCE", "") not in ("", "0")
 
-needs_shared = pytest.mark.skipif(
-    OPENCV_WEIGHTS is None or not (OPENCV_WEIGHTS / "ESPCN_x2.pb").is_file(), reason="shared/ data not present"
+HAS_OPENCV_WEIGHTS = OPENCV_WEIGHTS is not None and (OPENCV_WEIGHTS / "ESPCN_x2.pb").is_file()
+needs_shared_weights = pytest.mark.skipif(
+    not HAS_OPENCV_WEIGHTS,
+    reason="needs shared/weights/opencv beside the benchmark data (the published OpenCV .pb files) - "
+    "place shared/ beside the checkout or set UPSCALE_BENCHMARK_DIR to its datasets/benchmark",
+)
+needs_shared_reference = pytest.mark.skipif(
+    not (HAS_OPENCV_WEIGHTS and REFERENCE.is_file()),
+    reason="needs ../shared/datasets/benchmark (the SR test sets), ../shared/reference/sr_reference.md and "
+    "../shared/weights/opencv - set UPSCALE_BENCHMARK_DIR or place shared/ beside the checkout",
 )
 
 
@@ -206,7 +214,6 @@ def test_given_lr_pairs(tmp_path):
     assert given.records[0].psnr == pytest.approx(made.records[0].psnr, abs=1e-9)
 
 
-@needs_shared
 def test_failures_are_reported_and_the_run_goes_on(tmp_path, offline_weights):
     good = _hr_folder(tmp_path / "good")
     empty = tmp_path / "empty"
@@ -241,7 +248,7 @@ def test_best_cells_marks_each_group():
     assert "LPIPS" not in header and "peak MB" not in header and rows[1][3] == ("31.00", True)
 
 
-@needs_shared
+@needs_shared_weights
 def test_cli_writes_table_and_report(tmp_path, offline_weights):
     from typer.testing import CliRunner
 
@@ -289,7 +296,7 @@ def _reference_cases() -> list[tuple[str, int]]:
     return sorted({(s, x) for s, x, *_ in reference_rows()}, key=lambda c: (bm.NAMED_SETS.index(c[0]), c[1]))
 
 
-@needs_shared
+@needs_shared_reference
 @pytest.mark.slow
 @pytest.mark.parametrize("set_name,scale", _reference_cases())
 def test_reproduces_reference(set_name, scale, offline_weights):

@@ -166,7 +166,9 @@ def test_alpha_is_upscaled_without_colour_bleeding(tmp_path, alpha_mode):
 def test_opencv_model_on_greyscale_and_16_bit(tmp_path, monkeypatch):
     shared = Path(__file__).resolve().parents[2] / "shared" / "weights" / "opencv"
     if not (shared / "ESPCN_x2.pb").is_file():
-        pytest.skip("shared OpenCV weights missing")
+        from http_server import NEEDS_OPENCV_WEIGHTS
+
+        pytest.skip(NEEDS_OPENCV_WEIGHTS)
     monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(shared))
     grey = f.make_grey_png(tmp_path, "g.png")

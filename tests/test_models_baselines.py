@@ -1,8 +1,6 @@
 """The baseline models: interpolation (Pillow-exact) and OpenCV dnn_superres (OpenCV-exact)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -14,9 +12,10 @@ from upscale_cli.models import build_model
 from upscale_cli.models.interpolate import build_interpolate
 from upscale_cli.models.opencv_sr import build_opencv_sr
 
-OPENCV_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "opencv"
-ESPCN_X2 = OPENCV_WEIGHTS / "ESPCN_x2.pb"
-needs_espcn = pytest.mark.skipif(not ESPCN_X2.is_file(), reason=f"{ESPCN_X2} not present")
+from http_server import NEEDS_OPENCV_WEIGHTS, OPENCV_WEIGHTS_DIR
+
+ESPCN_X2 = OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb"
+needs_espcn = pytest.mark.skipif(not ESPCN_X2.is_file(), reason=NEEDS_OPENCV_WEIGHTS)
 PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 
 
