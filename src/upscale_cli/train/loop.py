@@ -131,8 +131,26 @@ def _setup_distributed(device: torch.device) -> _Dist:
 
     owns_group = not dist.is_initialized()  # a group the caller made is the caller's to destroy
     if owns_group:
+        _import_group_capturing_modules()
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), owns_group=owns_group)
+
+
+def _import_group_capturing_modules() -> None:
+    """Import, before the process group exists, the modules that would otherwise keep it alive.
+
+    torch.distributed.nn.functional declares its collectives with `group=group.WORLD` as a
+    default argument, evaluated when the module is first imported. DistributedDataParallel's
+    constructor imports torch._dynamo, which imports that module; after init_process_group the
+    default is the world ProcessGroup itself, held by those functions for the life of the
+    interpreter. destroy_process_group() then only drops torch's own references, the group is
+    never freed, and gloo's threads (gloo_tcp_loop, pt_gloo_runloop) run on into interpreter
+    teardown and exit(), where a rank now and then aborted ("terminate called without an active
+    exception"). Imported first, the defaults are None and destroy_process_group() really stops
+    the threads. torch._dynamo is what DDP imports anyway, so this costs no extra time.
+    """
+    import torch._dynamo  # noqa: F401  (DDP's constructor imports it; it brings torch.distributed.nn)
+    import torch.distributed.nn  # noqa: F401  (the module whose defaults capture group.WORLD)
 
 
 def _pick_device(name: str) -> torch.device:
@@ -347,7 +365,8 @@ def train(config: TrainConfig, resume: bool = False, on_event: EventFn | None = 
     try:
         return _train(config, resume, on_event or (lambda event: None), device, dist)
     finally:
-        if dist.owns_group:  # gloo's threads must stop before the interpreter does (else SIGABRT at exit)
+        if dist.owns_group:  # gloo's threads must stop before the interpreter does (else SIGABRT at exit);
+            # _import_group_capturing_modules is what lets this really free the group
             import torch.distributed as tdist
 
             tdist.destroy_process_group()
