@@ -5,6 +5,8 @@
 - `generated_weights`: weights files made here, with catalogue entries carrying their real sha256
   and size, so the download tests and `upscale models ...` run without ../shared.
 - `generated_catalogue`: the shipped catalogue plus those entries, as every `load_catalog()` caller sees it.
+- `opencv_graph`: an ESPCN-shaped TensorFlow graph (ESPCN_x2.pb) written here that OpenCV's
+  dnn_superres reads and runs, for the tests of our OpenCV wrapper that need no published weights.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ RANDOM_MODEL = "generated-random"
 RANDOM_SMALL_MODEL = "generated-random-small"
 RANDOM_SIZES = {RANDOM_MODEL: {2: 90_000, 3: 95_000, 4: 100_000}, RANDOM_SMALL_MODEL: {2: 30_000}}
 UNET_MODEL = "generated-unet"  # a real (tiny) model: downloaded, verified, then run by the command
+OPENCV_MODEL = "generated-opencv-espcn"  # an OpenCV graph made here: downloaded, verified, then run by OpenCV
 TINY_UNET = {"scale": 2, "width": 4, "levels": 1, "blocks": 0, "decoder_blocks": 0, "bottleneck_blocks": 1}
 GENERATED_URL = "https://weights.example.invalid/generated/"  # never contacted: tests serve a mirror
 
@@ -85,8 +88,16 @@ def generated_weights(tmp_path_factory) -> GeneratedWeights:
         RANDOM_SMALL_MODEL: _entry(folder, RANDOM_SMALL_MODEL, "random-bytes", "a second random-bytes model",
                                    _random_files(folder, RANDOM_SMALL_MODEL, seed=20)),
         UNET_MODEL: _entry(folder, UNET_MODEL, "unet", "a tiny unet saved by the tests", _unet_file(folder)),
+        OPENCV_MODEL: _entry(folder, OPENCV_MODEL, "opencv-espcn", "an ESPCN-shaped graph written by the tests",
+                             {2: write_opencv_graph(folder / "ESPCN_x2.pb", scale=2)}),
     }
     return GeneratedWeights(folder=folder, specs=MappingProxyType(specs))
+
+
+@pytest.fixture(scope="session")
+def opencv_graph(tmp_path_factory) -> Path:
+    """ESPCN_x2.pb: a graph OpenCV's dnn_superres runs as "espcn" x2 (named as the published file)."""
+    return write_opencv_graph(tmp_path_factory.mktemp("opencv_graph") / "ESPCN_x2.pb", scale=2)
 
 
 @pytest.fixture
@@ -113,6 +124,68 @@ def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("UPSCALE_DOWNLOAD_BACKOFF", "0.01")
     download._verified.clear()
     return root
+
+
+# ---------------------------------------------------------------- a TensorFlow graph OpenCV can run
+# OpenCV reads TensorFlow's GraphDef protobuf; the few messages needed are written here by hand
+# (protobuf wire format) so that no TensorFlow or protobuf package is needed. The graph is the shape
+# dnn_superres expects of ESPCN: Y channel (1, H, W, 1) -> 3x3 conv to s*s channels -> DepthToSpace.
+DT_FLOAT = 1  # TensorFlow's DataType enum
+WIRE_VARINT, WIRE_BYTES = 0, 2
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative int64 as two's complement, as protobuf does
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def _field(number: int, value: int | bytes | str) -> bytes:
+    if isinstance(value, int):
+        return _varint(number << 3 | WIRE_VARINT) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | WIRE_BYTES) + _varint(len(data)) + data
+
+
+def _float_tensor(array) -> bytes:
+    """AttrValue.tensor: TensorProto(dtype, tensor_shape, tensor_content)."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array, dtype="<f4")
+    shape = b"".join(_field(2, _field(1, d)) for d in array.shape)  # TensorShapeProto.dim.size
+    return _field(8, _field(1, DT_FLOAT) + _field(2, shape) + _field(4, array.tobytes()))
+
+
+def _node(name: str, op: str, inputs: tuple[str, ...] = (), **attrs: bytes) -> bytes:
+    """GraphDef.node: NodeDef(name, op, input*, attr map entries); attrs are encoded AttrValues."""
+    body = _field(1, name) + _field(2, op) + b"".join(_field(3, i) for i in inputs)
+    body += b"".join(_field(5, _field(1, key) + _field(2, value)) for key, value in attrs.items())
+    return _field(1, body)
+
+
+def write_opencv_graph(path: Path, scale: int, seed: int = 0) -> Path:
+    """An ESPCN-shaped graph (near nearest-neighbour upscaling plus a little noise in the kernel)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(0.0, 0.05, (3, 3, 1, scale * scale)).astype(np.float32)  # (H, W, in, out)
+    kernel[1, 1, 0, :] += 1.0
+    bias = rng.normal(0.0, 0.02, (scale * scale,)).astype(np.float32)
+    f32, ones = _field(6, DT_FLOAT), _field(1, _field(3, b"".join(_varint(1) for _ in range(4))))
+    nhwc = _field(2, "NHWC")
+    path.write_bytes(b"".join([
+        _node("input", "Placeholder", dtype=f32),
+        _node("conv/kernel", "Const", dtype=f32, value=_float_tensor(kernel)),
+        _node("conv", "Conv2D", ("input", "conv/kernel"), T=f32, strides=ones, dilations=ones,
+              padding=_field(2, "SAME"), data_format=nhwc),
+        _node("conv/bias", "Const", dtype=f32, value=_float_tensor(bias)),
+        _node("conv/BiasAdd", "BiasAdd", ("conv", "conv/bias"), T=f32, data_format=nhwc),
+        _node("output", "DepthToSpace", ("conv/BiasAdd",), T=f32, block_size=_field(3, scale), data_format=nhwc),
+    ]))
+    return path
 
 
 # ---------------------------------------------------------------- the end-of-run summary of skips

@@ -1,8 +1,8 @@
 """download.py against a real HTTP server on 127.0.0.1: cache, resume, retries, checksum, lock, offline, mirror.
 
-The files downloaded are made by conftest.py (random bytes, and a tiny unet for the command's end to end
-test) and described by catalogue entries with their real sha256 and size, so no ../shared is needed;
-only the OpenCV end to end test runs a published graph."""
+The files downloaded are made by conftest.py (random bytes; a tiny unet and an OpenCV graph for the
+command's end to end test) and described by catalogue entries with their real sha256 and size, so no
+../shared is needed; only one end to end case also runs a published OpenCV graph (LapSRN x4)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RANDOM_MODEL, RANDOM_SMALL_MODEL, UNET_MODEL
+from conftest import OPENCV_MODEL, RANDOM_MODEL, RANDOM_SMALL_MODEL, UNET_MODEL
 from http_server import HAS_OPENCV_WEIGHTS, NEEDS_OPENCV_WEIGHTS, OPENCV_WEIGHTS_DIR, FileServer, free_port
 from upscale_cli import download
 from upscale_cli.catalog import WeightsFile, load_catalog
@@ -346,10 +346,19 @@ def test_verify_and_clear_cache(server, weights, generated_weights):
 # ---------------------------------------------------------------- end to end (needs the engine)
 
 
-@pytest.mark.skipif(not HAS_OPENCV_WEIGHTS, reason=NEEDS_OPENCV_WEIGHTS)
-def test_opencv_model_end_to_end(tmp_path, monkeypatch):
+END_TO_END = [
+    pytest.param(UNET_MODEL, 2, id="generated-unet"),
+    pytest.param(OPENCV_MODEL, 2, id="generated-opencv-graph"),
+    pytest.param("opencv-lapsrn", 4, id="published-lapsrn",
+                 marks=pytest.mark.skipif(not HAS_OPENCV_WEIGHTS, reason=NEEDS_OPENCV_WEIGHTS)),
+]
+
+
+@pytest.mark.parametrize("model,scale", END_TO_END)
+def test_model_end_to_end(model, scale, tmp_path, monkeypatch, generated_weights, generated_catalogue):
     """The issue's bar: download once through a mirror URL, verify, cache, upscale; then the same
-    command offline with the server gone gives the identical image from the cache."""
+    command offline with the server gone gives the identical image from the cache. Run with models
+    made by conftest.py (a tiny unet, an OpenCV graph) everywhere, and the published LapSRN x4."""
     from PIL import Image
     from typer.testing import CliRunner
 
@@ -357,48 +366,22 @@ def test_opencv_model_end_to_end(tmp_path, monkeypatch):
 
     import image_factory
 
+    folder = generated_weights.folder if model in generated_weights.specs else OPENCV_WEIGHTS_DIR
+    name = generated_catalogue[model].files[scale].filename
     png = image_factory.make_rgb_png(tmp_path, "photo.png", size=(40, 28))
     online, offline = tmp_path / "online.png", tmp_path / "offline.png"
-    args = [str(png), "-m", "opencv-lapsrn", "-x", "4", "-o"]
-    with FileServer(OPENCV_WEIGHTS_DIR) as lapsrn_server:
-        monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", lapsrn_server.url)
+    args = [str(png), "-m", model, "-x", str(scale), "-o"]
+    with FileServer(folder) as weights_server:
+        monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", weights_server.url)
         result = CliRunner().invoke(app, [*args, str(online)])
         assert result.exit_code == 0, result.output
-        assert lapsrn_server.full_downloads("LapSRN_x4.pb") == 1
+        assert weights_server.full_downloads(name) == 1
         again = CliRunner().invoke(app, [*args, str(online), "--overwrite"])
-        assert again.exit_code == 0 and lapsrn_server.full_downloads("LapSRN_x4.pb") == 1  # cached
+        assert again.exit_code == 0 and weights_server.full_downloads(name) == 1  # cached
     monkeypatch.setenv("UPSCALE_OFFLINE", "1")
     result = CliRunner().invoke(app, [*args, str(offline)])
     assert result.exit_code == 0, result.output
-    assert Image.open(online).size == (160, 112)
-    assert online.read_bytes() == offline.read_bytes()
-
-
-def test_generated_model_end_to_end(tmp_path, monkeypatch, generated_weights, generated_catalogue):
-    """The same bar with a generated catalogue entry (a tiny unet), so it holds without ../shared:
-    download once through a mirror URL, verify, cache, upscale; then offline, server gone, the same image."""
-    from PIL import Image
-    from typer.testing import CliRunner
-
-    from upscale_cli.cli import app
-
-    import image_factory
-
-    name = generated_weights.file(UNET_MODEL, 2).filename
-    png = image_factory.make_rgb_png(tmp_path, "photo.png", size=(40, 28))
-    online, offline = tmp_path / "online.png", tmp_path / "offline.png"
-    args = [str(png), "-m", UNET_MODEL, "-x", "2", "-o"]
-    with FileServer(generated_weights.folder) as unet_server:
-        monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", unet_server.url)
-        result = CliRunner().invoke(app, [*args, str(online)])
-        assert result.exit_code == 0, result.output
-        assert unet_server.full_downloads(name) == 1
-        again = CliRunner().invoke(app, [*args, str(online), "--overwrite"])
-        assert again.exit_code == 0 and unet_server.full_downloads(name) == 1  # cached
-    monkeypatch.setenv("UPSCALE_OFFLINE", "1")
-    result = CliRunner().invoke(app, [*args, str(offline)])
-    assert result.exit_code == 0, result.output
-    assert Image.open(online).size == (80, 56)
+    assert Image.open(online).size == (40 * scale, 28 * scale)
     assert online.read_bytes() == offline.read_bytes()
 
 

@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import image_factory
-from http_server import HAS_OPENCV_WEIGHTS, NEEDS_OPENCV_WEIGHTS, OPENCV_WEIGHTS_DIR
 from upscale_cli.cli import app
 from upscale_cli.errors import UnsupportedScaleError, WeightsError
 from upscale_cli.loader import load_model, model_from_weights, read_weights, save_weights
@@ -163,10 +162,9 @@ def test_own_exported_weights_still_load(tmp_path):
     assert out.is_file()
 
 
-@pytest.mark.skipif(not HAS_OPENCV_WEIGHTS, reason=NEEDS_OPENCV_WEIGHTS)
-def test_user_opencv_pb_is_the_file_itself(tmp_path):
+def test_user_opencv_pb_is_the_file_itself(tmp_path, opencv_graph):
     pb = tmp_path / "ESPCN_x2.pb"
-    shutil.copy(OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb", pb)
+    shutil.copy(opencv_graph, pb)  # an ESPCN x2 graph written by conftest.py, named as the published file
     model = load_model(str(pb))
     assert model.info.scale == 2 and model.model_path == str(pb)
     with pytest.raises(UnsupportedScaleError):

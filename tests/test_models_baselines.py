@@ -1,4 +1,7 @@
-"""The baseline models: interpolation (Pillow-exact) and OpenCV dnn_superres (OpenCV-exact)."""
+"""The baseline models: interpolation (Pillow-exact) and OpenCV dnn_superres (OpenCV-exact).
+
+The OpenCV tests run on a graph written by conftest.py (everywhere) and on the published ESPCN x2
+file (when ../shared is beside the checkout)."""
 from __future__ import annotations
 
 import cv2
@@ -14,9 +17,18 @@ from upscale_cli.models.opencv_sr import build_opencv_sr
 
 from http_server import NEEDS_OPENCV_WEIGHTS, OPENCV_WEIGHTS_DIR
 
-ESPCN_X2 = OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb"
-needs_espcn = pytest.mark.skipif(not ESPCN_X2.is_file(), reason=NEEDS_OPENCV_WEIGHTS)
+PUBLISHED_ESPCN_X2 = OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb"
 PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+
+
+@pytest.fixture(params=["generated", "published"])
+def espcn_x2(request) -> str:
+    """An ESPCN x2 graph: the one conftest.py writes, or the published file."""
+    if request.param == "generated":
+        return str(request.getfixturevalue("opencv_graph"))
+    if not PUBLISHED_ESPCN_X2.is_file():
+        pytest.skip(NEEDS_OPENCV_WEIGHTS)
+    return str(PUBLISHED_ESPCN_X2)
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -53,12 +65,11 @@ def test_interpolate_info_and_registry():
         build_interpolate(method="sinc")
 
 
-@needs_espcn
-def test_opencv_sr_equals_dnn_superres_exactly():
+def test_opencv_sr_equals_dnn_superres_exactly(espcn_x2):
     a = _image(20, 27, seed=1)
-    model = build_opencv_sr("espcn", 2, str(ESPCN_X2))
+    model = build_opencv_sr("espcn", 2, espcn_x2)
     sr = cv2.dnn_superres.DnnSuperResImpl_create()
-    sr.readModel(str(ESPCN_X2))
+    sr.readModel(espcn_x2)
     sr.setModel("espcn", 2)
     expected = sr.upsample(np.ascontiguousarray(a[:, :, ::-1]))[:, :, ::-1]
     out = model(_tensor(a))
@@ -66,14 +77,13 @@ def test_opencv_sr_equals_dnn_superres_exactly():
     assert np.array_equal(_uint8(out), expected)
 
 
-@needs_espcn
-def test_opencv_sr_greyscale_and_batch():
+def test_opencv_sr_greyscale_and_batch(espcn_x2):
     grey = _image(12, 10, seed=2)[:, :, 0]
-    model = build_opencv_sr("espcn", 2, str(ESPCN_X2))
+    model = build_opencv_sr("espcn", 2, espcn_x2)
     out = model(torch.from_numpy(grey)[None, None].float() / 255.0)
     assert out.shape == (1, 1, 24, 20)
     sr = cv2.dnn_superres.DnnSuperResImpl_create()
-    sr.readModel(str(ESPCN_X2))
+    sr.readModel(espcn_x2)
     sr.setModel("espcn", 2)
     expected = sr.upsample(np.repeat(grey[:, :, None], 3, axis=2)).astype(np.float32).mean(axis=2) / 255.0
     assert torch.allclose(out[0, 0], torch.from_numpy(expected), atol=1e-6)
@@ -81,13 +91,12 @@ def test_opencv_sr_greyscale_and_batch():
     assert model(batch).shape == (2, 3, 16, 18)
 
 
-@needs_espcn
-def test_opencv_sr_info_and_errors(tmp_path):
-    model = build_model("opencv-espcn", algo="espcn", scale=2, model_path=str(ESPCN_X2))
+def test_opencv_sr_info_and_errors(tmp_path, espcn_x2):
+    model = build_model("opencv-espcn", algo="espcn", scale=2, model_path=espcn_x2)
     assert model.info.scale == 2 and model.info.device_bound == "cpu" and not model.info.supports_half
     assert model.info.receptive_field > 0
     with pytest.raises(UnsupportedScaleError, match="x3"):
-        build_opencv_sr("lapsrn", 3, str(ESPCN_X2))
+        build_opencv_sr("lapsrn", 3, espcn_x2)
     bad = tmp_path / "broken.pb"
     bad.write_bytes(b"not a graph")
     with pytest.raises(WeightsError):
