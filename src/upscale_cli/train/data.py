@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from upscale_cli.errors import DatasetError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from upscale_cli.images import READ_SUFFIXES
 
 
 def list_images(folders: Iterable[str | Path]) -> list[Path]:
@@ -29,7 +28,7 @@ def list_images(folders: Iterable[str | Path]) -> list[Path]:
             continue
         if not folder.is_dir():
             raise DatasetError("no such folder", path=folder)
-        files.extend(p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files.extend(p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in READ_SUFFIXES)
     return files
 
 
