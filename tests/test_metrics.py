@@ -85,3 +85,20 @@ def test_lpips_is_optional(monkeypatch):
     monkeypatch.setattr(metrics, "lpips_unavailable_reason", lambda: "LPIPS not measured: not installed")
     a = _smooth_image(3)
     assert metrics.lpips_distance(a, a) is None
+
+
+def test_tensor_psnr_is_the_numpy_protocol():
+    """Training validation's PSNR (tensors in [0, 1]) is the benchmark's (uint8 arrays): one luma, one PSNR."""
+    import torch
+
+    from upscale_cli.train import losses
+
+    rng = np.random.default_rng(5)
+    hr = rng.integers(0, 256, (20, 18, 3), dtype=np.uint8)
+    sr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].double() / 255.0  # noqa: E731
+    assert metrics.psnr_y_tensor(as_tensor(sr), as_tensor(hr), 3) == pytest.approx(metrics.psnr_y(sr, hr, 3), abs=1e-9)
+    y = metrics.rgb_to_y_tensor(as_tensor(hr))[0, 0].numpy()
+    assert np.allclose(y, metrics.rgb_to_y(hr), atol=1e-9)
+    assert losses.psnr_y is metrics.psnr_y_tensor
+    assert metrics.psnr_y_tensor(as_tensor(hr), as_tensor(hr), 2) == math.inf

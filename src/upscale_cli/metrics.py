@@ -6,6 +6,8 @@ already rounded to 8 bits. PSNR and SSIM are measured on the BT.601 luma channel
 SSIM follows Wang et al. 2004 and the MATLAB `ssim_index`: an 11x11 Gaussian window with
 sigma 1.5, K1 = 0.01, K2 = 0.03, data range 255, 'valid' filtering (no padding), mean of
 the SSIM map. Pure numpy: the Gaussian filter is a separable 'valid' convolution.
+The same luma and PSNR on torch tensors (`rgb_to_y_tensor`, `psnr_y_tensor`) serve training's
+validation; torch is imported only when they are called.
 LPIPS is optional: only when the `lpips` package and its weights are already installed.
 """
 from __future__ import annotations
@@ -54,10 +56,14 @@ def _check_pair(sr: np.ndarray, hr: np.ndarray) -> None:
         raise ValueError(f"images differ in size: {sr.shape[1]}x{sr.shape[0]} vs {hr.shape[1]}x{hr.shape[0]}")
 
 
+def psnr_from_mse(mse: float, data_range: float = DATA_RANGE) -> float:
+    """PSNR in dB of a mean squared error (inf when it is 0)."""
+    return math.inf if mse == 0.0 else 10.0 * math.log10(data_range**2 / mse)
+
+
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float = DATA_RANGE) -> float:
     """PSNR in dB of two same-shaped arrays (inf when identical)."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return math.inf if mse == 0.0 else 10.0 * math.log10(data_range**2 / mse)
+    return psnr_from_mse(float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)), data_range)
 
 
 def psnr_y(sr: np.ndarray, hr: np.ndarray, border: int = 0) -> float:
@@ -70,6 +76,31 @@ def psnr_rgb(sr: np.ndarray, hr: np.ndarray, border: int = 0) -> float:
     """PSNR over the R, G and B channels together with `border` pixels cropped."""
     _check_pair(sr, hr)
     return psnr(crop_border(_as_rgb(sr), border), crop_border(_as_rgb(hr), border))
+
+
+# --- the same on tensors (training's validation) ---------------------------------------
+
+
+def quantize8(x):
+    """A float tensor in [0, 1] rounded to the 256 levels of an 8-bit image (still in [0, 1])."""
+    return x.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+
+
+def rgb_to_y_tensor(x):
+    """(B, 3, H, W) RGB in [0, 1] -> (B, 1, H, W) BT.601 luma in [0, 255] (16..235)."""
+    import torch
+
+    w = torch.tensor(Y_WEIGHTS.tolist(), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return Y_OFFSET + (x * DATA_RANGE * w).sum(dim=1, keepdim=True)
+
+
+def psnr_y_tensor(sr, hr, border: int) -> float:
+    """Protocol PSNR of one pair (1, 3, H, W) in [0, 1]: both rounded to 8 bits, Y channel,
+    `border` pixels cropped from each side."""
+    y_sr, y_hr = rgb_to_y_tensor(quantize8(sr).double()), rgb_to_y_tensor(quantize8(hr).double())
+    if border:
+        y_sr, y_hr = y_sr[..., border:-border, border:-border], y_hr[..., border:-border, border:-border]
+    return psnr_from_mse(float(((y_sr - y_hr) ** 2).mean()))
 
 
 @lru_cache(maxsize=4)

@@ -1,6 +1,6 @@
-"""Training losses: pixel (L1 / MSE), VGG-16 feature and gram-matrix losses, and a
-Y-channel PSNR for validation (the protocol's metric, on tensors, before 8-bit rounding
-of the HR; the SR output is rounded like the protocol does).
+"""Training losses: pixel (L1 / MSE), VGG-16 feature and gram-matrix losses. Validation's
+Y-channel PSNR is the protocol's own, on tensors (metrics.psnr_y_tensor, re-exported here as
+`psnr_y` for the training loop).
 
 The VGG-16 network is built here layer by layer (torchvision's `features` layout), so its
 weights can come from a plain state-dict file (`--vgg-weights`) without torchvision; when
@@ -8,7 +8,6 @@ torchvision is installed and has the ImageNet weights in its cache, those are us
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -16,13 +15,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from upscale_cli.errors import TrainingError
+from upscale_cli.metrics import psnr_y_tensor as psnr_y  # noqa: F401 - validation's metric lives in metrics.py
 
 # torchvision's VGG-16 `features`: numbers are conv widths, "M" a 2x2 max pool
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 VGG_FEATURE_LAYERS = (3, 8, 15, 22)  # relu1_2, relu2_2, relu3_3, relu4_3 (indices in `features`)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)  # BT.601, RGB in [0, 1] -> Y in [16, 235] / 255
 
 
 def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str = "l1") -> torch.Tensor:
@@ -32,28 +31,6 @@ def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str = "l1") -> torch.Te
     if kind == "mse":
         return F.mse_loss(sr, hr)
     raise TrainingError(f"unknown pixel loss {kind!r}; choose l1 or mse")
-
-
-def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> (B, 1, H, W) BT.601 luma in [0, 255] (16..235)."""
-    w = torch.tensor(Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return 16.0 + (x * 255.0 * w).sum(dim=1, keepdim=True)
-
-
-def psnr_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> float:
-    """Protocol PSNR of one pair (1, 3, H, W) in [0, 1]: both rounded to 8 bits, Y channel,
-    `border` pixels cropped from each side."""
-    sr = quantize8(sr)
-    hr = quantize8(hr)
-    y_sr, y_hr = rgb_to_y(sr.double()), rgb_to_y(hr.double())
-    if border:
-        y_sr, y_hr = y_sr[..., border:-border, border:-border], y_hr[..., border:-border, border:-border]
-    mse = float(((y_sr - y_hr) ** 2).mean())
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def quantize8(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
 
 
 def build_vgg16_features(upto: int = max(VGG_FEATURE_LAYERS)) -> nn.Sequential:
