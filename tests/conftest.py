@@ -72,9 +72,10 @@ def _unet_file(folder: Path) -> dict[int, Path]:
     from upscale_cli.loader import save_weights
     from upscale_cli.models import build_model
 
-    torch.manual_seed(0)
     path = folder / f"{UNET_MODEL}_x2.safetensors"
-    save_weights(build_model("unet", **TINY_UNET), path, "unet", TINY_UNET)
+    with torch.random.fork_rng():  # the same file every run, and other tests' random state untouched
+        torch.manual_seed(0)
+        save_weights(build_model("unet", **TINY_UNET), path, "unet", TINY_UNET)
     return {2: path}
 
 
