@@ -86,6 +86,26 @@ def test_degrade_is_deterministic_and_does_what_it_says():
     assert np.array_equal(bm.degrade(image, [], seed=0), image)
 
 
+def _cv2_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """The benchmark's own JPEG round trip before it used train/degrade.py's (the reference)."""
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+
+
+def test_jpeg_damage_is_train_degrades_and_gives_the_same_pixels():
+    """The benchmark's JPEG is train/degrade.py's; its degraded figures must not move (odd sizes, every quality band)."""
+    for seed, (h, w) in enumerate([(64, 64), (61, 70), (33, 17)]):
+        image = _smooth(seed, h, w)
+        for quality in (1, 10, 30, 75, 95, 100):
+            ours = bm.degrade(image, [bm.Degradation("jpeg", quality)], seed=seed)
+            assert ours.dtype == np.uint8 and np.array_equal(ours, _cv2_jpeg(image, quality)), (h, w, quality)
+    steps = [bm.Degradation("blur", 1.0), bm.Degradation("noise", 10), bm.Degradation("jpeg", 40)]
+    blurred_noisy = bm.degrade(_smooth(1, 48, 40), steps[:2], seed=4)
+    assert np.array_equal(bm.degrade(_smooth(1, 48, 40), steps, seed=4), _cv2_jpeg(blurred_noisy, 40))
+
+
 def test_named_sets_and_dataset_arguments(monkeypatch, tmp_path):
     (tmp_path / "Set5").mkdir()
     monkeypatch.setenv(bm.BENCHMARK_DIR_ENV, str(tmp_path))
@@ -114,7 +134,7 @@ def test_data_dir_comes_before_the_environment_and_bad_values_say_what_is_wrong(
     with pytest.raises(DatasetError, match="holds images, not set folders.*upscale benchmark"):
         bm.named_set("Set5", images)
     monkeypatch.delenv(bm.BENCHMARK_DIR_ENV)
-    monkeypatch.setattr(bm, "_search_roots", lambda: iter(()))  # a fresh clone: no shared/ folder
+    monkeypatch.setattr(bm.datasets, "_search_roots", lambda: iter(()))  # a fresh clone: no shared/ folder
     with pytest.raises(DatasetError, match=f"not shipped.*--data-dir.*{bm.BENCHMARK_DIR_ENV}"):
         bm.named_set("Set5")
 
@@ -197,7 +217,7 @@ def test_restoration_at_x1_scores_the_degraded_input(tmp_path):
     result = bm.run_benchmark(config)
     assert result.ok, result.failures
     hr = np.asarray(Image.open(hr_dir / "img0.png").convert("RGB"))
-    noisy = bm.degrade(hr, config.degradations, bm._image_seed(3, "syn", "img0.png", 1))
+    noisy = bm.degrade(hr, config.degradations, bm.image_seed(3, "syn", "img0.png", 1))
     assert result.records[0].psnr == pytest.approx(metrics.psnr_y(noisy, hr, 1), abs=1e-6)
     assert result.records[0].degradation == "noise:20"
 
@@ -238,7 +258,9 @@ def test_failures_are_reported_and_the_run_goes_on(tmp_path, offline_weights):
 
 def test_best_cells_marks_each_group():
     def rec(model, psnr, seconds, dataset="a"):
-        return bm.BenchmarkRecord(dataset, 2, model, "none", 1, psnr, 0.9, psnr, None, seconds, 1 / seconds, None, "cpu")
+        return bm.BenchmarkRecord(dataset=dataset, scale=2, model=model, degradation="none", images=1, psnr=psnr,
+                                  ssim=0.9, psnr_rgb=psnr, lpips=None, seconds=seconds, mp_per_s=1 / seconds,
+                                  peak_mem_mb=None, device="cpu")
 
     records = [rec("m1", 30.0, 0.5), rec("m2", 31.0, 1.0), rec("m1", 20.0, 0.1, "b")]
     best = bm.best_cells(records)
@@ -310,7 +332,7 @@ def test_reproduces_reference(set_name, scale, offline_weights):
     ours = {r.model: r for r in result.records}
     for _, _, method, psnr, ssim in rows:
         record = ours[REFERENCE_MODELS[method]]
-        assert record.images == len(bm._image_files(bm.named_set(set_name).hr_dir))
+        assert record.images == len(bm.image_files(bm.named_set(set_name).hr_dir))
         assert abs(record.psnr - psnr) <= PSNR_TOLERANCE, (method, record.psnr, psnr)
         assert abs(record.ssim - ssim) <= SSIM_TOLERANCE, (method, record.ssim, ssim)
         assert math.isfinite(record.seconds)

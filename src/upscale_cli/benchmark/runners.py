@@ -1,0 +1,203 @@
+"""Running models for the benchmark: which models by default, each one built through the engine,
+and one timed call with its memory.
+
+Speed: each model runs once untimed on a set's first image (warm-up, in run.py), then every
+image is timed. Memory (MemoryProbe): the most extra memory one image needed: on CUDA the peak
+of `torch.cuda.max_memory_allocated` above what was allocated before the call; on the CPU the
+resident-set high-water mark (VmHWM, reset before each call through /proc/self/clear_refs) above
+the resident set before the call, so heap that an earlier call freed but kept resident is not
+counted again. Where VmHWM cannot be reset it is the growth of the process's peak RSS
+(ru_maxrss), which stays 0 once an earlier call went higher.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from upscale_cli.errors import UnsupportedScaleError
+
+BASELINE_MODEL = "bicubic"  # first in every table; at x1 an identity resize: the score of the degraded input
+NOT_BY_DEFAULT = ("opencv-inpaint",)  # fills the pixels of a --mask, which a benchmark has not got
+BIG_DOWNLOAD_BYTES = 20_000_000  # default runs skip uncached weights larger than this (EDSR: 38 MB)
+MB = 1024 * 1024
+KB = 1024
+
+
+def _weights_available(spec, scale: int) -> bool:
+    """Packaged, cached, or small enough to fetch by default (big uncached files are opt-in)."""
+    from upscale_cli import download
+
+    file = spec.files[scale]
+    return file.packaged or download.is_cached(file) or file.size <= BIG_DOWNLOAD_BYTES
+
+
+def _default_pick(spec, scale: int) -> bool:
+    if spec.name == BASELINE_MODEL:
+        return True
+    if spec.name in NOT_BY_DEFAULT:
+        return False
+    if spec.arch.startswith("opencv-") and scale in spec.files:
+        return _weights_available(spec, scale)
+    if spec.task == "restore" and not spec.files:  # weight-free restorers (OpenCV denoisers)
+        return True
+    # our shipped models: every file of the entry is inside the package
+    return bool(spec.files) and scale in spec.files and all(f.packaged for f in spec.files.values())
+
+
+def _task_fits(spec, scale: int) -> bool:
+    return spec.task == ("restore" if scale == 1 else "sr") or spec.name == BASELINE_MODEL
+
+
+def select_models(scale: int, explicit: tuple[str, ...] = (), all_models: bool = False) -> list[str]:
+    """Model names for one scale: the explicit ones (checked later), --all, or the default set:
+    bicubic, every OpenCV model with this scale (big uncached downloads excepted) and our shipped models."""
+    from upscale_cli.catalog import load_catalog
+
+    if explicit and not all_models:
+        return list(dict.fromkeys(explicit))
+    catalog = load_catalog()
+    picked = [
+        spec.name
+        for spec in catalog.values()
+        if _task_fits(spec, scale) and (not spec.files or scale in spec.files) and (all_models or _default_pick(spec, scale))
+    ]
+    if BASELINE_MODEL in picked:  # the baseline first: the table reads from it
+        picked.remove(BASELINE_MODEL)
+        picked.insert(0, BASELINE_MODEL)
+    return list(dict.fromkeys([*picked, *explicit]))
+
+
+@dataclass
+class Runner:
+    """One model at one scale, through the engine."""
+
+    name: str
+    upscaler: object
+    device: str
+
+    def __call__(self, x):  # (1, C, h, w) -> (1, C, H, W)
+        return self.upscaler.upscale_tensor(x)
+
+
+def build_runner(name: str, scale: int, device: str, progress: bool = False) -> Runner:
+    """The engine's Upscaler for a model at a scale, loaded (and downloaded) now.
+
+    A model with native scales must have this one: the benchmark measures models, not the
+    engine's x4-then-resize plans. UpscaleError when the model cannot be built."""
+    from upscale_cli.engine import UpscaleConfig, Upscaler
+
+    upscaler = Upscaler(UpscaleConfig(model=name, scale=float(scale), device=device, tile=0), progress=progress)
+    native = upscaler.native_scales()
+    if native and scale not in native:
+        have = ", ".join(f"x{s}" for s in native)
+        raise UnsupportedScaleError(f"model {name!r} has no x{scale} (it has {have})")
+    upscaler.prepare()
+    return Runner(name, upscaler, _effective_device(upscaler, scale))
+
+
+def _effective_device(upscaler, scale: int) -> str:
+    """Where the model really runs: OpenCV models stay on the CPU whatever was asked for."""
+    try:
+        bound = upscaler.model(scale if upscaler.native_scales() else None).info.device_bound
+    except Exception:  # noqa: BLE001 - informational only
+        bound = None
+    return str(bound or upscaler.device)
+
+
+class MemoryProbe:
+    """Extra memory of one call (MiB): CUDA allocator peak, or CPU resident high-water mark."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+        self._base = 0.0
+
+    @staticmethod
+    def _status_kb(key: str) -> float | None:
+        try:
+            with open("/proc/self/status", encoding="ascii") as handle:
+                for line in handle:
+                    if line.startswith(key + ":"):
+                        return float(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    @staticmethod
+    def _release_free_heap() -> None:
+        """Give freed heap back to the OS (glibc malloc_trim) so the call's own allocations show in RSS."""
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: RSS may undercount reused heap
+            pass
+
+    @staticmethod
+    def _reset_hwm() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+                handle.write("5")  # 5 = reset the peak RSS to the current RSS (Linux >= 4.0)
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _maxrss_kb() -> float | None:
+        try:
+            import resource
+        except ImportError:  # Windows
+            return None
+        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+    def start(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = float(torch.cuda.memory_allocated())
+            return
+        self._release_free_heap()
+        self._hwm = self._reset_hwm()
+        self._base = (self._status_kb("VmRSS") if self._hwm else self._maxrss_kb()) or 0.0
+
+    def stop(self) -> float | None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            return max(0.0, torch.cuda.max_memory_allocated() - self._base) / MB
+        peak = self._status_kb("VmHWM") if self._hwm else self._maxrss_kb()
+        return None if peak is None else max(0.0, peak - self._base) / KB
+
+
+def _to_tensor(image: np.ndarray):
+    from upscale_cli.images import uint8_to_tensor
+
+    return uint8_to_tensor(image)  # (1, 3, H, W) float32 in [0, 1]
+
+
+def _to_uint8(x) -> np.ndarray:
+    """(1, C, H, W) float -> (H, W, 3) uint8: the protocol rounds the SR output to 8 bits."""
+    from upscale_cli.images import tensor_to_uint8
+
+    a = tensor_to_uint8(x)
+    return np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a)
+
+
+def timed_run(runner: Runner, lr: np.ndarray) -> tuple[np.ndarray, float, float | None]:
+    """(SR uint8, seconds, extra memory MiB) for one image."""
+    import torch
+
+    x = _to_tensor(lr)
+    probe = MemoryProbe(runner.device)
+    probe.start()
+    start = time.perf_counter()
+    y = runner(x)  # the engine picks no_grad (or grad, for models that fit at run time)
+    if runner.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    memory = probe.stop()
+    return _to_uint8(y), seconds, memory
