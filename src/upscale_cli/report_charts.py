@@ -1,6 +1,6 @@
 """Pictures for benchmark reports, drawn with Pillow's ImageDraw (matplotlib is not a dependency).
 
-Pure drawing: functions take data and return (H, W, 3) uint8 RGB arrays; benchmark.py writes
+Pure drawing: functions take data and return (H, W, 3) uint8 RGB arrays; benchmark/pictures.py writes
 them through images.py. This and images.py are the only modules that use Pillow.
 
 Text: Pillow's built-in font (Aileron since Pillow 10.1) at FONT_SIZE. Its space is 2-3 px
