@@ -13,7 +13,7 @@ from http_server import FileServer
 from PIL import Image
 from typer.testing import CliRunner
 
-from upscale_cli import download, openmodeldb
+from upscale_cli import openmodeldb
 from upscale_cli.catalog import load_catalog
 from upscale_cli.cli import app
 
@@ -25,13 +25,9 @@ WELL_KNOWN = ["realesrgan-x4plus", "realesrgan-x2plus", "realesrgan-x4plus-anime
 
 
 @pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("UPSCALE_WEIGHTS_MIRROR", raising=False)
-    monkeypatch.delenv("UPSCALE_OFFLINE", raising=False)
-    monkeypatch.setenv("UPSCALE_DOWNLOAD_BACKOFF", "0.01")
-    download._verified.clear()
-    return tmp_path / "cache"
+def _fresh_cache(cache):
+    """Every test here gets conftest's empty weights cache under tmp."""
+    return cache
 
 
 def _sha(path: Path) -> str:
