@@ -17,7 +17,8 @@ N times, so machine load hits both alike. Outputs go to a temporary folder that 
 `--before SRC` also times the command with another source tree first on PYTHONPATH (an earlier
 commit: `git archive COMMIT src | tar -x -C /tmp/before`), alternating with this one.
 `versus` times two option sets on the same folder, alternating. `batching` times the bare model on
-B same-size images one by one and as one batch. Every table carries `uptime`.
+B same-size images one by one and as one batch; `png FOLDER` the PNG level/strategy table.
+Every table carries `uptime`.
 """
 from __future__ import annotations
 
@@ -235,6 +236,39 @@ def batching(args: argparse.Namespace) -> None:
     print(f"# after: {uptime()}")
 
 
+def png_table(args: argparse.Namespace) -> None:
+    """PNG encoding speed vs size: Pillow's levels and strategies on 1024x1024 upscaled photos."""
+    import io
+    import zlib
+
+    paths = images_in(Path(args.folder))[: args.count]
+    pictures = [Image.open(p).convert("RGB").resize((1024, 1024), Image.BICUBIC) for p in paths]
+    variants = {"level 0": {"compress_level": 0},
+                "level 1": {"compress_level": 1},
+                "level 1 + Z_RLE (our default)": {"compress_level": 1, "compress_type": zlib.Z_RLE},
+                "level 3": {"compress_level": 3},
+                "level 6 (Pillow's default)": {"compress_level": 6},
+                "level 9": {"compress_level": 9}}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    sizes: dict[str, float] = {}
+    print(f"# {len(pictures)} images of 1024x1024; {uptime()}")
+    for _ in range(args.rounds):  # alternating, so load hits every variant alike
+        for name, options in variants.items():
+            start, total = time.perf_counter(), 0
+            for picture in pictures:
+                buffer = io.BytesIO()
+                picture.save(buffer, "PNG", **options)
+                total += len(buffer.getvalue())
+            times[name].append((time.perf_counter() - start) / len(pictures))
+            sizes[name] = total / len(pictures)
+    base_t, base_s = statistics.median(times["level 6 (Pillow's default)"]), sizes["level 6 (Pillow's default)"]
+    print("| PNG setting | s per image | MB per image | size vs level 6 | time vs level 6 |\n|---|---|---|---|---|")
+    for name in variants:
+        t = statistics.median(times[name])
+        print(f"| {name} | {t:.3f} | {sizes[name] / 1e6:.2f} | {sizes[name] / base_s:.2f} | {t / base_t:.2f} |")
+    print(f"# after: {uptime()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -254,6 +288,10 @@ def main() -> None:
     b.add_argument("--batch", type=int, default=8)
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--sides", type=int, nargs="+", default=[48, 64, 128, 256])
+    png = sub.add_parser("png")
+    png.add_argument("folder")
+    png.add_argument("--count", type=int, default=6)
+    png.add_argument("--rounds", type=int, default=3)
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
@@ -261,7 +299,7 @@ def main() -> None:
     if args.what == "make":
         make_set(args.set, Path(args.out))
     else:
-        {"run": run, "versus": versus, "batching": batching}[args.what](args)
+        {"run": run, "versus": versus, "batching": batching, "png": png_table}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -774,7 +774,7 @@ def test_cli_keeps_each_file_on_one_line_whatever_its_name(tmp_path):
 
 def test_png_compression_level_changes_size_not_pixels(tmp_path):
     """--png-compression: every level 0-9 gives the same pixels; 0 is stored, 9 the smallest;
-    the default is the measured fast level; outside 0-9 is refused in one line."""
+    the default (level 1, run-length strategy) beats plain level 1; outside 0-9 is refused in one line."""
     from upscale_cli.images import DEFAULT_PNG_COMPRESSION
 
     rng = np.random.default_rng(3)
@@ -782,13 +782,13 @@ def test_png_compression_level_changes_size_not_pixels(tmp_path):
     noise = rng.random((1, 3, 96, 128), dtype=np.float32) * 0.05
     image = DecodedImage(pixels=torch.from_numpy(np.clip(ramp + noise, 0, 1)), source_format="PNG")
     sizes = {}
-    for level in (0, 1, 6, 9, None):
+    for level in (0, 1, 6, 9, None):  # None: the default
         data = encode_image(image, "png", png_compression=level)
         sizes[level] = len(data)
         back = read_image(data)
         assert torch.equal(back.pixels, read_image(encode_image(image, "png", png_compression=6)).pixels)
-    assert sizes[None] == sizes[DEFAULT_PNG_COMPRESSION]
     assert sizes[0] > sizes[1] >= sizes[9]
+    assert sizes[None] < sizes[DEFAULT_PNG_COMPRESSION]  # the default adds zlib's run-length strategy
     out = tmp_path / "a.png"
     write_image(image, out, png_compression=9)
     assert out.stat().st_size == sizes[9]
@@ -799,7 +799,8 @@ def test_png_compression_level_changes_size_not_pixels(tmp_path):
 def test_png_compression_reaches_sixteen_bit_png():
     pixels = torch.linspace(0, 1, 3 * 40 * 50).reshape(1, 3, 40, 50)  # smooth: compressible
     image = DecodedImage(pixels=pixels, bit_depth=16, source_format="PNG")
-    small, large = (encode_image(image, "png", png_compression=level) for level in (9, 0))
-    assert len(small) < len(large)
+    small, large, default = (encode_image(image, "png", png_compression=level) for level in (9, 0, None))
+    assert len(small) < len(large) and len(default) < len(large)
+    assert torch.equal(read_image(default).pixels, read_image(large).pixels)
     assert torch.equal(read_image(small).pixels, read_image(large).pixels)
     assert read_image(small).bit_depth == 16
