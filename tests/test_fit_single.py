@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from upscale_cli import fit_single as fs
 from upscale_cli.errors import UsageError, WeightsError
+from upscale_cli.fit_single import axis_centres, grid_coordinates
 from upscale_cli.models import build_model
-from upscale_cli.models.coord_mlp import axis_centres, grid_coordinates
 from upscale_cli.resize import resize
 
 TINY = dict(hidden=32, depth=2, features=32)  # a network small enough for tests

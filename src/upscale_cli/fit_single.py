@@ -1,6 +1,6 @@
 """Fit a coordinate MLP to the pixels of one image, and render it at any size.
 
-No dataset: `fit` trains f(x, y) -> colour (models/coord_mlp.py) on one image's pixels,
+No dataset: `fit` trains f(x, y) -> colour (CoordMLP, see "The network" below) on one image's pixels,
 `render` evaluates it on any grid over the same rectangle, in chunks of rows so an 8192 px
 output needs only a few chunks of memory.
 
@@ -25,7 +25,7 @@ pixel gets exactly the value resize(render(grid), input size) gives it, includin
 clipping to [0, 1] between the width and the height pass (its gradient passes straight through).
 
 Images of at most `palette_colours` (default 32) distinct colours, alpha included (sprites,
-icons, pixel art), are fitted through a palette head (models/coord_mlp.py): the network picks
+icons, pixel art), are fitted through a palette head (see "The network" below): the network picks
 among the image's own colours, so flat areas render as one exact colour, alpha as exactly the
 sprite's, and edges as crisp contours. Without it a sine network ripples around every hard
 edge: swirls in flat areas and alpha speckles where the background should be 0, measured on
@@ -45,6 +45,30 @@ Defaults (chosen on synthetic sprites and T91 crops, never on the benchmark sets
 300 steps of Adam at 2e-3 with a cosine decay, point and consistency terms weighted 1:1. SIREN
 fits hard-edged sprites (35 dB at the pixels; the Fourier ReLU MLP reaches 30 dB) and beat
 bicubic on T91 crops at x4 by 0.6 dB (Fourier features: 0.3 dB); see FitConfig.for_encoding.
+
+The network (CoordMLP; the "coord-mlp" architecture in models/coord_mlp.py wraps it and this
+module's fit and render, which is why the network lives here, below both):
+  Coordinates are pixel centres in a continuous rectangle: the longer side of the fitted
+  image spans [-1, 1] and the shorter side [-a, a] with a = short / long, so frequencies are
+  the same along both axes. Pixel i of an n-pixel axis has centre ((2 i + 1) / n - 1) * half,
+  so any output grid over the same rectangle contains the input grid exactly (no half-pixel
+  shift): at x3, input pixel i sits on output pixel 3 i + 1.
+
+  Encodings:
+    fourier  random Fourier features sin/cos(2 pi B v), B ~ N(0, sigma^2), then a ReLU MLP;
+             sigma = freq_scale * long_side / 2, i.e. freq_scale is in cycles per input pixel,
+             so one default suits every image size.
+    siren    sine activations with the SIREN initialisation (Sitzmann et al. 2020), omega_0 = 30.
+    none     the plain ReLU MLP on raw coordinates (the original write-up; for comparison).
+
+  Palette head (palette_size > 0, for images of a few flat colours: sprites, icons, pixel art):
+  the last layer gives one logit per colour of the image's own palette (a buffer, RGBA rows when
+  there is alpha) and the colour is softmax(palette_gain * logits) @ palette while training, and
+  the palette colour of the largest logit in eval mode (rendering). A sine network's output
+  ripples everywhere around a hard edge; through the palette, flat areas are one exact colour,
+  alpha is exactly 0 or 1 where the sprite's is, and edges are crisp contours whose positions
+  the fit places between the pixels.
+  Every parameter is initialised from a seeded torch.Generator, so a seed gives one network.
 """
 from __future__ import annotations
 
@@ -58,10 +82,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 from upscale_cli.errors import ImageTooLargeError, UsageError, WeightsError
-from upscale_cli.models.coord_mlp import (ENCODINGS, MAX_PALETTE, CoordMLP, CoordMLPUpscaler, axis_centres,
-                                          grid_coordinates)
 from upscale_cli.resize import _axis_taps
 
 ARCH = "coord-mlp"
@@ -76,6 +99,127 @@ FIT_THREADS = 1  # intra-op threads while fitting (see _threads)
 PSNR_EVERY = 10  # steps between live PSNR updates (and --target-psnr checks)
 PALETTE_COLOURS = 32  # images with at most this many distinct colours get the palette head
 POINT_JITTER = 0.25  # input pixels: palette fits sample each pixel this far around its centre
+ENCODINGS = ("fourier", "siren", "none")
+SIREN_OMEGA_0 = 30.0  # SIREN's frequency factor for coordinates in [-1, 1]
+OUTPUT_OFFSET = 0.5  # the last layer starts near mid-grey
+PALETTE_GAIN = 30.0  # logit scale of the palette head: a 0.1 logit margin is 95% one colour of two
+MAX_PALETTE = 256  # colours a palette head can have
+
+
+# ---- the network -----------------------------------------------------------------------------
+
+def axis_centres(n: int, half_extent: float = 1.0, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Centres of pixels start..stop of an n-pixel axis spanning [-half_extent, half_extent]. (stop-start,)"""
+    stop = n if stop is None else stop
+    index = torch.arange(start, stop, dtype=torch.float64)
+    return (((2.0 * index + 1.0) / n - 1.0) * half_extent).float()
+
+
+def grid_coordinates(height: int, width: int, extent: tuple[float, float] = (1.0, 1.0),
+                     rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> torch.Tensor:
+    """(x, y) centres of a height x width grid over the rectangle of half-sizes extent=(ex, ey).
+
+    rows/cols pick a window [start, stop) of the grid; returns (R * Q, 2), row-major.
+    """
+    r0, r1 = rows or (0, height)
+    q0, q1 = cols or (0, width)
+    ys = axis_centres(height, extent[1], r0, r1)
+    xs = axis_centres(width, extent[0], q0, q1)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+
+
+def _uniform(tensor: torch.Tensor, bound: float, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        tensor.uniform_(-bound, bound, generator=generator)
+
+
+class SineLayer(nn.Module):
+    """sin(omega_0 (W v + b)) with SIREN's initialisation (first layer wider)."""
+
+    def __init__(self, fan_in: int, fan_out: int, first: bool, generator: torch.Generator) -> None:
+        super().__init__()
+        self.linear = nn.Linear(fan_in, fan_out)
+        bound = 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / SIREN_OMEGA_0
+        _uniform(self.linear.weight, bound, generator)
+        _uniform(self.linear.bias, 1.0 / math.sqrt(fan_in), generator)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sin(SIREN_OMEGA_0 * self.linear(v))
+
+
+class FourierFeatures(nn.Module):
+    """(N, 2) -> (N, 2 F): [sin(2 pi v B), cos(2 pi v B)] with a fixed random B (a saved buffer)."""
+
+    def __init__(self, features: int, sigma: float, generator: torch.Generator) -> None:
+        super().__init__()
+        self.register_buffer("B", torch.randn(2, features, generator=generator) * sigma)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        phase = (2.0 * math.pi) * (v @ self.B)
+        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+
+
+def _relu_linear(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Linear:
+    layer = nn.Linear(fan_in, fan_out)
+    _uniform(layer.weight, math.sqrt(6.0 / fan_in), generator)  # He uniform, for ReLU
+    _uniform(layer.bias, 1.0 / math.sqrt(fan_in), generator)
+    return layer
+
+
+class CoordMLP(nn.Module):
+    """f(x, y) -> C colours. (N, 2) -> (N, C); the settings (see .settings) rebuild it.
+
+    palette_size > 0 gives the palette head (module docstring); set `.palette` (K, C) before fitting.
+    """
+
+    def __init__(self, channels: int = 3, encoding: str = "fourier", hidden: int = 128, depth: int = 3,
+                 features: int = 128, freq_scale: float = 0.1, long_side: int = 64,
+                 extent: tuple[float, float] | list[float] = (1.0, 1.0), seed: int = 0,
+                 palette_size: int = 0, palette_gain: float = PALETTE_GAIN) -> None:
+        super().__init__()
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; choose from {', '.join(ENCODINGS)}")
+        self.settings = dict(channels=channels, encoding=encoding, hidden=hidden, depth=depth, features=features,
+                             freq_scale=freq_scale, long_side=long_side, extent=[float(e) for e in extent], seed=seed)
+        if palette_size:
+            self.settings.update(palette_size=palette_size, palette_gain=float(palette_gain))
+        self.channels = channels
+        self.extent = (float(extent[0]), float(extent[1]))
+        self.palette_gain = float(palette_gain)
+        generator = torch.Generator().manual_seed(seed)
+        self.body = self._body(encoding, hidden, depth, features, freq_scale * long_side / 2.0, generator)
+        # (K, C), saved with the weights; None (and not saved) without a palette head
+        self.register_buffer("palette", torch.zeros(palette_size, channels) if palette_size else None)
+        self.head = nn.Linear(hidden, palette_size or channels)
+        _uniform(self.head.weight, math.sqrt(6.0 / hidden) / SIREN_OMEGA_0 if encoding == "siren"
+                 else 1.0 / math.sqrt(hidden), generator)
+        _uniform(self.head.bias, 1.0 / math.sqrt(hidden), generator)
+
+    @staticmethod
+    def _body(encoding: str, hidden: int, depth: int, features: int, sigma: float,
+              generator: torch.Generator) -> nn.Sequential:
+        if encoding == "siren":
+            layers = [SineLayer(2, hidden, True, generator)]
+            layers += [SineLayer(hidden, hidden, False, generator) for _ in range(depth - 1)]
+            return nn.Sequential(*layers)
+        layers: list[nn.Module] = []
+        fan_in = 2
+        if encoding == "fourier":
+            layers.append(FourierFeatures(features, sigma, generator))
+            fan_in = 2 * features
+        for _ in range(depth):
+            layers += [_relu_linear(fan_in, hidden, generator), nn.ReLU()]
+            fan_in = hidden
+        return nn.Sequential(*layers)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:  # (N, 2) -> (N, C)
+        out = self.head(self.body(coords))
+        if self.palette is None:
+            return out + OUTPUT_OFFSET
+        if self.training:  # differentiable: a mixture of the palette's colours
+            return torch.softmax(out * self.palette_gain, dim=1) @ self.palette
+        return self.palette[out.argmax(dim=1)]  # rendering: one palette colour per point
 
 
 @dataclass(frozen=True)
@@ -423,9 +567,7 @@ def save_fitted(mlp: CoordMLP, path: str | Path, config: FitConfig, source: dict
     from upscale_cli.loader import save_weights
 
     settings = {**_fit_settings(config), "mlp": mlp.settings, "source": source or {}}
-    wrapper = CoordMLPUpscaler(_fit_settings(config), mlp.settings)
-    wrapper.mlp.load_state_dict(mlp.state_dict())
-    save_weights(wrapper, path, ARCH, settings)
+    save_weights(nn.ModuleDict({"mlp": mlp}), path, ARCH, settings)  # "mlp.*": the keys of CoordMLPUpscaler
 
 
 def load_fitted(path: str | Path) -> tuple[CoordMLP, dict]:
