@@ -84,6 +84,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from upscale_cli import metrics
 from upscale_cli.errors import ImageTooLargeError, UsageError, WeightsError
 from upscale_cli.resize import _axis_taps
 
@@ -99,6 +100,7 @@ FIT_THREADS = 1  # intra-op threads while fitting (see _threads)
 PSNR_EVERY = 10  # steps between live PSNR updates (and --target-psnr checks)
 PALETTE_COLOURS = 32  # images with at most this many distinct colours get the palette head
 POINT_JITTER = 0.25  # input pixels: palette fits sample each pixel this far around its centre
+MIN_MSE = 1e-12  # a perfect fit reads 120 dB, not inf
 ENCODINGS = ("fourier", "siren", "none")
 SIREN_OMEGA_0 = 30.0  # SIREN's frequency factor for coordinates in [-1, 1]
 OUTPUT_OFFSET = 0.5  # the last layer starts near mid-grey
@@ -281,7 +283,8 @@ StepCallback = Callable[[int, int, float], None]  # (step, total steps, live pix
 
 
 def psnr_from_mse(mse: float) -> float:
-    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+    """PSNR (dB) of values in [0, 1], metrics.py's, capped at 120 dB so the live figure stays finite."""
+    return metrics.psnr_from_mse(max(mse, MIN_MSE), data_range=1.0)
 
 
 def check_fit_size(height: int, width: int) -> None:
