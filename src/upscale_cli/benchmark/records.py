@@ -70,8 +70,8 @@ class Comparison:
 
 @dataclass
 class BenchmarkResult:
-    records: list = field(default_factory=list)  # BenchmarkRecord
-    images: list = field(default_factory=list)  # ImageScore
+    records: list[BenchmarkRecord] = field(default_factory=list)
+    images: list[ImageScore] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
@@ -88,8 +88,8 @@ def _mean(values: list) -> float | None:
     return float(np.mean(values)) if all(v is not None for v in values) else None
 
 
-def aggregate(scores: list, config: BenchmarkConfig, device: str):
-    """Per-image scores (ImageScore) of one model on one set -> one BenchmarkRecord (means; median time)."""
+def aggregate(scores: list[ImageScore], config: BenchmarkConfig, device: str) -> BenchmarkRecord:
+    """Per-image scores of one model on one set -> one BenchmarkRecord (means; median time)."""
     first = scores[0]
     timed = sum(s.seconds for s in scores)
     memory = [s.peak_mem_mb for s in scores if s.peak_mem_mb is not None]

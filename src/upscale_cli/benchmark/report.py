@@ -32,12 +32,12 @@ COLUMNS = (
 )
 
 
-def shown_columns(records: list) -> list[Column]:
+def shown_columns(records: list[BenchmarkRecord]) -> list[Column]:
     """The metric columns that have a value somewhere (LPIPS only when it was measured)."""
     return [c for c in COLUMNS if any(getattr(r, c.key) is not None for r in records)]
 
 
-def best_cells(records: list) -> set[tuple[int, str]]:
+def best_cells(records: list[BenchmarkRecord]) -> set[tuple[int, str]]:
     """(record index, column key) of the best value of each column within each
     dataset/scale/degradation group of two or more models."""
     groups: dict[tuple, list[int]] = {}

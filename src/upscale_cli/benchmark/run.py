@@ -114,7 +114,7 @@ def _build_runners(names: list[str], scale: int, config: BenchmarkConfig, tracke
 
 def _run_set(ds, scale, hr_files, runners, config, use_lpips, result, tracker) -> None:
     """One dataset at one scale: warm-up, then every image through every model."""
-    scores: dict[str, list] = {r.name: [] for r in runners}
+    scores: dict[str, list[ImageScore]] = {r.name: [] for r in runners}
     live = list(runners)
     warmed = False
     lr_index = {p.stem.lower(): p for p in image_files(ds.lr_dir)} if ds.lr_dir is not None else None
