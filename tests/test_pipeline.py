@@ -2,6 +2,7 @@
 bounded memory, and Ctrl-C leaving whole files only. Real files on disk, no model (a resize)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -58,9 +59,13 @@ def test_results_in_input_order_while_later_writes_finish_first(tmp_path, monkey
             assert im.size == (24, 16)
 
 
-def test_decoding_overlaps_the_model_and_stays_bounded(tmp_path, monkeypatch):
-    """The next files are decoded while the model runs on one; never more than READ_AHEAD waiting."""
-    folder = _folder(tmp_path, 8)
+@pytest.mark.parametrize("held_pixels,most", [(batch.HELD_PIXELS, batch.BATCH_MAX + 1),
+                                              (1, batch.READ_AHEAD + 1)])
+def test_decoding_overlaps_the_model_and_stays_bounded(tmp_path, monkeypatch, held_pixels, most):
+    """The next files are decoded while the model runs on one; small images wait up to BATCH_MAX,
+    others (here: over a HELD_PIXELS of 1) never more than READ_AHEAD."""
+    monkeypatch.setattr(batch, "HELD_PIXELS", held_pixels)
+    folder = _folder(tmp_path, 12)
     jobs = _jobs(tmp_path, folder)
     read = batch._read_source
     lock, state = threading.Lock(), {"decoded": 0, "most": 0, "ahead_during_convert": 0}
@@ -83,7 +88,7 @@ def test_decoding_overlaps_the_model_and_stays_bounded(tmp_path, monkeypatch):
     results = _run(jobs, convert)
     assert all(r.status == "ok" for _, r in results)
     assert state["ahead_during_convert"] >= 1  # decoding ran ahead of the model
-    assert state["most"] <= batch.READ_AHEAD + 1  # the one converting and READ_AHEAD waiting
+    assert state["most"] <= most  # the one converting and those allowed to wait
 
 
 def test_errors_stay_per_file(tmp_path):
@@ -154,3 +159,55 @@ def test_png_compression_option(tmp_path):
     assert sizes[9] < sizes[0]
     with pytest.raises(UsageError, match="png-compression"):
         WriteOptions(png_compression=10)
+
+
+def test_small_images_of_one_size_go_through_the_model_together(tmp_path):
+    """Runs of same-size small images are batched (up to BATCH_MAX), a different size or a skipped
+    file ends a run, and a batch that fails is converted again one by one: errors stay per file."""
+    folder = _folder(tmp_path, 11)
+    Image.new("RGB", (20, 8)).save(folder / "f05.png")  # another size in the middle
+    jobs = _jobs(tmp_path, folder)
+    batches = []
+
+    def convert_many(indices, images):
+        batches.append(list(indices))
+        if 9 in indices:
+            raise RuntimeError("batch broke")  # f09 alone breaks the model
+        return [_double(i, image) for i, image in zip(indices, images)]
+
+    def convert(index, image):
+        if index == 9:
+            raise RuntimeError("f09 broke the model")
+        return _double(index, image)
+
+    results = list(run_jobs(jobs, convert, WriteOptions(), lambda: b"", lambda data: None, convert_many))
+    assert batches == [[0, 1, 2, 3, 4], [6, 7, 8, 9, 10]]
+    assert [i for i, _ in results] == list(range(11))
+    assert [r.status for _, r in results] == ["ok"] * 9 + ["failed", "ok"]
+    assert "f09 broke the model" in results[9][1].error
+    with Image.open(results[5][1].output) as im:
+        assert im.size == (40, 16)
+
+
+def test_batched_outputs_equal_one_at_a_time(tmp_path):
+    """Through the CLI: a folder of same-size images (batched) gives the files that one image at a
+    time gives: exactly for interpolation, within one level for a network (float rounding)."""
+    from typer.testing import CliRunner
+
+    from upscale_cli.cli import app
+
+    folder = _folder(tmp_path, 5, size=(24, 16))
+    runner = CliRunner()
+    for model, tolerance in (("bicubic", 0), ("unet", 1)):
+        together = runner.invoke(app, [str(folder), "-x", "2", "-m", model, "-o", str(tmp_path / f"{model}-all"),
+                                       "--json"])
+        assert together.exit_code == 0, together.output
+        rows = [json.loads(line) for line in together.stdout.splitlines()]
+        assert [r["size"] for r in rows] == [[48, 32]] * 5 and all(r["status"] == "ok" for r in rows)
+        for i in range(5):
+            alone = tmp_path / f"{model}-{i}.png"
+            result = runner.invoke(app, [str(folder / f"f{i:02d}.png"), "-x", "2", "-m", model, "-o", str(alone)])
+            assert result.exit_code == 0, result.output
+            a = np.asarray(Image.open(alone)).astype(int)
+            b = np.asarray(Image.open(tmp_path / f"{model}-all" / f"f{i:02d}.png")).astype(int)
+            assert np.abs(a - b).max() <= tolerance

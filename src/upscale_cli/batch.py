@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import re
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -317,12 +318,59 @@ def select_shard(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
 
 # The pipeline: one thread decodes the next images while the model runs on the caller's
 # thread, and writer threads encode and write finished ones. Bounded so that memory stays a
-# few images: READ_AHEAD decoded inputs wait at most, WRITE_BEHIND finished outputs wait at
-# most, and an output over BIG_OUTPUT_PIXELS is written before the next image is converted.
+# few images: READ_AHEAD decoded inputs wait at most (up to BATCH_MAX small ones while they hold
+# under HELD_PIXELS in all), WRITE_BEHIND finished outputs wait at most, and an output over
+# BIG_OUTPUT_PIXELS is written before the next image is converted. Consecutive small images of
+# one size go through the model together (measured on a busy 2-core CPU, unet x4, 8 at once:
+# 0.2-0.45x the time per image at 48-128 px, 0.4x at 256 px: each step's per-call cost is paid once).
 READ_AHEAD = 2
 WRITE_BEHIND = 2
 WRITER_THREADS = 2  # encoding (zlib) and fsync release the GIL: two writes overlap
 BIG_OUTPUT_PIXELS = 16_000_000
+BATCH_MAX = 8  # images through the model at once
+BATCH_MAX_PIXELS = 256 * 256  # per image; larger ones run alone
+HELD_PIXELS = 4_000_000  # decoded images waiting beyond READ_AHEAD: at most this many pixels
+
+
+class _ReadBudget:
+    """How many decoded images may wait for the model: the reader asks before each decode."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+        self._pixels = 0
+        self._closed = False
+
+    def wait_for_room(self) -> bool:
+        with self._cond:
+            while not self._closed and self._count >= READ_AHEAD and (
+                    self._count >= BATCH_MAX or self._pixels >= HELD_PIXELS):
+                self._cond.wait()
+            return not self._closed
+
+    def hold(self, pixels: int) -> None:
+        with self._cond:
+            self._count += 1
+            self._pixels += pixels
+
+    def release(self, pixels: int) -> None:
+        with self._cond:
+            self._count -= 1
+            self._pixels -= pixels
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def _read_when_room(budget: _ReadBudget, source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):
+    if not budget.wait_for_room():
+        return None  # the run is ending
+    image = _read_source(source, max_pixels, stdin_reader)
+    budget.hold(image.width * image.height)
+    return image
 
 
 def _read_source(source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):
@@ -391,27 +439,111 @@ def run_job(job: Job, convert: Callable, options: WriteOptions,
 
 
 def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_reader: Callable[[], bytes],
-             stdout_writer: Callable[[bytes], None]) -> Iterator[tuple[int, JobResult]]:
+             stdout_writer: Callable[[bytes], None], convert_many: Callable | None = None
+             ) -> Iterator[tuple[int, JobResult]]:
     """Run every job: decoding ahead and writing behind `convert(index, image)`, which runs on the
-    caller's thread (the model and its progress callbacks stay there). Yields (index, JobResult) in
-    input order, each as soon as it and all before it are done. Each file fails alone. On an
-    interruption, writes already started finish (each is atomic) and nothing queued starts."""
+    caller's thread (the model and its progress callbacks stay there); with `convert_many(indices,
+    images)`, consecutive small images of one size are converted together (if that fails, each
+    alone, so errors stay per file). Yields (index, JobResult) in input order, each as soon as it
+    and all before it are done. On an interruption, writes already started finish (each is atomic)
+    and nothing queued starts."""
     readers = ThreadPoolExecutor(1, thread_name_prefix="upscale-read")
     writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="upscale-write")
-    reads: dict[int, Future] = {}
+    pipe = _Pipe(jobs, options, stdin_reader, readers, _ReadBudget())
     slots: deque[_Slot] = deque()  # in input order, done or being written
+    index = 0
     try:
-        for index, job in enumerate(jobs):
-            _read_ahead(jobs, index, reads, readers, options, stdin_reader)
-            slot = _convert_one(index, job, reads.pop(index, None), convert, options, writers, stdout_writer)
-            slots.append(slot)
-            while slots and (slots[0].ready() or slot.big or sum(not s.ready() for s in slots) > WRITE_BEHIND):
-                yield slots.popleft().finish()
+        while index < len(jobs):
+            group = pipe.take(index, batch=convert_many is not None)
+            for slot in _convert_group(group, convert, convert_many, options, writers, stdout_writer):
+                slots.append(slot)
+                while slots and (slots[0].ready() or slot.big or sum(not s.ready() for s in slots) > WRITE_BEHIND):
+                    yield slots.popleft().finish()
+            index += len(group)
         while slots:
             yield slots.popleft().finish()
     finally:
+        pipe.budget.close()
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True, cancel_futures=True)
+
+
+class _Pipe:
+    """The decoded inputs, in order: reads submitted ahead, taken one job or one batch at a time."""
+
+    def __init__(self, jobs: list[Job], options: WriteOptions, stdin_reader: Callable[[], bytes],
+                 pool: ThreadPoolExecutor, budget: _ReadBudget) -> None:
+        self.jobs, self.options, self.stdin_reader, self.pool, self.budget = jobs, options, stdin_reader, pool, budget
+        self.reads: dict[int, Future] = {}
+
+    def _submit(self, index: int) -> None:
+        for ahead in range(index, min(len(self.jobs), index + BATCH_MAX + 1)):
+            if ahead not in self.reads and not self.jobs[ahead].skip_reason:
+                self.reads[ahead] = self.pool.submit(_timed, _read_when_room, self.budget, self.jobs[ahead].source,
+                                                     self.options.max_pixels, self.stdin_reader)
+
+    def _pop(self, index: int) -> tuple:
+        """(index, job, image or None, read seconds, error); a decoded image leaves the budget."""
+        job = self.jobs[index]
+        if job.skip_reason:
+            return index, job, None, 0.0, None
+        image, seconds, err = self.reads.pop(index).result()
+        if image is not None:
+            self.budget.release(image.width * image.height)
+        return index, job, image, seconds, err
+
+    def take(self, index: int, batch: bool) -> list[tuple]:
+        """This job, and with `batch` the next ones decoded to the same small size (no alpha)."""
+        self._submit(index)
+        group = [self._pop(index)]
+        first = group[0][2]
+        if not batch or first is None or not _batchable(first):
+            return group
+        while len(group) < BATCH_MAX and index + len(group) < len(self.jobs):
+            following = index + len(group)
+            if self.jobs[following].skip_reason:
+                break
+            self._submit(following)
+            image, _, err = self.reads[following].result()
+            if err is not None or image is None or not _same_kind(first, image):
+                break
+            group.append(self._pop(following))
+        return group
+
+
+def _batchable(image) -> bool:
+    return image.alpha is None and image.width * image.height <= BATCH_MAX_PIXELS
+
+
+def _same_kind(a, b) -> bool:
+    return _batchable(b) and a.pixels.shape == b.pixels.shape and a.pixels.dtype == b.pixels.dtype
+
+
+def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable | None, options: WriteOptions,
+                   writers: ThreadPoolExecutor, stdout_writer: Callable[[bytes], None]) -> list["_Slot"]:
+    """Convert one job, or a batch of them (each alone if the batch fails); one slot per job."""
+    together: list = [None] * len(group)
+    if len(group) > 1:
+        outs, seconds, err = _timed(convert_many, [g[0] for g in group], [g[2] for g in group])
+        if err is None:
+            together = [(out, seconds / len(group), None) for out in outs]
+    slots = []
+    for (index, job, image, read_s, err), done in zip(group, together):
+        if job.skip_reason:
+            slots.append(_Slot(index, job, _planned_result(job)))
+            continue
+        if err is not None:
+            slots.append(_Slot(index, job, _failed(job, err, read_s)))
+            continue
+        out, convert_s, err = done if done is not None else _timed(convert, index, image)
+        del image  # the decoded input is not held while the output waits to be written
+        if err is not None:
+            slots.append(_Slot(index, job, _failed(job, err, read_s + convert_s)))
+            continue
+        write = writers.submit(_timed, _write_result, out, job, options, stdout_writer)
+        slots.append(_Slot(index, job, seconds=read_s + convert_s, write=write,
+                           big=out.width * out.height > BIG_OUTPUT_PIXELS))
+    return slots
 
 
 @dataclass
@@ -435,27 +567,3 @@ class _Slot:
             self.result = (_failed(self.job, err, self.seconds + write_s) if err is not None else
                            JobResult(self.job.source.label, output, "ok", self.seconds + write_s))
         return self.index, self.result
-
-
-def _read_ahead(jobs: list[Job], index: int, reads: dict, pool: ThreadPoolExecutor, options: WriteOptions,
-                stdin_reader: Callable[[], bytes]) -> None:
-    """Keep the decodes of this job and of the next READ_AHEAD jobs submitted (skipped ones need none)."""
-    for ahead in range(index, min(len(jobs), index + READ_AHEAD + 1)):
-        if ahead not in reads and not jobs[ahead].skip_reason:
-            reads[ahead] = pool.submit(_timed, _read_source, jobs[ahead].source, options.max_pixels, stdin_reader)
-
-
-def _convert_one(index: int, job: Job, read: Future | None, convert: Callable, options: WriteOptions,
-                 writers: ThreadPoolExecutor, stdout_writer: Callable[[bytes], None]) -> _Slot:
-    if job.skip_reason:
-        return _Slot(index, job, _planned_result(job))
-    image, read_s, err = read.result()
-    if err is not None:
-        return _Slot(index, job, _failed(job, err, read_s))
-    out, convert_s, err = _timed(convert, index, image)
-    del image  # the decoded input is not held while the output waits to be written
-    if err is not None:
-        return _Slot(index, job, _failed(job, err, read_s + convert_s))
-    write = writers.submit(_timed, _write_result, out, job, options, stdout_writer)
-    return _Slot(index, job, seconds=read_s + convert_s, write=write,
-                 big=out.width * out.height > BIG_OUTPUT_PIXELS)

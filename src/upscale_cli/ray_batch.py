@@ -84,7 +84,7 @@ class _Worker:
 
     def run(self, jobs: list[Job]) -> list[tuple[JobResult, dict]]:
         from upscale_cli.batch import run_jobs
-        from upscale_cli.cli.progress import BatchReporter
+        from upscale_cli.cli.progress import BatchReporter, _can_batch
 
         describer = BatchReporter(0, quiet=True, as_json=False, record=self.record)
         per_files = [{"notes": list(job.notes)} for job in jobs]
@@ -92,8 +92,12 @@ class _Worker:
         def convert(index, image):
             return describer.convert(self.converter, image, per_files[index], self.options)
 
+        def convert_many(indices, images):
+            return describer.convert_many(self.converter, images, [per_files[i] for i in indices], self.options)
+
+        batching = convert_many if _can_batch(self.converter) else None
         return [(result, per_files[index]) for index, result in
-                run_jobs(jobs, convert, self.options, _no_stdin, _no_stdout)]
+                run_jobs(jobs, convert, self.options, _no_stdin, _no_stdout, batching)]
 
 
 def _no_stdin() -> bytes:

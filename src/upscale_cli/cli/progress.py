@@ -20,6 +20,20 @@ def _write_stdout(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
+def _can_batch(upscaler) -> bool:
+    """Only a plain Upscaler runs several images as one batch: a converter that routes each image
+    (restore) does not, nor a model that fits each image as it runs (fit-single)."""
+    from upscale_cli.engine import Upscaler
+
+    if type(upscaler) is not Upscaler or upscaler.config.width or upscaler.config.height:
+        return False
+    try:
+        models = [upscaler.model(native) for native in (upscaler.passes_for(1, 1) or (None,))]
+    except Exception:  # anything unusual: one image at a time, as before
+        return False
+    return not any(getattr(getattr(m, "info", None), "fits_at_runtime", True) for m in models)
+
+
 class BatchReporter:
     """Runs planned jobs and reports each one as the user asked (bar, lines, JSON or quiet)."""
 
@@ -59,7 +73,11 @@ class BatchReporter:
         # what each file's report adds: what planning chose (an output format), the model that ran
         per_files = [{"notes": list(job.notes)} for job in jobs]
         convert = lambda index, image: self.convert(upscaler, image, per_files[index], options)  # noqa: E731
-        for index, result in run_jobs(jobs, convert, options, _read_stdin, _write_stdout):
+        convert_many = None
+        if _can_batch(upscaler):
+            def convert_many(indices, images):
+                return self.convert_many(upscaler, images, [per_files[i] for i in indices], options)
+        for index, result in run_jobs(jobs, convert, options, _read_stdin, _write_stdout, convert_many):
             yield index, result, per_files[index]
 
     def convert(self, upscaler, image, per_file: dict, options):
@@ -75,10 +93,30 @@ class BatchReporter:
             per_file["passes"] = list(upscaler.passes_for(image.height, image.width))
             self._warn_unreadable_output(upscaler.target_size(image.height, image.width), per_file, options)
         out = upscaler.upscale_image(image, self._on_tile)
+        self._describe_output(image, out, per_file)
+        return out
+
+    def convert_many(self, upscaler, images: list, per_files: list, options) -> list:
+        """Several images of one size, no alpha, through the model as one batch (an Upscaler only:
+        batch.run_jobs decides which); each file's report as if it had run alone."""
+        import torch
+
+        first = images[0]
+        size = upscaler.target_size(first.height, first.width)
+        for image, per_file in zip(images, per_files):
+            per_file["notes"] += image.notes
+            per_file["passes"] = list(upscaler.passes_for(image.height, image.width))
+            self._warn_unreadable_output(size, per_file, options)
+        pixels = upscaler.upscale_tensor(torch.cat([image.pixels for image in images]), self._on_tile, size=size)
+        outs = [image.replace(pixels=pixels[k : k + 1]) for k, image in enumerate(images)]
+        for image, out, per_file in zip(images, outs, per_files):
+            self._describe_output(image, out, per_file)
+        return outs
+
+    def _describe_output(self, image, out, per_file: dict) -> None:
         if "scale" in self.record:  # the real factor, also with --width/--height
             per_file["scale"] = round(out.width / image.width, 4)
             per_file["size"] = [out.width, out.height]
-        return out
 
     def _warn_unreadable_output(self, size: tuple[int, int], per_file: dict, options) -> None:
         """An output over the input guard is written, but this tool would refuse it as an input:
