@@ -319,14 +319,15 @@ def select_shard(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
 # The pipeline: one thread decodes the next images while the model runs on the caller's
 # thread, and writer threads encode and write finished ones. Bounded so that memory stays a
 # few images: READ_AHEAD decoded inputs wait at most (up to BATCH_MAX small ones while they hold
-# under HELD_PIXELS in all), WRITE_BEHIND finished outputs wait at most, and an output over
-# BIG_OUTPUT_PIXELS is written before the next image is converted. Consecutive small images of
+# under HELD_PIXELS in all), WRITE_BEHIND finished outputs wait at most (up to BATCH_MAX while they
+# hold under BIG_OUTPUT_PIXELS), and an output over BIG_OUTPUT_PIXELS is written before the next
+# image is converted. Consecutive small images of
 # one size go through the model together (measured on a busy 2-core CPU, unet x4, 8 at once:
 # 0.2-0.45x the time per image at 48-128 px, 0.4x at 256 px: each step's per-call cost is paid once).
 READ_AHEAD = 2
 WRITE_BEHIND = 2
-WRITER_THREADS = 2  # encoding (zlib) and fsync release the GIL: two writes overlap
-BIG_OUTPUT_PIXELS = 16_000_000
+WRITER_THREADS = 4  # encoding (zlib) and fsync (1-9 ms a file here) release the GIL: writes overlap
+BIG_OUTPUT_PIXELS = 16_000_000  # also the most output pixels waiting beyond WRITE_BEHIND outputs
 BATCH_MAX = 8  # images through the model at once
 BATCH_MAX_PIXELS = 256 * 256  # per image; larger ones run alone
 HELD_PIXELS = 4_000_000  # decoded images waiting beyond READ_AHEAD: at most this many pixels
@@ -457,7 +458,7 @@ def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_re
             group = pipe.take(index, batch=convert_many is not None)
             for slot in _convert_group(group, convert, convert_many, options, writers, stdout_writer):
                 slots.append(slot)
-                while slots and (slots[0].ready() or slot.big or sum(not s.ready() for s in slots) > WRITE_BEHIND):
+                while slots and (slots[0].ready() or slot.big or _too_many_writes(slots)):
                     yield slots.popleft().finish()
             index += len(group)
         while slots:
@@ -466,6 +467,14 @@ def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_re
         pipe.budget.close()
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True, cancel_futures=True)
+
+
+def _too_many_writes(slots: deque) -> bool:
+    """Outputs waiting to be written: WRITE_BEHIND, or up to BATCH_MAX small ones (a batch's worth)."""
+    writing = [slot for slot in slots if not slot.ready()]
+    if len(writing) <= WRITE_BEHIND:
+        return False
+    return len(writing) > BATCH_MAX or sum(slot.pixels for slot in writing) > BIG_OUTPUT_PIXELS
 
 
 class _Pipe:
@@ -541,8 +550,9 @@ def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable
             slots.append(_Slot(index, job, _failed(job, err, read_s + convert_s)))
             continue
         write = writers.submit(_timed, _write_result, out, job, options, stdout_writer)
-        slots.append(_Slot(index, job, seconds=read_s + convert_s, write=write,
-                           big=out.width * out.height > BIG_OUTPUT_PIXELS))
+        pixels = out.width * out.height
+        slots.append(_Slot(index, job, seconds=read_s + convert_s, write=write, pixels=pixels,
+                           big=pixels > BIG_OUTPUT_PIXELS))
     return slots
 
 
@@ -555,6 +565,7 @@ class _Slot:
     result: JobResult | None = None
     seconds: float = 0.0  # reading and converting, before the write
     write: Future | None = None
+    pixels: int = 0  # of the output being written
     big: bool = False  # an output large enough to be written before anything else is converted
 
     def ready(self) -> bool:
