@@ -144,7 +144,8 @@ def methods_for(spec: str, inpaint_model: str | None, decisions: collections.Cou
 
 
 def evaluate(folder: Path, count: int, damages: tuple[str, ...], inpaint_model: str | None = None) -> dict:
-    """{damage: {"rows": {row: (mean PSNR, s/image)}, "auto ran": {decision: images}}}."""
+    """{damage: {"rows": {row: (mean PSNR, s/image, lowest PSNR)}, "auto ran": {decision: images}}}
+    (an unchanged image scores inf: "clean" is judged on its lowest image)."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".bmp"))[:count]
     originals = [load_rgb_uint8(p) for p in files]
     results = {}
@@ -161,7 +162,8 @@ def evaluate(folder: Path, count: int, damages: tuple[str, ...], inpaint_model: 
                 out = tensor_to_uint8(fn(image, mask).clamp(0, 1))
                 seconds[name] += time.perf_counter() - start
                 scores[name].append(score(out, original, mask))
-        results[spec] = {"rows": {n: (float(np.mean(v)), seconds[n] / len(originals)) for n, v in scores.items()},
+        results[spec] = {"rows": {n: (float(np.mean(v)), seconds[n] / len(originals), float(np.min(v)))
+                                  for n, v in scores.items()},
                          "auto ran": dict(decisions)}
     return results
 
@@ -182,17 +184,17 @@ def reference(spec: str, rows: dict) -> tuple[str, float]:
 
 def print_table(results: dict, set_name: str, count: int) -> None:
     print(f"RGB PSNR (dB), first {count} images of {set_name}; holes and text: inside the mask only")
-    print("| damage | method | PSNR | s/image |\n|---|---|---|---|")
+    print("| damage | method | PSNR | lowest image | s/image |\n|---|---|---|---|---|")
     for spec, result in results.items():
-        for name, (value, secs) in result["rows"].items():
-            print(f"| {spec} | {name} | {value:.2f} | {secs:.2f} |")
+        for name, (value, secs, low) in result["rows"].items():
+            print(f"| {spec} | {name} | {value:.2f} | {low:.2f} | {secs:.2f} |")
     print()
     for spec, result in results.items():
         print(f"{spec}: auto ran " + ", ".join(f"{k} ({v})" for k, v in sorted(result["auto ran"].items())))
         if spec not in BARS:
             continue
         ref_name, ref = reference(spec, result["rows"])
-        ours = result["rows"][AUTO][0]
+        ours = result["rows"][AUTO][2 if spec == "clean" else 0]  # clean: every image must pass
         verdict = "PASS" if ours - ref >= BARS[spec][1] else "FAIL"
         print(f"  bar: {ours:.2f} - {ref_name} {ref:.2f} = {ours - ref:+.2f} dB (needs >= {BARS[spec][1]:+.1f}) {verdict}")
 
