@@ -181,3 +181,33 @@ def test_an_output_over_the_limit_is_refused_before_any_work(kwargs):
         up.target_size(300, 400)
     assert Upscaler(UpscaleConfig(model="bicubic", max_output_pixels=0, **kwargs), progress=False).target_size(
         300, 400)[1] >= 100_000  # 0 = no limit (size only; nothing is run)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_half_on_a_cpu_is_bfloat16_only_where_it_is_native(monkeypatch, native):
+    """--half on the CPU: bfloat16 when the CPU computes it natively (AVX-512 BF16 / AMX), else
+    float32 with one note; both detected branches run here whatever this machine has."""
+    from upscale_cli import engine
+
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    x = torch.rand(1, 3, 40, 36)
+    exact = Upscaler(UpscaleConfig(model="unet", scale=2, device="cpu"), progress=False).upscale_tensor(x)
+    up = Upscaler(UpscaleConfig(model="unet", scale=2, device="cpu", half=True), progress=False)
+    out = up.upscale_tensor(x)
+    dtype = next(up.model(2).parameters()).dtype
+    if native:
+        assert dtype == torch.bfloat16 and not up.notes
+        assert float((out - exact).abs().max()) < 0.05 and out.dtype == torch.float32
+    else:
+        assert dtype == torch.float32 and torch.equal(out, exact)
+        assert up.notes == ["--half: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), where it would be slower; running float32"]
+
+
+def test_cpu_bf16_detection_reads_the_flags():
+    from upscale_cli.engine import cpu_has_native_bf16
+
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        flags = []
+    assert cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & set(flags))
