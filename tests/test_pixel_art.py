@@ -154,3 +154,45 @@ def test_cli_rgba_sprite_keeps_hard_alpha_and_its_palette(tmp_path):
     expected = (upscale_pixel_art(x, (48, 48))[0].permute(1, 2, 0) * 255).round().byte().numpy()
     assert np.array_equal(written, expected)  # alpha took the colour's decisions; nothing blurred
     assert set(np.unique(written[..., 3])) == {0, 255}
+
+
+def _palette_sprite(path, transparency: bool = True):
+    palette = [0, 0, 0, 250, 200, 60, 30, 30, 90, 200, 40, 40] + [7, 7, 7] * 12  # 16 entries, some unused
+    index = np.zeros((11, 13), dtype=np.uint8)
+    index[2:9, 3:10] = 1
+    index[5, 6] = 2
+    np.fill_diagonal(index, 3)
+    image = Image.fromarray(index, "P")
+    image.putpalette(palette)
+    image.save(path, **({"transparency": 0} if transparency else {}))
+    return palette
+
+
+@pytest.mark.parametrize("model,scale", [("nearest", "4"), ("nearest", "3"), ("pixel-art", "2"), ("pixel-art", "4")])
+@pytest.mark.parametrize("transparency", [True, False])
+def test_a_palette_image_stays_a_palette_image_with_its_palette(tmp_path, model, scale, transparency):
+    from upscale_cli.cli import app
+
+    palette = _palette_sprite(tmp_path / "sprite.png", transparency)
+    out = tmp_path / "big.png"
+    result = CliRunner().invoke(app, [str(tmp_path / "sprite.png"), "-x", scale, "-m", model, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as written:
+        assert written.mode == "P" and written.getpalette()[: len(palette)] == palette
+        assert written.size == (13 * int(scale), 11 * int(scale))
+        rgba = np.asarray(written.convert("RGBA"))
+    source = np.asarray(Image.open(tmp_path / "sprite.png").convert("RGBA"))
+    if model == "nearest":  # exactly the nearest-neighbour picture, alpha included
+        k = int(scale)
+        assert np.array_equal(rgba, np.repeat(np.repeat(source, k, 0), k, 1))
+    assert {tuple(p) for p in rgba.reshape(-1, 4)} <= {tuple(p) for p in source.reshape(-1, 4)}
+
+
+def test_a_network_on_a_palette_image_writes_its_new_colours_as_rgb(tmp_path):
+    from upscale_cli.cli import app
+
+    _palette_sprite(tmp_path / "sprite.png")
+    result = CliRunner().invoke(app, [str(tmp_path / "sprite.png"), "-x", "2", "-m", "bicubic",
+                                      "-o", str(tmp_path / "soft.png")])
+    assert result.exit_code == 0
+    assert Image.open(tmp_path / "soft.png").mode == "RGBA"  # new colours: no palette can hold them

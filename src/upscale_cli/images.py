@@ -78,6 +78,7 @@ ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}  # can hold ICC and EXIF
 LOSSY_FORMATS = {"JPEG", "WEBP"}
+PALETTE_FORMATS = {"PNG", "BMP", "TIFF"}  # a palette source is written back as a palette where possible
 FULL_CHROMA_QUALITY = 90  # JPEG at this quality or above keeps full-resolution colour
 JPEG_SUBSAMPLING_444 = 0  # Pillow's code for 4:4:4 (no chroma subsampling)
 
@@ -124,6 +125,7 @@ class DecodedImage:
     source_format: str = ""  # "PNG", "JPEG", ...
     jpeg_quality: int | None = None  # a JPEG source's estimated IJG quality (1-100); None otherwise
     notes: tuple[str, ...] = ()  # what the user should hear about this file (pages left unread)
+    palette: bytes | None = None  # a palette (P) source's colours as RGBA rows, to write it back as one
 
     @property
     def height(self) -> int:
@@ -291,7 +293,24 @@ def _decode_with_pillow(im: Image.Image, label: str) -> DecodedImage:
     upright = ImageOps.exif_transpose(im) if orientation != 1 else im
     colour, alpha, bit_depth = _pillow_planes(upright, label)
     return DecodedImage(_to_tensor(colour), None if alpha is None else _to_tensor(alpha),
-                        bit_depth, icc, exif, _format_name(im), estimate_jpeg_quality(im))
+                        bit_depth, icc, exif, _format_name(im), estimate_jpeg_quality(im),
+                        palette=_palette_rgba(upright))
+
+
+def _palette_rgba(im: Image.Image) -> bytes | None:
+    """The RGBA colour of every palette index of a P image (transparency included), exactly as
+    Pillow converts its pixels; None for other modes."""
+    if im.mode != "P" or im.palette is None:
+        return None
+    entries = len(im.getpalette() or ()) // 3
+    if not 0 < entries <= 256:
+        return None
+    index = Image.new("P", (entries, 1))
+    index.putpalette(im.getpalette())
+    if "transparency" in im.info:
+        index.info["transparency"] = im.info["transparency"]
+    index.putdata(list(range(entries)))
+    return index.convert("RGBA").tobytes()
 
 
 # The IJG (libjpeg) base luminance table (JPEG standard, Annex K), which encoders scale by quality.
@@ -634,6 +653,8 @@ def encode_image(image: DecodedImage, format: str, quality: int | None = None,
         if sixteen and (colour.shape[2] == 3 or alpha is not None):
             return _encode_with_opencv(colour, alpha, fmt, image, level)
         pil = _to_pillow(colour, alpha, sixteen)
+        if image.palette is not None and fmt in PALETTE_FORMATS and not sixteen:
+            pil = _as_palette(pil, image.palette) or pil
         buffer = io.BytesIO()
         pil.save(buffer, fmt, **_save_options(image, fmt, quality, level))
         return buffer.getvalue()
@@ -685,6 +706,26 @@ def _to_pillow(colour: np.ndarray, alpha: np.ndarray | None, sixteen: bool) -> I
     if array.shape[2] == 1:
         array = array[..., 0]  # fromarray: (H, W) uint8 -> L, uint16 -> I;16
     return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _as_palette(pil: Image.Image, palette: bytes) -> Image.Image | None:
+    """The image in its source's palette when every pixel is one of its colours (nearest,
+    pixel-art), else None (a network made new colours: written as RGB(A))."""
+    rows = np.frombuffer(palette, dtype=np.uint8).reshape(-1, 4)
+    rgba = np.asarray(pil.convert("RGBA"), dtype=np.uint8)
+    keys = rgba.reshape(-1, 4).view(np.uint32).ravel()
+    table = rows.view(np.uint32).ravel()
+    order = np.argsort(table, kind="stable")
+    found = np.searchsorted(table[order], keys)
+    found = np.minimum(found, len(table) - 1)
+    if not bool((table[order][found] == keys).all()):
+        return None
+    out = Image.fromarray(order[found].astype(np.uint8).reshape(rgba.shape[:2]), "P")
+    out.putpalette(rows[:, :3].tobytes())
+    alphas = rows[:, 3]
+    if (alphas < 255).any():
+        out.info["transparency"] = alphas.tobytes()
+    return out
 
 
 def _save_options(image: DecodedImage, fmt: str, quality: int | None, png_level: tuple[int, int | None]) -> dict:

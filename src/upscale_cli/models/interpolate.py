@@ -25,7 +25,11 @@ class Interpolate(nn.Module):
             raise ValueError(f"unknown interpolation method {method!r}; choose from {', '.join(METHODS)}")
         self.method = method
         # Whole image in one pass: resize is exact and cheap, tiling would only add seams.
-        self.info = ModelInfo(scale=None, tileable=False, supports_half=False, receptive_field=0)
+        # Nearest copies pixels, so colour and alpha go through it together (RGBA): transparent pixels
+        # keep their own colour and a palette image keeps its palette. The smooth methods take RGB with
+        # the hidden colour under transparency filled first, or it would bleed into the edges.
+        self.info = ModelInfo(scale=None, tileable=False, supports_half=False, receptive_field=0,
+                              in_channels=4 if method == "nearest" else 3)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # (B, C, H, W) -> (B, C, h, w)
         return resize(x, (int(size[0]), int(size[1])), method=self.method)
