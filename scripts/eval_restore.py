@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 
 from upscale_cli import restore
-from upscale_cli.images import load_rgb_uint8, read_image, tensor_to_uint8, uint8_to_tensor
+from upscale_cli.images import encode_image, load_rgb_uint8, read_image, tensor_to_uint8, uint8_to_tensor
 from upscale_cli.train import degrade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def methods_for(spec: str, inpaint_model: str | None, decisions: collections.Cou
     rows = {"input (damaged)": lambda image, m: image.pixels}
     converters = {}
 
-    def auto(image, m):
+    def auto(image, m, count=True):
         key = m is not None and m.tobytes()
         if key not in converters:  # one converter per mask, as the CLI makes one per run
             converters.clear()
@@ -123,10 +123,16 @@ def methods_for(spec: str, inpaint_model: str | None, decisions: collections.Cou
                     restore.RestoreConfig(model=inpaint_model, task="inpaint", device="cpu"), progress=False)
         converter = converters[key]
         found = converter.found_for(image)
-        decisions[f"{found['damage']} -> {converter.model_for(image)}"] += 1
+        decisions[f"{found['damage']} -> {converter.model_for(image)}"] += int(count)
         return converter.upscale_image(image).pixels
 
     rows[AUTO] = auto
+    if "jpeg" in spec:  # what the CLI writes for a .jpg input: the output encoded again (default quality)
+        def as_written(image, m):
+            out = image.replace(pixels=auto(image, m, count=False))
+            return read_image(encode_image(out, image.source_format.lower())).pixels
+
+        rows[f"{AUTO}, the written .jpg file"] = as_written
     if masked:
         rows["-m unet-restore --mask (prefill + blind model)"] = _forced("unet-restore", "auto", True)
         rows["opencv-inpaint (Telea)"] = _forced("opencv-inpaint", "inpaint", True)
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--damage", action="append", help=f"repeatable; default: {' '.join(DEFAULT_DAMAGES)}")
-    parser.add_argument("--inpaint-model", help="weights file to fill masks with instead of unet-inpaint")
+    parser.add_argument("--inpaint-model", help="a model (e.g. a mask-channel weights file) to fill masks with instead of restore.INPAINT_MODEL")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from upscale_cli import restore
 from upscale_cli.catalog import load_catalog
 from upscale_cli.cli import app
+from upscale_cli.images import uint8_to_tensor
 
 runner = CliRunner()
 W, H = f.SIZE
@@ -147,7 +148,7 @@ def test_upscale_with_restore_gives_2x_image(tmp_path):
 def test_unet_restore_runs_on_small_image(tmp_path):
     src = _noisy_png(tmp_path, "photo.png")
     mask_path, mask = _mask_png(tmp_path)
-    result = runner.invoke(app, ["restore", str(src), "--mask", str(mask_path), "--task", "inpaint"])
+    result = runner.invoke(app, ["restore", str(src), "--mask", str(mask_path), "--task", "inpaint", "-m", "unet-restore"])
     assert result.exit_code == 0, result.output
     out = _pixels(tmp_path / "photo_restored.png")
     assert out.shape == (H, W, 3)
@@ -200,28 +201,127 @@ def test_task_jpeg_runs_the_jpeg_specialist_and_removes_artifacts(tmp_path):
     assert chosen.model_name == "opencv-nlmeans"  # -m always wins
 
 
-def test_auto_sends_heavily_compressed_jpeg_to_the_specialist(tmp_path):
-    """--task auto, no -m, no mask: JPEG files at quality <= 80 go to unet-jpeg, everything else to
-    unet-restore; the per-file JSON record names the model that ran."""
-    yy, xx = np.mgrid[0:48, 0:48]
-    clean = np.stack([xx * 4 + 20, yy * 4 + 10, 200 - (xx + yy) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+def _smooth(size=48):
+    yy, xx = np.mgrid[0:size, 0:size]
+    return np.stack([xx * 4 + 20, yy * 4 + 10, 200 - (xx + yy) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+
+
+def _with_noise(array, sigma, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(np.rint(array + rng.normal(0, sigma, array.shape)), 0, 255).astype(np.uint8)
+
+
+def test_noise_estimate_reads_the_sigma_of_white_noise_and_about_nothing_on_a_clean_image():
+    yy, xx = np.mgrid[0:128, 0:128]
+    clean = (np.sin(xx / 9.0) * 60 + yy * 0.8 + 60).clip(0, 255).astype(np.uint8)[..., None].repeat(3, -1)
+    assert restore.estimate_noise_sigma(uint8_to_tensor(clean)) < 1.0
+    for sigma in (5.0, 10.0, 20.0):
+        estimate = restore.estimate_noise_sigma(uint8_to_tensor(_with_noise(clean, sigma)))
+        assert abs(estimate - sigma) < 0.15 * sigma, (sigma, estimate)
+    hole = torch.zeros(1, 1, 128, 128)
+    hole[..., 40:90, 40:90] = 1
+    noisy = uint8_to_tensor(_with_noise(clean, 10.0))
+    noisy[..., 40:90, 40:90] = 0.0  # a flat black hole would read as no noise at all
+    assert restore.estimate_noise_sigma(noisy, exclude=hole) > 8.5
+    assessed = restore.assess(uint8_to_tensor(clean), jpeg_quality=30)
+    assert (assessed.damage, restore.route(assessed)) == ("jpeg", "unet-jpeg")
+    assert restore.route(restore.assess(uint8_to_tensor(clean), jpeg_quality=95)) is None
+    light = restore.assess(uint8_to_tensor(_with_noise(clean, 6.0)), jpeg_quality=None)
+    assert light.damage == "noise" and 0.0 < light.scale < 1.0  # maybe grain: part of the correction
+    assert restore.assess(uint8_to_tensor(_with_noise(clean, 6.0)), jpeg_quality=40).scale == 1.0  # runs anyway
+    assert restore.assess(uint8_to_tensor(_with_noise(clean, 12.0)), jpeg_quality=None).scale == 1.0
+
+
+def test_auto_leaves_clean_images_alone_and_routes_by_jpeg_quality_and_noise(tmp_path):
+    """--task auto, no -m: a clean PNG or a JPEG of quality 85 or more is left as it is (the output's
+    pixels are the input's), a heavier JPEG goes to unet-jpeg, a noisy image to unet-restore; each
+    file's line and JSON row say what was found and what ran."""
+    clean = _smooth()
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(clean).save(folder / "heavy.jpg", quality=15)
     Image.fromarray(clean).save(folder / "light.jpg", quality=95)
     Image.fromarray(clean).save(folder / "lossless.png")
+    Image.fromarray(_with_noise(clean, 15)).save(folder / "noisy.png")
     result = runner.invoke(app, ["restore", str(folder), "-o", str(tmp_path / "out"), "--json"])
     assert result.exit_code == 0, result.output
-    models = {Path(r["input"]).name: r["model"] for r in map(json.loads, result.stdout.splitlines())}
-    assert models == {"heavy.jpg": "unet-jpeg", "light.jpg": "unet-restore", "lossless.png": "unet-restore"}
-    mask_path, _ = _mask_png(tmp_path, size=(48, 48))
-    masked = runner.invoke(app, ["restore", str(folder / "heavy.jpg"), "--mask", str(mask_path), "--json",
-                                 "-o", str(tmp_path / "m.png")])
-    assert json.loads(masked.stdout.splitlines()[-1])["model"] == "unet-restore"  # holes need the blind model
-    named = runner.invoke(app, ["restore", str(folder / "heavy.jpg"), "-m", "unet-restore", "--json",
+    rows = {Path(r["input"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert {name: r["model"] for name, r in rows.items()} == {
+        "heavy.jpg": "unet-jpeg", "light.jpg": "none", "lossless.png": "none", "noisy.png": "unet-restore"}
+    assert rows["heavy.jpg"]["found"]["jpeg_quality"] == 15 and rows["heavy.jpg"]["found"]["damage"] == "jpeg"
+    assert rows["lossless.png"]["found"]["jpeg_quality"] is None and rows["noisy.png"]["found"]["noise_sigma"] > 10
+    assert rows["lossless.png"]["found"]["summary"].startswith("clean: left as is")
+    assert np.array_equal(_pixels(tmp_path / "out" / "lossless.png"), _pixels(folder / "lossless.png"))
+    plain = runner.invoke(app, ["restore", str(folder / "light.jpg"), str(folder / "noisy.png"), "-o", str(tmp_path / "p")])
+    assert plain.exit_code == 0, plain.output
+    lines = [line for line in plain.stderr.splitlines() if "->" in line]
+    assert "clean: left as is (JPEG q95, noise sigma" in lines[0] and ": unet-restore)" in lines[1], plain.stderr
+    named = runner.invoke(app, ["restore", str(folder / "lossless.png"), "-m", "unet-restore", "--json",
                                 "-o", str(tmp_path / "n.png")])
-    assert json.loads(named.stdout.splitlines()[-1])["model"] == "unet-restore"  # -m always wins
+    row = json.loads(named.stdout.splitlines()[-1])
+    assert row["model"] == "unet-restore" and "found" not in row  # -m always wins
     upscaled = runner.invoke(app, [str(folder / "heavy.jpg"), "-x", "2", "-m", "bicubic", "--restore", "--json",
                                    "-o", str(tmp_path / "u.png")])
     assert upscaled.exit_code == 0, upscaled.output
     assert json.loads(upscaled.stdout.splitlines()[-1])["model"] == "unet-jpeg+bicubic"
+    clean_up = runner.invoke(app, [str(folder / "lossless.png"), "-x", "2", "-m", "bicubic", "--restore", "--json",
+                                   "-o", str(tmp_path / "c.png")])
+    assert json.loads(clean_up.stdout.splitlines()[-1])["model"] == "bicubic"
+
+
+def test_mask_is_filled_by_the_inpainter_and_only_the_mask_changes_on_a_clean_image(tmp_path):
+    """--mask with no -m: the routed model for the rest (nothing, on a clean image), then the
+    inpainter (restore.INPAINT_MODEL) fills the masked pixels; --task inpaint runs it alone."""
+    inpainter = restore.INPAINT_MODEL
+    clean = _smooth(64)
+    mask_path, mask = _mask_png(tmp_path, size=(64, 64), box=(20, 24, 40, 34))
+    holed = clean.copy()
+    holed[mask] = 0
+    Image.fromarray(holed).save(tmp_path / "holed.png")
+    for args, model in (([], inpainter), (["--task", "inpaint"], inpainter)):
+        out = tmp_path / f"out{len(args)}.png"
+        result = runner.invoke(app, ["restore", str(tmp_path / "holed.png"), "--mask", str(mask_path), *args,
+                                     "--json", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout.splitlines()[-1])["model"] == model
+        restored = _pixels(out)
+        assert np.array_equal(restored[~mask], holed[~mask])
+        assert np.abs(restored[mask] - clean[mask].astype(np.int16)).mean() < 12  # a smooth ramp is filled well
+    Image.fromarray(holed).save(tmp_path / "holed.jpg", quality=20)
+    result = runner.invoke(app, ["restore", str(tmp_path / "holed.jpg"), "--mask", str(mask_path), "--json",
+                                 "-o", str(tmp_path / "j.png")])
+    assert json.loads(result.stdout.splitlines()[-1])["model"] == f"unet-jpeg+{inpainter}"
+    wrong, _ = _mask_png(tmp_path, size=(30, 20), name="small.png")
+    result = runner.invoke(app, ["restore", str(tmp_path / "holed.jpg"), "--mask", str(wrong), "-o", str(tmp_path / "w.png")])
+    assert result.exit_code == 1 and "same size" in result.stderr and "Traceback" not in result.output
+
+
+def test_unet_mask_channel_starts_as_the_colour_model_and_takes_the_mask_either_way():
+    from upscale_cli.models.unet import build_unet
+
+    settings = dict(scale=1, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1, width_mult=1.5)
+    plain, masked = build_unet(**settings), build_unet(**settings, mask_channel=True)
+    assert masked.info.takes_mask and not plain.info.takes_mask and masked.info.in_channels == 3
+    masked.load_state_dict(plain.state_dict(), strict=False)  # mask_head stays at its zero start
+    x, mask = torch.rand(2, 3, 16, 16), (torch.rand(2, 1, 16, 16) > 0.7).float()
+    with torch.no_grad():
+        assert torch.allclose(masked(x, mask=mask), plain(x))
+        torch.nn.init.normal_(masked.mask_head.weight)
+        assert torch.allclose(masked(x, mask=mask), masked(torch.cat([x, mask], dim=1)))
+        assert not torch.allclose(masked(x, mask=mask), masked(x))
+
+
+def test_inpaint_damage_mix_gives_prefilled_colour_and_the_mask_channel():
+    from upscale_cli.train import degrade
+
+    clean = torch.rand(6, 3, 32, 32)
+    out = degrade.restoration_degrade(clean, torch.Generator().manual_seed(3), "inpaint")
+    assert out.shape == (6, 4, 32, 32)
+    mask = out[:, 3:]
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    keep = (mask == 0).expand(-1, 3, -1, -1)
+    assert torch.allclose(out[:, :3][keep], degrade.quantize(clean)[keep])  # outside the mask: the crop
+    texted, text_mask = degrade.overlay_text_with_mask(torch.full((1, 3, 64, 128), 0.5),
+                                                       torch.Generator().manual_seed(0), font_scale=1.0)
+    changed = (texted != 0.5).any(dim=1, keepdim=True)
+    assert bool(text_mask[changed].all()) and text_mask.mean() < 0.5  # the mask covers every drawn pixel

@@ -12,8 +12,8 @@ HELP = """Repair JPEG artifacts, noise, holes and overlaid text at the same size
 Writes {stem}_restored{ext} next to each input (or into -o). --task auto (the default) reads
 each file's JPEG quality and estimates its noise, then runs what fits (noise: unet-restore;
 JPEG below quality 85: unet-jpeg; clean: left as is) and says so on the file's line.
---mask marks pixels to fill (white = fill; the same size as the image): unet-inpaint fills them
-(holes, scratches, overlaid text). Text without a mask is not found or removed.
+--mask marks pixels to fill (white = fill; the same size as the image): they are filled from
+their surroundings (holes, scratches, overlaid text). Text without a mask is neither found nor removed.
 --strength blends the input (0) and the restored image (1); masked pixels are always filled.
 
 Examples: upscale restore old.jpg ; upscale restore scan.png --mask scratches.png ;
@@ -29,7 +29,7 @@ def restore_command(
     model: Optional[str] = typer.Option(
         None, "-m", "--model",
         help="Restoration model (see `upscale models`) or a weights file, for every file; default: chosen per file "
-             "(--task auto), unet-restore (denoise), unet-jpeg (jpeg), unet-inpaint (inpaint and --mask)."),
+             "(--task auto), unet-restore (denoise, inpaint and --mask), unet-jpeg (jpeg)."),
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Include subfolders of folder inputs."),
     fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp, tiff or bmp. Default: -o's extension, else the input's format (GIF: png)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
