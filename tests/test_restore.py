@@ -325,3 +325,22 @@ def test_inpaint_damage_mix_gives_prefilled_colour_and_the_mask_channel():
                                                        torch.Generator().manual_seed(0), font_scale=1.0)
     changed = (texted != 0.5).any(dim=1, keepdim=True)
     assert bool(text_mask[changed].all()) and text_mask.mean() < 0.5  # the mask covers every drawn pixel
+
+
+def test_a_clean_file_left_as_is_is_written_as_its_own_bytes(tmp_path):
+    """--task auto leaves a good JPEG alone; writing it again at quality 95 would lose ~3 dB."""
+    from PIL import Image as PILImage
+
+    yy, xx = np.mgrid[0:64, 0:80]
+    smooth = (127 + 80 * np.sin(xx[..., None] / 9 + yy[..., None] / 13 + np.arange(3))).clip(0, 255).astype(np.uint8)
+    PILImage.fromarray(smooth).save(tmp_path / "good.jpg", quality=95)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["restore", str(tmp_path / "good.jpg"), "-o", f"{out}/", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["model"] == "none"
+    assert (out / "good.jpg").read_bytes() == (tmp_path / "good.jpg").read_bytes()
+    again = CliRunner().invoke(app, ["restore", str(tmp_path / "good.jpg"), "-o", str(tmp_path / "q.jpg"), "--quality", "70"])
+    assert again.exit_code == 0 and (tmp_path / "q.jpg").read_bytes() != (tmp_path / "good.jpg").read_bytes()
+    png = CliRunner().invoke(app, ["restore", str(tmp_path / "good.jpg"), "-o", str(tmp_path / "as.png")])
+    assert png.exit_code == 0 and PILImage.open(tmp_path / "as.png").format == "PNG"  # another format: encoded

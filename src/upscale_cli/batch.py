@@ -401,21 +401,43 @@ def _read_source(source: Source, max_pixels: int | None, stdin_reader: Callable[
     return images.read_image(data, max_pixels=limit)
 
 
-def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callable[[bytes], None]) -> None:
+def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callable[[bytes], None],
+                  unchanged: bool = False) -> None:
+    """Encode and write one output. An image the converter left as it was (restore's "clean: left
+    as is") is the input file's own bytes when the format stays and no --quality was asked: a
+    re-encode would only lose quality (a q95 JPEG: about 3 dB)."""
     from upscale_cli import images
 
+    if job.output is not None:
+        try:
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            from upscale_cli.errors import ImageWriteError
+
+            raise ImageWriteError(f"cannot create folder {job.output.parent}: {err.strerror}", path=job.output) from None
+    if unchanged and _same_file_format(job, options):
+        data = job.source.path.read_bytes()
+        if job.output is None:
+            stdout_writer(data)
+        else:
+            images.write_bytes_atomically(data, job.output)
+        return
     if job.output is None:
         fmt = job.format or images.writable_format(image.source_format or "") or images.FALLBACK_FORMAT
         stdout_writer(images.encode_image(image, fmt.lower(), options.quality, options.png_compression))
         return
-    try:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        from upscale_cli.errors import ImageWriteError
-
-        raise ImageWriteError(f"cannot create folder {job.output.parent}: {err.strerror}", path=job.output) from None
     images.write_image(image, job.output, format=job.format, quality=options.quality,
                        png_compression=options.png_compression)
+
+
+def _same_file_format(job: Job, options: WriteOptions) -> bool:
+    from upscale_cli import images
+
+    if job.source.path is None or options.quality is not None or options.png_compression is not None:
+        return False
+    own = images.writable_format(job.source.path.suffix)
+    target = job.format or (images.writable_format(job.output.suffix) if job.output is not None else own)
+    return own is not None and own == target
 
 
 def _failed(job: Job, err: BaseException, seconds: float) -> JobResult:
@@ -565,11 +587,12 @@ def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable
             slots.append(_Slot(index, job, _failed(job, err, read_s)))
             continue
         out, convert_s, err = done if done is not None else _timed(convert, index, image)
+        unchanged = out is image  # the converter found nothing to do
         del image  # the decoded input is not held while the output waits to be written
         if err is not None:
             slots.append(_Slot(index, job, _failed(job, err, read_s + convert_s)))
             continue
-        write = writers.submit(_timed, _write_result, out, job, options, stdout_writer)
+        write = writers.submit(_timed, _write_result, out, job, options, stdout_writer, unchanged)
         pixels = out.width * out.height
         slots.append(_Slot(index, job, seconds=read_s + convert_s, write=write, pixels=pixels,
                            big=pixels > BIG_OUTPUT_PIXELS))

@@ -484,6 +484,14 @@ def write_image(image: DecodedImage, path: str | Path, format: str | None = None
     _write_atomically(target, data)
 
 
+def write_bytes_atomically(data: bytes, path: str | Path) -> None:
+    """Write already-encoded bytes (an input kept as it was) the same atomic way; ImageWriteError naming the path."""
+    target = Path(path)
+    if os.path.isdir(target):
+        raise ImageWriteError(_write_error_message(IsADirectoryError(errno.EISDIR, "")), path=printable_path(target))
+    _write_atomically(target, data)
+
+
 def writable_format(name: str) -> str | None:
     """'png', '.JPG', 'tiff' ... -> Pillow's format name, or None when we do not write it."""
     return OUTPUT_FORMATS.get(name.lower().lstrip("."))
