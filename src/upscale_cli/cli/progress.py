@@ -178,6 +178,13 @@ class BatchReporter:
         else:
             typer.echo(line, err=True)
 
+    def finish(self, results, notes) -> None:
+        """The close every batch command shares: each note once, then exit 1 if any file failed."""
+        for note in dict.fromkeys(notes):
+            self.note(note)
+        if any(r.status == "failed" for r in results):
+            raise typer.Exit(1)
+
     def note(self, line: str) -> None:
         if not self.quiet:
             typer.echo(f"note: {line}", err=True)

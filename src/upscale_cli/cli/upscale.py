@@ -1,10 +1,11 @@
 """The default command: `upscale PATH... [-x SCALE] [-m MODEL] [-o OUTPUT]`."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
+from upscale_cli.cli import options as common
 from upscale_cli.cli import progress as progress_ui
 
 HELP = """Upscale image files, folders, quoted globs or - (stdin).
@@ -14,28 +15,28 @@ cat a.png | upscale - -x 2 -o - > a_x2.png"""
 
 
 def upscale_command(
-    paths: List[str] = typer.Argument(..., metavar="PATH...", help="Files, folders, quoted globs, or - for stdin."),
+    paths: common.Paths,
     scale: Optional[float] = typer.Option(None, "-x", "--scale", help="Scale factor >= 1 (1.5, 3, 8 ...); default: the model's largest native scale."),
     model: str = typer.Option("unet", "-m", "--model", help="Model name (see `upscale models`) or a weights file."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder; - for stdout."),
-    recursive: bool = typer.Option(False, "-r", "--recursive", help="Include subfolders of folder inputs."),
+    output: common.Output = None,
+    recursive: common.Recursive = False,
     width: Optional[int] = typer.Option(None, "--width", help="Output width in pixels (keeps aspect unless --height is given)."),
     height: Optional[int] = typer.Option(None, "--height", help="Output height in pixels."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="png, jpg, webp, tiff or bmp. Default: -o's extension, else the input's format (GIF: png)."),
-    quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
-    png_compression: Optional[int] = typer.Option(None, "--png-compression", help="PNG zlib level: 0 fastest, 9 smallest files (default: level 1 with run-length matching, about 5x faster than 6 for files about 5% larger)."),
+    fmt: common.Format = None,
+    quality: common.Quality = None,
+    png_compression: common.PngCompression = None,
     ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Run on a Ray cluster (pip install 'upscale-cli[ray]'): auto joins this machine's cluster or starts a local one. One model per worker; files are read and written by the workers (same paths on every node)."),
-    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Take part K (0 to N-1) of N: a stable 1/N of the inputs by relative path, for N machines or array-job tasks."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never replaced)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-    half: bool = typer.Option(False, "--half", help="float16 on a GPU where the model supports it."),
-    tile: int = typer.Option(0, "--tile", help="Tile size in input pixels; 0 = automatic."),
-    tile_overlap: Optional[int] = typer.Option(None, "--tile-overlap", help="Tile overlap in input pixels (default from the model)."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse inputs with more pixels than this (decompression-bomb guard; default 178956970, 0 = no limit)."),
+    shard: common.Shard = None,
+    overwrite: common.Overwrite = False,
+    device: common.Device = "auto",
+    half: common.Half = False,
+    tile: common.Tile = 0,
+    tile_overlap: common.TileOverlap = None,
+    max_pixels: common.MaxPixels = None,
     max_output_pixels: Optional[int] = typer.Option(None, "--max-output-pixels", help="Refuse outputs with more pixels than this, before any work (default 500 MP, about 11 GB of RAM; 0 = no limit)."),
     alpha: str = typer.Option("auto", "--alpha", help="Transparency: auto (nearest/pixel-art keep hard edges, else bicubic), bicubic or model."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+    quiet: common.Quiet = False,
+    as_json: common.Json = False,
     restore: bool = typer.Option(False, "--restore", help="Repair JPEG artifacts and noise first (`upscale restore`), then upscale."),
 ) -> None:
     from upscale_cli.batch import (WriteOptions, check_output_options, expand_inputs, parse_shard, plan_jobs,
@@ -69,7 +70,4 @@ def upscale_command(
 
         recipe = ConverterRecipe(config, restore_config if restore else None)
     results = reporter.run(jobs, converter, options, ray=ray, recipe=recipe)
-    for note in upscaler.notes:
-        reporter.note(note)
-    if any(r.status == "failed" for r in results):
-        raise typer.Exit(1)
+    reporter.finish(results, upscaler.notes)
