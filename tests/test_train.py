@@ -362,3 +362,25 @@ def test_rich_progress_printer_draws_every_event():
             show(event)
     finally:
         close()
+
+
+def test_every_train_option_named_like_a_config_field_reaches_the_config(monkeypatch, tmp_path):
+    """The command builds TrainConfig from its parameters by field name (one list: the dataclass)."""
+    import inspect
+    from dataclasses import fields
+
+    from typer.testing import CliRunner
+
+    from upscale_cli.cli import app
+    from upscale_cli.cli import train as train_cli
+    from upscale_cli.train import TrainConfig
+
+    params = set(inspect.signature(train_cli.run_command).parameters)
+    assert {f.name for f in fields(TrainConfig)} - params - set(train_cli._SET_APART) == {"warmup"}  # recipe only
+    seen = {}
+    monkeypatch.setattr("upscale_cli.train.train", lambda config, **_: seen.setdefault("config", config) and tmp_path)
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "7",
+                                      "--lr", "0.01", "--no-amp", "--damage-mix", "jpeg", "--init", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    config = seen["config"]
+    assert (config.steps, config.lr, config.amp, config.damage_mix, config.init) == (7, 0.01, False, "jpeg", str(tmp_path))

@@ -114,6 +114,10 @@ def _printer(plain: bool):
     return show, progress.stop
 
 
+# TrainConfig fields the command sets in its own way (positional folders, --out, --val, --set).
+_SET_APART = ("data", "out", "val", "settings")
+
+
 @train_app.command("run", help=RUN_HELP)
 def run_command(
     folders: List[Path] = typer.Argument(None, help="Folders (or files) of high-resolution training images."),
@@ -150,16 +154,14 @@ def run_command(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     plain: bool = typer.Option(False, "--plain", help="Plain log lines even on a terminal."),
 ) -> None:
-    from dataclasses import replace
+    from dataclasses import fields, replace
 
     from upscale_cli.errors import UsageError
     from upscale_cli.train import TrainConfig, resume_config, train
 
-    given = {k: v for k, v in dict(
-        arch=arch, scale=scale, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr, weight_decay=weight_decay,
-        loss=loss, feature_weight=feature_weight, gram_weight=gram_weight, ema=ema, clip=clip, progressive=progressive,
-        degrade=degrade, damage_mix=damage_mix, amp=amp, device=device, every=every, seed=seed, threads=threads,
-        vgg_weights=str(vgg_weights) if vgg_weights else None, init=str(init) if init else None).items() if v is not None}
+    options = dict(locals())  # the command's parameters: those named like TrainConfig fields set them
+    given = {f.name: str(options[f.name]) if isinstance(options[f.name], Path) else options[f.name]
+             for f in fields(TrainConfig) if f.name not in _SET_APART and options.get(f.name) is not None}
     if resume is not None:
         if folders or out:
             raise UsageError("--resume takes the run directory only (its data and options come from the checkpoint)")
