@@ -193,9 +193,10 @@ class Upscaler:
         check_output_size(size, self.config.max_output_pixels)
         return size
 
-    def passes_for(self, height: int, width: int) -> tuple[int, ...]:
-        """The native passes an image of this size runs through (() for any-size models)."""
-        out_height, out_width = self.target_size(height, width)
+    def passes_for(self, height: int, width: int, size: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """The native passes an image of this size runs through to `size` (default: the target
+        size); () for any-size models, which go straight to the size."""
+        out_height, out_width = size or self.target_size(height, width)
         scales = self.native_scales()
         return plan_passes(scales, max(out_height / height, out_width / width)) if scales else ()
 
@@ -204,12 +205,10 @@ class Upscaler:
                        size: tuple[int, int] | None = None) -> torch.Tensor:
         """(1, C, H, W) in [0, 1] -> (1, C, H', W') at the target size (or `size`), on the CPU, float32."""
         height, width = size or self.target_size(*x.shape[-2:])
-        factor = max(height / x.shape[-2], width / x.shape[-1])
-        scales = self.native_scales()
-        if not scales:  # any-size models (interpolation, fit-single) go straight to the target
+        if not self.native_scales():  # any-size models (interpolation, fit-single) go straight to the target
             return self._run_any_size(x, (height, width))
         out = x
-        for native in plan_passes(scales, factor):
+        for native in self.passes_for(*x.shape[-2:], size=(height, width)):
             out = self._run_pass(out, native, on_tile)
         if tuple(out.shape[-2:]) != (height, width):
             out = resize(out, (height, width), FINAL_RESIZE)
@@ -373,8 +372,8 @@ def _with_channels(model: nn.Module, x: torch.Tensor, call) -> torch.Tensor:
         y = call(x)
     elif wanted == 1:
         return torch.cat([_with_channels(model, x[:, c : c + 1], call) for c in range(have)], dim=1)
-    elif have == 1:
-        y = call(x.expand(-1, min(wanted, 3), -1, -1).contiguous() if wanted <= 3 else _opaque(x.expand(-1, 3, -1, -1)))
+    elif have == 1:  # wanted is 3 (or 2), or 4: three equal planes, plus opaque alpha
+        y = call(x.expand(-1, wanted, -1, -1).contiguous() if wanted < 4 else _opaque(x.expand(-1, 3, -1, -1)))
     elif have == 3 and wanted == 4:
         y = call(_opaque(x))
     else:
