@@ -125,18 +125,15 @@ def _output_format(source: Source, target: Path | None, fmt: str | None) -> tupl
     if fmt:
         return images.output_format(fmt), (), None
     suffix = target.suffix
-    if suffix and images.writable_format(suffix):
-        chosen = images.writable_format(suffix)
-        own = images.writable_format(source.path.suffix) if source.path is not None else None
-        if source.path is not None and source.path.suffix and own is None:
-            return chosen, (f"{source.path.suffix.lstrip('.').upper()} is not written: wrote {chosen}",), None
-        return chosen, (), None
-    if suffix:
-        known = ", ".join(sorted({name for name in images.OUTPUT_FORMATS}))
-        return None, (), f"cannot write {suffix!r} files ({target}); use one of {known}"
     own = images.writable_format(source.path.suffix) if source.path is not None else None
-    chosen = own or images.FALLBACK_FORMAT
-    return chosen, (f"{target.name} has no extension: wrote {chosen}",), None
+    chosen = images.writable_format(suffix) if suffix else own or images.FALLBACK_FORMAT
+    if chosen is None:
+        return None, (), f"cannot write {suffix!r} files ({target}); use one of {', '.join(sorted(images.OUTPUT_FORMATS))}"
+    if not suffix:
+        return chosen, (f"{target.name} has no extension: wrote {chosen}",), None
+    if source.path is not None and source.path.suffix and own is None:
+        return chosen, (f"{source.path.suffix.lstrip('.').upper()} is not written: wrote {chosen}",), None
+    return chosen, (), None
 
 
 def _output_is_folder(sources: list[Source], output: str) -> bool:
