@@ -1,4 +1,5 @@
-"""Evaluate SR weights with the standard protocol (shared/README.md), independent of benchmark.py.
+"""Evaluate SR weights with the standard protocol (shared/README.md), independent of the benchmark package
+(src/upscale_cli/benchmark/).
 
     python scripts/eval_sr.py WEIGHTS_OR_RUN_DIR [--sets Set5,Set14,BSD68] [--root ../shared/datasets/benchmark]
 

@@ -1,5 +1,5 @@
-"""benchmark.py and `upscale benchmark`: the protocol, failures that do not stop the run, reports,
-and the reproduction of shared/reference/sr_reference.md (bicubic and OpenCV rows)."""
+"""The benchmark package (src/upscale_cli/benchmark/) and `upscale benchmark`: the protocol,
+failures that do not stop the run, reports, and the reproduction of shared/reference/sr_reference.md (bicubic and OpenCV rows)."""
 from __future__ import annotations
 
 import json
