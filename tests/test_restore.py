@@ -18,6 +18,7 @@ from upscale_cli import restore
 from upscale_cli.catalog import load_catalog
 from upscale_cli.cli import app
 from upscale_cli.images import uint8_to_tensor
+from upscale_cli.metrics import quantize8
 
 runner = CliRunner()
 W, H = f.SIZE
@@ -320,7 +321,7 @@ def test_inpaint_damage_mix_gives_prefilled_colour_and_the_mask_channel():
     mask = out[:, 3:]
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
     keep = (mask == 0).expand(-1, 3, -1, -1)
-    assert torch.allclose(out[:, :3][keep], degrade.quantize(clean)[keep])  # outside the mask: the crop
+    assert torch.allclose(out[:, :3][keep], quantize8(clean)[keep])  # outside the mask: the crop
     texted, text_mask = degrade.overlay_text_with_mask(torch.full((1, 3, 64, 128), 0.5),
                                                        torch.Generator().manual_seed(0), font_scale=1.0)
     changed = (texted != 0.5).any(dim=1, keepdim=True)

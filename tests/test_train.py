@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from upscale_cli.cli import app
 from upscale_cli.errors import DatasetError, TrainingError, UnsupportedScaleError, UsageError
 from upscale_cli.loader import load_model
+from upscale_cli.metrics import quantize8
 from upscale_cli.train import TrainConfig, export, train
 from upscale_cli.train import degrade, loop
 from upscale_cli.train.data import load_image_cache, random_crops
@@ -66,7 +67,7 @@ def test_degrade_shapes_ranges_and_determinism():
     assert outs[0].shape == (2, 3, 12, 12)
     assert torch.equal(outs[0], outs[1])
     assert outs[0].min() >= 0 and outs[0].max() <= 1
-    assert torch.equal(outs[0], degrade.quantize(outs[0]))  # 8-bit levels, like the protocol's LR
+    assert torch.equal(outs[0], quantize8(outs[0]))  # 8-bit levels, like the protocol's LR
 
 
 def test_noise_jpeg_holes_text():
@@ -96,7 +97,7 @@ def test_restoration_damage_is_per_crop_and_seeded(mix):
         assert mask.shape == (6, 1, 40, 40) and set(mask.unique().tolist()) <= {0.0, 1.0}
         keep = 1 - mask  # the holes hold the float pre-fill, as restore.prefill gives at inference
     assert first.shape == x.shape
-    assert torch.equal(first * keep, degrade.quantize(first) * keep)
+    assert torch.equal(first * keep, quantize8(first) * keep)
     changes = [float((first[i] - x[i]).abs().mean()) for i in range(len(x))]
     assert len({round(c, 6) for c in changes}) > 1  # crops are damaged differently
     assert max(changes) > 2 / 255  # and really damaged

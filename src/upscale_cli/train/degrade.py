@@ -6,8 +6,8 @@ seeded generator gives the same degradation every time (BasicSR's degradations.p
 its string-keyed option dicts).
 
 `bicubic_degrade` is the default and matches the SR evaluation protocol (Pillow-exact
-antialiased bicubic, then 8-bit quantisation). `random_degrade` is the `--degrade` mix
-for SR: bicubic/bilinear/area downscaling, Gaussian blur, Gaussian noise and JPEG. JPEG needs an
+antialiased bicubic, then 8-bit quantisation, metrics.quantize8). `random_degrade` is the
+`--degrade` mix for SR: bicubic/bilinear/area downscaling, Gaussian blur, Gaussian noise and JPEG. JPEG needs an
 encoder: it goes through OpenCV's cv2.imencode/imdecode on uint8 arrays (the one place here
 that leaves torch; it is still a pure function of its inputs). For restoration (scale 1,
 `--degrade`) `restoration_degrade` damages each crop on its own: JPEG quality 10-90, noise
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from upscale_cli.metrics import quantize8
 from upscale_cli.models.unet import matrix_resize
 from upscale_cli.restore import prefill
 
@@ -43,11 +44,6 @@ def _chance(generator: torch.Generator, p: float) -> bool:
     return float(torch.rand((), generator=generator)) < p
 
 
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Round to the 256 levels of an 8-bit image (the LR images of the protocol are 8-bit)."""
-    return x.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
-
-
 def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Tensor:
     """(B, C, H, W) -> (B, C, H//scale, W//scale). bicubic/bilinear are Pillow-exact antialiased
     filters; area is box averaging (OpenCV INTER_AREA for integer factors)."""
@@ -61,7 +57,7 @@ def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Ten
 
 def bicubic_degrade(x: torch.Tensor, scale: int) -> torch.Tensor:
     """The protocol's LR: antialiased bicubic downscale, quantised to 8 bits."""
-    return quantize(downscale(x, scale, "bicubic"))
+    return quantize8(downscale(x, scale, "bicubic"))
 
 
 def gaussian_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:
@@ -197,7 +193,7 @@ def random_degrade(x: torch.Tensor, scale: int, generator: torch.Generator) -> t
         x = gaussian_noise(x, _uniform(generator, *NOISE_SIGMA_RANGE), generator)
     if _chance(generator, 0.5):
         x = jpeg(x, int(_uniform(generator, *JPEG_QUALITY_RANGE)))
-    return quantize(x)
+    return quantize8(x)
 
 
 # ---------------------------------------------------------------- restoration (scale 1)
@@ -240,7 +236,7 @@ def _holes_and_text(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
         x = random_holes(x, generator)[0]
     if _chance(generator, P_TEXT):
         x = overlay_text(x, generator)
-    return quantize(x)
+    return quantize8(x)
 
 
 def _damage_independent(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -251,7 +247,7 @@ def _damage_independent(x: torch.Tensor, generator: torch.Generator) -> torch.Te
         x = gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)
     if _chance(generator, P_JPEG):
         x = jpeg(x, int(round(_uniform(generator, *RESTORE_JPEG_QUALITY))))
-    return _holes_and_text(quantize(x), generator)
+    return _holes_and_text(quantize8(x), generator)
 
 
 def _damage_exclusive(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -265,15 +261,15 @@ def _damage_exclusive(x: torch.Tensor, generator: torch.Generator) -> torch.Tens
     elif r < 0.70:
         x = gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)
     elif r < 0.85:
-        x = jpeg(quantize(gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)), quality)
+        x = jpeg(quantize8(gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)), quality)
     elif _chance(generator, 0.5):
         x = gaussian_blur(x, _uniform(generator, *RESTORE_BLUR_SIGMA))
-    return _holes_and_text(quantize(x), generator)
+    return _holes_and_text(quantize8(x), generator)
 
 
 def _damage_jpeg(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """JPEG only, quality drawn from SPECIALIST_JPEG_QUALITY with low qualities more often."""
-    return quantize(jpeg(x, _low_skewed_quality(generator, SPECIALIST_JPEG_QUALITY)))
+    return quantize8(jpeg(x, _low_skewed_quality(generator, SPECIALIST_JPEG_QUALITY)))
 
 
 P_INPAINT_HOLES, P_INPAINT_TEXT = 0.5, 0.4  # the "inpaint" mix; the rest (10%): no mask, identity target
@@ -291,7 +287,7 @@ def _damage_inpaint(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
         x, mask = overlay_text_with_mask(x, generator, lines=1 + int(_chance(generator, 0.3)))
     else:
         mask = torch.zeros_like(x[:, :1])
-    return torch.cat([prefill(quantize(x), mask), mask], dim=1)
+    return torch.cat([prefill(quantize8(x), mask), mask], dim=1)
 
 
 _DAMAGE_BY_MIX = {"exclusive": _damage_exclusive, "independent": _damage_independent, "jpeg": _damage_jpeg,
