@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from upscale_cli.metrics import quantize8
+from upscale_cli.metrics import quantize8 as quantize  # the protocol's 8-bit rounding, written once in metrics
 from upscale_cli.models.unet import matrix_resize
 from upscale_cli.restore import prefill
 
@@ -57,7 +57,7 @@ def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Ten
 
 def bicubic_degrade(x: torch.Tensor, scale: int) -> torch.Tensor:
     """The protocol's LR: antialiased bicubic downscale, quantised to 8 bits."""
-    return quantize8(downscale(x, scale, "bicubic"))
+    return quantize(downscale(x, scale, "bicubic"))
 
 
 def gaussian_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:
@@ -193,7 +193,7 @@ def random_degrade(x: torch.Tensor, scale: int, generator: torch.Generator) -> t
         x = gaussian_noise(x, _uniform(generator, *NOISE_SIGMA_RANGE), generator)
     if _chance(generator, 0.5):
         x = jpeg(x, int(_uniform(generator, *JPEG_QUALITY_RANGE)))
-    return quantize8(x)
+    return quantize(x)
 
 
 # ---------------------------------------------------------------- restoration (scale 1)
@@ -236,7 +236,7 @@ def _holes_and_text(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
         x = random_holes(x, generator)[0]
     if _chance(generator, P_TEXT):
         x = overlay_text(x, generator)
-    return quantize8(x)
+    return quantize(x)
 
 
 def _damage_independent(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -247,7 +247,7 @@ def _damage_independent(x: torch.Tensor, generator: torch.Generator) -> torch.Te
         x = gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)
     if _chance(generator, P_JPEG):
         x = jpeg(x, int(round(_uniform(generator, *RESTORE_JPEG_QUALITY))))
-    return _holes_and_text(quantize8(x), generator)
+    return _holes_and_text(quantize(x), generator)
 
 
 def _damage_exclusive(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -261,15 +261,15 @@ def _damage_exclusive(x: torch.Tensor, generator: torch.Generator) -> torch.Tens
     elif r < 0.70:
         x = gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)
     elif r < 0.85:
-        x = jpeg(quantize8(gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)), quality)
+        x = jpeg(quantize(gaussian_noise(x, _uniform(generator, *RESTORE_NOISE_SIGMA), generator)), quality)
     elif _chance(generator, 0.5):
         x = gaussian_blur(x, _uniform(generator, *RESTORE_BLUR_SIGMA))
-    return _holes_and_text(quantize8(x), generator)
+    return _holes_and_text(quantize(x), generator)
 
 
 def _damage_jpeg(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """JPEG only, quality drawn from SPECIALIST_JPEG_QUALITY with low qualities more often."""
-    return quantize8(jpeg(x, _low_skewed_quality(generator, SPECIALIST_JPEG_QUALITY)))
+    return quantize(jpeg(x, _low_skewed_quality(generator, SPECIALIST_JPEG_QUALITY)))
 
 
 P_INPAINT_HOLES, P_INPAINT_TEXT = 0.5, 0.4  # the "inpaint" mix; the rest (10%): no mask, identity target
@@ -287,7 +287,7 @@ def _damage_inpaint(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
         x, mask = overlay_text_with_mask(x, generator, lines=1 + int(_chance(generator, 0.3)))
     else:
         mask = torch.zeros_like(x[:, :1])
-    return torch.cat([prefill(quantize8(x), mask), mask], dim=1)
+    return torch.cat([prefill(quantize(x), mask), mask], dim=1)
 
 
 _DAMAGE_BY_MIX = {"exclusive": _damage_exclusive, "independent": _damage_independent, "jpeg": _damage_jpeg,
