@@ -23,7 +23,7 @@ import torch
 
 from upscale_cli import benchmark, metrics
 from upscale_cli.engine import UpscaleConfig, Upscaler
-from upscale_cli.images import load_rgb_uint8, tensor_to_uint8, uint8_to_tensor
+from upscale_cli.images.arrays import load_rgb_uint8, tensor_to_uint8, uint8_to_tensor
 from upscale_cli.restore import RestoreConfig, Restorer
 
 SCALE = 4

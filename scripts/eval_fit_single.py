@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from upscale_cli.images import load_rgb_uint8, pil_bicubic_downscale, tensor_to_uint8, uint8_to_tensor
+from upscale_cli.images.arrays import load_rgb_uint8, pil_bicubic_downscale, tensor_to_uint8, uint8_to_tensor
 from upscale_cli.metrics import psnr_y, ssim_y
 from upscale_cli.models import build_model
 

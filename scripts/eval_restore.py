@@ -16,7 +16,7 @@ Damages (--damage, repeatable; each drawn from a fixed seed per image):
                   6 px) set to black, given as the mask; scored inside the mask only
   text            two lines of random text drawn over the image (degrade.overlay_text_with_mask),
                   its mask given; scored inside the mask only
-Every damaged image goes to `upscale restore` as its encoded file's bytes (images.read_image, so
+Every damaged image goes to `upscale restore` as its encoded file's bytes (images.read.read_image, so
 --task auto reads the JPEG quality from the tables exactly as the CLI does) and through the very
 converter the CLI runs (restore.batch_restore). Metric: RGB PSNR, mean over the images.
 Rows: the damaged input; `upscale restore` (auto, with --mask where there is one) and what it
@@ -39,7 +39,9 @@ import torch
 from PIL import Image
 
 from upscale_cli import restore
-from upscale_cli.images import encode_image, load_rgb_uint8, read_image, tensor_to_uint8, uint8_to_tensor
+from upscale_cli.images.arrays import load_rgb_uint8, tensor_to_uint8, uint8_to_tensor
+from upscale_cli.images.read import read_image
+from upscale_cli.images.write import encode_image
 from upscale_cli.train import degrade
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,7 +36,8 @@ def measure_diff(model: str, scale: int) -> None:
 
 def measure_memory(model: str, scale: int, size: str, out: str | None) -> None:
     from upscale_cli.engine import UpscaleConfig, Upscaler
-    from upscale_cli.images import DecodedImage, write_image
+    from upscale_cli.images import DecodedImage
+    from upscale_cli.images.write import write_image
 
     width, height = map(int, size.split("x"))
     x = smooth_image(height, width)

@@ -9,8 +9,8 @@
 
 `run` reports, for one folder and one set of `upscale` options, in one run: the whole command
 (wall time of a fresh process, images/s, output MP/s), its start-up (`upscale --version`: Python,
-Typer, no torch) and the parts measured in this process: model load, decode (images.read_image),
-model only (Upscaler.upscale_tensor, or the bare forward of `--forward`), encode (images.encode_image
+Typer, no torch) and the parts measured in this process: model load, decode (images.read.read_image),
+model only (Upscaler.upscale_tensor, or the bare forward of `--forward`), encode (images.write.encode_image
 at the default settings). `--pillow METHOD` adds a plain one-process Pillow loop (open, resize,
 save at Pillow's defaults) as a baseline; `--rounds N` alternates the whole command with its baselines
 N times, so machine load hits both alike. Outputs go to a temporary folder that is removed.
@@ -110,8 +110,9 @@ def parts(paths: list[Path], options: list[str], forward: bool) -> dict:
     """Model load, decode, model-only and encode times of the same images, in this process."""
     import torch
 
-    from upscale_cli import images
     from upscale_cli.engine import UpscaleConfig, Upscaler
+    from upscale_cli.images.read import read_image
+    from upscale_cli.images.write import encode_image
 
     model, scale = _option(options, ("-m", "--model"), "unet"), float(_option(options, ("-x", "--scale"), "4"))
     start = time.perf_counter()
@@ -119,7 +120,7 @@ def parts(paths: list[Path], options: list[str], forward: bool) -> dict:
     upscaler.prepare()
     load = time.perf_counter() - start
     start = time.perf_counter()
-    decoded = [images.read_image(p) for p in paths]
+    decoded = [read_image(p) for p in paths]
     decode = time.perf_counter() - start
     start = time.perf_counter()
     with torch.no_grad():
@@ -131,7 +132,7 @@ def parts(paths: list[Path], options: list[str], forward: bool) -> dict:
     model_s = time.perf_counter() - start
     results = [d.replace(pixels=o, alpha=None) for d, o in zip(decoded, outs)]
     start = time.perf_counter()
-    sizes = [len(images.encode_image(r, "png")) for r in results]
+    sizes = [len(encode_image(r, "png")) for r in results]
     encode = time.perf_counter() - start
     megapixels = sum(r.width * r.height for r in results) / 1e6
     return {"load": load, "decode": decode, "model": model_s, "encode": encode, "mp": megapixels,
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> None:
           f"runs {', '.join(f'{c:.2f}' for c in commands)} |")
     print(f"| start-up (`upscale --version`) | {startup:.2f} | |")
     print(f"| model load | {measured['load']:.2f} | |")
-    print(f"| decode | {measured['decode']:.2f} | images.read_image |")
+    print(f"| decode | {measured['decode']:.2f} | images.read.read_image |")
     label = "bare forward" if args.forward else "Upscaler.upscale_tensor"
     model_runs = ", ".join(f"{r['model']:.2f}" for r in rounds)
     print(f"| model only | {measured['model']:.2f} | {label}; runs {model_runs}; "

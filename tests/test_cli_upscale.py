@@ -176,7 +176,7 @@ def test_opencv_model_on_greyscale_and_16_bit(tmp_path, monkeypatch):
     result = runner.invoke(app, [str(grey), str(deep), "-m", "opencv-espcn", "-x", "2", "-o", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "o" / "g.png").mode == "L"
-    from upscale_cli.images import read_image
+    from upscale_cli.images.read import read_image
 
     out = read_image(tmp_path / "o" / "d.png")
     assert out.bit_depth == 16 and out.pixels.shape == (1, 3, 2 * H, 2 * W)

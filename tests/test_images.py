@@ -1,4 +1,4 @@
-"""images.py against real files: every format and mode, metadata, errors, atomic writes."""
+"""The images package against real files: every format and mode, metadata, errors, atomic writes."""
 from __future__ import annotations
 
 import errno
@@ -15,10 +15,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import image_factory as factory
-from upscale_cli import images
+from upscale_cli.images import arrays, atomic
 from upscale_cli.cli import app
 from upscale_cli.errors import ImageReadError, ImageTooLargeError, ImageWriteError
-from upscale_cli.images import DecodedImage, encode_image, read_image, write_image
+from upscale_cli.images import DecodedImage
+from upscale_cli.images.read import read_image
+from upscale_cli.images.write import encode_image, write_image
 
 W, H = factory.SIZE
 LOSSY_TOLERANCE = 16 / 255  # max abs error on smooth areas after JPEG/WebP at quality 95
@@ -26,7 +28,7 @@ LOSSY_MEAN_ERROR = 8 / 255  # mean abs error allowed over a whole lossy image
 
 
 def as_u8(x: torch.Tensor) -> np.ndarray:
-    return images.tensor_to_uint8(x)
+    return arrays.tensor_to_uint8(x)
 
 
 def as_u16(x: torch.Tensor) -> np.ndarray:
@@ -118,7 +120,7 @@ def test_palette_transparency_becomes_alpha(tmp_path, maker):
 def test_gif_reads_first_frame(tmp_path):
     image = read_image(factory.make_gif(tmp_path))
     assert float(image.pixels.mean()) > 0.2  # frame 1 is black
-    assert mean_abs(image.pixels, images.uint8_to_tensor(factory.gradient_rgb())) < 0.05
+    assert mean_abs(image.pixels, arrays.uint8_to_tensor(factory.gradient_rgb())) < 0.05
 
 
 def test_cmyk_jpeg_reads_as_rgb_with_right_colours(tmp_path):
@@ -207,10 +209,10 @@ def test_jpeg_quality_is_read_from_the_quantisation_tables(tmp_path, quality):
     pixels = (np.random.default_rng(quality).random((24, 32, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "p.jpg", quality=quality)
     cv2.imwrite(str(tmp_path / "c.jpg"), pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert images.read_image(tmp_path / "p.jpg").jpeg_quality == quality
-    assert images.read_image(tmp_path / "c.jpg").jpeg_quality == quality
+    assert read_image(tmp_path / "p.jpg").jpeg_quality == quality
+    assert read_image(tmp_path / "c.jpg").jpeg_quality == quality
     Image.fromarray(pixels).save(tmp_path / "p.png")
-    assert images.read_image(tmp_path / "p.png").jpeg_quality is None
+    assert read_image(tmp_path / "p.png").jpeg_quality is None
 
 
 def test_read_from_bytes(tmp_path):
@@ -511,7 +513,7 @@ def test_write_replaces_existing_file_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", spy)
     write_image(image, target)
-    assert seen[0].startswith(".out.png.") and seen[0].endswith(images.TEMP_SUFFIX)
+    assert seen[0].startswith(".out.png.") and seen[0].endswith(atomic.TEMP_SUFFIX)
     assert read_image(target).width == W
     assert leftover_files(tmp_path) == []
 
@@ -586,26 +588,26 @@ def test_decoded_image_replace_and_size():
 
 def test_uint8_tensor_round_trip():
     rgb = factory.gradient_rgb()
-    tensor = images.uint8_to_tensor(rgb)
+    tensor = arrays.uint8_to_tensor(rgb)
     assert tensor.shape == (1, 3, H, W) and tensor.dtype == torch.float32
-    assert np.array_equal(images.tensor_to_uint8(tensor), rgb)
-    assert np.array_equal(images.tensor_to_uint8(tensor[0]), rgb)
-    grey = images.uint8_to_tensor(factory.gradient_grey())
+    assert np.array_equal(arrays.tensor_to_uint8(tensor), rgb)
+    assert np.array_equal(arrays.tensor_to_uint8(tensor[0]), rgb)
+    grey = arrays.uint8_to_tensor(factory.gradient_grey())
     assert grey.shape == (1, 1, H, W)
 
 
 def test_load_rgb_uint8_is_plain_convert(tmp_path):
-    grey = images.load_rgb_uint8(factory.make_grey_png(tmp_path))
+    grey = arrays.load_rgb_uint8(factory.make_grey_png(tmp_path))
     assert grey.shape == (H, W, 3) and grey.dtype == np.uint8
-    rotated = images.load_rgb_uint8(factory.make_exif_rotated_jpeg(tmp_path))
+    rotated = arrays.load_rgb_uint8(factory.make_exif_rotated_jpeg(tmp_path))
     assert rotated.shape == (H, W, 3)  # no EXIF rotation for dataset files
     with pytest.raises(ImageReadError, match="no such file"):
-        images.load_rgb_uint8(tmp_path / "missing.png")
+        arrays.load_rgb_uint8(tmp_path / "missing.png")
 
 
 def test_pil_bicubic_downscale_matches_pillow():
     rgb = factory.gradient_rgb((48, 32))
-    small = images.pil_bicubic_downscale(rgb, (12, 8))
+    small = arrays.pil_bicubic_downscale(rgb, (12, 8))
     expected = np.asarray(Image.fromarray(rgb).resize((12, 8), Image.BICUBIC))
     assert small.shape == (8, 12, 3) and np.array_equal(small, expected)
 
@@ -630,7 +632,7 @@ def save_frames(path: Path, count: int = 3, **options) -> Path:
 def test_first_page_is_read_and_the_rest_are_named(tmp_path, name, options, note):
     image = read_image(save_frames(tmp_path / name, **options))
     assert image.notes == (note,)
-    assert mean_abs(image.pixels, images.uint8_to_tensor(factory.gradient_rgb())) < 0.05  # page 1, not 3
+    assert mean_abs(image.pixels, arrays.uint8_to_tensor(factory.gradient_rgb())) < 0.05  # page 1, not 3
 
 
 def test_two_frame_gif_note_counts_both(tmp_path):
@@ -775,7 +777,7 @@ def test_cli_keeps_each_file_on_one_line_whatever_its_name(tmp_path):
 def test_png_compression_level_changes_size_not_pixels(tmp_path):
     """--png-compression: every level 0-9 gives the same pixels; 0 is stored, 9 the smallest;
     the default (level 1, run-length strategy) beats plain level 1; outside 0-9 is refused in one line."""
-    from upscale_cli.images import DEFAULT_PNG_COMPRESSION
+    from upscale_cli.images.write import DEFAULT_PNG_COMPRESSION
 
     rng = np.random.default_rng(3)
     ramp = np.linspace(0, 1, 96 * 128, dtype=np.float32).reshape(1, 1, 96, 128)

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import image_factory as factory
-from upscale_cli import images
-from upscale_cli.images import DecodedImage, read_image, write_image
+from upscale_cli.images import DecodedImage, atomic
+from upscale_cli.images.read import read_image
+from upscale_cli.images.write import write_image
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="leftovers are found by pid only on POSIX")
 
@@ -35,7 +36,7 @@ def dead_pid() -> int:
 
 
 def temp_name(target: str, pid: int, owner: str | None = None, rand: str = "0123abcd") -> str:
-    return f".{target}.{owner or images._owner_tag()}-{pid}-{rand}{images.TEMP_SUFFIX}"
+    return f".{target}.{owner or atomic._owner_tag()}-{pid}-{rand}{atomic.TEMP_SUFFIX}"
 
 
 def small_image() -> DecodedImage:
@@ -52,8 +53,8 @@ def test_temp_file_name_says_whose_it_is(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", spy)
     write_image(small_image(), tmp_path / "out.png")
-    assert images.LEFTOVER_NAME.fullmatch(seen[0])
-    assert seen[0].startswith(f".out.png.{images._owner_tag()}-{os.getpid()}-")
+    assert atomic.LEFTOVER_NAME.fullmatch(seen[0])
+    assert seen[0].startswith(f".out.png.{atomic._owner_tag()}-{os.getpid()}-")
     assert hidden(tmp_path) == []
 
 
@@ -62,7 +63,7 @@ def test_write_removes_only_a_dead_runs_leftover_for_that_target(tmp_path):
     dead = temp_name("out.png", gone)
     live = temp_name("out.png", os.getpid(), rand="feedbeef")  # a concurrent run still writing
     other_target = temp_name("other.png", gone)
-    other_machine = temp_name("out.png", gone, owner="00000000" if images._owner_tag() != "00000000" else "11111111")
+    other_machine = temp_name("out.png", gone, owner="00000000" if atomic._owner_tag() != "00000000" else "11111111")
     old_style = ".out.png.0123abcd.part"  # written before names carried a pid: whose, nobody can say
     unrelated = [".out.png", ".out.png.swp", f"{dead}.bak"]
     for name in [dead, live, other_target, other_machine, old_style, *unrelated]:
@@ -81,7 +82,7 @@ def test_write_removes_only_a_dead_runs_leftover_for_that_target(tmp_path):
 
 def test_leftover_of_a_very_long_name_is_found_too(tmp_path):
     name = "n" * 240 + ".png"  # its temp name must be shortened to stay under 255 bytes
-    stem = images._temp_stem(name)
+    stem = atomic._temp_stem(name)
     assert stem != name and len(stem) < 20
     leftover = temp_name(stem, dead_pid())
     (tmp_path / leftover).write_bytes(b"partial")
@@ -119,7 +120,8 @@ def test_an_exception_during_the_write_removes_the_temp_file(tmp_path, monkeypat
 KILLED_WRITER = textwrap.dedent("""
     import os, sys, time
     import torch
-    from upscale_cli.images import DecodedImage, write_image
+    from upscale_cli.images import DecodedImage
+    from upscale_cli.images.write import write_image
 
     os.fsync = lambda fd: time.sleep(600)
     write_image(DecodedImage(torch.rand(1, 3, 600, 800)), sys.argv[1])
@@ -138,7 +140,7 @@ def test_rerun_cleans_what_a_killed_run_left(tmp_path, sig):
             time.sleep(0.05)
         assert child.poll() is None, "the writer ended before it was killed"
         partial = hidden(tmp_path)
-        assert len(partial) == 1 and images.LEFTOVER_NAME.fullmatch(partial[0])
+        assert len(partial) == 1 and atomic.LEFTOVER_NAME.fullmatch(partial[0])
         child.send_signal(sig)
     finally:
         child.kill()

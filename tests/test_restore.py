@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from upscale_cli import restore
 from upscale_cli.catalog import load_catalog
 from upscale_cli.cli import app
-from upscale_cli.images import uint8_to_tensor
+from upscale_cli.images.arrays import uint8_to_tensor
 from upscale_cli.metrics import quantize8
 
 runner = CliRunner()
@@ -128,7 +128,7 @@ def test_sixteen_bit_stays_sixteen_bit(tmp_path):
     src = f.make_16bit_rgb_png(tmp_path, "deep.png")
     result = runner.invoke(app, ["restore", str(src), "-m", "opencv-nlmeans", "--strength", "0.5"])
     assert result.exit_code == 0, result.output
-    from upscale_cli.images import read_image
+    from upscale_cli.images.read import read_image
 
     assert read_image(tmp_path / "deep_restored.png").bit_depth == 16
 

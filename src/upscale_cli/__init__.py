@@ -31,7 +31,8 @@ def upscale_image(source, destination=None, *, model: str = "unet", scale: float
     Extra keyword options are those of engine.UpscaleConfig (width, height, device, half, tile, ...).
     """
     from upscale_cli.engine import UpscaleConfig, Upscaler
-    from upscale_cli.images import read_image, write_image
+    from upscale_cli.images.read import read_image
+    from upscale_cli.images.write import write_image
 
     upscaler = Upscaler(UpscaleConfig(model=model, scale=scale, **options), progress=False)
     result = upscaler.upscale_image(read_image(source))

@@ -1,7 +1,7 @@
 """Inputs (files, folders, globs, stdin) -> jobs; output naming; per-file isolation.
 
 One bad file never stops the others: each job ends as a JobResult with its status and
-error line. Outputs are written atomically by images.write_image; an input file is never
+error line. Outputs are written atomically by images.write.write_image; an input file is never
 the target of a write.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from upscale_cli.errors import InputNotFoundError, UpscaleError, UsageError
+from upscale_cli.images.formats import (FALLBACK_FORMAT, OUTPUT_FORMATS, READ_SUFFIXES, WRITE_SUFFIX, output_format,
+                                        writable_format)
 
 STDIO = "-"
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -59,8 +61,6 @@ class JobResult:
 
 def _expand_folder(folder: Path, recursive: bool) -> list[Source]:
     """Every visible file of a folder: images to read, anything else to report as skipped."""
-    from upscale_cli.images import READ_SUFFIXES
-
     pattern = "**/*" if recursive else "*"
     files = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
     return [Source(p, root=folder, ignored=None if p.suffix.lower() in READ_SUFFIXES
@@ -96,13 +96,11 @@ def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
 def output_suffix(source: Source, fmt: str | None) -> str:
     """The suffix of a planned output: --format's, else the input's own when we write that format,
     else PNG's (GIF inputs, stdin)."""
-    from upscale_cli import images
-
     if fmt:
-        return images.WRITE_SUFFIX[images.output_format(fmt)]
-    if source.path is not None and images.writable_format(source.path.suffix):
+        return WRITE_SUFFIX[output_format(fmt)]
+    if source.path is not None and writable_format(source.path.suffix):
         return source.path.suffix
-    return images.WRITE_SUFFIX[images.FALLBACK_FORMAT]
+    return WRITE_SUFFIX[FALLBACK_FORMAT]
 
 
 def _default_output(source: Source, tag: str, fmt: str | None) -> Path:
@@ -118,17 +116,15 @@ def _output_format(source: Source, target: Path | None, fmt: str | None) -> tupl
     """(format, notes, failure) of one planned write. One rule for every format: --format wins;
     else the target's suffix when we write it; else (no suffix, or a folder/default name for an
     input whose format we do not write) the input's format or PNG, said on the file's line."""
-    from upscale_cli import images
-
     if target is None:
-        return (images.output_format(fmt) if fmt else None), (), None
+        return (output_format(fmt) if fmt else None), (), None
     if fmt:
-        return images.output_format(fmt), (), None
+        return output_format(fmt), (), None
     suffix = target.suffix
-    own = images.writable_format(source.path.suffix) if source.path is not None else None
-    chosen = images.writable_format(suffix) if suffix else own or images.FALLBACK_FORMAT
+    own = writable_format(source.path.suffix) if source.path is not None else None
+    chosen = writable_format(suffix) if suffix else own or FALLBACK_FORMAT
     if chosen is None:
-        return None, (), f"cannot write {suffix!r} files ({target}); use one of {', '.join(sorted(images.OUTPUT_FORMATS))}"
+        return None, (), f"cannot write {suffix!r} files ({target}); use one of {', '.join(sorted(OUTPUT_FORMATS))}"
     if not suffix:
         return chosen, (f"{target.name} has no extension: wrote {chosen}",), None
     if source.path is not None and source.path.suffix and own is None:
@@ -149,8 +145,6 @@ def _is_own_output(source: Source, tag: str) -> bool:
 
 def check_output_options(fmt: str | None, as_json: bool, output: str | None) -> None:
     """The usage errors every batch command shares: an unknown --format, --json with -o -."""
-    from upscale_cli.images import OUTPUT_FORMATS
-
     if fmt is not None and fmt.lower() not in OUTPUT_FORMATS:
         raise UsageError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
     if as_json and output == "-":
@@ -278,7 +272,7 @@ class WriteOptions:
     format: str | None = None
     quality: int | None = None
     max_pixels: int | None = None  # inputs over this are refused unread; 0 = no limit; None = the default
-    png_compression: int | None = None  # PNG zlib level 0-9; None = images.DEFAULT_PNG_COMPRESSION
+    png_compression: int | None = None  # PNG zlib level 0-9; None = images.write.DEFAULT_PNG_COMPRESSION
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels < 0:
@@ -391,11 +385,12 @@ def _read_when_room(budget: _ReadBudget, source: Source, max_pixels: int | None,
 
 
 def _read_source(source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):
-    from upscale_cli import images
+    from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
+    from upscale_cli.images.read import read_image
 
-    limit = images.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     data = stdin_reader() if source.path is None else source.path
-    return images.read_image(data, max_pixels=limit)
+    return read_image(data, max_pixels=limit)
 
 
 def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callable[[bytes], None],
@@ -403,7 +398,8 @@ def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callabl
     """Encode and write one output. An image the converter left as it was (restore's "clean: left
     as is") is the input file's own bytes when the format stays and no --quality was asked: a
     re-encode would only lose quality (a q95 JPEG: about 3 dB)."""
-    from upscale_cli import images
+    from upscale_cli.images.atomic import write_bytes_atomically
+    from upscale_cli.images.write import encode_image, write_image
 
     if job.output is not None:
         try:
@@ -417,23 +413,21 @@ def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callabl
         if job.output is None:
             stdout_writer(data)
         else:
-            images.write_bytes_atomically(data, job.output)
+            write_bytes_atomically(data, job.output)
         return
     if job.output is None:
-        fmt = job.format or images.writable_format(image.source_format or "") or images.FALLBACK_FORMAT
-        stdout_writer(images.encode_image(image, fmt.lower(), options.quality, options.png_compression))
+        fmt = job.format or writable_format(image.source_format or "") or FALLBACK_FORMAT
+        stdout_writer(encode_image(image, fmt.lower(), options.quality, options.png_compression))
         return
-    images.write_image(image, job.output, format=job.format, quality=options.quality,
+    write_image(image, job.output, format=job.format, quality=options.quality,
                        png_compression=options.png_compression)
 
 
 def _same_file_format(job: Job, options: WriteOptions) -> bool:
-    from upscale_cli import images
-
     if job.source.path is None or options.quality is not None or options.png_compression is not None:
         return False
-    own = images.writable_format(job.source.path.suffix)
-    target = job.format or (images.writable_format(job.output.suffix) if job.output is not None else own)
+    own = writable_format(job.source.path.suffix)
+    target = job.format or (writable_format(job.output.suffix) if job.output is not None else own)
     return own is not None and own == target
 
 
@@ -455,9 +449,9 @@ def _planned_result(job: Job) -> JobResult:
     """A job planning already decided: skipped (an existing output's dead temp files tidied) or failed."""
     status, _, reason = job.skip_reason.partition(":")
     if status == "skipped" and job.output is not None:  # an existing output is kept: still tidy
-        from upscale_cli import images  # what a killed earlier run left beside it
+        from upscale_cli.images.atomic import remove_dead_leftovers  # what a killed earlier run left beside it
 
-        images.remove_dead_leftovers(job.output)
+        remove_dead_leftovers(job.output)
     return JobResult(job.source.label, None if job.output is None else str(job.output), status, error=reason)
 
 

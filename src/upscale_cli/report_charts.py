@@ -1,7 +1,7 @@
 """Pictures for benchmark reports, drawn with Pillow's ImageDraw (matplotlib is not a dependency).
 
 Pure drawing: functions take data and return (H, W, 3) uint8 RGB arrays; benchmark/pictures.py writes
-them through images.py. This and images.py are the only modules that use Pillow.
+them through the images package. This and images/ are the only modules that use Pillow.
 
 Text: Pillow's built-in font (Aileron since Pillow 10.1) at FONT_SIZE. Its space is 2-3 px
 wide at every size, which ran words together ("vsspeed", "cropat"), so text is drawn word by

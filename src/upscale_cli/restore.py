@@ -345,7 +345,7 @@ def _run_with_mask(model, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def read_mask(path) -> torch.Tensor:
     """A mask image file -> (1, 1, H, W) 0/1 (white and opaque = fill)."""
-    from upscale_cli.images import read_image
+    from upscale_cli.images.read import read_image
 
     decoded = read_image(path)
     return mask_from_tensor(decoded.pixels, decoded.alpha)

@@ -3,8 +3,8 @@
 `--set NAME` (or a bare DATASET named Set5, Set14 or BSD68) is the folder NAME (any case)
 inside the data folder: the --data-dir given, else $UPSCALE_BENCHMARK_DIR, else the first
 shared/datasets/benchmark above the current folder or the package. The sets are not shipped
-with the package. Which files count as images is images.READ_SUFFIXES (imported where it is
-used: images.py brings torch, and this module stays cheap to import).
+with the package. Which files count as images is images.formats.READ_SUFFIXES (the format
+table, which imports neither Pillow nor torch).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from upscale_cli.errors import DatasetError, UsageError
+from upscale_cli.images.formats import READ_SUFFIXES
 
 NAMED_SETS = ("Set5", "Set14", "BSD68")
 BENCHMARK_DIR_ENV = "UPSCALE_BENCHMARK_DIR"
@@ -77,8 +78,6 @@ def named_set(name: str, data_dir: str | Path | None = None) -> DatasetSpec:
     if matches:
         return DatasetSpec(matches[0].name, matches[0])
     source = _data_dir_source(data_dir)
-    from upscale_cli.images import READ_SUFFIXES
-
     if not folders and any(p.suffix.lower() in READ_SUFFIXES for p in base.iterdir()):
         raise DatasetError(f"--set {name}: {source} {base} holds images, not set folders; to measure those images, "
                            f"name the folder itself: upscale benchmark {base}")
@@ -102,8 +101,6 @@ def parse_dataset(text: str, data_dir: str | Path | None = None) -> DatasetSpec:
 
 def image_files(folder: Path) -> list[Path]:
     """The image files of a set folder, sorted (hidden files left out); DatasetError when none."""
-    from upscale_cli.images import READ_SUFFIXES
-
     if not folder.is_dir():
         raise DatasetError("not a folder", path=folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in READ_SUFFIXES and not p.name.startswith("."))

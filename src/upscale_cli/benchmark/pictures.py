@@ -1,5 +1,5 @@
 """Benchmark pictures: zoomed comparison crops where the models disagree most, the strips made
-of them, and the PSNR-versus-speed charts (drawn by report_charts.py, written through images.py).
+of them, and the PSNR-versus-speed charts (drawn by report_charts.py, written through images/).
 """
 from __future__ import annotations
 
@@ -54,10 +54,12 @@ def make_comparison(dataset: str, scale: int, sample: Sample, outputs: dict[str,
 
 
 def _write_png(image: np.ndarray, path: Path) -> None:
-    """(H, W, 3) uint8 -> PNG through images.py (atomic)."""
-    from upscale_cli import images
+    """(H, W, 3) uint8 -> PNG through images.write (atomic)."""
+    from upscale_cli.images import DecodedImage
+    from upscale_cli.images.arrays import uint8_to_tensor
+    from upscale_cli.images.write import write_image
 
-    images.write_image(images.DecodedImage(pixels=images.uint8_to_tensor(image), source_format="PNG"), path)
+    write_image(DecodedImage(pixels=uint8_to_tensor(image), source_format="PNG"), path)
 
 
 def write_pictures(result: BenchmarkResult, out_dir: Path) -> tuple[list[Path], list[Path]]:

@@ -123,7 +123,7 @@ def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
 
 def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     """The protocol's LR: Pillow antialiased bicubic downscale of a mod-cropped HR (x1: a copy)."""
-    from upscale_cli.images import pil_bicubic_downscale
+    from upscale_cli.images.arrays import pil_bicubic_downscale
 
     if scale == 1:
         return hr.copy()
@@ -155,7 +155,7 @@ def degrade(image: np.ndarray, steps: Iterable[Degradation], seed: int) -> np.nd
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     """(H, W, 3) uint8 through train/degrade.py's JPEG round trip."""
-    from upscale_cli.images import tensor_to_uint8, uint8_to_tensor
+    from upscale_cli.images.arrays import tensor_to_uint8, uint8_to_tensor
     from upscale_cli.train.degrade import jpeg
 
     return tensor_to_uint8(jpeg(uint8_to_tensor(image), quality))
@@ -168,7 +168,7 @@ def image_seed(base: int, dataset: str, image: str, scale: int) -> int:
 
 def load_sample(ds: DatasetSpec, hr_path: Path, lr_path: Path | None, scale: int, config: BenchmarkConfig) -> Sample:
     """HR (+ given or made LR), degraded; raises DatasetError/ImageReadError for this image only."""
-    from upscale_cli.images import load_rgb_uint8
+    from upscale_cli.images.arrays import load_rgb_uint8
 
     hr = load_rgb_uint8(hr_path)
     if lr_path is None:

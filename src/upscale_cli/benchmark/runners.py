@@ -174,14 +174,14 @@ class MemoryProbe:
 
 
 def _to_tensor(image: np.ndarray):
-    from upscale_cli.images import uint8_to_tensor
+    from upscale_cli.images.arrays import uint8_to_tensor
 
     return uint8_to_tensor(image)  # (1, 3, H, W) float32 in [0, 1]
 
 
 def _to_uint8(x) -> np.ndarray:
     """(1, C, H, W) float -> (H, W, 3) uint8: the protocol rounds the SR output to 8 bits."""
-    from upscale_cli.images import tensor_to_uint8
+    from upscale_cli.images.arrays import tensor_to_uint8
 
     a = tensor_to_uint8(x)
     return np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a)

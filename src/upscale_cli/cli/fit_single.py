@@ -58,7 +58,8 @@ def fit_single_command(
 
 def _fit_and_render(image_path: Path, output: Optional[Path], size_args, config, save_model, quiet, say) -> None:
     from upscale_cli import fit_single as fs
-    from upscale_cli.images import read_image, write_image
+    from upscale_cli.images.read import read_image
+    from upscale_cli.images.write import write_image
 
     image = read_image(image_path)
     fs.check_fit_size(image.height, image.width)
@@ -86,7 +87,8 @@ def _fit_and_render(image_path: Path, output: Optional[Path], size_args, config,
 
 def _render_saved(model_path: Path, output: Optional[Path], size_args, say) -> None:
     from upscale_cli import fit_single as fs
-    from upscale_cli.images import DecodedImage, write_image
+    from upscale_cli.images import DecodedImage
+    from upscale_cli.images.write import write_image
 
     mlp, source = fs.load_fitted(model_path)
     height, width = source.get("height"), source.get("width")

@@ -121,7 +121,7 @@ class BatchReporter:
     def _warn_unreadable_output(self, size: tuple[int, int], per_file: dict, options) -> None:
         """An output over the input guard is written, but this tool would refuse it as an input:
         say so before the (long) work starts, and on the file's line."""
-        from upscale_cli.images import DEFAULT_MAX_PIXELS
+        from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
 
         limit = DEFAULT_MAX_PIXELS if options.max_pixels is None else options.max_pixels
         pixels = size[0] * size[1]

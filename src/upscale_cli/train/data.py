@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from upscale_cli.errors import DatasetError
-from upscale_cli.images import READ_SUFFIXES
+from upscale_cli.images.formats import READ_SUFFIXES
 
 
 def list_images(folders: Iterable[str | Path]) -> list[Path]:

@@ -1,0 +1,80 @@
+"""Float tensors <-> integer arrays: the conversions reading and writing share (rounding a band
+of rows at a time), the uint8 helpers tests, metrics and the benchmark use, and the SR
+protocol's plain Pillow read and bicubic resize.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from upscale_cli.errors import ImageReadError
+from upscale_cli.images.formats import DECODE_ERRORS
+
+U8_MAX = 255.0
+U16_MAX = 65535.0
+QUANTISE_ROWS = 512  # rows quantised at a time: bounds the float temporaries of huge outputs
+
+
+def to_tensor(planes: np.ndarray) -> torch.Tensor:
+    """(H, W, C) float32 -> (1, C, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[None].float()
+
+
+def to_planes(x: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) or (C, H, W) tensor -> (H, W, C) float32 view (no copy: outputs can be gigabytes)."""
+    x = x.detach().to(device="cpu", dtype=torch.float32)
+    return (x[0] if x.dim() == 4 else x).permute(1, 2, 0).numpy()
+
+
+def quantise(planes: np.ndarray, sixteen: bool) -> np.ndarray:
+    """Clip to [0, 1] and round to 8 or 16 bits, a band of rows at a time so that a
+    12000x16000 output needs no full-size float temporaries."""
+    peak = U16_MAX if sixteen else U8_MAX
+    out = np.empty(planes.shape, dtype=np.uint16 if sixteen else np.uint8)
+    for top in range(0, planes.shape[0], QUANTISE_ROWS):
+        band = np.clip(planes[top : top + QUANTISE_ROWS], 0.0, 1.0) * peak
+        out[top : top + QUANTISE_ROWS] = np.round(band, out=band)
+    return out
+
+
+def quantise_planes(colour: np.ndarray, alpha: np.ndarray | None, sixteen: bool) -> np.ndarray:
+    """Colour (+ alpha) -> one integer (H, W, C) array, joined after quantising (smaller)."""
+    array = quantise(colour, sixteen)
+    return array if alpha is None else np.concatenate([array, quantise(alpha, sixteen)], axis=2)
+
+
+def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) or (C, H, W) float in [0, 1] -> (H, W, C) uint8."""
+    return quantise(to_planes(x), sixteen=False)
+
+
+def uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """(H, W, C) or (H, W) uint8 -> (1, C, H, W) float32 in [0, 1]."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    return to_tensor(array.astype(np.float32) / U8_MAX)
+
+
+def load_rgb_uint8(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB by a plain Pillow convert("RGB"), as SR benchmarks do.
+
+    No EXIF rotation and no colour management on purpose: the published
+    protocol reads dataset files exactly like this.
+    """
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise ImageReadError("no such file", path=path) from None
+    except DECODE_ERRORS as e:
+        raise ImageReadError(f"cannot read image: {e}", path=path) from e
+
+
+def pil_bicubic_downscale(rgb_uint8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pillow BICUBIC resize to (width, height): the protocol's LR maker."""
+    image = Image.fromarray(np.ascontiguousarray(rgb_uint8))
+    return np.asarray(image.resize(size, Image.Resampling.BICUBIC))

@@ -1,0 +1,168 @@
+"""Atomic writes of image files, and the temp files killed runs leave.
+
+Bytes are written to a hidden `.NAME.<owner>-<pid>-<random>.upscale-part` file beside the
+target, then renamed over it: never a half-written image. A run killed mid-write (kill -9,
+SIGTERM) leaves that file; the next write of the same target by a run on the same machine
+removes it once its pid is gone. A live pid (a concurrent run) and any other file are left
+alone.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import os
+import re
+import secrets
+import socket
+import threading
+import zlib
+from pathlib import Path
+
+from upscale_cli.errors import ImageWriteError, printable_path
+
+# The temp file's name says whose it is, so a later run can tell a killed run's
+# leftover from a concurrent run's file in progress and from everything else.
+TEMP_SUFFIX = ".upscale-part"
+NAME_MAX_BYTES = 255  # the longest file name common file systems take
+TEMP_NAME_EXTRA_BYTES = 2 + 8 + 1 + 10 + 1 + 8 + len(TEMP_SUFFIX)  # dots, owner, widest pid, random
+LEFTOVER_NAME = re.compile(r"\.(.+)\.([0-9a-f]{8})-([1-9][0-9]{0,9})-[0-9a-f]{8}" + re.escape(TEMP_SUFFIX))
+
+_sweep_lock = threading.Lock()
+_dead_leftovers: dict[str, dict[str, list[str]]] = {}  # folder -> target stem -> leftover names
+
+
+def write_bytes_atomically(data: bytes, path: str | Path) -> None:
+    """Write already-encoded bytes (an input kept as it was) the same atomic way; ImageWriteError naming the path."""
+    target = Path(path)
+    if os.path.isdir(target):
+        raise ImageWriteError(write_error_message(IsADirectoryError(errno.EISDIR, "")), path=printable_path(target))
+    write_atomically(target, data)
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Temp file beside the target, then os.replace: never a half-written image.
+
+    Any exception (KeyboardInterrupt included) removes the temp file; only a kill
+    that runs no Python code leaves it, for the next write of the target to remove.
+    """
+    remove_dead_leftovers(target)
+    temp = _temp_path(target)
+    created = False
+    try:
+        # os.open with 0o666 lets the umask decide the mode, like a plain open().
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        created = True
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, target)
+    except BaseException as e:
+        if created:
+            _remove_quietly(temp)
+        if isinstance(e, (OSError, ValueError)):  # ValueError: a NUL in the name
+            message = write_error_message(e)
+            if isinstance(e, PermissionError) and not created:
+                message += " (cannot create files in that folder)"
+            raise ImageWriteError(message, path=printable_path(target)) from e
+        raise
+
+
+def _temp_path(target: Path) -> Path:
+    owner = f"{_owner_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
+    return target.parent / f".{_temp_stem(target.name)}.{owner}{TEMP_SUFFIX}"
+
+
+def _temp_stem(name: str) -> str:
+    """The target's name inside its temp file's name; a hash where the name is so long
+    that the temp file's name would pass the file system's limit."""
+    encoded = os.fsencode(name)
+    if len(encoded) + TEMP_NAME_EXTRA_BYTES <= NAME_MAX_BYTES:
+        return name
+    return "~" + hashlib.sha256(encoded).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _owner_tag() -> str:
+    """Eight hex digits for this machine and pid namespace: a pid means something only there
+    (another host on a shared folder, or another container, has its own pids)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{zlib.crc32(f'{socket.gethostname()}/{namespace}'.encode()):08x}"
+
+
+def remove_dead_leftovers(target: str | Path) -> None:
+    """Remove the temp files that killed runs of ours left for this same target.
+
+    Every write calls it; a caller that decides not to write a target (it exists)
+    may call it too.  A folder is listed once per process (a batch writes
+    thousands of files into one), when the process first asks about it.
+    """
+    if os.name != "posix":
+        return  # os.kill(pid, 0), the liveness test, would terminate the process on Windows
+    target = Path(target)
+    folder = os.path.abspath(target.parent)
+    with _sweep_lock:
+        if folder not in _dead_leftovers:
+            _dead_leftovers[folder] = _find_dead_leftovers(folder)
+        names = _dead_leftovers[folder].pop(_temp_stem(target.name), [])
+    for name in names:
+        _remove_quietly(Path(folder) / name)
+
+
+def _find_dead_leftovers(folder: str) -> dict[str, list[str]]:
+    """Our temp files in `folder` whose writer is gone, by target stem."""
+    found: dict[str, list[str]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = LEFTOVER_NAME.fullmatch(entry.name) if entry.name.endswith(TEMP_SUFFIX) else None
+                if match and match[2] == _owner_tag() and _is_dead_runs_file(entry, int(match[3])):
+                    found.setdefault(match[1], []).append(entry.name)
+    except (OSError, ValueError):
+        pass  # an unlistable folder (or a NUL in its name): the write itself says what is wrong
+    return found
+
+
+def _is_dead_runs_file(entry: os.DirEntry, pid: int) -> bool:
+    """A plain file of this user's whose writing process has ended."""
+    try:
+        if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+            return False
+    except OSError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False  # another user's live process (EPERM), or no pid at all
+    return False  # alive: a concurrent run is still writing it
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_error_message(error: OSError | ValueError) -> str:
+    if isinstance(error, ValueError):
+        return f"cannot write: invalid file name ({error})"
+    if error.errno == errno.EROFS:
+        return "read-only file system"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    if isinstance(error, FileNotFoundError):
+        return "cannot write: the folder does not exist"
+    if isinstance(error, NotADirectoryError):
+        return "cannot write: the parent is not a folder"
+    if isinstance(error, IsADirectoryError):
+        return "cannot write: a folder of that name exists"
+    return f"cannot write: {error.strerror or error}"

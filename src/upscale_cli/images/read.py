@@ -1,0 +1,359 @@
+"""Decoding: a file (or bytes from stdin) -> a DecodedImage.
+
+The bytes are sniffed, the header checked against --max-pixels before anything is decoded, then
+Pillow decodes them, or OpenCV for 16-bit colour PNG/TIFF (Pillow would cut those to 8 bits).
+EXIF orientation is applied here, ICC and EXIF are kept for the write, CMYK goes to RGB through
+its profile, a palette image keeps its palette, only the first page or frame is read (with a
+note), and a JPEG's quality is estimated from its tables.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import os
+import stat
+import struct
+import threading
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from upscale_cli.errors import ImageReadError, ImageTooLargeError, printable_path
+from upscale_cli.images import DecodedImage
+from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_tensor
+from upscale_cli.images.formats import (DECODE_ERRORS, DEFAULT_MAX_PIXELS, MULTI_IMAGE_KINDS, ORIENTATION_TAG,
+                                        PNG_BIT_DEPTH_OFFSET, PNG_COLOUR_TYPE_OFFSET, PNG_GREY_ALPHA, READ_FORMATS,
+                                        SIGNATURES, SNIFF_BYTES, png_chunk)
+
+STDIN_LABEL = "<stdin>"  # the name used in messages for images given as bytes
+PNG_COLOUR_TYPES_FOR_OPENCV = {2, 4, 6}  # RGB, grey+alpha, RGBA at 16 bits
+EXIF_IFD_TAG = 0x8769
+GPS_IFD_TAG = 0x8825
+# A TIFF's "EXIF" is its whole tag directory (strip offsets, sizes...); only the
+# descriptive tags make sense on another file.
+TIFF_KEPT_TAGS = {270, 271, 272, 305, 306, 315, 33432}
+
+
+def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode a file (or bytes) into a DecodedImage; raise ImageReadError naming it."""
+    label, data = _read_source(source)
+    with _pillow_pixel_limit_off():
+        im = _open(data, label)
+        _check_pixel_limit(im.size, max_pixels, label)
+        notes = _unread_pages_note(im)
+        if _needs_opencv(im, data):
+            image = _decode_with_opencv(im, data, label)
+        else:
+            image = _decode_with_pillow(im, label)
+    return image.replace(notes=notes) if notes else image
+
+
+def _read_source(source: str | Path | bytes) -> tuple[str, bytes]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label, data = STDIN_LABEL, bytes(source)
+    else:
+        label = printable_path(source)  # a newline or escape in a name must not break the message
+        try:
+            data = _read_file(Path(source), label)
+        except FileNotFoundError:
+            raise ImageReadError("no such file", path=label) from None
+        except IsADirectoryError:
+            raise ImageReadError("is a directory, not an image file", path=label) from None
+        except PermissionError:
+            raise ImageReadError("permission denied", path=label) from None
+        except OSError as e:
+            raise ImageReadError(f"cannot read: {e.strerror or e}", path=label) from e
+        except ValueError as e:  # a NUL in the name
+            raise ImageReadError(f"cannot read: invalid file name ({e})", path=label) from e
+    if not data:
+        raise ImageReadError("empty file", path=label)
+    return label, data
+
+
+def _read_file(path: Path, label: str) -> bytes:
+    with open(path, "rb") as file:
+        if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return file.read()
+        # A pipe or device may never end (/dev/zero): read on only if it starts like an image.
+        head = file.read(SNIFF_BYTES)
+        if head and not _has_image_signature(head):
+            raise ImageReadError("not an image (unrecognised format)", path=label)
+        return head + file.read()
+
+
+def _has_image_signature(data: bytes) -> bool:
+    return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+_limit_lock = threading.Lock()
+_limit_users = 0
+_saved_limit: int | None = None
+
+
+@contextmanager
+def _pillow_pixel_limit_off() -> Iterator[None]:
+    """Switch off Pillow's global decompression-bomb check while we decode.
+
+    We check --max-pixels ourselves from the header; Pillow's own global limit
+    would otherwise refuse images the user allowed.  Counted, so overlapping
+    reads in several threads restore the original value only once.
+    """
+    global _limit_users, _saved_limit
+    with _limit_lock:
+        if _limit_users == 0:
+            _saved_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _limit_users += 1
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
+
+
+def _open(data: bytes, label: str) -> Image.Image:
+    """Parse the header only (Pillow decodes lazily)."""
+    try:
+        return Image.open(io.BytesIO(data), formats=READ_FORMATS)
+    except UnidentifiedImageError:
+        if _has_image_signature(data):
+            raise ImageReadError("truncated or corrupt image: unreadable header", path=label) from None
+        raise ImageReadError("not an image (unrecognised format)", path=label) from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"image too large: {e}", path=label) from e
+    except DECODE_ERRORS as e:
+        raise _corrupt(e, label) from e
+
+
+def _unread_pages_note(im: Image.Image) -> tuple[str, ...]:
+    """Only the first page or frame is decoded; a note naming how many there are."""
+    kind = MULTI_IMAGE_KINDS.get(str(im.format))
+    if kind is None:
+        return ()  # MPO (a camera JPEG's extra previews) on purpose: its first image is the photo
+    what, unit = kind
+    try:
+        count = int(getattr(im, "n_frames", 1))
+    except DECODE_ERRORS:
+        count = 0  # a later page is broken; the first may still be fine
+    try:
+        im.seek(0)
+    except DECODE_ERRORS:
+        pass  # decoding frame 0 reports what is wrong
+    if count == 1:
+        return ()
+    if count == 0:
+        return (f"{what}: only {unit} 1 was used (the other {unit}s could not be read)",)
+    return (f"{what}: only {unit} 1 of {count} was used",)
+
+
+def _corrupt(error: BaseException, label: str) -> ImageReadError:
+    detail = str(error).strip() or type(error).__name__
+    return ImageReadError(f"truncated or corrupt image: {detail}", path=label)
+
+
+def _check_pixel_limit(size: tuple[int, int], max_pixels: int, label: str) -> None:
+    width, height = size
+    pixels = width * height
+    if max_pixels and pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"{width} x {height} = {pixels} pixels is over the limit of {max_pixels} (--max-pixels)",
+            path=label)
+
+
+def _needs_opencv(im: Image.Image, data: bytes) -> bool:
+    """16-bit colour (or grey+alpha) PNG/TIFF: Pillow would cut it to 8 bits."""
+    if im.format == "PNG":
+        return (data[PNG_BIT_DEPTH_OFFSET] == 16
+                and data[PNG_COLOUR_TYPE_OFFSET] in PNG_COLOUR_TYPES_FOR_OPENCV)
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return len(bits) > 1 and 16 in bits
+    return False
+
+
+def _decode_with_pillow(im: Image.Image, label: str) -> DecodedImage:
+    icc = None if im.mode == "CMYK" else im.info.get("icc_profile")  # a CMYK profile is wrong for RGB
+    try:
+        im.load()  # full decode here, so truncation fails now and not later
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"image too large: {e}", path=label) from e
+    except DECODE_ERRORS as e:
+        raise _corrupt(e, label) from e
+    exif, orientation = _read_exif(im)
+    upright = ImageOps.exif_transpose(im) if orientation != 1 else im
+    colour, alpha, bit_depth = _pillow_planes(upright, label)
+    return DecodedImage(to_tensor(colour), None if alpha is None else to_tensor(alpha),
+                        bit_depth, icc, exif, _format_name(im), estimate_jpeg_quality(im),
+                        palette=_palette_rgba(upright))
+
+
+def _palette_rgba(im: Image.Image) -> bytes | None:
+    """The RGBA colour of every palette index of a P image (transparency included), exactly as
+    Pillow converts its pixels; None for other modes."""
+    if im.mode != "P" or im.palette is None:
+        return None
+    entries = len(im.getpalette() or ()) // 3
+    if not 0 < entries <= 256:
+        return None
+    index = Image.new("P", (entries, 1))
+    index.putpalette(im.getpalette())
+    if "transparency" in im.info:
+        index.info["transparency"] = im.info["transparency"]
+    index.putdata(list(range(entries)))
+    return index.convert("RGBA").tobytes()
+
+
+# The IJG (libjpeg) base luminance table (JPEG standard, Annex K), which encoders scale by quality.
+IJG_LUMA_TABLE = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+                  14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+                  18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+                  49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+
+
+def _ijg_table_sum(quality: int) -> int:
+    """Sum of the luminance table libjpeg writes at `quality` (its scaling rule, clamped to 1..255)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return sum(min(255, max(1, (value * scale + 50) // 100)) for value in IJG_LUMA_TABLE)
+
+
+def estimate_jpeg_quality(im: Image.Image) -> int | None:
+    """The IJG quality whose luminance table is closest to the file's (exact for libjpeg-family
+    encoders: Pillow, OpenCV, most cameras and editors); None for non-JPEG images."""
+    tables = getattr(im, "quantization", None) or {}
+    luma = tables.get(0)
+    if im.format != "JPEG" or luma is None or len(luma) != len(IJG_LUMA_TABLE):
+        return None
+    target = sum(luma)  # the sum does not depend on the order (zigzag or natural) of the table
+    return min(range(1, 101), key=lambda q: abs(_ijg_table_sum(q) - target))
+
+
+def _pillow_planes(im: Image.Image, label: str) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(H, W, C) colour and (H, W, 1) alpha as float32 in [0, 1], and the bit depth."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        grey = np.asarray(im).astype(np.float32)
+        return np.clip(grey / U16_MAX, 0.0, 1.0)[..., None], None, 16
+    if mode == "CMYK":
+        return _cmyk_to_rgb(im), None, 8
+    has_alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or im.has_transparency_data
+    if mode in ("1", "L", "LA", "La"):
+        target = "LA" if has_alpha else "L"
+    elif mode in ("P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "YCbCr"):
+        target = "RGBA" if has_alpha else "RGB"
+    else:
+        raise ImageReadError(f"unsupported image mode {mode!r}", path=label)
+    planes = np.asarray(im.convert(target), dtype=np.float32).reshape(im.height, im.width, -1) / U8_MAX
+    if has_alpha:
+        return planes[..., :-1], planes[..., -1:], 8
+    return planes, None, 8
+
+
+def _cmyk_to_rgb(im: Image.Image) -> np.ndarray:
+    """CMYK -> RGB through the embedded profile, else by the multiplicative formula.
+
+    Pillow's convert("RGB") subtracts K instead of multiplying, which darkens.
+    """
+    icc = im.info.get("icc_profile")
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")
+            rgb = ImageCms.profileToProfile(im, source, srgb, outputMode="RGB")
+            return np.asarray(rgb, dtype=np.float32) / U8_MAX
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken or odd profile: the plain formula is still close
+    cmyk = np.asarray(im, dtype=np.float32) / U8_MAX
+    return (1.0 - cmyk[..., :3]) * (1.0 - cmyk[..., 3:])
+
+
+def _decode_with_opencv(im: Image.Image, data: bytes, label: str) -> DecodedImage:
+    """Full-depth decode of 16-bit colour PNG/TIFF; metadata still comes from Pillow."""
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.dtype != np.uint16:
+        raise ImageReadError("truncated or corrupt image: OpenCV could not decode it", path=label)
+    exif, orientation = _read_exif(im)
+    array = array.reshape(array.shape[0], array.shape[1], -1)
+    # OpenCV orders channels BGR(A).
+    array = array[..., [2, 1, 0, 3][: array.shape[2]]] if array.shape[2] >= 3 else array
+    if _is_grey_alpha(im, data) and im.format == "PNG" and _opencv_swaps_grey_alpha_bytes():
+        array = array.byteswap()
+    array = _orient(array, orientation)
+    planes = array.astype(np.float32) / U16_MAX
+    colour, alpha = (planes[..., :3], planes[..., 3:]) if planes.shape[2] == 4 else (planes, None)
+    if _is_grey_alpha(im, data):
+        colour = colour[..., :1]  # OpenCV expands grey+alpha to BGRA
+    return DecodedImage(to_tensor(colour), None if alpha is None else to_tensor(alpha),
+                        16, im.info.get("icc_profile"), exif, _format_name(im))
+
+
+@functools.lru_cache(maxsize=None)
+def _opencv_swaps_grey_alpha_bytes() -> bool:
+    """OpenCV 5.0 returns 16-bit grey+alpha PNG samples byte-swapped (and Pillow
+    garbles them), so decode a 1x1 probe (grey 0x0102) once and see."""
+    header = struct.pack(">IIBBBBB", 1, 1, 16, PNG_GREY_ALPHA, 0, 0, 0)
+    scanline = b"\x00" + struct.pack(">HH", 0x0102, 0xFFFF)  # filter byte, grey, alpha
+    probe = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+             + png_chunk(b"IDAT", zlib.compress(scanline)) + png_chunk(b"IEND", b""))
+    decoded = cv2.imdecode(np.frombuffer(probe, np.uint8), cv2.IMREAD_UNCHANGED)
+    return int(decoded.reshape(-1)[0]) == 0x0201
+
+
+def _is_grey_alpha(im: Image.Image, data: bytes) -> bool:
+    if im.format == "PNG":
+        return data[PNG_COLOUR_TYPE_OFFSET] == PNG_GREY_ALPHA
+    return im.tag_v2.get(277) == 2  # TIFF SamplesPerPixel: grey + alpha
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation to (H, W, C) like ImageOps.exif_transpose does."""
+    operations = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }
+    operation = operations.get(orientation)
+    return np.ascontiguousarray(operation(array)) if operation else array
+
+
+def _read_exif(im: Image.Image) -> tuple[bytes | None, int]:
+    """(EXIF to carry along, orientation to apply); broken EXIF must not cost
+    the pixels, so it reads as none."""
+    try:
+        orientation = int(im.getexif().get(ORIENTATION_TAG, 1))
+        return _exif_bytes(im), orientation if 1 <= orientation <= 8 else 1
+    except DECODE_ERRORS:
+        return None, 1
+
+
+def _exif_bytes(im: Image.Image) -> bytes | None:
+    """The EXIF to carry along, with orientation 1 (the pixels get rotated)."""
+    exif = im.getexif()
+    if im.format == "TIFF":
+        kept = Image.Exif()
+        for tag in TIFF_KEPT_TAGS & set(exif):
+            kept[tag] = exif[tag]
+        for ifd_tag in (EXIF_IFD_TAG, GPS_IFD_TAG):
+            if exif.get_ifd(ifd_tag):
+                kept[ifd_tag] = dict(exif.get_ifd(ifd_tag))
+    else:
+        kept = Image.Exif()
+        kept.load(exif.tobytes())  # a copy: exif_transpose still needs the original
+    if not len(kept):
+        return None
+    kept[ORIENTATION_TAG] = 1
+    return kept.tobytes()
+
+
+def _format_name(im: Image.Image) -> str:
+    return "JPEG" if im.format == "MPO" else str(im.format)

@@ -1,0 +1,186 @@
+"""Encoding: a DecodedImage -> bytes in a format, or a file written atomically (atomic.py).
+
+Alpha is composited over white where the format has none, 16 bits are kept only in PNG and
+TIFF (OpenCV writes 16-bit colour, which Pillow cannot), a palette source is written back as
+a palette when every pixel is one of its colours, JPEG at quality >= 90 is 4:4:4, and ICC and
+EXIF (orientation 1) go with the image where the format holds them.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from upscale_cli.errors import ImageWriteError, printable_path
+from upscale_cli.images import DecodedImage
+from upscale_cli.images.arrays import quantise_planes, to_planes
+from upscale_cli.images.atomic import write_atomically, write_error_message
+from upscale_cli.images.formats import (ALPHA_FORMATS, DECODE_ERRORS, LOSSY_FORMATS, METADATA_FORMATS,
+                                        ORIENTATION_TAG, PALETTE_FORMATS, PNG_IHDR_END, SIXTEEN_BIT_FORMATS,
+                                        output_format, png_chunk)
+
+DEFAULT_QUALITY = 95  # JPEG / WebP quality when none is given
+# PNG's zlib level (0 = stored, 9 = smallest) and strategy. Measured on 1024x1024 upscaled photos
+# (scripts/measure_throughput.py, README table): Pillow's default, level 6, takes 1.8 s an image on a
+# busy 2-core machine; level 1 with zlib's run-length strategy (Z_RLE: PNG's row filters leave runs,
+# not long repeats) takes a fifth of that for files only 5% larger (plain level 1: 17% larger, as fast).
+# That is the default; --png-compression N asks for zlib level N with its usual strategy.
+DEFAULT_PNG_COMPRESSION = 1
+DEFAULT_PNG_STRATEGY = zlib.Z_RLE
+PNG_COMPRESSION_LEVELS = range(0, 10)
+FULL_CHROMA_QUALITY = 90  # JPEG at this quality or above keeps full-resolution colour
+JPEG_SUBSAMPLING_444 = 0  # Pillow's code for 4:4:4 (no chroma subsampling)
+
+ENCODE_ERRORS = (OSError, ValueError, TypeError, KeyError, struct.error, cv2.error)
+
+
+def write_image(image: DecodedImage, path: str | Path, format: str | None = None,
+                quality: int | None = None, png_compression: int | None = None) -> None:
+    """Encode and write atomically; raise ImageWriteError naming the path."""
+    target = Path(path)
+    try:
+        fmt = output_format(format or target.suffix)
+        if os.path.isdir(target):  # before encoding, which can take long
+            raise ImageWriteError(write_error_message(IsADirectoryError(errno.EISDIR, "")))
+        data = encode_image(image, fmt, quality, png_compression)
+    except ImageWriteError as e:
+        raise ImageWriteError(e.message, path=printable_path(target)) from e
+    write_atomically(target, data)
+
+
+def encode_image(image: DecodedImage, format: str, quality: int | None = None,
+                 png_compression: int | None = None) -> bytes:
+    """Encode to bytes in `format` ('png', 'jpg', ...); ImageWriteError if impossible.
+    `png_compression` is PNG's zlib level 0-9 (None = the measured default: level 1, run-length)."""
+    fmt = output_format(format)
+    if quality is not None and not 1 <= quality <= 100:
+        raise ImageWriteError(f"quality must be 1..100, not {quality}")
+    level = (DEFAULT_PNG_COMPRESSION, DEFAULT_PNG_STRATEGY) if png_compression is None else (png_compression, None)
+    if level[0] not in PNG_COMPRESSION_LEVELS:
+        raise ImageWriteError(f"PNG compression must be 0..9, not {png_compression}")
+    colour, alpha = _output_planes(image, fmt)
+    sixteen = image.bit_depth == 16 and fmt in SIXTEEN_BIT_FORMATS
+    try:
+        if sixteen and (colour.shape[2] == 3 or alpha is not None):
+            return _encode_with_opencv(colour, alpha, fmt, image, level)
+        pil = _to_pillow(colour, alpha, sixteen)
+        if image.palette is not None and fmt in PALETTE_FORMATS and not sixteen:
+            pil = _as_palette(pil, image.palette) or pil
+        buffer = io.BytesIO()
+        pil.save(buffer, fmt, **_save_options(image, fmt, quality, level))
+        return buffer.getvalue()
+    except ENCODE_ERRORS as e:
+        raise ImageWriteError(f"cannot encode as {fmt}: {e}") from e
+
+
+def _output_planes(image: DecodedImage, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W, C) and (H, W, 1) float32 arrays; alpha composited over white where
+    the format has no alpha (white is what most viewers show behind a page)."""
+    colour = to_planes(image.pixels)
+    if colour.shape[2] not in (1, 3):
+        raise ImageWriteError(f"cannot write an image with {colour.shape[2]} channels (1 or 3 expected)")
+    alpha = None if image.alpha is None else to_planes(image.alpha)
+    if alpha is not None and alpha.shape[:2] != colour.shape[:2]:
+        raise ImageWriteError(f"alpha is {alpha.shape[1]}x{alpha.shape[0]} but the image is "
+                              f"{colour.shape[1]}x{colour.shape[0]}")
+    if alpha is not None and fmt not in ALPHA_FORMATS:
+        colour, alpha = colour * alpha + (1.0 - alpha), None
+    return colour, alpha
+
+
+def _to_pillow(colour: np.ndarray, alpha: np.ndarray | None, sixteen: bool) -> Image.Image:
+    """L, LA, RGB, RGBA (8-bit) or I;16 (16-bit grey without alpha)."""
+    array = quantise_planes(colour, alpha, sixteen)
+    if array.shape[2] == 1:
+        array = array[..., 0]  # fromarray: (H, W) uint8 -> L, uint16 -> I;16
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _as_palette(pil: Image.Image, palette: bytes) -> Image.Image | None:
+    """The image in its source's palette when every pixel is one of its colours (nearest,
+    pixel-art), else None (a network made new colours: written as RGB(A))."""
+    rows = np.frombuffer(palette, dtype=np.uint8).reshape(-1, 4)
+    rgba = np.asarray(pil.convert("RGBA"), dtype=np.uint8)
+    keys = rgba.reshape(-1, 4).view(np.uint32).ravel()
+    table = rows.view(np.uint32).ravel()
+    order = np.argsort(table, kind="stable")
+    found = np.searchsorted(table[order], keys)
+    found = np.minimum(found, len(table) - 1)
+    if not bool((table[order][found] == keys).all()):
+        return None
+    out = Image.fromarray(order[found].astype(np.uint8).reshape(rgba.shape[:2]), "P")
+    out.putpalette(rows[:, :3].tobytes())
+    alphas = rows[:, 3]
+    if (alphas < 255).any():
+        out.info["transparency"] = alphas.tobytes()
+    return out
+
+
+def _save_options(image: DecodedImage, fmt: str, quality: int | None, png_level: tuple[int, int | None]) -> dict:
+    options: dict = {}
+    if fmt == "PNG":
+        options["compress_level"] = png_level[0]
+        if png_level[1] is not None:
+            options["compress_type"] = png_level[1]
+    if fmt in LOSSY_FORMATS:
+        options["quality"] = DEFAULT_QUALITY if quality is None else quality
+    if fmt == "JPEG" and options["quality"] >= FULL_CHROMA_QUALITY:
+        # 4:2:0 smears colour over fine detail, which is what an upscale adds.
+        options["subsampling"] = JPEG_SUBSAMPLING_444
+    if fmt in METADATA_FORMATS:
+        if image.icc_profile:
+            options["icc_profile"] = image.icc_profile
+        exif = _exif_for_output(image.exif)
+        if exif is not None:
+            options["exif"] = exif
+    return options
+
+
+def _exif_for_output(exif_bytes: bytes | None) -> Image.Exif | None:
+    """Parsed EXIF with orientation 1; None when absent or unparseable."""
+    if not exif_bytes:
+        return None
+    exif = Image.Exif()
+    try:
+        exif.load(exif_bytes)
+    except DECODE_ERRORS:
+        return None  # broken EXIF is not worth failing the write over
+    exif[ORIENTATION_TAG] = 1
+    return exif
+
+
+def _encode_with_opencv(colour: np.ndarray, alpha: np.ndarray | None, fmt: str,
+                        image: DecodedImage, png_level: tuple[int, int | None]) -> bytes:
+    """16-bit RGB(A) PNG/TIFF, which Pillow cannot write."""
+    if colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)  # 16-bit grey+alpha -> RGBA, see module doc
+    array = quantise_planes(colour, alpha, sixteen=True)
+    array = array[..., [2, 1, 0, 3][: array.shape[2]]]  # OpenCV wants BGR(A)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, png_level[0]] if fmt == "PNG" else []
+    if fmt == "PNG" and png_level[1] is not None:
+        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    ok, buffer = cv2.imencode(".png" if fmt == "PNG" else ".tiff", np.ascontiguousarray(array), params)
+    if not ok:
+        raise ImageWriteError(f"cannot encode as {fmt}: OpenCV refused the image")
+    data = buffer.tobytes()
+    if fmt == "PNG":
+        exif = _exif_for_output(image.exif)
+        data = _png_with_metadata(data, image.icc_profile, exif.tobytes() if exif else None)
+    return data
+
+
+def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    """Insert iCCP / eXIf chunks right after IHDR (both must precede IDAT)."""
+    chunks = b""
+    if icc:
+        chunks += png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+    if exif:
+        chunks += png_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00"))
+    return png[:PNG_IHDR_END] + chunks + png[PNG_IHDR_END:]
