@@ -116,14 +116,14 @@ def generated_catalogue(generated_weights, monkeypatch) -> dict:
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     """An empty weights cache under tmp, no mirror, online, and fast retries."""
-    from upscale_cli import download
+    from upscale_cli import weights_cache
 
     root = tmp_path / "cache"
     monkeypatch.setenv("UPSCALE_CACHE_DIR", str(root))
     monkeypatch.delenv("UPSCALE_WEIGHTS_MIRROR", raising=False)
     monkeypatch.delenv("UPSCALE_OFFLINE", raising=False)
     monkeypatch.setenv("UPSCALE_DOWNLOAD_BACKOFF", "0.01")
-    download._verified.clear()
+    weights_cache._verified.clear()
     return root
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import RANDOM_MODEL, RANDOM_SMALL_MODEL
 from http_server import FileServer
-from upscale_cli import download
+from upscale_cli import weights_cache
 from upscale_cli.catalog import load_catalog
 from upscale_cli.cli import app
 
@@ -60,7 +60,7 @@ def test_list_json(mirror, model):
 def test_download_with_mirror_then_path(mirror, cache, model):
     result = run("download", RANDOM_MODEL)
     assert result.exit_code == 0, result.output
-    paths = [download.cached_path(f) for f in model.files.values()]
+    paths = [weights_cache.cached_path(f) for f in model.files.values()]
     assert result.stdout.split() == [str(p) for p in paths]
     assert all(p.is_file() for p in paths)
     assert f"downloading {model.files[2].filename}" in result.stderr  # plain progress lines off a terminal
@@ -78,7 +78,7 @@ def test_download_quiet_and_cache_hit(mirror):
 def test_download_keeps_going_after_a_bad_name(mirror, generated_catalogue):
     result = run("download", "no-such-model", RANDOM_SMALL_MODEL, "-x", "2", "-q")
     assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.stderr
-    assert download.is_cached(generated_catalogue[RANDOM_SMALL_MODEL].files[2])
+    assert weights_cache.is_cached(generated_catalogue[RANDOM_SMALL_MODEL].files[2])
 
 
 def test_download_errors_are_one_line(mirror, model):
@@ -102,7 +102,7 @@ def test_download_offline_cold_cache(monkeypatch):
     monkeypatch.setenv("UPSCALE_OFFLINE", "1")
     result = run("download", "opencv-espcn", "-x", "2")
     assert result.exit_code == 1
-    assert ESPCN.files[2].url in result.stderr and str(download.cached_path(ESPCN.files[2])) in result.stderr
+    assert ESPCN.files[2].url in result.stderr and str(weights_cache.cached_path(ESPCN.files[2])) in result.stderr
 
 
 def test_path_of_uncached_and_builtin_models():
@@ -116,12 +116,12 @@ def test_verify_detects_and_removes_corrupt_file(mirror, model):
     assert run("download", RANDOM_MODEL, "-x", "2", "-q").exit_code == 0
     assert run("download", RANDOM_MODEL, "-x", "3", "-q").exit_code == 0
     assert run("verify").exit_code == 0
-    bad = download.cached_path(model.files[3])
+    bad = weights_cache.cached_path(model.files[3])
     bad.write_bytes(b"\0" * bad.stat().st_size)
     result = run("verify")
     assert result.exit_code == 1
     assert f"corrupt (removed): {bad}" in result.stderr and "1 good, 1 corrupt" in result.stdout
-    assert not bad.exists() and download.cached_path(model.files[2]).exists()
+    assert not bad.exists() and weights_cache.cached_path(model.files[2]).exists()
     assert run("verify").exit_code == 0
 
 
@@ -130,7 +130,7 @@ def test_clear(mirror, cache, model):
     assert run("download", RANDOM_MODEL, "-x", "2", "-q").exit_code == 0
     result = run("clear")
     assert result.exit_code == 0 and "removed 1 file(s), 90.0 KB" in result.stdout
-    assert not download.is_cached(model.files[2])
+    assert not weights_cache.is_cached(model.files[2])
     assert run("clear").exit_code == 0  # clearing an empty cache is fine
 
 

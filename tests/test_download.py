@@ -1,4 +1,4 @@
-"""download.py against a real HTTP server on 127.0.0.1: cache, resume, retries, checksum, lock, offline, mirror.
+"""download.py and weights_cache.py against a real HTTP server on 127.0.0.1: cache, resume, retries, checksum, lock, offline, mirror.
 
 The files downloaded are made by conftest.py (random bytes; a tiny unet and an OpenCV graph for the
 command's end to end test) and described by catalogue entries with their real sha256 and size, so no
@@ -17,7 +17,7 @@ import pytest
 
 from conftest import OPENCV_MODEL, RANDOM_MODEL, RANDOM_SMALL_MODEL, UNET_MODEL
 from http_server import HAS_OPENCV_WEIGHTS, NEEDS_OPENCV_WEIGHTS, OPENCV_WEIGHTS_DIR, FileServer, free_port
-from upscale_cli import download
+from upscale_cli import download, weights_cache
 from upscale_cli.catalog import WeightsFile, load_catalog
 from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
 
@@ -69,7 +69,7 @@ def test_download_verifies_and_caches_by_hash(server, weights, data, cache):
     path = download.ensure_weights(served(weights, server), progress=False)
     assert path == cache / "weights" / weights.sha256 / NAME
     assert path.read_bytes() == data
-    assert download.is_cached(weights) and download.cached_path(weights) == path
+    assert weights_cache.is_cached(weights) and weights_cache.cached_path(weights) == path
     assert files_under(cache) == [NAME]  # no .part left behind
     assert server.full_downloads(NAME) == 1
 
@@ -77,7 +77,7 @@ def test_download_verifies_and_caches_by_hash(server, weights, data, cache):
 def test_cache_hit_makes_no_request(server, weights):
     file = served(weights, server)
     first = download.ensure_weights(file, progress=False)
-    download._verified.clear()  # make the second call re-hash the file from disk
+    weights_cache._verified.clear()  # make the second call re-hash the file from disk
     assert download.ensure_weights(file, progress=False) == first
     assert len(server.requests) == 1
 
@@ -86,7 +86,7 @@ def test_cache_dir_defaults_to_platform_cache(monkeypatch):
     import platformdirs
 
     monkeypatch.delenv("UPSCALE_CACHE_DIR")
-    assert download.cache_dir() == Path(platformdirs.user_cache_dir("upscale-cli", appauthor=False))
+    assert weights_cache.cache_dir() == Path(platformdirs.user_cache_dir("upscale-cli", appauthor=False))
 
 
 def test_progress_lines_when_not_a_terminal(server, weights, capfd):
@@ -110,7 +110,7 @@ def test_resume_after_connection_cut(server, weights):
     assert first.range is None and first.bytes_sent == 40_000
     assert second.range and second.range.startswith("bytes=") and second.status == 206
     assert second.bytes_sent < weights.size  # only the rest was fetched
-    assert download._hash_file(path) == weights.sha256
+    assert weights_cache.hash_file(path) == weights.sha256
 
 
 def test_resume_from_existing_part_file(server, weights, data, cache):
@@ -119,7 +119,7 @@ def test_resume_from_existing_part_file(server, weights, data, cache):
     part.write_bytes(data[:50_000])
     path = download.ensure_weights(served(weights, server), progress=False)
     assert [r.range for r in server.requests_for(NAME)] == ["bytes=50000-"]
-    assert download._hash_file(path) == weights.sha256 and not part.exists()
+    assert weights_cache.hash_file(path) == weights.sha256 and not part.exists()
 
 
 def test_server_ignoring_range_restarts_from_zero(server, weights):
@@ -128,7 +128,7 @@ def test_server_ignoring_range_restarts_from_zero(server, weights):
     path = download.ensure_weights(served(weights, server), progress=False)
     second = server.requests_for(NAME)[1]
     assert second.range is not None and second.status == 200 and second.bytes_sent == weights.size
-    assert download._hash_file(path) == weights.sha256
+    assert weights_cache.hash_file(path) == weights.sha256
 
 
 def test_retries_on_500_then_succeeds(server, weights):
@@ -161,7 +161,7 @@ def test_wrong_bytes_raise_checksum_error_and_leave_nothing(server, weights, cac
     with pytest.raises(ChecksumError, match=f"expected {weights.sha256}"):
         download.ensure_weights(served(weights, server), progress=False)
     assert files_under(cache) == []  # neither the file nor a .part
-    assert not download.is_cached(weights)
+    assert not weights_cache.is_cached(weights)
 
 
 @pytest.mark.parametrize("status", [404, 403])
@@ -215,7 +215,7 @@ def test_disk_full(server, weights, cache):
     part.symlink_to("/dev/full")  # every write fails with ENOSPC
     with pytest.raises(WeightsError, match="disk full"):
         download.ensure_weights(served(weights, server), progress=False)
-    assert not part.is_symlink() and not download.is_cached(weights)
+    assert not part.is_symlink() and not weights_cache.is_cached(weights)
 
 
 def test_corrupt_cached_file_is_fetched_again(server, weights):
@@ -224,8 +224,8 @@ def test_corrupt_cached_file_is_fetched_again(server, weights):
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
-    download._verified.clear()
-    assert download._hash_file(download.ensure_weights(file, progress=False)) == weights.sha256
+    weights_cache._verified.clear()
+    assert weights_cache.hash_file(download.ensure_weights(file, progress=False)) == weights.sha256
     assert server.full_downloads(NAME) == 2
 
 
@@ -275,14 +275,14 @@ def test_offline_with_cold_cache_says_what_to_download(weights, monkeypatch):
     with pytest.raises(OfflineError) as info:
         download.ensure_weights(weights, progress=False)
     message = str(info.value)
-    assert weights.url in message and str(download.cached_path(weights)) in message
+    assert weights.url in message and str(weights_cache.cached_path(weights)) in message
 
 
 def test_offline_with_warm_cache(server, weights, monkeypatch):
     download.ensure_weights(served(weights, server), progress=False)
     monkeypatch.setenv("UPSCALE_OFFLINE", "1")
-    download._verified.clear()
-    assert download.ensure_weights(weights, progress=False) == download.cached_path(weights)
+    weights_cache._verified.clear()
+    assert download.ensure_weights(weights, progress=False) == weights_cache.cached_path(weights)
     assert len(server.requests) == 1
 
 
@@ -299,7 +299,7 @@ def test_mirror_folder_copies_and_verifies(weights, generated_weights, monkeypat
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(generated_weights.folder))
     monkeypatch.setenv("UPSCALE_OFFLINE", offline)  # a local folder is not the network
     path = download.ensure_weights(weights, progress=False)
-    assert path == download.cached_path(weights) and download._hash_file(path) == weights.sha256
+    assert path == weights_cache.cached_path(weights) and weights_cache.hash_file(path) == weights.sha256
 
 
 def test_mirror_folder_as_file_url(weights, generated_weights, monkeypatch):
@@ -312,7 +312,7 @@ def test_mirror_folder_with_wrong_bytes(weights, tmp_path, monkeypatch):
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(tmp_path))
     with pytest.raises(ChecksumError):
         download.ensure_weights(weights, progress=False)
-    assert files_under(download.cache_dir()) == []
+    assert files_under(weights_cache.cache_dir()) == []
 
 
 def test_mirror_folder_without_the_file(weights, tmp_path, monkeypatch):
@@ -325,7 +325,7 @@ def test_mirror_url_fetches_by_file_name(server, weights, monkeypatch):
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url + "/")
     path = download.ensure_weights(weights, progress=False)  # the upstream github URL is never tried
     assert [r.path for r in server.requests] == [f"/{NAME}"]
-    assert download._hash_file(path) == weights.sha256
+    assert weights_cache.hash_file(path) == weights.sha256
 
 
 # ---------------------------------------------------------------- maintenance
@@ -336,11 +336,11 @@ def test_verify_and_clear_cache(server, weights, generated_weights):
     other = generated_weights.file(RANDOM_SMALL_MODEL, 2)
     bad = download.ensure_weights(served(other, server), progress=False)
     bad.write_bytes(b"corrupt")
-    report = download.verify_cache()
+    report = weights_cache.verify_cache()
     assert report.good == [good] and report.corrupt == [bad] and not report.ok
     assert not bad.exists()
-    assert download.clear_cache() == (1, weights.size)
-    assert not download.weights_dir().exists() and not download.is_cached(weights)
+    assert weights_cache.clear_cache() == (1, weights.size)
+    assert not weights_cache.weights_dir().exists() and not weights_cache.is_cached(weights)
 
 
 # ---------------------------------------------------------------- end to end (needs the engine)
@@ -565,7 +565,7 @@ def test_mirror_folder_file_of_another_size(weights, tmp_path, monkeypatch):
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", str(tmp_path))
     with pytest.raises(WrongSizeError, match=f"{NAME} from {tmp_path / NAME} is 100 bytes"):
         download.ensure_weights(weights, progress=False)
-    assert files_under(download.cache_dir()) == []
+    assert files_under(weights_cache.cache_dir()) == []
 
 
 def test_checksum_failure_prints_no_downloaded_line(server, weights, capfd):
@@ -656,7 +656,7 @@ def test_killed_run_leftovers_are_resumed_and_removed_but_only_its_own(server, w
     server.faults.bytes_per_s = None
     monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", server.url)
     path = download.ensure_weights(weights, progress=False)
-    assert download._hash_file(path) == weights.sha256
+    assert weights_cache.hash_file(path) == weights.sha256
     assert server.requests_for(NAME)[-1].range.startswith("bytes=")  # the killed run's part was resumed
     assert not part.exists() and not lock.exists()
     assert all(p.exists() for p in others)
@@ -669,7 +669,7 @@ def test_leftovers_beside_a_cached_file_are_removed(server, weights, cache):
     lock.write_bytes(b"")
     other = path.with_name("LapSRN_x2.pb.part")
     other.write_bytes(b"not ours")
-    download._verified.clear()
+    weights_cache._verified.clear()
     assert download.ensure_weights(served(weights, server), progress=False) == path
     assert not part.exists() and not lock.exists() and other.exists()
 

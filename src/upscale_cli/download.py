@@ -1,15 +1,9 @@
-"""The weights cache: where downloaded weights live, and how they get there safely.
+"""Getting weights into the cache (weights_cache.py): HTTP with resume and retries, or a mirror.
 
-Files are stored by content hash, `CACHE/weights/<sha256>/<filename>`, so two models can
-never clash and a file's folder name is its own checksum. A download streams into
-`<filename>.part` while hashing, resumes that part with an HTTP Range request, retries
-connection errors and 5xx with backoff, verifies the sha256, then `os.replace`s the part
-into place. No more than the catalogue's size is ever written: a server that sends more, or
-says the file has another size, is refused as a wrong file. A `<filename>.lock` beside it
-(fcntl.flock) makes concurrent processes that need the same file download it once; the
-process holding it removes it when its download ends, and a run that finds the file cached
-removes that file's own `.part`/`.lock` left by a killed run (a killed run's `.part` is
-otherwise what the next download resumes).
+`ensure_weights` is the entry point: a verified cached copy, else a download. A download
+streams into the cache's `.part` file while hashing, resumes that part with an HTTP Range
+request, retries connection errors and 5xx with backoff, and hands the finished part to the
+cache to verify (sha256) and move into place, holding the cache's lock for the file meanwhile.
 
 Environment (each checked; a bad value is a WeightsError that names the variable):
   UPSCALE_CACHE_DIR          the cache folder (default: the platformdirs user cache dir)
@@ -24,32 +18,22 @@ This module owns the console only for its download progress (`_progress_reporter
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import math
 import os
-import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterator
 from urllib.parse import quote, unquote, urlparse
 
-from upscale_cli.catalog import WeightsFile, packaged_weights_path
-from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError, WrongSizeError
+from upscale_cli.catalog import WeightsFile
+from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
+from upscale_cli.weights_cache import (CHUNK_BYTES, WrongSize, cached_and_good, cached_path, copy_verified, file_lock,
+                                       finish, lock_path, make_folder, part_path, remove_leftovers, unlink,
+                                       write_chunks, wrong_size_error)
 
-try:  # POSIX; elsewhere downloads go unlocked (the final os.replace is still atomic)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-APP_NAME = "upscale-cli"
-WEIGHTS_SUBDIR = "weights"
-PART_SUFFIX = ".part"
-LOCK_SUFFIX = ".lock"
-# A dropped connection loses the chunk being read, so resume granularity is one chunk.
-CHUNK_BYTES = 16 * 1024
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
 RETRIES = 3
@@ -63,10 +47,6 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 _MIRROR_SCHEMES = ("http", "https", "file")
 
-# path -> (size, mtime_ns) of files hashed and found good in this process: a batch that
-# loads the same model many times hashes it once.
-_verified: dict[Path, tuple[int, int]] = {}
-
 
 class _Retryable(Exception):
     """A failure worth another attempt (connection dropped, timeout, 5xx)."""
@@ -79,15 +59,7 @@ class _Restart(_Retryable):
         return "the server could not resume the download"
 
 
-class _WrongSize(Exception):
-    """The source is not the catalogue's size: `actual` bytes, or None for "more than it"."""
-
-    def __init__(self, actual: int | None) -> None:
-        super().__init__(actual)
-        self.actual = actual
-
-
-# ---------------------------------------------------------------- settings and paths
+# ---------------------------------------------------------------- settings
 
 
 @dataclass(frozen=True)
@@ -156,37 +128,6 @@ def mirror() -> str | None:
     return raw
 
 
-def cache_dir() -> Path:
-    """The cache root: UPSCALE_CACHE_DIR, else the platform's user cache dir for upscale-cli."""
-    override = os.environ.get("UPSCALE_CACHE_DIR", "").strip()
-    if override:
-        return Path(override).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
-
-
-def weights_dir() -> Path:
-    """The folder that holds every cached weights file (what clear_cache removes)."""
-    return cache_dir() / WEIGHTS_SUBDIR
-
-
-def cached_path(file: WeightsFile) -> Path:
-    """Where `file` lives: inside the package when packaged, else CACHE/weights/<sha256>/<filename>."""
-    if file.packaged:
-        return packaged_weights_path(file.filename)
-    return weights_dir() / file.sha256 / file.filename
-
-
-def is_cached(file: WeightsFile) -> bool:
-    """Whether the file is on disk with the right size (ensure_weights checks its hash)."""
-    path = cached_path(file)
-    try:
-        return path.stat().st_size == file.size
-    except OSError:
-        return False
-
-
 # ---------------------------------------------------------------- the public entry point
 
 
@@ -198,53 +139,18 @@ def ensure_weights(file: WeightsFile, progress: bool = True) -> Path:
             raise WeightsError(f"packaged weights {file.filename} are missing from the installation; reinstall upscale-cli")
         return path
     settings = download_settings()
-    if _cached_and_good(file, path):
-        _remove_leftovers(path)
+    if cached_and_good(file, path):
+        remove_leftovers(path)
         return path
     if settings.offline and not _is_folder_mirror(settings.mirror):
         raise OfflineError(_offline_message(file, path, settings.mirror))
-    _make_folder(path.parent)
-    with _file_lock(_lock_path(path)):
-        if _cached_and_good(file, path):  # another process fetched it while we waited
-            _unlink(_part_path(path))
+    make_folder(path.parent)
+    with file_lock(lock_path(path)):
+        if cached_and_good(file, path):  # another process fetched it while we waited
+            unlink(part_path(path))
             return path
         _fetch(file, path, settings, progress)
     return path
-
-
-def _part_path(path: Path) -> Path:
-    return path.with_name(path.name + PART_SUFFIX)
-
-
-def _lock_path(path: Path) -> Path:
-    return path.with_name(path.name + LOCK_SUFFIX)
-
-
-def _remove_leftovers(path: Path) -> None:
-    """The .part and .lock of this one cached file, left by a killed run; a download of it that is
-    running now holds the lock, and its files are left alone."""
-    part, lock = _part_path(path), _lock_path(path)
-    if fcntl is None or not (part.exists() or lock.exists()):
-        return
-    handle = _take_lock(lock, wait=False)
-    if handle is not None:
-        _unlink(part)
-        _let_go(lock, handle)
-
-
-def _cached_and_good(file: WeightsFile, path: Path) -> bool:
-    """True for a verified cached file; a corrupt one is removed so it gets fetched again."""
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    if _verified.get(path) == (st.st_size, st.st_mtime_ns):
-        return True
-    if st.st_size == file.size and _hash_file(path) == file.sha256:
-        _verified[path] = (st.st_size, st.st_mtime_ns)
-        return True
-    _unlink(path)
-    return False
 
 
 def _offline_message(file: WeightsFile, path: Path, source: str | None) -> str:
@@ -298,36 +204,7 @@ def _copy_from_folder(file: WeightsFile, path: Path, folder: Path) -> None:
         raise WeightsError(f"the mirror folder {folder} (UPSCALE_WEIGHTS_MIRROR) does not exist")
     if not src.is_file():
         raise WeightsError(f"{file.filename} is not in the mirror folder {folder} (UPSCALE_WEIGHTS_MIRROR)")
-    _copy_verified(file, path, src)
-
-
-def add_local_file(file: WeightsFile, src: Path) -> Path:
-    """Put a file fetched by hand into the cache as `file` (size and sha256 checked while copying);
-    the user's file is only read."""
-    path = cached_path(file)
-    if _cached_and_good(file, path):
-        return path
-    _make_folder(path.parent)
-    with _file_lock(_lock_path(path)):
-        if not _cached_and_good(file, path):
-            _copy_verified(file, path, src)
-    return path
-
-
-def _copy_verified(file: WeightsFile, path: Path, src: Path) -> None:
-    part = _part_path(path)
-    hasher = hashlib.sha256()
-    try:
-        actual = src.stat().st_size
-        if actual != file.size:
-            raise _WrongSize(actual)
-        with open(src, "rb") as f:
-            chunks = iter(lambda: f.read(CHUNK_BYTES), b"")
-            _write_chunks(chunks, part, "wb", hasher, _Silent().advance, file.size)
-    except _WrongSize as err:
-        _unlink(part)
-        raise _wrong_size_error(file, str(src), err.actual) from None
-    _finish(file, part, path, hasher, str(src))
+    copy_verified(file, path, src)
 
 
 # ---------------------------------------------------------------- HTTP download
@@ -339,16 +216,16 @@ def _download(url: str, file: WeightsFile, path: Path, settings: DownloadSetting
     the file is verified and in place."""
     import requests
 
-    part = _part_path(path)
+    part = part_path(path)
     with requests.Session() as session, _progress_reporter(file, url, progress) as report:
         # identity: byte ranges must count the file's own bytes, not a gzip stream's
         session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
         try:
             hasher = _attempts(session, url, file, part, report, settings)
-        except _WrongSize as err:
-            _unlink(part)
-            raise _wrong_size_error(file, url, err.actual) from None
-        _finish(file, part, path, hasher, url)
+        except WrongSize as err:
+            unlink(part)
+            raise wrong_size_error(file, url, err.actual) from None
+        finish(file, part, path, hasher, url)
 
 
 def _attempts(session, url: str, file: WeightsFile, part: Path, report: "_Silent", settings: DownloadSettings):
@@ -360,18 +237,10 @@ def _attempts(session, url: str, file: WeightsFile, part: Path, report: "_Silent
             if attempt == settings.retries:
                 raise DownloadError(f"could not download {url}: {err}") from None
             if isinstance(err, _Restart):
-                _unlink(part)
+                unlink(part)
             else:
                 time.sleep(min(settings.backoff_s * 2**attempt, MAX_RETRY_DELAY_S))
     raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
-
-
-def _wrong_size_error(file: WeightsFile, source: str, actual: int | None) -> WrongSizeError:
-    if actual is None:
-        what = f"sent more than the catalogue's {file.size:,} bytes; the download was stopped there and deleted"
-    else:
-        what = f"is {actual:,} bytes, but the catalogue says {file.size:,}; the download was deleted"
-    return WrongSizeError(f"{file.filename} from {source} {what}")
 
 
 def _hash_part(part: Path, size: int) -> tuple[int, "hashlib._Hash"]:
@@ -382,7 +251,7 @@ def _hash_part(part: Path, size: int) -> tuple[int, "hashlib._Hash"]:
     except OSError:
         return 0, hasher
     if have > size:
-        _unlink(part)
+        unlink(part)
         return 0, hasher
     with open(part, "rb") as f:
         left = have  # read no more than stat said: the part may still be growing elsewhere
@@ -409,12 +278,12 @@ def _attempt(session, url: str, file: WeightsFile, part: Path, report: "_Silent"
             _check_declared_size(resp, offset, file.size)
             report.start_at(offset)
             chunks = resp.iter_content(CHUNK_BYTES)
-            _write_chunks(chunks, part, "ab" if offset else "wb", hasher, report.advance, file.size - offset)
+            write_chunks(chunks, part, "ab" if offset else "wb", hasher, report.advance, file.size - offset)
             have = part.stat().st_size
             # the whole file came (its end was marked) and it is short; a short 206 may just be a
             # smaller range than asked for, which the next attempt continues
             if have < file.size and resp.status_code == 200 and _body_length_known(resp):
-                raise _WrongSize(have)
+                raise WrongSize(have)
     except requests.exceptions.RequestException as err:
         _raise_request_error(err, url)
     if have < file.size:
@@ -427,11 +296,11 @@ def _check_declared_size(resp, offset: int, size: int) -> None:
     if resp.status_code == 206:
         total = resp.headers.get("Content-Range", "").rpartition("/")[2].strip()
         if total.isdigit() and int(total) != size:
-            raise _WrongSize(int(total))
+            raise WrongSize(int(total))
     elif _body_length_known(resp) and "Content-Length" in resp.headers:
         length = resp.headers["Content-Length"].strip()
         if length.isdigit() and int(length) != size:
-            raise _WrongSize(int(length))
+            raise WrongSize(int(length))
 
 
 def _body_length_known(resp) -> bool:
@@ -475,119 +344,6 @@ def _raise_request_error(err: Exception, url: str) -> None:
     if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
         raise _Retryable(f"connection to {host} failed") from None
     raise DownloadError(f"could not download {url}: {err}") from None
-
-
-# ---------------------------------------------------------------- writing and verifying
-
-
-def _write_chunks(chunks: Iterable[bytes], part: Path, mode: str, hasher, advance: Callable[[int], None],
-                  room: int) -> None:
-    """Append (or write) chunks to the part file, hashing them; disk errors become WeightsError.
-
-    room: the bytes still missing from the catalogue's size; a source that sends more is a wrong
-    file (_WrongSize), stopped before the excess reaches the disk.
-    """
-    try:
-        with open(part, mode) as out:
-            for chunk in chunks:
-                if len(chunk) > room:
-                    raise _WrongSize(None)
-                room -= len(chunk)
-                out.write(chunk)
-                hasher.update(chunk)
-                advance(len(chunk))
-    except OSError as err:  # requests' errors are OSErrors too; they pass through untouched
-        if err.errno == errno.ENOSPC:
-            _unlink(part)
-            raise WeightsError(f"disk full while writing {part}; free some space or set UPSCALE_CACHE_DIR to another disk") from None
-        if isinstance(err, PermissionError) or err.errno in (errno.EACCES, errno.EROFS):
-            raise _not_writable(part.parent) from None
-        raise
-
-
-def _finish(file: WeightsFile, part: Path, path: Path, hasher, source: str) -> None:
-    """Verify the finished part and move it into place, or delete it and fail."""
-    digest = hasher.hexdigest()
-    if digest != file.sha256:
-        _unlink(part)
-        raise ChecksumError(f"{file.filename} from {source} has sha256 {digest}, expected {file.sha256}; the download was deleted")
-    os.replace(part, path)
-    st = path.stat()
-    _verified[path] = (st.st_size, st.st_mtime_ns)
-
-
-def _hash_file(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    _verified.pop(path, None)
-
-
-def _not_writable(folder: Path) -> WeightsError:
-    return WeightsError(f"the cache folder {folder} is not writable; set UPSCALE_CACHE_DIR to a writable folder")
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not os.access(folder, os.W_OK):
-            raise PermissionError(folder)
-    except OSError:
-        raise _not_writable(folder) from None
-
-
-@contextlib.contextmanager
-def _file_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on `lock_path`, and remove the file when done, success or failure
-    (no-op where fcntl is missing)."""
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    handle = _take_lock(lock_path, wait=True)
-    try:
-        yield
-    finally:
-        _let_go(lock_path, handle)
-
-
-def _take_lock(lock_path: Path, wait: bool):
-    """An open handle holding the flock of the file now at `lock_path`; None if not `wait` and busy.
-
-    The holder before us removes the file as it lets go, so a lock won on a file that is no
-    longer there (or was replaced) is worthless: open the current one and try again.
-    """
-    while True:
-        try:
-            handle = open(lock_path, "a+b")
-        except OSError:
-            raise _not_writable(lock_path.parent) from None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            handle.close()
-            return None
-        try:
-            current = os.stat(lock_path)
-        except FileNotFoundError:
-            current = None
-        held = os.fstat(handle.fileno())
-        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
-            return handle
-        handle.close()
-
-
-def _let_go(lock_path: Path, handle) -> None:
-    """Remove the lock file while still holding it (a waiter then sees it gone), then release it."""
-    with contextlib.suppress(OSError):
-        lock_path.unlink()
-    handle.close()
 
 
 # ---------------------------------------------------------------- progress (the one console user)
@@ -643,64 +399,3 @@ def format_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"  # pragma: no cover
-
-
-# ---------------------------------------------------------------- cache maintenance
-
-
-@dataclass
-class VerifyReport:
-    """What verify_cache found: good files, corrupt files (removed) and stale partial downloads."""
-
-    good: list[Path] = field(default_factory=list)
-    corrupt: list[Path] = field(default_factory=list)
-    partial: list[Path] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.corrupt
-
-
-def _cache_entries() -> Iterator[tuple[str, Path]]:
-    """(expected sha256, path) for each file under CACHE/weights/<sha256>/."""
-    root = weights_dir()
-    if not root.is_dir():
-        return
-    for folder in sorted(root.iterdir()):
-        if folder.is_dir():
-            for path in sorted(folder.iterdir()):
-                yield folder.name, path
-
-
-def verify_cache(remove: bool = True) -> VerifyReport:
-    """Re-hash every cached file against its folder name; corrupt files are removed."""
-    report = VerifyReport()
-    for sha, path in _cache_entries():
-        if path.name.endswith(LOCK_SUFFIX):
-            continue
-        if path.name.endswith(PART_SUFFIX):
-            report.partial.append(path)
-        elif _hash_file(path) == sha:
-            report.good.append(path)
-        else:
-            report.corrupt.append(path)
-            if remove:
-                _unlink(path)
-    return report
-
-
-def clear_cache() -> tuple[int, int]:
-    """Remove every cached weights file; returns (files removed, bytes freed)."""
-    count = freed = 0
-    for _, path in _cache_entries():
-        if not path.name.endswith(LOCK_SUFFIX):
-            count += 1
-            freed += path.stat().st_size
-    root = weights_dir()
-    if root.exists():
-        try:
-            shutil.rmtree(root)
-        except OSError as err:
-            raise WeightsError(f"could not clear the cache {root}: {err.strerror or err}") from None
-    _verified.clear()
-    return count, freed

@@ -143,7 +143,7 @@ class Upscaler:
         file = self.spec.files.get(native_scale) if native_scale is not None else None
         if file is None or file.packaged or not is_non_commercial(self.spec.license):
             return
-        from upscale_cli.download import is_cached
+        from upscale_cli.weights_cache import is_cached
 
         if not is_cached(file):
             self.notes.append(f"{self.spec.name} is licensed {self.spec.license}: not for commercial use")

@@ -161,7 +161,7 @@ def spec_for(model_id: str) -> ModelSpec:
         by_hand = next(iter(model.files), None)
         if by_hand is not None:
             added = _spec(model, by_hand, url=None, mirrors=())
-            from upscale_cli.download import is_cached
+            from upscale_cli.weights_cache import is_cached
 
             if is_cached(next(iter(added.files.values()))):  # fetched by hand and added earlier
                 return added

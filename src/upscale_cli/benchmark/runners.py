@@ -27,10 +27,10 @@ KB = 1024
 
 def _weights_available(spec, scale: int) -> bool:
     """Packaged, cached, or small enough to fetch by default (big uncached files are opt-in)."""
-    from upscale_cli import download
+    from upscale_cli.weights_cache import is_cached
 
     file = spec.files[scale]
-    return file.packaged or download.is_cached(file) or file.size <= BIG_DOWNLOAD_BYTES
+    return file.packaged or is_cached(file) or file.size <= BIG_DOWNLOAD_BYTES
 
 
 def _default_pick(spec, scale: int) -> bool:

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
 def _status(spec) -> str:
     """Whether a model works offline: packaged / cached / built in (no weights) / not cached."""
-    from upscale_cli.download import is_cached
+    from upscale_cli.weights_cache import is_cached
 
     files = list(spec.files.values())
     if not files:
@@ -48,7 +48,7 @@ def _status(spec) -> str:
 
 
 def _record(spec) -> dict:
-    from upscale_cli.download import cached_path, is_cached
+    from upscale_cli.weights_cache import cached_path, is_cached
 
     files = [
         {"scale": f.scale, "filename": f.filename, "size": f.size, "sha256": f.sha256, "url": f.url,
@@ -163,7 +163,7 @@ def path_command(
     scale: Optional[int] = typer.Option(None, "-x", "--scale", help="Only this scale's file."),
 ) -> None:
     """Print the local path of a model's weights file(s); fails if they are not cached."""
-    from upscale_cli.download import cached_path, is_cached
+    from upscale_cli.weights_cache import cached_path, is_cached
     from upscale_cli.errors import WeightsError
 
     files = _files_of(name, scale)
@@ -237,7 +237,7 @@ def _add_one(name: str) -> str:
 
     from upscale_cli import openmodeldb
     from upscale_cli.catalog import load_catalog
-    from upscale_cli.download import add_local_file
+    from upscale_cli.weights_cache import add_local_file
     from upscale_cli.errors import InputNotFoundError, WeightsError
 
     path = Path(name).expanduser()
@@ -267,7 +267,7 @@ def _add_one(name: str) -> str:
 @models_app.command("verify")
 def verify_command() -> None:
     """Re-hash every cached file; remove corrupt ones (exit 1 if there were any)."""
-    from upscale_cli.download import verify_cache, weights_dir
+    from upscale_cli.weights_cache import verify_cache, weights_dir
 
     report = verify_cache(remove=True)
     for path in report.corrupt:
@@ -281,7 +281,8 @@ def verify_command() -> None:
 @models_app.command("clear")
 def clear_command() -> None:
     """Delete every cached weights file (packaged weights stay)."""
-    from upscale_cli.download import clear_cache, format_size, weights_dir
+    from upscale_cli.download import format_size
+    from upscale_cli.weights_cache import clear_cache, weights_dir
 
     count, freed = clear_cache()
     typer.echo(f"removed {count} file(s), {format_size(freed)}, from {weights_dir()}")
