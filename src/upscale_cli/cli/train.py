@@ -121,12 +121,13 @@ _SET_APART = ("data", "out", "val", "settings")
 @train_app.command("run", help=RUN_HELP)
 def run_command(
     folders: List[Path] = typer.Argument(None, help="Folders (or files) of high-resolution training images."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: unet (default) or upsampler."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: unet (default), upsampler or pixelrec."),
     scale: Optional[int] = typer.Option(None, "--scale", "-x", help="Upscaling factor (unet: 1, 2, 3, 4)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (checkpoints, samples, log)."),
     val: List[Path] = typer.Option([], "--val", help="Folder of held-out HR images for validation PSNR."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML training recipe (see configs/)."),
     settings: List[str] = typer.Option([], "--set", help="Model setting KEY=VALUE (width=48, levels=2 ...)."),
+    spade: bool = typer.Option(False, "--spade", help="pixelrec: SPADE blocks instead of batch norm (= --set spade=true)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default 10000)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Time budget; the schedule ends when it is spent."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Crops per step (per process)."),
@@ -158,6 +159,7 @@ def run_command(
 
     from upscale_cli.errors import UsageError
     from upscale_cli.train import TrainConfig, resume_config, train
+    from upscale_cli.train.loop import arch_defaults
 
     options = dict(locals())  # the command's parameters: those named like TrainConfig fields set them
     given = {f.name: str(options[f.name]) if isinstance(options[f.name], Path) else options[f.name]
@@ -171,7 +173,8 @@ def run_command(
     else:
         raw = _read_recipe(config_file) if config_file else {}
         raw.update(given)
-        raw["settings"] = {**raw.get("settings", {}), **_parse_settings(settings)}
+        raw = {**arch_defaults(raw.get("arch") or "unet"), **raw}  # e.g. pixelrec's RMSProp lr and batch
+        raw["settings"] = {**raw.get("settings", {}), **_parse_settings(settings), **({"spade": True} if spade else {})}
         if folders:
             raw["data"] = [str(f) for f in folders]
         if val:

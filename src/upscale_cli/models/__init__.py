@@ -36,6 +36,7 @@ ARCHITECTURES: dict[str, str] = {
     "coord-mlp": "upscale_cli.models.coord_mlp:build_coord_mlp_upscaler",
     "opencv-nlmeans": "upscale_cli.models.opencv_restore:build_nlmeans",
     "opencv-inpaint": "upscale_cli.models.opencv_restore:build_inpaint",
+    "pixelrec": "upscale_cli.models.pixelrec:build_pixelrec",
 }
 # Parameters and buffers (400 MB in float32): ~200x our largest model, far below what makes
 # an allocator fail, so no combination of in-bounds settings can exhaust memory.

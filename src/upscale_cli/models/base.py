@@ -32,6 +32,9 @@ class ModelInfo:
     takes_mask: forward(x, mask) with mask (B, 1, H, W), 1 = fill (inpainting models).
     fits_at_runtime: forward optimises (fit-single): it needs autograd and is never tiled.
     channels_last: the model runs faster with channels-last tensors on the CPU (measured per model).
+    samples: the model draws its output from a distribution (pixel-recursive): besides the plain
+        call (its most likely answer) it has `sample(x, temperature, generator, on_row)`.
+    max_input_side: the largest input height and width it takes (0 = any); larger is refused.
     device_bound: None when the model runs on any torch device; else the one device it runs
         on ("cpu" for OpenCV models), whatever the user picked.
     """
@@ -50,6 +53,8 @@ class ModelInfo:
     takes_mask: bool = False
     fits_at_runtime: bool = False
     channels_last: bool = False
+    samples: bool = False
+    max_input_side: int = 0
     tileable: bool = True  # derived: tiling != TILING_INTERNAL (builders may say tileable=False)
 
     def __post_init__(self) -> None:

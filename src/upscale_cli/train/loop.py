@@ -42,6 +42,23 @@ PROGRESSIVE_START = 0.5  # progressive resizing: crops start at half size ...
 PROGRESSIVE_UNTIL = 0.6  # ... and reach full size at 60% of the run
 LOG_EVERY = 10  # steps between "step" events
 MAX_VAL_IMAGES = 16
+# Architectures trained with their own data, loss, optimiser and validation: arch -> a module with
+# DEFAULTS (TrainConfig values that differ), load_data, make_batch, loss, make_optimizer, validate.
+# Every other architecture is the pixel-loss SR recipe below.
+ARCH_TRAINING = {"pixelrec": "upscale_cli.train.pixelrec"}
+
+
+def arch_training(arch: str):
+    """The module that trains `arch` its own way, or None for the pixel-loss recipe."""
+    from importlib import import_module
+
+    return import_module(ARCH_TRAINING[arch]) if arch in ARCH_TRAINING else None
+
+
+def arch_defaults(arch: str) -> dict:
+    """TrainConfig values an architecture's recipe changes (pixelrec: RMSProp's lr, batch 32 ...)."""
+    hooks = arch_training(arch)
+    return dict(hooks.DEFAULTS) if hooks else {}
 
 
 @dataclass(frozen=True)
@@ -394,8 +411,9 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         loaded, total = _init_from(model, config.init)
         emit(TrainEvent("start", message=f"initialised {loaded} of {total} tensors from {config.init}"))
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema else None
-    optimizer = _make_optimizer(model, config)
-    perceptual = _perceptual_loss(config, device, emit)
+    hooks = arch_training(config.arch)
+    optimizer = hooks.make_optimizer(model, config) if hooks else _make_optimizer(model, config)
+    perceptual = None if hooks else _perceptual_loss(config, device, emit)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -404,9 +422,13 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         if dist.main:
             emit(TrainEvent("warning", message=f"{path}: {reason}"))
 
-    cache = train_data.load_image_cache(config.data, min_size=hr_crop_max, on_skip=warn_skip)
-    val_images = []
-    if config.val:
+    if hooks:
+        cache, val_images = hooks.load_data(config, warn_skip)
+        train_count = len(cache.photos.images)
+    else:
+        cache = train_data.load_image_cache(config.data, min_size=hr_crop_max, on_skip=warn_skip)
+        train_count, val_images = len(cache.images), []
+    if config.val and not hooks:
         val_images = train_data.load_image_cache(config.val, min_size=scale * multiple, on_skip=warn_skip).images
         val_images = val_images[:MAX_VAL_IMAGES]
 
@@ -424,7 +446,7 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     emit(TrainEvent("start", step=step, steps=config.steps,
                     message=f"{config.arch} x{scale}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-                            f"{len(cache.images)} training images, {len(val_images)} validation images, "
+                            f"{train_count} training images, {len(val_images)} validation images, "
                             f"{dist.world} process(es) on {device}" + (" (resumed)" if resume else "")))
 
     def progress_now(step_done: int, seconds: float) -> float:
@@ -438,8 +460,13 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         rng_states = _rng_state(gen, dist)
         if not dist.main:
             return
-        score, sample = (validate(ema or model, val_images, scale, device, config.degrade, config.damage_mix)
-                         if val_images else (None, None))
+        extra = {}
+        if hooks:
+            extra = hooks.validate(ema or model, val_images, device)
+            score, sample = extra.pop("psnr"), extra.pop("sample")
+        else:
+            score, sample = (validate(ema or model, val_images, scale, device, config.degrade, config.damage_mix)
+                             if len(val_images) else (None, None))
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "step": step_done, "elapsed": seconds,
                  "config": asdict(config), "data_rng": rng_states, "torch_rng": torch.get_rng_state(),
@@ -448,12 +475,12 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         if sample is not None:
             train_data.save_sample(sample, run / "samples" / f"step_{step_done:07d}.png")
         with open(run / LOG_FILE, "a") as log:
-            log.write(json.dumps({"step": step_done, "elapsed": round(seconds, 1), "val_psnr": score}) + "\n")
-        emit(TrainEvent("val", step=step_done, steps=config.steps, psnr=score))
+            log.write(json.dumps({"step": step_done, "elapsed": round(seconds, 1), "val_psnr": score, **extra}) + "\n")
+        emit(TrainEvent("val", step=step_done, steps=config.steps, psnr=score, message=_val_message(extra)))
         emit(TrainEvent("checkpoint", step=step_done, steps=config.steps, path=str(path)))
 
     # -- the loop
-    if dist.main and val_images and not resume and not config.degrade:
+    if dist.main and len(val_images) and not resume and not config.degrade and not hooks:
         emit(TrainEvent("val", step=0, steps=config.steps, psnr=bicubic_psnr(val_images, scale),
                         message="bicubic baseline"))
     model.train()
@@ -468,16 +495,22 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         side = crop_at(progress, config, multiple)
 
         # batch: random HR crops, LR made on the fly
-        hr = train_data.random_crops(cache, config.batch, side * scale, gen)
-        lr_img = make_lr(hr, scale, config.degrade, gen, config.damage_mix)
+        if hooks:
+            lr_img, hr = hooks.make_batch(cache, config, gen)
+        else:
+            hr = train_data.random_crops(cache, config.batch, side * scale, gen)
+            lr_img = make_lr(hr, scale, config.degrade, gen, config.damage_mix)
         hr, lr_img = hr.to(device, non_blocking=True), lr_img.to(device, non_blocking=True)
 
         # step
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            sr = net(lr_img)
-            loss = pixel_loss(sr.float(), hr, config.loss)
-            if perceptual is not None:
-                loss = loss + perceptual(sr.float(), hr)
+            if hooks:
+                loss = hooks.loss(net, lr_img, hr)
+            else:
+                sr = net(lr_img)
+                loss = pixel_loss(sr.float(), hr, config.loss)
+                if perceptual is not None:
+                    loss = loss + perceptual(sr.float(), hr)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.clip:
@@ -512,6 +545,14 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
 
         tdist.barrier()
     return run
+
+
+def _val_message(extra: dict) -> str:
+    """The validation line's words for an architecture's own figures (pixelrec: NLL)."""
+    if "nll_bits" not in extra:
+        return ""
+    return (f"validation NLL {extra['nll_bits']:.3f} bits/sub-pixel (conditioning alone "
+            f"{extra['nll_cond_bits']:.3f}), greedy")
 
 
 def _agree(value: float, dist: _Dist) -> float:
