@@ -1,4 +1,4 @@
-"""batch.run_jobs: decoding ahead and writing behind the model, in input order, each file alone,
+"""pipeline.run_jobs: decoding ahead and writing behind the model, in input order, each file alone,
 bounded memory, and Ctrl-C leaving whole files only. Real files on disk, no model (a resize)."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from upscale_cli import batch
-from upscale_cli.batch import WriteOptions, expand_inputs, plan_jobs, run_jobs
+from upscale_cli import pipeline
+from upscale_cli.batch import WriteOptions, expand_inputs, plan_jobs
+from upscale_cli.pipeline import run_jobs
 from upscale_cli.errors import UsageError
 
 
@@ -42,14 +43,14 @@ def _run(jobs, convert=_double, options=WriteOptions()):
 def test_results_in_input_order_while_later_writes_finish_first(tmp_path, monkeypatch):
     folder = _folder(tmp_path, 6)
     jobs = _jobs(tmp_path, folder)
-    write = batch._write_result
+    write = pipeline._write_result
 
     def slow_first(image, job, *args):
         if job.source.path.name == "f00.png":
             time.sleep(0.3)  # the first file's write ends after the others'
         write(image, job, *args)
 
-    monkeypatch.setattr(batch, "_write_result", slow_first)
+    monkeypatch.setattr(pipeline, "_write_result", slow_first)
     results = _run(jobs)
     assert [index for index, _ in results] == list(range(6))
     assert [Path(r.input).name for _, r in results] == [f"f{i:02d}.png" for i in range(6)]
@@ -59,15 +60,15 @@ def test_results_in_input_order_while_later_writes_finish_first(tmp_path, monkey
             assert im.size == (24, 16)
 
 
-@pytest.mark.parametrize("held_pixels,most", [(batch.HELD_PIXELS, batch.BATCH_MAX + 1),
-                                              (1, batch.READ_AHEAD + 1)])
+@pytest.mark.parametrize("held_pixels,most", [(pipeline.HELD_PIXELS, pipeline.BATCH_MAX + 1),
+                                              (1, pipeline.READ_AHEAD + 1)])
 def test_decoding_overlaps_the_model_and_stays_bounded(tmp_path, monkeypatch, held_pixels, most):
     """The next files are decoded while the model runs on one; small images wait up to BATCH_MAX,
     others (here: over a HELD_PIXELS of 1) never more than READ_AHEAD."""
-    monkeypatch.setattr(batch, "HELD_PIXELS", held_pixels)
+    monkeypatch.setattr(pipeline, "HELD_PIXELS", held_pixels)
     folder = _folder(tmp_path, 12)
     jobs = _jobs(tmp_path, folder)
-    read = batch._read_source
+    read = pipeline._read_source
     lock, state = threading.Lock(), {"decoded": 0, "most": 0, "ahead_during_convert": 0}
 
     def counting_read(*args):
@@ -84,7 +85,7 @@ def test_decoding_overlaps_the_model_and_stays_bounded(tmp_path, monkeypatch, he
             state["decoded"] -= 1
         return _double(index, image)
 
-    monkeypatch.setattr(batch, "_read_source", counting_read)
+    monkeypatch.setattr(pipeline, "_read_source", counting_read)
     results = _run(jobs, convert)
     assert all(r.status == "ok" for _, r in results)
     assert state["ahead_during_convert"] >= 1  # decoding ran ahead of the model
@@ -114,7 +115,7 @@ def test_errors_stay_per_file(tmp_path):
 def test_ctrl_c_leaves_whole_files_only(tmp_path, monkeypatch):
     folder = _folder(tmp_path, 8)
     jobs = _jobs(tmp_path, folder)
-    write = batch._write_result
+    write = pipeline._write_result
 
     def slow_write(*args):
         time.sleep(0.1)  # writes are still in flight when the interruption comes
@@ -125,7 +126,7 @@ def test_ctrl_c_leaves_whole_files_only(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return _double(index, image)
 
-    monkeypatch.setattr(batch, "_write_result", slow_write)
+    monkeypatch.setattr(pipeline, "_write_result", slow_write)
     with pytest.raises(KeyboardInterrupt):
         _run(jobs, convert)
     out = tmp_path / "out"

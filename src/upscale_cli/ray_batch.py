@@ -4,7 +4,7 @@ The caller plans every job as a local run would (names, skips, collisions, --sha
 the console: progress, output lines and --json rows come back to it in input order. Workers are
 Ray actors, one model each (one per GPU of the cluster, else one per CPU slot); each reads its
 files and writes its outputs itself (so the paths must be the same on every node: a shared
-folder), with the same per-file isolation and atomic writes as a local run (batch.run_jobs).
+folder), with the same per-file isolation and atomic writes as a local run (pipeline.run_jobs).
 A worker that dies fails its files, each on its own line. Ray is an optional extra
 (`pip install upscale-cli[ray]`); it is imported only here, only when --ray is given.
 """
@@ -75,7 +75,7 @@ class ConverterRecipe:
 
 
 class _Worker:
-    """One model, built once on its node; runs chunks of jobs through batch.run_jobs there."""
+    """One model, built once on its node; runs chunks of jobs through pipeline.run_converted there."""
 
     def __init__(self, make_converter: Callable, record: dict, options: WriteOptions) -> None:
         self.converter = make_converter()
@@ -83,21 +83,10 @@ class _Worker:
         self.options = options
 
     def run(self, jobs: list[Job]) -> list[tuple[JobResult, dict]]:
-        from upscale_cli.batch import run_jobs
-        from upscale_cli.cli.progress import BatchReporter, _can_batch
+        from upscale_cli.pipeline import run_converted
 
-        describer = BatchReporter(0, quiet=True, as_json=False, record=self.record)
-        per_files = [{"notes": list(job.notes)} for job in jobs]
-
-        def convert(index, image):
-            return describer.convert(self.converter, image, per_files[index], self.options)
-
-        def convert_many(indices, images):
-            return describer.convert_many(self.converter, images, [per_files[i] for i in indices], self.options)
-
-        batching = convert_many if _can_batch(self.converter) else None
-        return [(result, per_files[index]) for index, result in
-                run_jobs(jobs, convert, self.options, _no_stdin, _no_stdout, batching)]
+        return [(result, per_file) for _, result, per_file in
+                run_converted(jobs, self.converter, self.options, self.record, _no_stdin, _no_stdout)]
 
 
 def _no_stdin() -> bytes:
@@ -120,16 +109,16 @@ def worker_shape(ray) -> tuple[int, dict]:
 
 def run_on_ray(address: str, jobs: list[Job], make_converter: Callable, record: dict,
                options: WriteOptions) -> Iterator[tuple[int, JobResult, dict]]:
-    """Yield (index, JobResult, per-file report) in input order, as `batch.run_jobs` does locally.
+    """Yield (index, JobResult, per-file report) in input order, as `pipeline.run_converted` does locally.
     Jobs planning already decided (skips, planned failures) never leave this process."""
-    from upscale_cli.batch import _planned_result
+    from upscale_cli.pipeline import planned_result
 
     if any(job.source.path is None or job.output is None for job in jobs if not job.skip_reason):
         raise UsageError("--ray takes files and folders, not stdin or stdout (-)")
     runnable = [i for i, job in enumerate(jobs) if not job.skip_reason]
     if not runnable:  # a rerun with everything done: no cluster needed
         for index, job in enumerate(jobs):
-            yield index, _planned_result(job), {"notes": list(job.notes)}
+            yield index, planned_result(job), {"notes": list(job.notes)}
         return
     ray = connect(address)
     chunks = [runnable[i : i + CHUNK] for i in range(0, len(runnable), CHUNK)]
@@ -144,7 +133,7 @@ def run_on_ray(address: str, jobs: list[Job], make_converter: Callable, record: 
     try:
         for index, job in enumerate(jobs):
             if job.skip_reason:
-                yield index, _planned_result(job), {"notes": list(job.notes)}
+                yield index, planned_result(job), {"notes": list(job.notes)}
                 continue
             while index not in done:
                 while next_chunk < len(chunks) and len(pending) < 2 * count:  # two chunks queued per worker

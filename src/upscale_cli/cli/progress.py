@@ -20,22 +20,9 @@ def _write_stdout(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-def _can_batch(upscaler) -> bool:
-    """Only a plain Upscaler runs several images as one batch: a converter that routes each image
-    (restore) does not, nor a model that fits each image as it runs (fit-single)."""
-    from upscale_cli.engine import Upscaler
-
-    if type(upscaler) is not Upscaler or upscaler.config.width or upscaler.config.height:
-        return False
-    try:
-        models = [upscaler.model(native) for native in (upscaler.passes_for(1, 1) or (None,))]
-    except Exception:  # anything unusual: one image at a time, as before
-        return False
-    return not any(getattr(getattr(m, "info", None), "fits_at_runtime", True) for m in models)
-
-
 class BatchReporter:
-    """Runs planned jobs and reports each one as the user asked (bar, lines, JSON or quiet)."""
+    """Shows a batch's files as the user asked (bar, lines, JSON or quiet) while they run, and
+    closes it; the running is pipeline.py's (or ray_batch.py's)."""
 
     def __init__(self, total: int, quiet: bool, as_json: bool, record: dict, stdout_busy: bool = False) -> None:
         self.total = total
@@ -48,89 +35,38 @@ class BatchReporter:
         self._tile_task = None
 
     def run(self, jobs, upscaler, options, ray: str | None = None, recipe=None) -> list:
-        """Run the jobs through batch.run_jobs (decoding ahead, writing behind the model), or on Ray
-        workers that each build `recipe` (--ray ADDRESS), and report each file in input order as
-        soon as it and those before it are done."""
-        results = []
-        with self._bar() as bar:
-            file_task = bar.add_task("files", total=len(jobs)) if bar else None
-            for index, result, per_file in self._results(jobs, upscaler, options, ray, recipe):
-                results.append(result)
-                self._report(result, per_file, quiet_skip=jobs[index].source.ignored is not None)
-                if bar:
-                    bar.advance(file_task)
-        self._summary(results)
-        return results
-
-    def _results(self, jobs, upscaler, options, ray, recipe):
+        """Report each file as the batch runs it, in input order as soon as it and those before it
+        are done: pipeline.run_converted here (decoding ahead, writing behind the model), or
+        ray_batch.run_on_ray on Ray workers that each build `recipe` (--ray ADDRESS)."""
         if ray is not None:
             from upscale_cli.ray_batch import run_on_ray
 
-            yield from run_on_ray(ray, jobs, recipe, self.record, options)
-            return
-        from upscale_cli.batch import run_jobs
+            results = run_on_ray(ray, jobs, recipe, self.record, options)
+        else:
+            from upscale_cli.pipeline import run_converted
 
-        # what each file's report adds: what planning chose (an output format), the model that ran
-        per_files = [{"notes": list(job.notes)} for job in jobs]
-        convert = lambda index, image: self.convert(upscaler, image, per_files[index], options)  # noqa: E731
-        convert_many = None
-        if _can_batch(upscaler):
-            def convert_many(indices, images):
-                return self.convert_many(upscaler, images, [per_files[i] for i in indices], options)
-        for index, result in run_jobs(jobs, convert, options, _read_stdin, _write_stdout, convert_many):
-            yield index, result, per_files[index]
+            results = run_converted(jobs, upscaler, options, self.record, _read_stdin, _write_stdout,
+                                    on_tile=self._on_tile, on_note=self._early_note)
+        return self.show(jobs, results)
 
-    def convert(self, upscaler, image, per_file: dict, options):
-        """Run the converter; one that picks a model per image (restore's JPEG routing) says which,
-        and what reading the file had to say (pages left unread) goes on its line."""
-        per_file["notes"] += image.notes
-        if hasattr(upscaler, "model_for"):
-            per_file["model"] = upscaler.model_for(image)
-        found = upscaler.found_for(image) if hasattr(upscaler, "found_for") else None
-        if found:  # restore --task auto: what it found in this file (JPEG quality, noise) and what it ran
-            per_file["found"] = found
-        if hasattr(upscaler, "passes_for"):  # the model's native passes (x8 = [4, 2]) before any final resize
-            per_file["passes"] = list(upscaler.passes_for(image.height, image.width))
-            self._warn_unreadable_output(upscaler.target_size(image.height, image.width), per_file, options)
-        out = upscaler.upscale_image(image, self._on_tile)
-        self._describe_output(image, out, per_file)
-        return out
+    def show(self, jobs, results) -> list:
+        """Show (index, JobResult, per-file report) triples as they come: the bar, each file's line
+        or JSON row, then the summary; the JobResults, in order."""
+        shown = []
+        with self._bar() as bar:
+            file_task = bar.add_task("files", total=len(jobs)) if bar else None
+            for index, result, per_file in results:
+                shown.append(result)
+                self._report(result, per_file, quiet_skip=jobs[index].source.ignored is not None)
+                if bar:
+                    bar.advance(file_task)
+        self._summary(shown)
+        return shown
 
-    def convert_many(self, upscaler, images: list, per_files: list, options) -> list:
-        """Several images of one size, no alpha, through the model as one batch (an Upscaler only:
-        batch.run_jobs decides which); each file's report as if it had run alone."""
-        import torch
-
-        first = images[0]
-        size = upscaler.target_size(first.height, first.width)
-        for image, per_file in zip(images, per_files):
-            per_file["notes"] += image.notes
-            per_file["passes"] = list(upscaler.passes_for(image.height, image.width))
-            self._warn_unreadable_output(size, per_file, options)
-        pixels = upscaler.upscale_tensor(torch.cat([image.pixels for image in images]), self._on_tile, size=size)
-        outs = [image.replace(pixels=pixels[k : k + 1]) for k, image in enumerate(images)]
-        for image, out, per_file in zip(images, outs, per_files):
-            self._describe_output(image, out, per_file)
-        return outs
-
-    def _describe_output(self, image, out, per_file: dict) -> None:
-        if "scale" in self.record:  # the real factor, also with --width/--height
-            per_file["scale"] = round(out.width / image.width, 4)
-            per_file["size"] = [out.width, out.height]
-
-    def _warn_unreadable_output(self, size: tuple[int, int], per_file: dict, options) -> None:
-        """An output over the input guard is written, but this tool would refuse it as an input:
-        say so before the (long) work starts, and on the file's line."""
-        from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
-
-        limit = DEFAULT_MAX_PIXELS if options.max_pixels is None else options.max_pixels
-        pixels = size[0] * size[1]
-        if limit and pixels > limit:
-            note = (f"the output ({size[1]} x {size[0]} = {pixels / 1e6:,.0f} MP) is over --max-pixels "
-                    f"({limit:,}): to read it back with upscale, pass --max-pixels 0 or a larger value")
-            per_file["notes"].append(note)
-            if not (self.quiet or self.as_json):
-                self.echo(f"note: {note}")
+    def _early_note(self, note: str) -> None:
+        """A note about a file said before its (long) work starts, besides its line (plain output only)."""
+        if not (self.quiet or self.as_json):
+            self.echo(f"note: {note}")
 
     def _bar(self):
         if not self.use_bar:

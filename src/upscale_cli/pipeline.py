@@ -1,0 +1,417 @@
+"""Running planned jobs (batch.py plans them): decoding ahead, the model on the caller's thread,
+writing behind, each file alone, results in input order.
+
+`run_jobs` is the pipeline for any `convert(index, image)`; `run_converted` runs it with a
+converter (an engine.Upscaler, restore's converters) and `FileReport`, which records what each
+file's report line says (notes, the model that ran, what was found, passes, the real scale and
+size). Showing those reports is the CLI's (cli/progress.py); ray_batch.py runs the same
+`run_converted` on each Ray worker. One bad file never stops the others: each job ends as a
+JobResult with its status and error line. Outputs are written atomically (images.write).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from upscale_cli.batch import Job, JobResult, Source, WriteOptions
+from upscale_cli.errors import UpscaleError
+from upscale_cli.images.formats import DEFAULT_MAX_PIXELS, FALLBACK_FORMAT, writable_format
+
+# The pipeline: one thread decodes the next images while the model runs on the caller's
+# thread, and writer threads encode and write finished ones. Bounded so that memory stays a
+# few images: READ_AHEAD decoded inputs wait at most (up to BATCH_MAX small ones while they hold
+# under HELD_PIXELS in all), WRITE_BEHIND finished outputs wait at most (up to BATCH_MAX while they
+# hold under BIG_OUTPUT_PIXELS), and an output over BIG_OUTPUT_PIXELS is written before the next
+# image is converted. Consecutive small images of one size go through the model together, up to
+# BATCH_LARGER of them, or BATCH_MAX tiny ones (measured on a busy 2-core CPU, unet x4, 8 at once:
+# 0.2-0.45x the time per image at 48-128 px, 0.4x at 256 px: each step's per-call cost is paid
+# once; 2,000 files of 64x48 with -m nearest: 32 at once took 0.82x the time of 8 at once).
+READ_AHEAD = 2
+WRITE_BEHIND = 2
+WRITER_THREADS = 4  # encoding (zlib) and fsync (1-9 ms a file here) release the GIL: writes overlap
+BIG_OUTPUT_PIXELS = 16_000_000  # also the most output pixels waiting beyond WRITE_BEHIND outputs
+BATCH_MAX = 32  # images through the model at once, at most: tiny ones (up to TINY_PIXELS)
+BATCH_MAX_PIXELS = 256 * 256  # per image; larger ones run alone
+BATCH_LARGER = 8  # images at once above TINY_PIXELS (x4 bicubic of 128x128: 32 at once was 10% slower)
+TINY_PIXELS = 64 * 64
+HELD_PIXELS = 4_000_000  # decoded images waiting beyond READ_AHEAD: at most this many pixels
+
+
+class _ReadBudget:
+    """How many decoded images may wait for the model: the reader asks before each decode."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+        self._pixels = 0
+        self._closed = False
+
+    def wait_for_room(self) -> bool:
+        with self._cond:
+            while not self._closed and self._count >= READ_AHEAD and (
+                    self._count >= BATCH_MAX or self._pixels >= HELD_PIXELS):
+                self._cond.wait()
+            return not self._closed
+
+    def hold(self, pixels: int) -> None:
+        with self._cond:
+            self._count += 1
+            self._pixels += pixels
+
+    def release(self, pixels: int) -> None:
+        with self._cond:
+            self._count -= 1
+            self._pixels -= pixels
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def _read_when_room(budget: _ReadBudget, source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):
+    if not budget.wait_for_room():
+        return None  # the run is ending
+    image = _read_source(source, max_pixels, stdin_reader)
+    budget.hold(image.width * image.height)
+    return image
+
+
+def _read_source(source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):
+    from upscale_cli.images.read import read_image
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    data = stdin_reader() if source.path is None else source.path
+    return read_image(data, max_pixels=limit)
+
+
+def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callable[[bytes], None],
+                  unchanged: bool = False) -> None:
+    """Encode and write one output. An image the converter left as it was (restore's "clean: left
+    as is") is the input file's own bytes when the format stays and no --quality was asked: a
+    re-encode would only lose quality (a q95 JPEG: about 3 dB)."""
+    from upscale_cli.images.atomic import write_bytes_atomically
+    from upscale_cli.images.write import encode_image, write_image
+
+    if job.output is not None:
+        try:
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            from upscale_cli.errors import ImageWriteError
+
+            raise ImageWriteError(f"cannot create folder {job.output.parent}: {err.strerror}", path=job.output) from None
+    if unchanged and _same_file_format(job, options):
+        data = job.source.path.read_bytes()
+        if job.output is None:
+            stdout_writer(data)
+        else:
+            write_bytes_atomically(data, job.output)
+        return
+    if job.output is None:
+        fmt = job.format or writable_format(image.source_format or "") or FALLBACK_FORMAT
+        stdout_writer(encode_image(image, fmt.lower(), options.quality, options.png_compression))
+        return
+    write_image(image, job.output, format=job.format, quality=options.quality,
+                       png_compression=options.png_compression)
+
+
+def _same_file_format(job: Job, options: WriteOptions) -> bool:
+    if job.source.path is None or options.quality is not None or options.png_compression is not None:
+        return False
+    own = writable_format(job.source.path.suffix)
+    target = job.format or (writable_format(job.output.suffix) if job.output is not None else own)
+    return own is not None and own == target
+
+
+def _failed(job: Job, err: BaseException, seconds: float) -> JobResult:
+    """Any failure of one file as its failed JobResult, one line naming the file."""
+    output = None if job.output is None else str(job.output)
+    if isinstance(err, UpscaleError):
+        if err.path is None:
+            err.path = job.source.label
+        message = str(err)
+    elif isinstance(err, MemoryError):
+        message = f"{job.source.label}: out of memory; try a smaller --tile"
+    else:
+        message = f"{job.source.label}: unexpected error ({type(err).__name__}: {err})"
+    return JobResult(job.source.label, output, "failed", seconds, message)
+
+
+def planned_result(job: Job) -> JobResult:
+    """A job planning already decided: skipped (an existing output's dead temp files tidied) or failed."""
+    status, _, reason = job.skip_reason.partition(":")
+    if status == "skipped" and job.output is not None:  # an existing output is kept: still tidy
+        from upscale_cli.images.atomic import remove_dead_leftovers  # what a killed earlier run left beside it
+
+        remove_dead_leftovers(job.output)
+    return JobResult(job.source.label, None if job.output is None else str(job.output), status, error=reason)
+
+
+def _timed(fn: Callable, *args):
+    """(value, seconds, None) or (None, seconds, exception): a file's failure never escapes a thread."""
+    start = time.perf_counter()
+    try:
+        value = fn(*args)
+    except Exception as err:  # KeyboardInterrupt and the like are not one file's failure
+        return None, time.perf_counter() - start, err
+    return value, time.perf_counter() - start, None
+
+
+def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_reader: Callable[[], bytes],
+             stdout_writer: Callable[[bytes], None], convert_many: Callable | None = None
+             ) -> Iterator[tuple[int, JobResult]]:
+    """Run every job: decoding ahead and writing behind `convert(index, image)`, which runs on the
+    caller's thread (the model and its progress callbacks stay there); with `convert_many(indices,
+    images)`, consecutive small images of one size are converted together (if that fails, each
+    alone, so errors stay per file). Yields (index, JobResult) in input order, each as soon as it
+    and all before it are done. On an interruption, writes already started finish (each is atomic)
+    and nothing queued starts."""
+    readers = ThreadPoolExecutor(1, thread_name_prefix="upscale-read")
+    writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="upscale-write")
+    pipe = _Pipe(jobs, options, stdin_reader, readers, _ReadBudget())
+    slots: deque[_Slot] = deque()  # in input order, done or being written
+    index = 0
+    try:
+        while index < len(jobs):
+            group = pipe.take(index, batch=convert_many is not None)
+            for slot in _convert_group(group, convert, convert_many, options, writers, stdout_writer):
+                slots.append(slot)
+                while slots and (slots[0].ready() or slot.big or _too_many_writes(slots)):
+                    yield slots.popleft().finish()
+            index += len(group)
+        while slots:
+            yield slots.popleft().finish()
+    finally:
+        pipe.budget.close()
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
+
+
+def _too_many_writes(slots: deque) -> bool:
+    """Outputs waiting to be written: WRITE_BEHIND, or up to BATCH_MAX small ones (a batch's worth)."""
+    writing = [slot for slot in slots if not slot.ready()]
+    if len(writing) <= WRITE_BEHIND:
+        return False
+    return len(writing) > BATCH_MAX or sum(slot.pixels for slot in writing) > BIG_OUTPUT_PIXELS
+
+
+class _Pipe:
+    """The decoded inputs, in order: reads submitted ahead, taken one job or one batch at a time."""
+
+    def __init__(self, jobs: list[Job], options: WriteOptions, stdin_reader: Callable[[], bytes],
+                 pool: ThreadPoolExecutor, budget: _ReadBudget) -> None:
+        self.jobs, self.options, self.stdin_reader, self.pool, self.budget = jobs, options, stdin_reader, pool, budget
+        self.reads: dict[int, Future] = {}
+
+    def _submit(self, index: int) -> None:
+        for ahead in range(index, min(len(self.jobs), index + BATCH_MAX + 1)):
+            if ahead not in self.reads and not self.jobs[ahead].skip_reason:
+                self.reads[ahead] = self.pool.submit(_timed, _read_when_room, self.budget, self.jobs[ahead].source,
+                                                     self.options.max_pixels, self.stdin_reader)
+
+    def _pop(self, index: int) -> tuple:
+        """(index, job, image or None, read seconds, error); a decoded image leaves the budget."""
+        job = self.jobs[index]
+        if job.skip_reason:
+            return index, job, None, 0.0, None
+        image, seconds, err = self.reads.pop(index).result()
+        if image is not None:
+            self.budget.release(image.width * image.height)
+        return index, job, image, seconds, err
+
+    def take(self, index: int, batch: bool) -> list[tuple]:
+        """This job, and with `batch` the next ones decoded to the same small size (no alpha)."""
+        self._submit(index)
+        group = [self._pop(index)]
+        first = group[0][2]
+        if not batch or first is None or not _batchable(first):
+            return group
+        most = BATCH_MAX if first.width * first.height <= TINY_PIXELS else BATCH_LARGER
+        while len(group) < most and index + len(group) < len(self.jobs):
+            following = index + len(group)
+            if self.jobs[following].skip_reason:
+                break
+            self._submit(following)
+            image, _, err = self.reads[following].result()
+            if err is not None or image is None or not _same_kind(first, image):
+                break
+            group.append(self._pop(following))
+        return group
+
+
+def _batchable(image) -> bool:
+    return image.alpha is None and image.width * image.height <= BATCH_MAX_PIXELS
+
+
+def _same_kind(a, b) -> bool:
+    return _batchable(b) and a.pixels.shape == b.pixels.shape and a.pixels.dtype == b.pixels.dtype
+
+
+def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable | None, options: WriteOptions,
+                   writers: ThreadPoolExecutor, stdout_writer: Callable[[bytes], None]) -> list["_Slot"]:
+    """Convert one job, or a batch of them (each alone if the batch fails); one slot per job."""
+    together: list = [None] * len(group)
+    if len(group) > 1:
+        outs, seconds, err = _timed(convert_many, [g[0] for g in group], [g[2] for g in group])
+        if err is None:
+            together = [(out, seconds / len(group), None) for out in outs]
+    slots = []
+    for (index, job, image, read_s, err), done in zip(group, together):
+        if job.skip_reason:
+            slots.append(_Slot(index, job, planned_result(job)))
+            continue
+        if err is not None:
+            slots.append(_Slot(index, job, _failed(job, err, read_s)))
+            continue
+        out, convert_s, err = done if done is not None else _timed(convert, index, image)
+        unchanged = out is image  # the converter found nothing to do
+        del image  # the decoded input is not held while the output waits to be written
+        if err is not None:
+            slots.append(_Slot(index, job, _failed(job, err, read_s + convert_s)))
+            continue
+        write = writers.submit(_timed, _write_result, out, job, options, stdout_writer, unchanged)
+        pixels = out.width * out.height
+        slots.append(_Slot(index, job, seconds=read_s + convert_s, write=write, pixels=pixels,
+                           big=pixels > BIG_OUTPUT_PIXELS))
+    return slots
+
+
+@dataclass
+class _Slot:
+    """One job's place in the output order: its result, or the write that will give it."""
+
+    index: int
+    job: Job
+    result: JobResult | None = None
+    seconds: float = 0.0  # reading and converting, before the write
+    write: Future | None = None
+    pixels: int = 0  # of the output being written
+    big: bool = False  # an output large enough to be written before anything else is converted
+
+    def ready(self) -> bool:
+        return self.write is None or self.write.done()
+
+    def finish(self) -> tuple[int, JobResult]:
+        if self.write is not None:
+            _, write_s, err = self.write.result()
+            output = None if self.job.output is None else str(self.job.output)
+            self.result = (_failed(self.job, err, self.seconds + write_s) if err is not None else
+                           JobResult(self.job.source.label, output, "ok", self.seconds + write_s))
+        return self.index, self.result
+
+
+# ------------------------------------------------------------------ a converter's files, and what each report says
+
+def can_batch(converter) -> bool:
+    """Only a plain Upscaler runs several images as one batch: a converter that routes each image
+    (restore) does not, nor a model that fits each image as it runs (fit-single)."""
+    from upscale_cli.engine import Upscaler
+
+    if type(converter) is not Upscaler or converter.config.width or converter.config.height:
+        return False
+    try:
+        models = [converter.model(native) for native in (converter.passes_for(1, 1) or (None,))]
+    except Exception:  # anything unusual: one image at a time, as before
+        return False
+    return not any(getattr(getattr(m, "info", None), "fits_at_runtime", True) for m in models)
+
+
+class FileReport:
+    """Runs the converter on decoded images and records, in each file's `per_file` dict, what its
+    report says: notes (reading's, planning's, an output too large to read back), the model that
+    ran, what restore --task auto found, the native passes, the real scale and size.
+
+    on_tile(done, total) follows the tiles of one image; on_note(line) hears an early note (an
+    output over --max-pixels) before the long work starts. Neither is needed: no display here.
+    """
+
+    def __init__(self, converter, record: dict, options: WriteOptions,
+                 on_tile: Callable[[int, int], None] | None = None,
+                 on_note: Callable[[str], None] | None = None) -> None:
+        self.converter = converter
+        self.record = record  # fields every report carries (model, scale): "scale" asks for the real one
+        self.options = options
+        self.on_tile = on_tile
+        self.on_note = on_note
+
+    def convert(self, image, per_file: dict):
+        """Run the converter; one that picks a model per image (restore's JPEG routing) says which,
+        and what reading the file had to say (pages left unread) goes on its line."""
+        converter = self.converter
+        per_file["notes"] += image.notes
+        if hasattr(converter, "model_for"):
+            per_file["model"] = converter.model_for(image)
+        found = converter.found_for(image) if hasattr(converter, "found_for") else None
+        if found:  # restore --task auto: what it found in this file (JPEG quality, noise) and what it ran
+            per_file["found"] = found
+        if hasattr(converter, "passes_for"):  # the model's native passes (x8 = [4, 2]) before any final resize
+            per_file["passes"] = list(converter.passes_for(image.height, image.width))
+            self._warn_unreadable_output(converter.target_size(image.height, image.width), per_file)
+        out = converter.upscale_image(image, self._on_tile)
+        self._describe_output(image, out, per_file)
+        return out
+
+    def convert_many(self, images: list, per_files: list) -> list:
+        """Several images of one size, no alpha, through the model as one batch (an Upscaler only:
+        can_batch decides which); each file's report as if it had run alone."""
+        import torch
+
+        converter = self.converter
+        first = images[0]
+        size = converter.target_size(first.height, first.width)
+        for image, per_file in zip(images, per_files):
+            per_file["notes"] += image.notes
+            per_file["passes"] = list(converter.passes_for(image.height, image.width))
+            self._warn_unreadable_output(size, per_file)
+        pixels = converter.upscale_tensor(torch.cat([image.pixels for image in images]), self._on_tile, size=size)
+        outs = [image.replace(pixels=pixels[k : k + 1]) for k, image in enumerate(images)]
+        for image, out, per_file in zip(images, outs, per_files):
+            self._describe_output(image, out, per_file)
+        return outs
+
+    def _on_tile(self, done: int, total: int) -> None:
+        if self.on_tile is not None:
+            self.on_tile(done, total)
+
+    def _describe_output(self, image, out, per_file: dict) -> None:
+        if "scale" in self.record:  # the real factor, also with --width/--height
+            per_file["scale"] = round(out.width / image.width, 4)
+            per_file["size"] = [out.width, out.height]
+
+    def _warn_unreadable_output(self, size: tuple[int, int], per_file: dict) -> None:
+        """An output over the input guard is written, but this tool would refuse it as an input:
+        say so before the (long) work starts, and on the file's line."""
+        limit = DEFAULT_MAX_PIXELS if self.options.max_pixels is None else self.options.max_pixels
+        pixels = size[0] * size[1]
+        if limit and pixels > limit:
+            note = (f"the output ({size[1]} x {size[0]} = {pixels / 1e6:,.0f} MP) is over --max-pixels "
+                    f"({limit:,}): to read it back with upscale, pass --max-pixels 0 or a larger value")
+            per_file["notes"].append(note)
+            if self.on_note is not None:
+                self.on_note(note)
+
+
+def run_converted(jobs: list[Job], converter, options: WriteOptions, record: dict,
+                  stdin_reader: Callable[[], bytes], stdout_writer: Callable[[bytes], None],
+                  on_tile: Callable[[int, int], None] | None = None,
+                  on_note: Callable[[str], None] | None = None) -> Iterator[tuple[int, JobResult, dict]]:
+    """run_jobs with a converter: yields (index, JobResult, the file's report) in input order, each
+    as soon as it and all before it are done; consecutive small images go through the model
+    together when can_batch(converter)."""
+    files = FileReport(converter, record, options, on_tile, on_note)
+    per_files = [{"notes": list(job.notes)} for job in jobs]  # planning's notes (an output format) first
+
+    def convert(index, image):
+        return files.convert(image, per_files[index])
+
+    def convert_many(indices, images):
+        return files.convert_many(images, [per_files[i] for i in indices])
+
+    batching = convert_many if can_batch(converter) else None
+    for index, result in run_jobs(jobs, convert, options, stdin_reader, stdout_writer, batching):
+        yield index, result, per_files[index]
