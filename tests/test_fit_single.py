@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from upscale_cli import fit_single as fs
-from upscale_cli.errors import UsageError, WeightsError
-from upscale_cli.fit_single import axis_centres, grid_coordinates
+from upscale_cli.errors import ImageTooLargeError, UsageError, WeightsError
+from upscale_cli.fit_single import consistency, fitting, network, saved, sizes
+from upscale_cli.fit_single.network import axis_centres, grid_coordinates
 from upscale_cli.models import build_model
 from upscale_cli.resize import resize
 
@@ -32,7 +32,7 @@ def test_input_grid_sits_inside_output_grid():
     # x4 (even): each input centre is the mean of its 4 output centres
     assert torch.allclose(axis_centres(16), axis_centres(64).reshape(16, 4).mean(dim=1), atol=1e-6)
     # non-square: the longer side spans [-1, 1], the shorter keeps the aspect ratio
-    coords = grid_coordinates(8, 16, fs.image_extent(8, 16))
+    coords = grid_coordinates(8, 16, network.image_extent(8, 16))
     assert float(coords[:, 0].max()) == pytest.approx(1 - 1 / 16)
     assert float(coords[:, 1].max()) == pytest.approx(0.5 - 1 / 16)
 
@@ -40,19 +40,19 @@ def test_input_grid_sits_inside_output_grid():
 def test_same_seed_same_fit_and_each_encoding_runs():
     x = gradient()
     for encoding in ("fourier", "siren", "none"):
-        config = fs.FitConfig.for_encoding(encoding, steps=5, **TINY)
-        a = fs.render(fs.fit(x, config=config).mlp, 16, 16)
-        b = fs.render(fs.fit(x, config=config).mlp, 16, 16)
+        config = fitting.FitConfig.for_encoding(encoding, steps=5, **TINY)
+        a = network.render(fitting.fit(x, config=config).mlp, 16, 16)
+        b = network.render(fitting.fit(x, config=config).mlp, 16, 16)
         assert torch.equal(a, b) and a.shape == (1, 3, 16, 16) and torch.isfinite(a).all()
-    other = fs.render(fs.fit(x, config=fs.FitConfig(steps=5, seed=1, **TINY)).mlp, 16, 16)
+    other = network.render(fitting.fit(x, config=fitting.FitConfig(steps=5, seed=1, **TINY)).mlp, 16, 16)
     assert not torch.equal(other, a)
 
 
 def test_fit_reaches_good_psnr_on_gradient():
-    result = fs.fit(gradient(), config=fs.FitConfig(steps=150, **TINY))
+    result = fitting.fit(gradient(), config=fitting.FitConfig(steps=150, **TINY))
     assert result.stats.psnr > 30
     seen = []
-    early = fs.fit(gradient(), config=fs.FitConfig(steps=150, target_psnr=25, **TINY),
+    early = fitting.fit(gradient(), config=fitting.FitConfig(steps=150, target_psnr=25, **TINY),
                    on_step=lambda step, steps, psnr: seen.append(psnr))
     assert early.stats.stopped_early and early.stats.steps < 150 and seen[-1] >= 25
 
@@ -64,20 +64,20 @@ def smooth_image(size: int = 12) -> torch.Tensor:
 
 def test_consistency_window_matches_resize_and_makes_downscale_match_input():
     x = smooth_image()
-    config = fs.FitConfig(steps=200, **TINY)
-    result = fs.fit(x, config=config, target_size=(36, 36))
-    out = fs.render(result.mlp, 36, 36).clamp(0, 1)
-    with_term = fs.consistency_psnr(out, x)
-    plain = fs.fit(x, config=fs.FitConfig(steps=200, consistency=False, **TINY))
-    without_term = fs.consistency_psnr(fs.render(plain.mlp, 36, 36).clamp(0, 1), x)
+    config = fitting.FitConfig(steps=200, **TINY)
+    result = fitting.fit(x, config=config, target_size=(36, 36))
+    out = network.render(result.mlp, 36, 36).clamp(0, 1)
+    with_term = fitting.consistency_psnr(out, x)
+    plain = fitting.fit(x, config=fitting.FitConfig(steps=200, consistency=False, **TINY))
+    without_term = fitting.consistency_psnr(network.render(plain.mlp, 36, 36).clamp(0, 1), x)
     assert with_term > without_term + 1 and with_term > 25
 
 
 def test_consistency_term_is_exact_resize():
     x = torch.rand(1, 3, 10, 13)
-    mlp = fs.build_mlp(3, 10, 13, fs.FitConfig(**TINY))
-    term = fs.ConsistencyTerm(x, (40, 52), torch.Generator().manual_seed(0))
-    reference = resize(fs.render(mlp, 40, 52), (10, 13), "bicubic")
+    mlp = fitting.build_mlp(3, 10, 13, fitting.FitConfig(**TINY))
+    term = consistency.ConsistencyTerm(x, (40, 52), torch.Generator().manual_seed(0))
+    reference = resize(network.render(mlp, 40, 52), (10, 13), "bicubic")
     expected_mse = float(torch.mean((reference - x) ** 2))
     term.window = (10, 13)  # the whole image: must equal resize() of the full render
     with torch.no_grad():
@@ -87,50 +87,50 @@ def test_consistency_term_is_exact_resize():
 def test_alpha_and_greyscale_channels():
     grey = gradient(1)
     alpha = torch.ones(1, 1, 16, 16) * 0.5
-    result = fs.fit(grey, alpha, config=fs.FitConfig(steps=5, **TINY), target_size=(32, 32))
+    result = fitting.fit(grey, alpha, config=fitting.FitConfig(steps=5, **TINY), target_size=(32, 32))
     assert result.mlp.channels == 2
-    colour, out_alpha = fs.render_image(result.mlp, 32, 32, colour_channels=1)
+    colour, out_alpha = network.render_image(result.mlp, 32, 32, colour_channels=1)
     assert colour.shape == (1, 1, 32, 32) and out_alpha.shape == (1, 1, 32, 32)
-    rgb = fs.fit(gradient(3), alpha, config=fs.FitConfig(steps=5, **TINY)).mlp
+    rgb = fitting.fit(gradient(3), alpha, config=fitting.FitConfig(steps=5, **TINY)).mlp
     assert rgb.channels == 4
 
 
 def test_chunked_render_equals_unchunked():
-    mlp = fs.fit(gradient(), config=fs.FitConfig(steps=5, **TINY)).mlp
-    whole = fs.render(mlp, 40, 30, chunk=10**6)
-    assert torch.allclose(fs.render(mlp, 40, 30, chunk=7), whole, atol=1e-6)
+    mlp = fitting.fit(gradient(), config=fitting.FitConfig(steps=5, **TINY)).mlp
+    whole = network.render(mlp, 40, 30, chunk=10**6)
+    assert torch.allclose(network.render(mlp, 40, 30, chunk=7), whole, atol=1e-6)
 
 
 def test_save_load_round_trip_and_corrupt_file(tmp_path):
-    config = fs.FitConfig(steps=5, **TINY)
-    mlp = fs.fit(gradient(), config=config).mlp
+    config = fitting.FitConfig(steps=5, **TINY)
+    mlp = fitting.fit(gradient(), config=config).mlp
     path = tmp_path / "fit.safetensors"
-    fs.save_fitted(mlp, path, config, source={"height": 16, "width": 16, "bit_depth": 16})
-    loaded, source = fs.load_fitted(path)
-    assert torch.equal(fs.render(loaded, 24, 24), fs.render(mlp, 24, 24))
+    saved.save_fitted(mlp, path, config, source={"height": 16, "width": 16, "bit_depth": 16})
+    loaded, source = saved.load_fitted(path)
+    assert torch.equal(network.render(loaded, 24, 24), network.render(mlp, 24, 24))
     assert source["bit_depth"] == 16
     from upscale_cli.loader import load_model  # the same file works as a model for `upscale -m`
 
     model = load_model(str(path))
-    assert torch.allclose(model(torch.zeros(1, 3, 16, 16), size=(24, 24)), fs.render(mlp, 24, 24))
+    assert torch.allclose(model(torch.zeros(1, 3, 16, 16), size=(24, 24)), network.render(mlp, 24, 24))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:100])
     with pytest.raises(WeightsError):
-        fs.load_fitted(bad)
+        saved.load_fitted(bad)
 
 
 def test_output_size_rules():
-    assert fs.output_size(32, 64, size=128) == (64, 128)
-    assert fs.output_size(32, 64, out_width=16) == (8, 16)
-    assert fs.output_size(32, 64, scale=2) == (64, 128)
-    assert fs.output_size(10, 10) == (40, 40)
+    assert sizes.output_size(32, 64, size=128) == (64, 128)
+    assert sizes.output_size(32, 64, out_width=16) == (8, 16)
+    assert sizes.output_size(32, 64, scale=2) == (64, 128)
+    assert sizes.output_size(10, 10) == (40, 40)
     with pytest.raises(UsageError):
-        fs.output_size(10, 10, size=0)
+        sizes.output_size(10, 10, size=0)
 
 
 def test_too_large_image_is_refused():
-    with pytest.raises(fs.ImageTooLargeError, match="too large to fit"):
-        fs.check_fit_size(2000, 2000)
+    with pytest.raises(ImageTooLargeError, match="too large to fit"):
+        sizes.check_fit_size(2000, 2000)
 
 
 def test_registry_module_forward():
@@ -205,37 +205,37 @@ def sprite_tensor(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
 def test_sprite_fit_renders_flat_colours_exact_alpha_and_crisp_edges():
     colour, alpha = sprite_tensor()
     rgba = torch.cat([colour, alpha], dim=1)
-    result = fs.fit(colour, alpha, config=fs.FitConfig(steps=150), target_size=(64, 64))
+    result = fitting.fit(colour, alpha, config=fitting.FitConfig(steps=150), target_size=(64, 64))
     assert result.mlp.palette is not None and result.mlp.palette.shape == (3, 4)
-    out = fs.render(result.mlp, 64, 64)  # (1, 4, 64, 64)
+    out = network.render(result.mlp, 64, 64)  # (1, 4, 64, 64)
     inputs = {tuple(c) for c in rgba[0].reshape(4, -1).T.tolist()}
     assert {tuple(c) for c in out[0].reshape(4, -1).T.tolist()} <= inputs  # no blends, no ripples
     # the sprite comes back at its own pixels, and its downscale is as close as nearest-neighbour's, within 1.5 dB
-    assert float((fs.render(result.mlp, 16, 16) == rgba).all(dim=1).float().mean()) > 0.95
+    assert float((network.render(result.mlp, 16, 16) == rgba).all(dim=1).float().mean()) > 0.95
     nearest = rgba.repeat_interleave(4, dim=-1).repeat_interleave(4, dim=-2)
-    assert fs.consistency_psnr(out, rgba) > fs.consistency_psnr(nearest, rgba) - 1.5
+    assert fitting.consistency_psnr(out, rgba) > fitting.consistency_psnr(nearest, rgba) - 1.5
 
 
 def test_palette_is_chosen_by_colour_count_and_hidden_colours_do_not_count():
     colour, alpha = sprite_tensor()
     colour = torch.where(alpha > 0, colour, torch.rand(colour.shape, generator=torch.Generator().manual_seed(0)))
-    small = fs.FitConfig(steps=2, **TINY)
-    assert fs.fit(colour, alpha, config=small).mlp.palette.shape[0] == 3  # junk under alpha 0 is ignored
-    assert fs.fit(colour, alpha, config=fs.FitConfig(steps=2, palette_colours=0, **TINY)).mlp.palette is None
-    assert fs.fit(gradient(), config=small).mlp.palette is None  # 16 x 16 distinct colours: a photo
-    assert fs.image_palette(gradient(), 256).shape == (256, 3) and fs.image_palette(gradient(), 255) is None
+    small = fitting.FitConfig(steps=2, **TINY)
+    assert fitting.fit(colour, alpha, config=small).mlp.palette.shape[0] == 3  # junk under alpha 0 is ignored
+    assert fitting.fit(colour, alpha, config=fitting.FitConfig(steps=2, palette_colours=0, **TINY)).mlp.palette is None
+    assert fitting.fit(gradient(), config=small).mlp.palette is None  # 16 x 16 distinct colours: a photo
+    assert fitting.image_palette(gradient(), 256).shape == (256, 3) and fitting.image_palette(gradient(), 255) is None
     with pytest.raises(UsageError):
-        fs.FitConfig(palette_colours=-1)
+        fitting.FitConfig(palette_colours=-1)
 
 
 def test_palette_fit_saves_loads_and_runs_as_a_model(tmp_path):
     colour, alpha = sprite_tensor()
-    config = fs.FitConfig(steps=5, **TINY)
-    mlp = fs.fit(colour, alpha, config=config).mlp
+    config = fitting.FitConfig(steps=5, **TINY)
+    mlp = fitting.fit(colour, alpha, config=config).mlp
     path = tmp_path / "sprite.safetensors"
-    fs.save_fitted(mlp, path, config, source={"height": 16, "width": 16, "bit_depth": 8})
-    loaded, _ = fs.load_fitted(path)
-    assert torch.equal(loaded.palette, mlp.palette) and torch.equal(fs.render(loaded, 40, 40), fs.render(mlp, 40, 40))
+    saved.save_fitted(mlp, path, config, source={"height": 16, "width": 16, "bit_depth": 8})
+    loaded, _ = saved.load_fitted(path)
+    assert torch.equal(loaded.palette, mlp.palette) and torch.equal(network.render(loaded, 40, 40), network.render(mlp, 40, 40))
     from upscale_cli.loader import load_model
 
     model = load_model(str(path))  # the settings check knows palette_size and palette_gain

@@ -41,7 +41,7 @@ def fit_single_command(
     from_model: Optional[Path] = typer.Option(None, "--from-model", help="Render a network saved with --save-model instead of fitting."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
 ) -> None:
-    from upscale_cli import fit_single as fs
+    from upscale_cli.fit_single import fitting
     from upscale_cli.errors import UsageError
 
     if (image is None) == (from_model is None):
@@ -52,52 +52,52 @@ def fit_single_command(
         return
     overrides = dict(encoding=encoding, freq_scale=freq_scale, hidden=hidden, depth=depth, steps=steps, lr=lr,
                      seed=seed, consistency=consistency, target_psnr=target_psnr, palette_colours=palette_colours)
-    config = fs.FitConfig.for_encoding(**{k: v for k, v in overrides.items() if v is not None})
+    config = fitting.FitConfig.for_encoding(**{k: v for k, v in overrides.items() if v is not None})
     _fit_and_render(image, output, (size, width, height, scale), config, save_model, quiet, say)
 
 
 def _fit_and_render(image_path: Path, output: Optional[Path], size_args, config, save_model, quiet, say) -> None:
-    from upscale_cli import fit_single as fs
+    from upscale_cli.fit_single import consistency, fitting, network, saved, sizes
     from upscale_cli.images.read import read_image
     from upscale_cli.images.write import write_image
 
     image = read_image(image_path)
-    fs.check_fit_size(image.height, image.width)
-    target = fs.output_size(image.height, image.width, *size_args)
+    sizes.check_fit_size(image.height, image.width)
+    target = sizes.output_size(image.height, image.width, *size_args)
     out_path = _output_path(image_path, output, target)
     with _StepReporter(config.steps, quiet) as reporter:
-        result = fs.fit(image.pixels, image.alpha, config, on_step=reporter.update, target_size=target)
-    pixels, alpha = fs.render_image(result.mlp, *target, colour_channels=image.pixels.shape[1])
+        result = fitting.fit(image.pixels, image.alpha, config, on_step=reporter.update, target_size=target)
+    pixels, alpha = network.render_image(result.mlp, *target, colour_channels=image.pixels.shape[1])
     write_image(image.replace(pixels=pixels, alpha=alpha), out_path)
     stats = result.stats
     detail = f"PSNR {stats.psnr:.2f} dB at the input's pixels"
-    if fs.consistency_size((image.height, image.width), target, config.consistency_scale) and config.consistency:
+    if consistency.consistency_size((image.height, image.width), target, config.consistency_scale) and config.consistency:
         import torch
 
         source = image.pixels if alpha is None else torch.cat([image.pixels, image.alpha], dim=1)
         rendered = pixels if alpha is None else torch.cat([pixels, alpha], dim=1)
-        detail += f", output downscaled vs input {fs.consistency_psnr(rendered, source):.2f} dB"
+        detail += f", output downscaled vs input {fitting.consistency_psnr(rendered, source):.2f} dB"
     early = ", reached --target-psnr" if stats.stopped_early else ""
     say(f"fitted {image.width}x{image.height} in {stats.steps} steps ({stats.seconds:.1f}s{early}): {detail}")
     if save_model is not None:
-        fs.save_fitted(result.mlp, save_model, config, source=_source_info(image))
+        saved.save_fitted(result.mlp, save_model, config, source=_source_info(image))
         say(f"saved the network to {save_model}")
     say(f"{image_path} -> {out_path} ({target[1]}x{target[0]})")
 
 
 def _render_saved(model_path: Path, output: Optional[Path], size_args, say) -> None:
-    from upscale_cli import fit_single as fs
+    from upscale_cli.fit_single import network, saved, sizes
     from upscale_cli.images import DecodedImage
     from upscale_cli.images.write import write_image
 
-    mlp, source = fs.load_fitted(model_path)
+    mlp, source = saved.load_fitted(model_path)
     height, width = source.get("height"), source.get("width")
     if not height or not width:  # an older file: the rectangle's aspect is all we know
         width, height = [round(e * 1000) for e in mlp.extent]
-    target = fs.output_size(int(height), int(width), *size_args)
+    target = sizes.output_size(int(height), int(width), *size_args)
     out_path = _output_path(model_path, output, target)
     colour = 1 if mlp.channels in (1, 2) else 3
-    pixels, alpha = fs.render_image(mlp, *target, colour_channels=colour)
+    pixels, alpha = network.render_image(mlp, *target, colour_channels=colour)
     write_image(DecodedImage(pixels=pixels, alpha=alpha, bit_depth=int(source.get("bit_depth", 8)),
                              source_format="PNG"), out_path)
     say(f"{model_path} -> {out_path} ({target[1]}x{target[0]})")

@@ -1,14 +1,15 @@
 """The any-size "coord-mlp" architecture: an upscaler that fits a coordinate MLP to each image at
 run time and renders it at the asked size, or renders a fitted one saved by `fit-single
---save-model`. The network, the fit and the render are fit_single.py's; this file is what the
-registry builds and what a weights file's settings are checked against.
+--save-model`. The network, the fit and the render are the fit_single package's; this file is
+what the registry builds and what a weights file's settings are checked against.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from upscale_cli.fit_single import ENCODINGS, MAX_PALETTE, CoordMLP, FitConfig, fit, render
+from upscale_cli.fit_single.fitting import FitConfig, fit
+from upscale_cli.fit_single.network import ENCODINGS, MAX_PALETTE, CoordMLP, render
 from upscale_cli.models.base import Between, KeywordsOf, ModelInfo, OneOf
 
 SEEDS = Between(-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
@@ -17,10 +18,10 @@ _NETWORK_LIMITS = {"encoding": OneOf(ENCODINGS), "hidden": Between(1, 1024), "de
 # Checked before anything is built (models.check_settings): a file saved by fit-single carries
 # the fitted network's settings ("mlp") and the fit's (FitConfig fields, through **fit_settings).
 SETTING_LIMITS = {
-    "mlp": KeywordsOf("upscale_cli.fit_single:CoordMLP",
+    "mlp": KeywordsOf("upscale_cli.fit_single.network:CoordMLP",
                       {**_NETWORK_LIMITS, "channels": Between(1, 4), "long_side": Between(1, 1 << 20),
                        "palette_size": Between(0, MAX_PALETTE), "palette_gain": Between(0.0, 1e4)}),
-    "**": KeywordsOf("upscale_cli.fit_single:FitConfig",
+    "**": KeywordsOf("upscale_cli.fit_single.fitting:FitConfig",
                      {**_NETWORK_LIMITS, "steps": Between(1, 1_000_000), "lr": Between(0.0, 10.0),
                       "consistency_scale": Between(0.0, 16.0), "point_weight": Between(0.0, 1e6),
                       "consistency_weight": Between(0.0, 1e6), "target_psnr": Between(0.0, 200.0),
