@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from upscale_cli import tiling
+from upscale_cli import ensemble, tiling
 from upscale_cli.alpha import fill_transparent
 from upscale_cli.catalog import resolve
 from upscale_cli.errors import DeviceError, ModelOutputError, OutOfMemoryError, OutputTooLargeError, UsageError
@@ -47,6 +47,7 @@ class UpscaleConfig:
     tile_overlap: int | None = None  # input pixels; None = from the model's receptive field
     alpha: str = "auto"
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS  # 0 = no limit
+    ensemble: bool = False  # average the model over the 8 flips/rotations of each image (8x the time)
 
     def __post_init__(self) -> None:
         if self.scale is not None and not (math.isfinite(self.scale) and self.scale >= 1):
@@ -216,6 +217,10 @@ class Upscaler:
 
     def _run_any_size(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         model = self.model(None)
+        if self.config.ensemble:
+            note = f"--ensemble: {self.spec.name} has no native scale (not a trained network at a fixed scale); ran once"
+            if note not in self.notes:
+                self.notes.append(note)
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else self.device
         with torch.set_grad_enabled(model.info.fits_at_runtime):  # fit-single optimises in forward
@@ -234,7 +239,16 @@ class Upscaler:
             return _check_finite(_with_channels(model, t.to(dtype).contiguous(memory_format=layout), model).float())
 
         with torch.no_grad():
-            return self._tile_with_retries(run_tile, x.to(device), native, model.info, on_tile)
+            if not self.config.ensemble:
+                return self._tile_with_retries(run_tile, x.to(device), native, model.info, on_tile)
+
+            def run_view(view: torch.Tensor, k: int) -> torch.Tensor:
+                def on_view_tile(done: int, total: int) -> None:  # progress over all 8 views
+                    on_tile(k * total + done, ensemble.VIEWS * total)
+
+                return self._tile_with_retries(run_tile, view, native, model.info, on_tile and on_view_tile)
+
+            return ensemble.self_ensemble(run_view, x.to(device))
 
     def _tile_plan(self, x: torch.Tensor, native: int, info, tile: int) -> tiling.TilePlan:
         """tiling.plan_tiling for this pass, from the model's self-description and the user's options."""

@@ -53,6 +53,7 @@ class BenchmarkConfig:
     lpips: bool = True  # measure LPIPS when the package and its weights are installed
     comparisons: bool = False  # keep zoomed crops for comparison strips
     progress_downloads: bool = False
+    ensemble: bool = False  # also run each network model with --ensemble (a row named MODEL+ensemble)
 
     def __post_init__(self) -> None:
         if not self.datasets:

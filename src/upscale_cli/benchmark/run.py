@@ -19,7 +19,7 @@ from upscale_cli.benchmark.datasets import DatasetSpec, image_files, match_lr
 from upscale_cli.benchmark.pictures import make_comparison
 from upscale_cli.benchmark.protocol import BenchmarkConfig, Sample, load_sample, score_image
 from upscale_cli.benchmark.records import BenchmarkResult, Failure, ImageScore, Skip, aggregate
-from upscale_cli.benchmark.runners import Runner, build_runner, select_models, timed_run
+from upscale_cli.benchmark.runners import Runner, build_runner, select_models, timed_run, with_ensembles
 from upscale_cli.errors import DatasetError, DownloadError, OfflineError, UpscaleError
 
 ProgressCallback = Callable[[int, int, str], None]  # (done, total, what is running)
@@ -70,6 +70,8 @@ def run_benchmark(
     tracker = _Tracker(0, result, on_progress, on_error)
     sets = _list_datasets(config, tracker)
     plan = [(scale, select_models(scale, config.models, config.all_models)) for scale in config.scales]
+    if config.ensemble:
+        plan = [(scale, with_ensembles(names)) for scale, names in plan]
     tracker.total = sum(len(files) * len(models) for _, models in plan for files in sets.values())
     for scale, names in plan:
         runners = _build_runners(names, scale, config, tracker)

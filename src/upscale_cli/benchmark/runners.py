@@ -69,6 +69,26 @@ def select_models(scale: int, explicit: tuple[str, ...] = (), all_models: bool =
     return list(dict.fromkeys([*picked, *explicit]))
 
 
+ENSEMBLE_SUFFIX = "+ensemble"  # a benchmark row of a model run as `upscale --ensemble`
+
+
+def with_ensembles(names: list[str]) -> list[str]:
+    """Each name followed by its +ensemble row when it is a network at native scales (an
+    interpolation is the same under flips and rotations: nothing to average)."""
+    from upscale_cli.catalog import resolve
+
+    out = []
+    for name in names:
+        out.append(name)
+        try:
+            spec = resolve(name)
+        except Exception:  # noqa: BLE001 - an unknown name fails once, as itself, when its runner is built
+            continue
+        if spec.scales or spec.local_path is not None:
+            out.append(name + ENSEMBLE_SUFFIX)
+    return out
+
+
 @dataclass
 class Runner:
     """One model at one scale, through the engine."""
@@ -88,11 +108,13 @@ def build_runner(name: str, scale: int, device: str, progress: bool = False) -> 
     engine's x4-then-resize plans. UpscaleError when the model cannot be built."""
     from upscale_cli.engine import UpscaleConfig, Upscaler
 
-    upscaler = Upscaler(UpscaleConfig(model=name, scale=float(scale), device=device, tile=0), progress=progress)
+    model = name.removesuffix(ENSEMBLE_SUFFIX)
+    upscaler = Upscaler(UpscaleConfig(model=model, scale=float(scale), device=device, tile=0,
+                                      ensemble=model != name), progress=progress)
     native = upscaler.native_scales()
     if native and scale not in native:
         have = ", ".join(f"x{s}" for s in native)
-        raise UnsupportedScaleError(f"model {name!r} has no x{scale} (it has {have})")
+        raise UnsupportedScaleError(f"model {model!r} has no x{scale} (it has {have})")
     upscaler.prepare()
     return Runner(name, upscaler, _effective_device(upscaler, scale))
 

@@ -30,6 +30,7 @@ def benchmark_command(
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or mps (OpenCV models always run on the CPU)."),
     out: Optional[str] = typer.Option(None, "-o", "--out", metavar="DIR", help="Folder for results.json/.csv, report.md, comparison strips and charts."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the noise degradation."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Also run each network model with --ensemble (the mean over 8 flips/rotations), as a row MODEL+ensemble."),
     lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="Also measure LPIPS when the lpips package and its weights are installed."),
 ) -> None:
     from upscale_cli.benchmark import (BenchmarkConfig, check_data_dir, named_set, parse_dataset, parse_degradation,
@@ -49,6 +50,7 @@ def benchmark_command(
         lpips=lpips,
         comparisons=out is not None,
         progress_downloads=False,  # a download bar cannot nest inside the benchmark's bar
+        ensemble=ensemble,
     )
     reporter = _Reporter()
     with reporter.bar():

@@ -34,11 +34,20 @@ def upscale_command(
     tile_overlap: common.TileOverlap = None,
     max_pixels: common.MaxPixels = None,
     max_output_pixels: Optional[int] = typer.Option(None, "--max-output-pixels", help="Refuse outputs with more pixels than this, before any work (default 500 MP, about 11 GB of RAM; 0 = no limit)."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Average the model over the 8 flips/rotations of each image: a little more quality for 8x the time (networks only)."),
     alpha: str = typer.Option("auto", "--alpha", help="Transparency: auto (nearest/pixel-art keep hard edges, else bicubic), bicubic or model."),
     quiet: common.Quiet = False,
     as_json: common.Json = False,
     restore: bool = typer.Option(False, "--restore", help="Repair JPEG artifacts and noise first (`upscale restore`), then upscale."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Sampling models (-m pixel-recursive): write N different answers, NAME_x4_s1.png ... (default 1)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling models: 0 = the most likely value at each step, 1 = the model's own spread (default 0.8)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling models: the same seed gives the same answers (default: random, printed)."),
 ) -> None:
+    from upscale_cli.cli import sample
+
+    if sample.wants_sampling(model, samples, temperature, seed):  # several answers per input (pixel-recursive)
+        return sample.sample_command(paths, model, scale, output, recursive, fmt, overwrite, device, max_pixels, quiet,
+                                     samples, temperature, seed)
     from upscale_cli.batch import (WriteOptions, check_output_options, expand_inputs, parse_shard, plan_jobs,
                                    scale_tag, select_shard)
     from upscale_cli.engine import UpscaleConfig, Upscaler
@@ -47,7 +56,7 @@ def upscale_command(
     options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels, png_compression=png_compression)
     part = parse_shard(shard) if shard is not None else None
     config = UpscaleConfig(model=model, scale=scale, width=width, height=height, device=device, half=half,
-                           tile=tile, tile_overlap=tile_overlap, alpha=alpha,
+                           tile=tile, tile_overlap=tile_overlap, alpha=alpha, ensemble=ensemble,
                            **({} if max_output_pixels is None else {"max_output_pixels": max_output_pixels}))
     sources = expand_inputs(paths, recursive=recursive)
     upscaler = Upscaler(config, progress=not quiet)
@@ -56,6 +65,8 @@ def upscale_command(
     upscaler.prepare()
     size_given = width is not None or height is not None
     record = {"model": model, "scale": None if size_given else scale if scale is not None else upscaler.default_scale}
+    if ensemble:
+        record["ensemble"] = True
     reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
                                          stdout_busy=output == "-")
     converter = upscaler
