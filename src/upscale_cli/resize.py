@@ -59,6 +59,15 @@ def _axis_taps(in_size: int, out_size: int, method: str) -> tuple[torch.Tensor, 
     return idx.clamp(max=in_size - 1).long(), weights
 
 
+def axis_matrix(in_size: int, out_size: int, method: str) -> torch.Tensor:
+    """(out_size, in_size): row i holds the weights output pixel i takes from the input axis, the
+    same taps `resize` applies along one axis (before its clipping), as a dense matrix."""
+    idx, weights = _axis_taps(in_size, out_size, method)
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+    matrix.scatter_add_(1, idx, weights)
+    return matrix.float()
+
+
 def _resize_axis(x: torch.Tensor, out_size: int, dim: int, method: str) -> torch.Tensor:
     in_size = x.shape[dim]
     if in_size == out_size:

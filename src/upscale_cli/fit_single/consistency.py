@@ -33,7 +33,7 @@ import math
 import torch
 
 from upscale_cli.fit_single.network import CoordMLP, axis_centres, grid_coordinates
-from upscale_cli.resize import _axis_taps
+from upscale_cli.resize import axis_matrix
 
 CONSISTENCY_POINTS = 20_000  # grid pixels rendered per step, at most: whole images up to ~90 x 90 at x1.5
 KERNEL_MARGIN = 2  # input pixels of context the x-s bicubic downscale reads on each side
@@ -41,10 +41,7 @@ KERNEL_MARGIN = 2  # input pixels of context the x-s bicubic downscale reads on 
 
 def downscale_matrix(out_size: int, in_size: int) -> torch.Tensor:
     """(in_size, out_size): row i holds the bicubic weights input pixel i takes from the output axis."""
-    idx, weights = _axis_taps(out_size, in_size, "bicubic")
-    matrix = torch.zeros(in_size, out_size, dtype=torch.float64)
-    matrix.scatter_add_(1, idx, weights)
-    return matrix.float()
+    return axis_matrix(out_size, in_size, "bicubic")
 
 
 def consistency_size(input_hw: tuple[int, int], target_hw: tuple[int, int],
