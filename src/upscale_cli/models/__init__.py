@@ -45,6 +45,13 @@ ANY_KEYWORDS = "**"  # the SETTING_LIMITS key that checks what a builder takes t
 _SHOWN_CHARS = 40  # a refused value is quoted up to this many characters
 
 
+def sampling_arch(arch: str) -> bool:
+    """Whether an architecture's models sample their answers (its module says SAMPLES = True)."""
+    if arch not in ARCHITECTURES:
+        return False
+    return bool(getattr(import_module(ARCHITECTURES[arch].split(":")[0]), "SAMPLES", False))
+
+
 def get_builder(arch: str) -> Callable:
     """The builder function for an architecture id."""
     try:
@@ -228,4 +235,4 @@ def _first_line(err: BaseException) -> str:
 
 
 __all__ = ["ARCHITECTURES", "MAX_PARAMETERS", "ModelInfo", "build_model", "check_settings", "get_builder",
-           "model_skeleton"]
+           "model_skeleton", "sampling_arch"]

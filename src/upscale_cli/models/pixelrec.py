@@ -33,6 +33,7 @@ from upscale_cli.models.spade import make_norm
 LEVELS = 256  # values of an 8-bit sub-pixel
 COLOURS = 3  # R, G, B: generated in this order
 SCALE = 4
+SAMPLES = True  # models.sampling_arch: the CLI draws answers with `sample` (cli/sample.py)
 # Largest input side sampled (16x16 -> 64x64, 12,288 sequential steps): the prior was trained on
 # 32x32 outputs; larger inputs are refused with one line (README: "Pixel-recursive").
 MAX_INPUT_SIDE = 16
