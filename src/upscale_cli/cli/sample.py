@@ -110,7 +110,8 @@ def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrit
 
 
 def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, overwrite: bool, quiet: bool):
-    from upscale_cli.images.read import DEFAULT_MAX_PIXELS, read_image
+    from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
+    from upscale_cli.images.read import read_image
     from upscale_cli.images.write import write_image
     from upscale_cli.resize import resize
     from upscale_cli.sampling import check_input_size, draw_samples, sample_paths
