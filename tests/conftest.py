@@ -46,7 +46,7 @@ class GeneratedWeights:
 
 
 def _entry(folder: Path, name: str, arch: str, description: str, paths: dict[int, Path]):
-    from upscale_cli.catalog import ModelSpec, WeightsFile
+    from upscale_cli.model_spec import ModelSpec, WeightsFile
 
     files = {scale: WeightsFile(scale=scale, filename=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
                                 size=path.stat().st_size, url=GENERATED_URL + path.name)

@@ -18,7 +18,8 @@ import pytest
 from conftest import OPENCV_MODEL, RANDOM_MODEL, RANDOM_SMALL_MODEL, UNET_MODEL
 from http_server import HAS_OPENCV_WEIGHTS, NEEDS_OPENCV_WEIGHTS, OPENCV_WEIGHTS_DIR, FileServer, free_port
 from upscale_cli import download, weights_cache
-from upscale_cli.catalog import WeightsFile, load_catalog
+from upscale_cli.catalog import load_catalog
+from upscale_cli.model_spec import WeightsFile
 from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
 
 NAME = f"{RANDOM_MODEL}_x2.pb"  # the generated x2 file: 90,000 random bytes
@@ -239,7 +240,7 @@ def test_packaged_file_missing_from_install(weights):
 
 CHILD = """
 import json, sys, time
-from upscale_cli.catalog import WeightsFile
+from upscale_cli.model_spec import WeightsFile
 from upscale_cli.download import ensure_weights
 file = WeightsFile(**json.loads(sys.argv[2]))
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
@@ -413,7 +414,7 @@ def test_packaged_weights_match_their_catalogue_entries():
     """Every weights file shipped inside the package has the size and sha256 that weights.toml gives."""
     import hashlib
 
-    from upscale_cli.catalog import packaged_weights_path
+    from upscale_cli.weights_cache import packaged_weights_path
 
     packaged = [f for spec in load_catalog().values() for f in spec.files.values() if f.packaged]
     assert {f.filename for f in packaged} >= {"unet_x2.safetensors", "unet_x4.safetensors", "unet_restore.safetensors"}
@@ -631,7 +632,7 @@ def test_lock_removed_after_success_and_after_failure(server, weights, generated
 
 KILLED_CHILD = """
 import json, sys
-from upscale_cli.catalog import WeightsFile
+from upscale_cli.model_spec import WeightsFile
 from upscale_cli.download import ensure_weights
 ensure_weights(WeightsFile(**json.loads(sys.argv[1])), progress=False)
 """

@@ -1,21 +1,17 @@
 """The model catalogue: weights.toml -> ModelSpec entries; resolve a name or a local weights file.
 
-Every weights file's fields are checked when the catalogue is read: the download cache puts a
-file at CACHE/weights/<sha256>/<filename>, so a file name must be a bare name and a sha256 64 hex
-digits, or an entry could write outside the cache.
+Every weights file's fields are checked when the catalogue is read (WeightsFile checks itself,
+model_spec.py): a file name must be a bare name and a sha256 64 hex digits, or an entry could
+write outside the cache.
 """
 from __future__ import annotations
 
 import difflib
-import re
 import sys
-from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
-from urllib.parse import urlparse
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,83 +19,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from upscale_cli.errors import CatalogError, ModelNotFoundError
-
-WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".pb")
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-URL_SCHEMES = ("https", "http")
-
-
-@dataclass(frozen=True)
-class WeightsFile:
-    """One weights file of a model at one scale."""
-
-    scale: int
-    filename: str
-    sha256: str
-    size: int
-    url: str | None = None  # None for files that ship inside the package
-    mirrors: tuple[str, ...] = ()
-    packaged: bool = False
-
-    def __post_init__(self) -> None:
-        """Refuse fields that could place the file outside the cache or fetch it from nowhere."""
-        _check_bare_name(self.filename)
-        if not (isinstance(self.sha256, str) and SHA256_HEX.fullmatch(self.sha256)):
-            raise CatalogError(f"sha256 must be 64 lowercase hex digits, not {_shown(self.sha256)}")
-        for name in ("scale", "size"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise CatalogError(f"{name} must be a whole number of at least 1, not {_shown(value)}")
-        for url in ((self.url,) if self.url is not None else ()) + tuple(self.mirrors):
-            _check_url(url)
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        return ((self.url,) if self.url else ()) + self.mirrors
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A catalogue entry. `files` maps scale -> WeightsFile; empty for models without weights."""
-
-    name: str
-    arch: str
-    task: str
-    license: str
-    description: str
-    files: Mapping[int, WeightsFile] = field(default_factory=dict)
-    options: Mapping[str, object] = field(default_factory=dict)
-    local_path: Path | None = None  # set when the model is a user's own weights file
-
-    @property
-    def scales(self) -> tuple[int, ...]:
-        """Native scales; empty means any scale (interpolation, fit-single)."""
-        return tuple(sorted(self.files))
-
-    @property
-    def needs_weights(self) -> bool:
-        return bool(self.files) or self.local_path is not None
-
-
-def _check_bare_name(filename: object) -> None:
-    """A file name with no folder part on any system, ending in a weights suffix."""
-    if not isinstance(filename, str) or filename in ("", ".", "..") or not filename.isprintable():
-        raise CatalogError(f"filename must be a bare file name, not {_shown(filename)}")
-    if PurePosixPath(filename).name != filename or PureWindowsPath(filename).name != filename:
-        raise CatalogError(f"filename must be a bare file name with no folder, not {_shown(filename)}")
-    if not filename.lower().endswith(WEIGHTS_SUFFIXES):
-        raise CatalogError(f"filename {_shown(filename)} must end in one of {', '.join(WEIGHTS_SUFFIXES)}")
-
-
-def _check_url(url: object) -> None:
-    parsed = urlparse(url) if isinstance(url, str) else None
-    if parsed is None or parsed.scheme not in URL_SCHEMES or not parsed.netloc:
-        raise CatalogError(f"url must be an http(s) URL, not {_shown(url)}")
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 70 else text[:67] + "..."
+from upscale_cli.model_spec import WEIGHTS_SUFFIXES, ModelSpec, WeightsFile
 
 
 def _parse_file(name: str, raw: object) -> WeightsFile:
@@ -166,11 +86,6 @@ def load_catalog() -> dict[str, ModelSpec]:
     """The catalogue that ships inside the package."""
     text = resources.files("upscale_cli").joinpath("weights.toml").read_text(encoding="utf-8")
     return parse_catalog(text)
-
-
-def packaged_weights_path(filename: str) -> Path:
-    """Where a weights file that ships inside the package lives."""
-    return Path(str(resources.files("upscale_cli").joinpath("weights", filename)))
 
 
 def _looks_like_path(name: str) -> bool:

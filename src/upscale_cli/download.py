@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote, unquote, urlparse
 
-from upscale_cli.catalog import WeightsFile
 from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
+from upscale_cli.model_spec import WeightsFile
 from upscale_cli.weights_cache import (CHUNK_BYTES, WrongSize, cached_and_good, cached_path, copy_verified, file_lock,
                                        finish, lock_path, make_folder, part_path, remove_leftovers, unlink,
                                        write_chunks, wrong_size_error)

@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from upscale_cli.catalog import ModelSpec, WeightsFile, packaged_weights_path, resolve
+from upscale_cli.catalog import resolve
+from upscale_cli.model_spec import ModelSpec, WeightsFile
+from upscale_cli.weights_cache import packaged_weights_path
 from upscale_cli.errors import UnsupportedScaleError, UpscaleError, WeightsError
 from upscale_cli.models import ARCHITECTURES, build_model, model_skeleton
 

@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from types import MappingProxyType
 from urllib.parse import unquote, urlparse
 
-from upscale_cli.catalog import WEIGHTS_SUFFIXES, ModelSpec, WeightsFile
+from upscale_cli.model_spec import WEIGHTS_SUFFIXES, ModelSpec, WeightsFile
 from upscale_cli.errors import CatalogError, ModelNotFoundError
 
 PREFIX = "openmodeldb:"

@@ -22,10 +22,11 @@ import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from upscale_cli.catalog import WeightsFile, packaged_weights_path
+from upscale_cli.model_spec import WeightsFile
 from upscale_cli.errors import ChecksumError, WeightsError, WrongSizeError
 
 try:  # POSIX; elsewhere downloads go unlocked (the final os.replace is still atomic)
@@ -69,6 +70,11 @@ def cache_dir() -> Path:
 def weights_dir() -> Path:
     """The folder that holds every cached weights file (what clear_cache removes)."""
     return cache_dir() / WEIGHTS_SUBDIR
+
+
+def packaged_weights_path(filename: str) -> Path:
+    """Where a weights file that ships inside the package lives."""
+    return Path(str(resources.files("upscale_cli").joinpath("weights", filename)))
 
 
 def cached_path(file: WeightsFile) -> Path:
