@@ -62,9 +62,11 @@ def time_candidates(names: list[str], scale: int) -> dict[str, dict]:
             for name in names}
 
 
-def train_candidate(name: str, scale: int, minutes: float, out: Path) -> list[dict]:
+def train_candidate(name: str, scale: int, minutes: float, out: Path, init: str | None = None) -> list[dict]:
     recipe = tomllib.loads((ROOT / "configs" / f"unet_x{scale}.toml").read_text())
     recipe.update(out=str(out / name), minutes=minutes, settings=settings_for(name), threads=1, every=250)
+    if init:  # warm start: every tensor of the file whose name and shape fit (upscale train's --init)
+        recipe["init"] = init
     config_path = out / f"{name}.toml"
     config_path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in recipe.items() if not isinstance(v, dict))
                            + "\n[settings]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in recipe["settings"].items()) + "\n")
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "shape_search")
     parser.add_argument("--timing-only", action="store_true")
+    parser.add_argument("--init", help="Warm-start every candidate from this weights file (tensors that fit).")
     args = parser.parse_args()
     names = args.candidates.split(",")
     unknown = [n for n in names if n not in CANDIDATES]
@@ -101,12 +104,12 @@ def main() -> None:
         print(f"{name:<10} {row['params']:>9,} {row['seconds']:>10.3f} {row['cost_vs_first']:>6.2f}", flush=True)
     if not args.timing_only:
         for name in names:
-            log = train_candidate(name, args.scale, args.minutes, args.out)
+            log = train_candidate(name, args.scale, args.minutes, args.out, args.init)
             results[name]["val_log"] = log
             results[name]["val_psnr"] = log[-1]["val_psnr"]
             print(f"{name}: val PSNR {log[-1]['val_psnr']:.3f} dB after {log[-1]['elapsed'] / 60:.1f} min, "
                   f"{log[-1]['step']} steps", flush=True)
-    (args.out / "results.json").write_text(json.dumps({"scale": args.scale, "minutes": args.minutes,
+    (args.out / "results.json").write_text(json.dumps({"scale": args.scale, "minutes": args.minutes, "init": args.init,
                                                        "settings": {n: settings_for(n) for n in names},
                                                        "results": results}, indent=2))
     lines = ["| shape | settings | params | inference cost (x base) | val PSNR (dB) |", "|---|---|---|---|---|"]
