@@ -65,7 +65,10 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
     config = SampleConfig(samples=1 if samples is None else samples, seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
                           temperature=DEFAULT_TEMPERATURE if temperature is None else temperature)
     net = _load_sampling_model(model, device)
-    jobs = plan_jobs(expand_inputs(paths, recursive=recursive), output, f"x{SAMPLING_SCALE}", fmt, overwrite)
+    sources = expand_inputs(paths, recursive=recursive)
+    if any(source.path is None for source in sources):
+        raise UsageError("sampling reads image files; - (stdin) is not supported with it")
+    jobs = plan_jobs(sources, output, f"x{SAMPLING_SCALE}", fmt, overwrite)
     failed = sum(not _run_job(job, net, config, fmt, max_pixels, overwrite, quiet) for job in jobs)
     if failed:
         raise typer.Exit(1)
@@ -103,6 +106,10 @@ def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrit
     except UpscaleError as err:
         typer.echo(f"error: {label}: {err}", err=True)
         return False
+    if seconds is None:  # like every upscale: an existing output is kept, and the file skipped
+        if not quiet:
+            typer.echo(f"{label}: skipped: {written[0]} exists (use --overwrite to replace it)")
+        return True
     if not quiet:
         names = ", ".join(str(p) for p in written)
         typer.echo(f"{label} -> {names} ({seconds:.1f} s, temperature {config.temperature:g}, seed {config.seed})")
@@ -120,9 +127,12 @@ def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, over
     image = read_image(job.source.path, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     check_input_size(net, image.height, image.width)
     targets = sample_paths(job.output, config.samples)
-    for target in targets[1:] if config.samples > 1 else ():
-        if target.exists() and not overwrite:
-            raise UpscaleError(f"{target} exists (use --overwrite to replace it)")
+    for target in targets:
+        if target.exists() and target.resolve() == job.source.path.resolve():
+            raise UpscaleError(f"the output {target} would overwrite the input; choose another -o")
+    existing = [t for t in targets if t.exists()] if not overwrite else []
+    if existing:
+        return existing, None
     with _row_progress(quiet, config.samples) as on_row:
         answers = draw_samples(net, image.pixels, config, on_row)  # (N, C, 4H, 4W)
     size = tuple(answers.shape[-2:])

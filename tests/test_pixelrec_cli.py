@@ -1,0 +1,144 @@
+"""pixelrec through the real CLI: `upscale train --arch pixelrec [--spade]` (a few steps, resume, export)
+and `upscale FILE -m MODEL --samples N --temperature T --seed S` with a random-initialised weights file."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from upscale_cli.cli import app
+from upscale_cli.loader import save_weights
+from upscale_cli.models import build_model
+
+TINY = {"scale": 4, "width": 6, "blocks": 1, "prior_width": 9, "prior_layers": 2}
+TRAIN_SETTINGS = ["--set", "width=4", "--set", "blocks=0", "--set", "prior_width=3", "--set", "prior_layers=1"]
+
+
+@pytest.fixture()
+def weights(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("pixelrec", **TINY)
+    with torch.no_grad():  # an untrained prior is near uniform: make the answers visibly differ
+        model.conditioning.out.bias.add_(torch.randn_like(model.conditioning.out.bias))
+    path = tmp_path / "pixelrec.safetensors"
+    save_weights(model, path, "pixelrec", TINY)
+    return path
+
+
+def write_png(path, height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_samples_are_named_seeded_and_different(tmp_path, weights):
+    tiny = write_png(tmp_path / "tiny.png", 4, 3)
+    result = run(tiny, "-m", weights, "-x", "4", "--samples", "3", "--temperature", "0.8", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    outputs = [tmp_path / f"tiny_x4_s{k}.png" for k in (1, 2, 3)]
+    assert all(p.is_file() for p in outputs) and not (tmp_path / "tiny_x4.png").exists()
+    first = [np.asarray(Image.open(p)) for p in outputs]
+    assert first[0].shape == (16, 12, 3)
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
+    assert "seed 1" in result.output and "tiny_x4_s3.png" in result.output
+    again = run(tiny, "-m", weights, "--samples", "3", "--temperature", "0.8", "--seed", "1", "-o", tmp_path / "b.png")
+    assert again.exit_code == 0, again.output
+    assert all(np.array_equal(a, np.asarray(Image.open(tmp_path / f"b_s{k}.png"))) for k, a in zip((1, 2, 3), first))
+    other = run(tiny, "-m", weights, "--samples", "3", "--temperature", "0.8", "--seed", "2", "-o", tmp_path / "c.png")
+    assert other.exit_code == 0
+    assert not np.array_equal(first[0], np.asarray(Image.open(tmp_path / "c_s1.png")))
+
+
+def test_temperature_zero_is_deterministic_whatever_the_seed(tmp_path, weights):
+    tiny = write_png(tmp_path / "tiny.png", 3, 3)
+    for seed in ("1", "2"):
+        result = run(tiny, "-m", weights, "--temperature", "0", "--seed", seed, "--samples", "2",
+                     "-o", tmp_path / f"g{seed}.png")
+        assert result.exit_code == 0, result.output
+    images = [np.asarray(Image.open(tmp_path / name)) for name in ("g1_s1.png", "g1_s2.png", "g2_s1.png")]
+    assert np.array_equal(images[0], images[1]) and np.array_equal(images[0], images[2])
+
+
+def test_a_sampling_model_samples_without_the_options(tmp_path, weights):
+    tiny = write_png(tmp_path / "tiny.png", 2, 2)
+    result = run(tiny, "-m", weights, "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert np.asarray(Image.open(tmp_path / "tiny_x4.png")).shape == (8, 8, 3)
+    plain = run(write_png(tmp_path / "t2.png", 2, 2), "-m", weights)  # no option at all: still the sampler
+    assert plain.exit_code == 0 and "temperature 0.8" in plain.output
+
+
+def test_too_large_input_is_one_line_and_writes_nothing(tmp_path, weights):
+    big = write_png(tmp_path / "big.png", 17, 5)
+    result = run(big, "-m", weights, "--samples", "2", "--seed", "1")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "16x16" in lines[0], result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "pixelrec.safetensors"]  # no output, no temp
+
+
+def test_usage_errors_exit_2(tmp_path, weights):
+    tiny = write_png(tmp_path / "tiny.png", 2, 2)
+    for args, words in (([ "--samples", "0"], "--samples"), (["--temperature", "-1"], "--temperature"),
+                        (["-x", "2"], "x4"), (["-o", "-"], "stdout")):
+        result = run(tiny, "-m", weights, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.strip().startswith("error:") and words in result.output
+    result = run(tiny, "-m", "bicubic", "--samples", "2")
+    assert result.exit_code == 2 and "need a model that samples" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pixelrec.safetensors", "tiny.png"]
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tmp_path, weights):
+    tiny = write_png(tmp_path / "tiny.png", 2, 2)
+    (tmp_path / "tiny_x4_s2.png").write_bytes(b"keep")
+    result = run(tiny, "-m", weights, "--samples", "2", "--seed", "1")
+    assert result.exit_code == 0 and "skipped" in result.output and "exists" in result.output
+    assert (tmp_path / "tiny_x4_s2.png").read_bytes() == b"keep" and not (tmp_path / "tiny_x4_s1.png").exists()
+    result = run(tiny, "-m", weights, "--samples", "2", "--seed", "1", "--overwrite")
+    assert result.exit_code == 0 and (tmp_path / "tiny_x4_s2.png").read_bytes() != b"keep"
+
+
+def test_train_a_few_steps_resume_and_export(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for k in range(3):
+        write_png(data / f"{k}.png", 36 + 4 * k, 40, seed=k)
+    run_dir = tmp_path / "run"
+    result = run("train", data, "--val", data / "0.png", "--arch", "pixelrec", "--spade", "--out", run_dir,
+                 "--steps", "2", "--every", "2", "--batch", "2", "--threads", "1", "--plain", *TRAIN_SETTINGS)
+    assert result.exit_code == 0, result.output
+    assert "bits/sub-pixel" in result.output
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["config"]["settings"]["spade"] is True
+    assert ckpt["config"]["lr"] == 4e-4 and ckpt["config"]["crop"] == 8  # the arch's own defaults
+    assert type(ckpt["optimizer"]["param_groups"][0].get("alpha")) is float  # RMSProp's state
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert {"nll_bits", "nll_cond_bits", "ssim", "psnr_t08"} <= set(log[-1]) and log[-1]["nll_bits"] > 0
+    result = run("train", "--resume", run_dir, "--steps", "3", "--plain")
+    assert result.exit_code == 0, result.output
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"] == 3
+    out = tmp_path / "model.safetensors"
+    assert run("train", "export", run_dir, "-o", out).exit_code == 0
+    tiny = write_png(tmp_path / "tiny.png", 2, 2)
+    result = run(tiny, "-m", out, "--temperature", "0")
+    assert result.exit_code == 0, result.output
+
+
+def test_one_real_process_reports_a_refusal_without_traceback(tmp_path, weights):
+    big = write_png(tmp_path / "big.png", 20, 20)
+    proc = subprocess.run([sys.executable, "-m", "upscale_cli", str(big), "-m", str(weights), "--samples", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
