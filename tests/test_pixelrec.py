@@ -160,6 +160,8 @@ def test_sampling_limits():
     with pytest.raises(UpscaleError, match="larger than this model's 16x16 input limit"):
         check_input_size(model, 8, 17)
     check_input_size(model, 16, 16)
+    with pytest.raises(UpscaleError, match="input limit"):  # the plain call (engine, benchmark) too
+        model(torch.rand(1, 3, 17, 4))
     for bad in ({"samples": 0}, {"samples": 65}, {"temperature": -0.1}, {"temperature": float("nan")}):
         with pytest.raises(UsageError):
             SampleConfig(**bad)
