@@ -37,3 +37,14 @@ def test_help_is_fast_and_works_as_a_real_process():
     proc = subprocess.run([sys.executable, "-m", "upscale_cli", "-h"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "-m, --model" in proc.stdout
     assert "torch" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_commands_usage_line_is_its_own(command):
+    """The usage line names the command and its own arguments, never the main job's (`upscale train
+    -h` once said `Usage: train PATH... [-x SCALE] [-m MODEL]`)."""
+    result = runner.invoke(app, [command, "-h"], prog_name="upscale")
+    assert result.exit_code == 0, result.output
+    usage = result.stdout.split("\n\n")[0]
+    assert usage.startswith(f"Usage: upscale {command}"), usage
+    assert "-x SCALE" not in usage and "[-m MODEL]" not in usage, usage

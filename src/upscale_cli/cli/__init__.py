@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from upscale_cli.errors import UpscaleError
+from upscale_cli.cli import options
 
 DEFAULT_COMMAND = "upscale"
 _GROUP_OPTIONS = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
@@ -45,6 +46,7 @@ class DefaultCommandGroup(ErrorHandlingGroup):
     subcommand only when it names one (so a file called `train` needs `./train`)."""
 
     default_command = DEFAULT_COMMAND
+    usage = "PATH... [-x SCALE] [-m MODEL] [-o OUTPUT] [OPTIONS]"  # None: the default command's own
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in _GROUP_OPTIONS:
@@ -56,8 +58,9 @@ class DefaultCommandGroup(ErrorHandlingGroup):
         for), then the other commands."""
         command = self.commands[self.default_command]
         sub = click.Context(command, info_name=ctx.info_name, parent=ctx)
-        formatter.write_usage(ctx.info_name or "upscale", "PATH... [-x SCALE] [-m MODEL] [-o OUTPUT] [OPTIONS]")
-        formatter.write_usage(ctx.info_name or "upscale", "COMMAND [ARGS]...", prefix="       ")
+        prog = ctx.command_path or "upscale"
+        formatter.write_usage(prog, self.usage or " ".join(command.collect_usage_pieces(sub)))
+        formatter.write_usage(prog, "COMMAND [ARGS]...", prefix="       ")
         formatter.write_paragraph()
         formatter.write_text(command.help or "")
         command.format_options(sub, formatter)
@@ -79,9 +82,7 @@ app = typer.Typer(
     cls=DefaultCommandGroup,
     help="Upscale and restore images: `upscale photo.jpg -x 4`, or one of the commands below.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    **options.APP_SETTINGS,
     context_settings={"help_option_names": HELP_OPTIONS},
 )
 

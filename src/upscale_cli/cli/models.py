@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from upscale_cli.cli import ErrorHandlingGroup, report_error
+from upscale_cli.cli import ErrorHandlingGroup, options, report_error
 
 HELP = "List the models and manage the weights cache (`upscale models` lists them)."
 
@@ -15,9 +15,7 @@ models_app = typer.Typer(
     cls=ErrorHandlingGroup,
     help=HELP,
     invoke_without_command=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    **options.APP_SETTINGS,
 )
 
 COLUMNS = ("name", "arch", "task", "scales", "size", "license", "offline")

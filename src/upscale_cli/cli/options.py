@@ -6,6 +6,10 @@ from typing import Annotated, List, Optional
 
 import typer
 
+# How every Typer app of ours is made (the root app, `upscale train`, `upscale models`): no shell
+# completion, errors shown as our one-line messages rather than Rich tracebacks, plain help text.
+APP_SETTINGS = {"add_completion": False, "pretty_exceptions_enable": False, "rich_markup_mode": None}
+
 Paths = Annotated[List[str], typer.Argument(metavar="PATH...", help="Files, folders, quoted globs, or - for stdin.")]
 Output = Annotated[Optional[str], typer.Option("-o", "--output", help="Output file (one input) or folder; - for stdout.")]
 Recursive = Annotated[bool, typer.Option("-r", "--recursive", help="Include subfolders of folder inputs.")]

@@ -15,22 +15,21 @@ from typing import List, Optional
 
 import typer
 
-from upscale_cli.cli import DefaultCommandGroup
+from upscale_cli.cli import DefaultCommandGroup, options
 
 
 class TrainGroup(DefaultCommandGroup):
     """`upscale train FOLDER ...` means `upscale train run FOLDER ...`."""
 
     default_command = "run"
+    usage = None  # `upscale train [OPTIONS] FOLDERS...`, from the run command
 
 
 train_app = typer.Typer(
     cls=TrainGroup,
     help="Train our own models on folders of high-resolution images, and export their weights.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    **options.APP_SETTINGS,
 )
 
 RUN_HELP = """Train a model: random HR crops, LR made on the fly, AdamW + one-cycle, EMA, checkpoints.
