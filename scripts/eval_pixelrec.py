@@ -31,7 +31,7 @@ from upscale_cli.resize import resize
 from upscale_cli.train import data as train_data
 from upscale_cli.train import pixelrec as recipe
 from upscale_cli.train.degrade import bicubic_degrade
-from upscale_cli.train.loop import forward_padded
+from upscale_cli.train.validation import forward_padded
 
 EVAL_CROPS = 3
 EVAL_GLYPHS = 48

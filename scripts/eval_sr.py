@@ -27,7 +27,8 @@ def load(source: str) -> torch.nn.Module:
     path = Path(source)
     if path.is_dir() or path.suffix == ".pt":
         from upscale_cli.models import build_model
-        from upscale_cli.train.loop import TrainConfig, load_checkpoint
+        from upscale_cli.train.checkpoint import load_checkpoint
+        from upscale_cli.train.config import TrainConfig
 
         ckpt = load_checkpoint(path)
         model = build_model(ckpt["config"]["arch"], **TrainConfig.from_dict(ckpt["config"]).model_settings)
@@ -40,7 +41,7 @@ def load(source: str) -> torch.nn.Module:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, folder: Path) -> tuple[float, float, float, int]:
-    from upscale_cli.train.loop import forward_padded
+    from upscale_cli.train.validation import forward_padded
 
     scale = model.info.scale
     scores, start = [], time.perf_counter()

@@ -91,7 +91,7 @@ def test_tensor_psnr_is_the_numpy_protocol():
     """Training validation's PSNR (tensors in [0, 1]) is the benchmark's (uint8 arrays): one luma, one PSNR."""
     import torch
 
-    from upscale_cli.train import losses
+    from upscale_cli.train import validation
 
     rng = np.random.default_rng(5)
     hr = rng.integers(0, 256, (20, 18, 3), dtype=np.uint8)
@@ -100,5 +100,5 @@ def test_tensor_psnr_is_the_numpy_protocol():
     assert metrics.psnr_y_tensor(as_tensor(sr), as_tensor(hr), 3) == pytest.approx(metrics.psnr_y(sr, hr, 3), abs=1e-9)
     y = metrics.rgb_to_y_tensor(as_tensor(hr))[0, 0].numpy()
     assert np.allclose(y, metrics.rgb_to_y(hr), atol=1e-9)
-    assert losses.psnr_y is metrics.psnr_y_tensor
+    assert validation.psnr_y is metrics.psnr_y_tensor
     assert metrics.psnr_y_tensor(as_tensor(hr), as_tensor(hr), 2) == math.inf

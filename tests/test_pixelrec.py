@@ -177,7 +177,7 @@ def test_training_data_is_32px_8bit_and_deterministic(tmp_path):
     import numpy as np
 
     from upscale_cli.train import pixelrec as recipe
-    from upscale_cli.train.loop import TrainConfig
+    from upscale_cli.train.config import TrainConfig
 
     rng = np.random.default_rng(0)
     for k in range(2):

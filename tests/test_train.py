@@ -19,10 +19,12 @@ from upscale_cli.errors import DatasetError, TrainingError, UnsupportedScaleErro
 from upscale_cli.loader import load_model
 from upscale_cli.metrics import quantize8
 from upscale_cli.train import TrainConfig, export, train
-from upscale_cli.train import degrade, loop
+from upscale_cli.train import degrade, loop, validation
 from upscale_cli.train.data import load_image_cache, random_crops
-from upscale_cli.train.loop import crop_at, load_checkpoint, lr_at
-from upscale_cli.train.losses import PerceptualLoss, build_vgg16_features, gram_matrix, pixel_loss, psnr_y
+from upscale_cli.train.checkpoint import load_checkpoint
+from upscale_cli.train.schedule import crop_at, lr_at
+from upscale_cli.metrics import psnr_y_tensor as psnr_y
+from upscale_cli.train.losses import PerceptualLoss, build_vgg16_features, gram_matrix, pixel_loss
 
 TINY = {"width": 8, "levels": 1, "blocks": 1, "decoder_blocks": 1, "bottleneck_blocks": 1}
 
@@ -88,8 +90,8 @@ def test_noise_jpeg_holes_text():
 def test_restoration_damage_is_per_crop_and_seeded(mix):
     """--scale 1 --degrade: every crop draws its own damage, the same for the same seed, 8-bit levels."""
     x = torch.rand(6, 3, 40, 40, generator=torch.Generator().manual_seed(3))
-    first = loop.make_lr(x, 1, True, torch.Generator().manual_seed(1), mix)
-    again = loop.make_lr(x, 1, True, torch.Generator().manual_seed(1), mix)
+    first = validation.make_lr(x, 1, True, torch.Generator().manual_seed(1), mix)
+    again = validation.make_lr(x, 1, True, torch.Generator().manual_seed(1), mix)
     assert torch.equal(first, again)
     keep = torch.ones_like(x[:, :1])
     if mix == "inpaint":  # the mask of the pixels to fill rides along as a 4th channel, 0 or 1
@@ -105,7 +107,7 @@ def test_restoration_damage_is_per_crop_and_seeded(mix):
 
 def test_restoration_damage_mix_is_checked(tmp_path, folder):
     with pytest.raises(UsageError, match="damage mix"):
-        loop.train(loop.TrainConfig(data=(str(folder),), out=str(tmp_path / "run"), scale=1, degrade=True,
+        loop.train(TrainConfig(data=(str(folder),), out=str(tmp_path / "run"), scale=1, degrade=True,
                                     damage_mix="everything", steps=1))
 
 
@@ -317,7 +319,7 @@ def test_two_process_gloo_ddp_run(folder, tmp_path):
     # The group is really freed: no gloo thread is left running into interpreter teardown, where
     # one aborted a rank now and then ("terminate called without an active exception"). It used to
     # be kept alive by torch.distributed.nn.functional's `group=group.WORLD` defaults (see
-    # loop._import_group_capturing_modules).
+    # distributed.import_group_capturing_modules).
     if sys.platform.startswith("linux"):
         for rank in (0, 1):
             left = (threads / f"rank{rank}.txt").read_text().split()

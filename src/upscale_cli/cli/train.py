@@ -158,7 +158,7 @@ def run_command(
 
     from upscale_cli.errors import UsageError
     from upscale_cli.train import TrainConfig, resume_config, train
-    from upscale_cli.train.loop import arch_defaults
+    from upscale_cli.train.config import arch_defaults
 
     options = dict(locals())  # the command's parameters: those named like TrainConfig fields set them
     given = {f.name: str(options[f.name]) if isinstance(options[f.name], Path) else options[f.name]

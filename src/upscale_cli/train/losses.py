@@ -15,7 +15,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from upscale_cli.errors import TrainingError
-from upscale_cli.metrics import psnr_y_tensor as psnr_y  # noqa: F401 - validation's metric lives in metrics.py
 
 # torchvision's VGG-16 `features`: numbers are conv widths, "M" a 2x2 max pool
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
