@@ -359,8 +359,6 @@ class FileReport:
     def convert_many(self, images: list, per_files: list) -> list:
         """Several images of one size, no alpha, through the model as one batch (an Upscaler only:
         can_batch decides which); each file's report as if it had run alone."""
-        import torch
-
         converter = self.converter
         first = images[0]
         size = converter.target_size(first.height, first.width)
@@ -368,7 +366,7 @@ class FileReport:
             per_file["notes"] += image.notes
             per_file["passes"] = list(converter.passes_for(image.height, image.width))
             self._warn_unreadable_output(size, per_file)
-        pixels = converter.upscale_tensor(torch.cat([image.pixels for image in images]), self._on_tile, size=size)
+        pixels = converter.upscale_tensor(_stack(images), self._on_tile, size=size)
         outs = [image.replace(pixels=pixels[k : k + 1]) for k, image in enumerate(images)]
         for image, out, per_file in zip(images, outs, per_files):
             self._describe_output(image, out, per_file)
@@ -394,6 +392,19 @@ class FileReport:
             per_file["notes"].append(note)
             if self.on_note is not None:
                 self.on_note(note)
+
+
+def _stack(images: list):
+    """The images' (1, C, H, W) pixels as one (B, C, H, W) batch. On the CPU by NumPy (the same
+    bytes as torch.cat): torch would spread the copy over its thread pool, whose waits on a busy
+    machine cost more than the copy (a batch of 32 small images: 9 ms instead of 0.1 ms)."""
+    import numpy as np
+    import torch
+
+    pixels = [image.pixels for image in images]
+    if all(p.device.type == "cpu" and not p.requires_grad for p in pixels):
+        return torch.from_numpy(np.concatenate([p.numpy() for p in pixels]))
+    return torch.cat(pixels)
 
 
 def run_converted(jobs: list[Job], converter, options: WriteOptions, record: dict,
