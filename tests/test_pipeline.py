@@ -48,7 +48,7 @@ def test_results_in_input_order_while_later_writes_finish_first(tmp_path, monkey
     def slow_first(image, job, *args):
         if job.source.path.name == "f00.png":
             time.sleep(0.3)  # the first file's write ends after the others'
-        write(image, job, *args)
+        return write(image, job, *args)  # its rename into place, when a group makes it durable
 
     monkeypatch.setattr(pipeline, "_write_result", slow_first)
     results = _run(jobs)
@@ -119,7 +119,7 @@ def test_ctrl_c_leaves_whole_files_only(tmp_path, monkeypatch):
 
     def slow_write(*args):
         time.sleep(0.1)  # writes are still in flight when the interruption comes
-        write(*args)
+        return write(*args)
 
     def convert(index, image):
         if index == 4:

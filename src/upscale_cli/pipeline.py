@@ -91,10 +91,11 @@ def _read_source(source: Source, max_pixels: int | None, stdin_reader: Callable[
 
 
 def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callable[[bytes], None],
-                  unchanged: bool = False) -> None:
-    """Encode and write one output. An image the converter left as it was (restore's "clean: left
-    as is") is the input file's own bytes when the format stays and no --quality was asked: a
-    re-encode would only lose quality (a q95 JPEG: about 3 dB)."""
+                  unchanged: bool = False, group=None):
+    """Encode and write one output; with a DurableGroup, the future of its rename into place.
+    An image the converter left as it was (restore's "clean: left as is") is the input file's own
+    bytes when the format stays and no --quality was asked: a re-encode would only lose quality
+    (a q95 JPEG: about 3 dB)."""
     from upscale_cli.images.atomic import write_bytes_atomically
     from upscale_cli.images.write import encode_image, write_image
 
@@ -109,15 +110,14 @@ def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callabl
         data = job.source.path.read_bytes()
         if job.output is None:
             stdout_writer(data)
-        else:
-            write_bytes_atomically(data, job.output)
-        return
+            return None
+        return write_bytes_atomically(data, job.output, group)
     if job.output is None:
         fmt = job.format or writable_format(image.source_format or "") or FALLBACK_FORMAT
         stdout_writer(encode_image(image, fmt.lower(), options.quality, options.png_compression))
-        return
-    write_image(image, job.output, format=job.format, quality=options.quality,
-                       png_compression=options.png_compression)
+        return None
+    return write_image(image, job.output, format=job.format, quality=options.quality,
+                       png_compression=options.png_compression, group=group)
 
 
 def _same_file_format(job: Job, options: WriteOptions) -> bool:
@@ -169,17 +169,22 @@ def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_re
     caller's thread (the model and its progress callbacks stay there); with `convert_many(indices,
     images)`, consecutive small images of one size are converted together (if that fails, each
     alone, so errors stay per file). Yields (index, JobResult) in input order, each as soon as it
-    and all before it are done. On an interruption, writes already started finish (each is atomic)
-    and nothing queued starts."""
+    and all before it are done. Written files are made durable a group at a time (one syncfs for
+    up to atomic.GROUP_FILES of them, instead of an fsync each) before they are renamed into place
+    and reported. On an interruption, writes already started finish (each is atomic, and durable
+    before its rename) and nothing queued starts."""
+    from upscale_cli.images.atomic import DurableGroup
+
     readers = ThreadPoolExecutor(1, thread_name_prefix="upscale-read")
     writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="upscale-write")
     pipe = _Pipe(jobs, options, stdin_reader, readers, _ReadBudget())
+    durable = DurableGroup()
     slots: deque[_Slot] = deque()  # in input order, done or being written
     index = 0
     try:
         while index < len(jobs):
             group = pipe.take(index, batch=convert_many is not None)
-            for slot in _convert_group(group, convert, convert_many, options, writers, stdout_writer):
+            for slot in _convert_group(group, convert, convert_many, options, writers, stdout_writer, durable):
                 slots.append(slot)
                 while slots and (slots[0].ready() or slot.big or _too_many_writes(slots)):
                     yield slots.popleft().finish()
@@ -189,12 +194,16 @@ def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_re
     finally:
         pipe.budget.close()
         readers.shutdown(wait=True, cancel_futures=True)
-        writers.shutdown(wait=True, cancel_futures=True)
+        try:
+            writers.shutdown(wait=True, cancel_futures=True)
+        finally:
+            durable.close()  # what was written is made durable and renamed: no temp file stays
 
 
 def _too_many_writes(slots: deque) -> bool:
-    """Outputs waiting to be written: WRITE_BEHIND, or up to BATCH_MAX small ones (a batch's worth)."""
-    writing = [slot for slot in slots if not slot.ready()]
+    """Outputs waiting to be written: WRITE_BEHIND, or up to BATCH_MAX small ones (a batch's worth).
+    One written and waiting for its group's sync holds no image: it does not count."""
+    writing = [slot for slot in slots if slot.write is not None and not slot.write.done()]
     if len(writing) <= WRITE_BEHIND:
         return False
     return len(writing) > BATCH_MAX or sum(slot.pixels for slot in writing) > BIG_OUTPUT_PIXELS
@@ -253,7 +262,7 @@ def _same_kind(a, b) -> bool:
 
 
 def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable | None, options: WriteOptions,
-                   writers: ThreadPoolExecutor, stdout_writer: Callable[[bytes], None]) -> list["_Slot"]:
+                   writers: ThreadPoolExecutor, stdout_writer: Callable[[bytes], None], durable) -> list["_Slot"]:
     """Convert one job, or a batch of them (each alone if the batch fails); one slot per job."""
     together: list = [None] * len(group)
     if len(group) > 1:
@@ -274,10 +283,10 @@ def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable
         if err is not None:
             slots.append(_Slot(index, job, _failed(job, err, read_s + convert_s)))
             continue
-        write = writers.submit(_timed, _write_result, out, job, options, stdout_writer, unchanged)
+        write = writers.submit(_timed, _write_result, out, job, options, stdout_writer, unchanged, durable)
         pixels = out.width * out.height
         slots.append(_Slot(index, job, seconds=read_s + convert_s, write=write, pixels=pixels,
-                           big=pixels > BIG_OUTPUT_PIXELS))
+                           big=pixels > BIG_OUTPUT_PIXELS, durable=durable))
     return slots
 
 
@@ -292,13 +301,23 @@ class _Slot:
     write: Future | None = None
     pixels: int = 0  # of the output being written
     big: bool = False  # an output large enough to be written before anything else is converted
+    durable: object = None  # the DurableGroup that renames the written file into place
 
     def ready(self) -> bool:
-        return self.write is None or self.write.done()
+        if self.write is None:
+            return True
+        if not self.write.done():
+            return False
+        renamed = self.write.result()[0]  # None: written in full already (stdout), or failed
+        return renamed is None or renamed.done()
 
     def finish(self) -> tuple[int, JobResult]:
         if self.write is not None:
-            _, write_s, err = self.write.result()
+            renamed, write_s, err = self.write.result()
+            if renamed is not None:
+                if not renamed.done():
+                    self.durable.flush()  # we wait for it: no point waiting for company
+                err = renamed.exception()
             output = None if self.job.output is None else str(self.job.output)
             self.result = (_failed(self.job, err, self.seconds + write_s) if err is not None else
                            JobResult(self.job.source.label, output, "ok", self.seconds + write_s))

@@ -12,6 +12,7 @@ import io
 import os
 import struct
 import zlib
+from concurrent.futures import Future
 from pathlib import Path
 
 import cv2
@@ -21,7 +22,7 @@ from PIL import Image
 from upscale_cli.errors import ImageWriteError, printable_path
 from upscale_cli.images import DecodedImage
 from upscale_cli.images.arrays import quantise_planes, to_planes
-from upscale_cli.images.atomic import write_atomically, write_error_message
+from upscale_cli.images.atomic import DurableGroup, write_atomically, write_error_message
 from upscale_cli.images.formats import (ALPHA_FORMATS, DECODE_ERRORS, LOSSY_FORMATS, METADATA_FORMATS,
                                         ORIENTATION_TAG, PALETTE_FORMATS, PNG_IHDR_END, SIXTEEN_BIT_FORMATS,
                                         output_format, png_chunk)
@@ -42,8 +43,10 @@ ENCODE_ERRORS = (OSError, ValueError, TypeError, KeyError, struct.error, cv2.err
 
 
 def write_image(image: DecodedImage, path: str | Path, format: str | None = None,
-                quality: int | None = None, png_compression: int | None = None) -> None:
-    """Encode and write atomically; raise ImageWriteError naming the path."""
+                quality: int | None = None, png_compression: int | None = None,
+                group: DurableGroup | None = None) -> Future | None:
+    """Encode and write atomically; raise ImageWriteError naming the path. With a group (atomic.py)
+    the file is renamed into place once the group has made it durable: the future says when."""
     target = Path(path)
     try:
         fmt = output_format(format or target.suffix)
@@ -52,7 +55,7 @@ def write_image(image: DecodedImage, path: str | Path, format: str | None = None
         data = encode_image(image, fmt, quality, png_compression)
     except ImageWriteError as e:
         raise ImageWriteError(e.message, path=printable_path(target)) from e
-    write_atomically(target, data)
+    return write_atomically(target, data, group)
 
 
 def encode_image(image: DecodedImage, format: str, quality: int | None = None,
