@@ -178,7 +178,7 @@ def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_re
     readers = ThreadPoolExecutor(1, thread_name_prefix="upscale-read")
     writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="upscale-write")
     pipe = _Pipe(jobs, options, stdin_reader, readers, _ReadBudget())
-    durable = DurableGroup()
+    durable, writing = DurableGroup(), _Writing()
     slots: deque[_Slot] = deque()  # in input order, done or being written
     index = 0
     try:
@@ -186,7 +186,9 @@ def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_re
             group = pipe.take(index, batch=convert_many is not None)
             for slot in _convert_group(group, convert, convert_many, options, writers, stdout_writer, durable):
                 slots.append(slot)
-                while slots and (slots[0].ready() or slot.big or _too_many_writes(slots)):
+                if slot.write is not None:
+                    writing.started(slot.write, slot.pixels)
+                while slots and (slots[0].ready() or slot.big or writing.too_many()):
                     yield slots.popleft().finish()
             index += len(group)
         while slots:
@@ -200,13 +202,34 @@ def run_jobs(jobs: list[Job], convert: Callable, options: WriteOptions, stdin_re
             durable.close()  # what was written is made durable and renamed: no temp file stays
 
 
-def _too_many_writes(slots: deque) -> bool:
-    """Outputs waiting to be written: WRITE_BEHIND, or up to BATCH_MAX small ones (a batch's worth).
-    One written and waiting for its group's sync holds no image: it does not count."""
-    writing = [slot for slot in slots if slot.write is not None and not slot.write.done()]
-    if len(writing) <= WRITE_BEHIND:
-        return False
-    return len(writing) > BATCH_MAX or sum(slot.pixels for slot in writing) > BIG_OUTPUT_PIXELS
+class _Writing:
+    """The outputs being encoded and written now (not those written and waiting for their group's
+    sync, which hold no image): counted as writes start and end, so asking costs nothing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.pixels = 0
+
+    def started(self, write: Future, pixels: int) -> None:
+        with self._lock:
+            self.count += 1
+            self.pixels += pixels
+        write.add_done_callback(lambda _: self._ended(pixels))
+
+    def _ended(self, pixels: int) -> None:
+        with self._lock:
+            self.count -= 1
+            self.pixels -= pixels
+
+    def too_many(self) -> bool:
+        """More than WRITE_BEHIND, and more than BATCH_MAX small ones (a batch's worth) or more
+        than BIG_OUTPUT_PIXELS in all."""
+        with self._lock:
+            count, pixels = self.count, self.pixels
+        if count <= WRITE_BEHIND:
+            return False
+        return count > BATCH_MAX or pixels > BIG_OUTPUT_PIXELS
 
 
 class _Pipe:

@@ -87,6 +87,7 @@ def _resize_axis(x: torch.Tensor, out_size: int, dim: int, method: str) -> torch
     return out.movedim(0, dim)
 
 
+@functools.lru_cache(maxsize=64)
 def _nearest_source(in_size: int, out_size: int) -> torch.Tensor:
     src = torch.floor((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size))
     return src.clamp(max=in_size - 1).long()
@@ -102,7 +103,7 @@ def _resize_axis_numpy(x: np.ndarray, out_size: int, axis: int, method: str) -> 
     if in_size == out_size:
         return x
     if method == "nearest":
-        return np.take(x, _nearest_source(in_size, out_size).numpy(), axis=axis)
+        return np.take(x, _nearest_source(in_size, out_size).numpy(), axis=axis, mode="clip")  # in range
     idx, weights = _axis_taps(in_size, out_size, method)
     idx, weights = idx.numpy(), weights.numpy().astype(x.dtype)
     used = [k for k in range(idx.shape[1]) if weights[:, k].any()]
@@ -141,7 +142,7 @@ def _resize_numpy(x: np.ndarray, size: tuple[int, int], method: str, clamp: bool
     """Width pass, then height pass (each clipped with clamp), one image of a batch at a time: the
     values do not depend on the batch, and one image's passes fit the cache where eight do not."""
     height, width = size
-    if x.ndim > 3 and x.shape[0] > 1:
+    if x.ndim > 3 and x.shape[0] > 1 and method != "nearest":  # nearest copies: no sums to keep in cache
         out = np.empty(x.shape[:-2] + (height, width), dtype=x.dtype)
         for k in range(x.shape[0]):
             out[k] = _resize_numpy(x[k], size, method, clamp)
