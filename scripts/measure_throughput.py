@@ -16,7 +16,9 @@ save at Pillow's defaults) as a baseline; `--rounds N` alternates the whole comm
 N times, so machine load hits both alike. Outputs go to a temporary folder that is removed.
 `--before SRC` also times the command with another source tree first on PYTHONPATH (an earlier
 commit: `git archive COMMIT src | tar -x -C /tmp/before`), alternating with this one.
-`versus` times two option sets on the same folder, alternating. `batching` times the bare model on
+`--whole-only` leaves out the parts (the 10,000-file set's parts take minutes) and times only the
+commands and the Pillow loop. `versus` times two option sets on the same folder, alternating (with
+`--before`, both with that code too, in the same rounds). `batching` times the bare model on
 B same-size images one by one and as one batch; `png FOLDER` the PNG level/strategy table.
 Every table carries `uptime`.
 """
@@ -155,7 +157,8 @@ def run(args: argparse.Namespace) -> None:
           f"{torch.get_num_threads()}; {uptime()}")
     commands, pillow, before, rounds = [], [], [], []
     for _ in range(args.rounds):  # each round: the parts in this process, then the command(s)
-        rounds.append(parts(paths, args.options, args.forward))
+        if not args.whole_only:
+            rounds.append(parts(paths, args.options, args.forward))
         seconds, out = time_command(folder, args.options)
         shutil.rmtree(out)
         commands.append(seconds)
@@ -166,24 +169,27 @@ def run(args: argparse.Namespace) -> None:
         if args.pillow:
             factor = int(float(_option(args.options, ("-x", "--scale"), "4")))
             pillow.append(time_pillow_loop(paths, folder, factor, args.pillow))
-    measured = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     startup = time_startup()
     whole = statistics.median(commands)
     print("| part | seconds | note |\n|---|---|---|")
-    print(f"| whole command | {whole:.2f} | {len(paths) / whole:.1f} images/s, {measured['mp'] / whole:.2f} output MP/s; "
+    print(f"| whole command | {whole:.2f} | {len(paths) / whole:.1f} images/s; "
           f"runs {', '.join(f'{c:.2f}' for c in commands)} |")
     print(f"| start-up (`upscale --version`) | {startup:.2f} | |")
-    print(f"| model load | {measured['load']:.2f} | |")
-    print(f"| decode | {measured['decode']:.2f} | images.read.read_image |")
-    label = "bare forward" if args.forward else "Upscaler.upscale_tensor"
-    model_runs = ", ".join(f"{r['model']:.2f}" for r in rounds)
-    print(f"| model only | {measured['model']:.2f} | {label}; runs {model_runs}; "
-          f"whole / model = {whole / measured['model']:.2f}x |")
-    print(f"| encode (PNG, default level) | {measured['encode']:.2f} | {measured['bytes'] / 1e6:.1f} MB |")
+    measured = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]} if rounds else None
+    if measured:
+        print(f"| output MP/s | {measured['mp'] / whole:.2f} | |")
+        print(f"| model load | {measured['load']:.2f} | |")
+        print(f"| decode | {measured['decode']:.2f} | images.read.read_image |")
+        label = "bare forward" if args.forward else "Upscaler.upscale_tensor"
+        model_runs = ", ".join(f"{r['model']:.2f}" for r in rounds)
+        print(f"| model only | {measured['model']:.2f} | {label}; runs {model_runs}; "
+              f"whole / model = {whole / measured['model']:.2f}x |")
+        print(f"| encode (PNG, default level) | {measured['encode']:.2f} | {measured['bytes'] / 1e6:.1f} MB |")
     if before:
         base = statistics.median(before)
+        per_model = f"whole / model = {base / measured['model']:.2f}x; " if measured else ""
         print(f"| whole command, code of {args.before} | {base:.2f} | runs {', '.join(f'{b:.2f}' for b in before)}; "
-              f"whole / model = {base / measured['model']:.2f}x; now / then = {whole / base:.2f}x |")
+              f"{per_model}now / then = {whole / base:.2f}x |")
     if pillow:
         base = statistics.median(pillow)
         print(f"| Pillow loop ({args.pillow}) | {base:.2f} | runs {', '.join(f'{p:.2f}' for p in pillow)}; "
@@ -198,16 +204,23 @@ def versus(args: argparse.Namespace) -> None:
     sets = [args.options[:cut], args.options[cut + 1 :]]
     folder = Path(args.folder)
     print(f"# {len(images_in(folder))} images in {folder}; {uptime()}")
-    times: list[list[float]] = [[], []]
+    codes = [None, args.before] if args.before else [None]
+    times: dict[tuple[str | None, int], list[float]] = {(code, i): [] for code in codes for i in range(2)}
     for _ in range(args.rounds):
+        for code in codes:
+            for i, options in enumerate(sets):
+                seconds, out = time_command(folder, options, code)
+                shutil.rmtree(out)
+                times[code, i].append(seconds)
+    for code in codes:
+        a, b = (statistics.median(times[code, i]) for i in range(2))
+        whose = f", code of {code}" if code else ""
         for i, options in enumerate(sets):
-            seconds, out = time_command(folder, options)
-            shutil.rmtree(out)
-            times[i].append(seconds)
-    a, b = (statistics.median(t) for t in times)
-    for options, t in zip(sets, times):
-        print(f"| upscale {' '.join(options)} | {statistics.median(t):.2f} s | runs {', '.join(f'{x:.2f}' for x in t)} |")
-    print(f"ratio first / second = {a / b:.2f}x; after: {uptime()}")
+            runs = times[code, i]
+            print(f"| upscale {' '.join(options)}{whose} | {statistics.median(runs):.2f} s | "
+                  f"runs {', '.join(f'{x:.2f}' for x in runs)} |")
+        print(f"ratio first / second{whose} = {a / b:.2f}x")
+    print(f"# after: {uptime()}")
 
 
 def batching(args: argparse.Namespace) -> None:
@@ -242,6 +255,9 @@ def png_table(args: argparse.Namespace) -> None:
     import io
     import zlib
 
+    from upscale_cli.images import DecodedImage
+    from upscale_cli.images.write import _default_png
+
     paths = images_in(Path(args.folder))[: args.count]
     pictures = [Image.open(p).convert("RGB").resize((1024, 1024), Image.BICUBIC) for p in paths]
     variants = {"level 0": {"compress_level": 0},
@@ -250,6 +266,8 @@ def png_table(args: argparse.Namespace) -> None:
                 "level 3": {"compress_level": 3},
                 "level 6 (Pillow's default)": {"compress_level": 6},
                 "level 9": {"compress_level": 9}}
+    variants["level 1 + Z_RLE (Pillow: the default before)"] = variants.pop("level 1 + Z_RLE (our default)")
+    variants["level 1 + Z_RLE + Paeth rows (OpenCV: our default)"] = {"opencv": True}
     times: dict[str, list[float]] = {name: [] for name in variants}
     sizes: dict[str, float] = {}
     print(f"# {len(pictures)} images of 1024x1024; {uptime()}")
@@ -257,6 +275,9 @@ def png_table(args: argparse.Namespace) -> None:
         for name, options in variants.items():
             start, total = time.perf_counter(), 0
             for picture in pictures:
+                if options.get("opencv"):  # what images.write._default_png does
+                    total += len(_default_png(picture, DecodedImage(None)))
+                    continue
                 buffer = io.BytesIO()
                 picture.save(buffer, "PNG", **options)
                 total += len(buffer.getvalue())
@@ -283,6 +304,7 @@ def main() -> None:
         p.add_argument("--pillow", default=None, help="also time a plain Pillow loop with this filter")
         p.add_argument("--forward", action="store_true", help="model only = the bare forward passes")
         p.add_argument("--before", default=None, help="a source tree (src/ of an earlier commit) to time alike")
+        p.add_argument("--whole-only", action="store_true", help="run: only the commands (and --pillow), no parts")
     b = sub.add_parser("batching")
     b.add_argument("--model", default="unet")
     b.add_argument("--scale", type=int, default=4)
