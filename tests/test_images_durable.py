@@ -189,3 +189,16 @@ def test_ctrl_c_on_a_real_run_leaves_whole_outputs_and_untouched_inputs(tmp_path
         with Image.open(path) as im:
             im.load()
             assert im.size == (64, 48)
+
+
+def test_a_group_never_closed_still_commits_and_lets_the_program_end(tmp_path):
+    """Its thread is not a daemon (a write in progress is finished at exit), so it must end by
+    itself once the main thread has: the file is renamed into place and the process exits."""
+    target = tmp_path / "late.bin"
+    code = ("from pathlib import Path\nfrom upscale_cli.images import atomic\n"
+            "group = atomic.DurableGroup(linger_s=600.0)\n"
+            f"atomic.write_atomically(Path({str(target)!r}), b'kept', group)\n")
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(SRC)), check=True, timeout=60)
+    assert time.monotonic() - start < 30  # not the 600 s linger
+    assert target.read_bytes() == b"kept" and hidden(tmp_path) == []

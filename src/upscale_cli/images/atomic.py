@@ -147,10 +147,10 @@ class DurableGroup:
                     break
                 if not self._queue and ending:
                     return None
-                timeout = IDLE_CHECK_S if not self._queue else self._queue[0][4] + self._linger_s - time.monotonic()
-                if timeout <= 0:
+                due = IDLE_CHECK_S if not self._queue else self._queue[0][4] + self._linger_s - time.monotonic()
+                if due <= 0:
                     break
-                self._cond.wait(timeout)
+                self._cond.wait(min(due, IDLE_CHECK_S))
             batch, self._queue, self._flush = self._queue[: self._most], self._queue[self._most :], False
             return batch
 
