@@ -202,3 +202,25 @@ def test_a_group_never_closed_still_commits_and_lets_the_program_end(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(SRC)), check=True, timeout=60)
     assert time.monotonic() - start < 30  # not the 600 s linger
     assert target.read_bytes() == b"kept" and hidden(tmp_path) == []
+
+
+def test_one_sync_per_file_system(tmp_path, durable_log):
+    other = Path("/dev/shm")
+    if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system to write to")
+    there = Path(os.path.join(other, f"upscale-durable-test-{os.getpid()}"))
+    there.mkdir()
+    try:
+        group = atomic.DurableGroup(linger_s=60.0)
+        futures = [atomic.write_atomically(folder / f"f{i}.bin", b"data", group)
+                   for i in range(3) for folder in (tmp_path, there)]
+        group.close()
+        assert all(f.result() is None for f in futures)
+        syncs = [what for kind, what in durable_log if kind == "durable"]
+        assert len(syncs) == 2 and all(len(files) == 3 for files in syncs)
+        assert {Path(next(iter(files))).parent for files in syncs} == {tmp_path, there}
+        assert hidden(tmp_path) == [] and hidden(there) == []
+    finally:
+        for path in there.iterdir():
+            path.unlink()
+        there.rmdir()

@@ -184,7 +184,7 @@ def _make_durable(first: Path, temps: list[Path]) -> None:
     syncfs = _syncfs()
     if syncfs is None:
         for temp in temps:
-            fd = os.open(temp, os.O_RDONLY)
+            fd = os.open(temp, os.O_RDWR)  # Windows commits only files open for writing
             try:
                 os.fsync(fd)
             finally:
