@@ -276,7 +276,7 @@ def png_table(args: argparse.Namespace) -> None:
             start, total = time.perf_counter(), 0
             for picture in pictures:
                 if options.get("opencv"):  # what images.write._default_png does
-                    total += len(_default_png(picture, DecodedImage(None)))
+                    total += len(_default_png(np.asarray(picture), DecodedImage(None)))
                     continue
                 buffer = io.BytesIO()
                 picture.save(buffer, "PNG", **options)

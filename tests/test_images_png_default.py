@@ -79,3 +79,21 @@ def test_an_asked_level_uses_pillows_filters():
     image = DecodedImage(uint8_to_tensor(_photo(3)))
     assert len(_row_filters(encode_image(image, "png", png_compression=6))) > 1  # adaptive, per row
     assert _row_filters(encode_image(image, "png")) == {PAETH}
+
+
+def test_a_palette_source_with_new_colours_is_written_as_default_rgb():
+    """A palette source whose upscale made new colours (bicubic) cannot stay a palette: it goes
+    through Pillow's palette check, then the default PNG, as RGB with the same pixels."""
+    array = _photo(3)
+    palette = np.zeros((256, 4), dtype=np.uint8)
+    palette[:, 3] = 255
+    palette[:4, :3] = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    image = DecodedImage(uint8_to_tensor(array), palette=palette.tobytes())
+    png = encode_image(image, "png")
+    assert _row_filters(png) == {PAETH}
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), array)
+    exact = DecodedImage(uint8_to_tensor(palette[:4, :3][np.arange(40 * 56).reshape(40, 56) % 4]),
+                         palette=palette.tobytes())
+    with Image.open(io.BytesIO(encode_image(exact, "png"))) as im:
+        assert im.mode == "P"  # every pixel one of its colours: still a palette image
