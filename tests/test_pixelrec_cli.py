@@ -75,7 +75,7 @@ def test_a_sampling_model_samples_without_the_options(tmp_path, weights):
     assert result.exit_code == 0, result.output
     assert np.asarray(Image.open(tmp_path / "tiny_x4.png")).shape == (8, 8, 3)
     plain = run(write_png(tmp_path / "t2.png", 2, 2), "-m", weights)  # no option at all: still the sampler
-    assert plain.exit_code == 0 and "temperature 0.8" in plain.output
+    assert plain.exit_code == 0 and "temperature 0.5" in plain.output  # the default
 
 
 def test_too_large_input_is_one_line_and_writes_nothing(tmp_path, weights):

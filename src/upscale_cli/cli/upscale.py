@@ -40,7 +40,7 @@ def upscale_command(
     as_json: common.Json = False,
     restore: bool = typer.Option(False, "--restore", help="Repair JPEG artifacts and noise first (`upscale restore`), then upscale."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Sampling models (-m pixel-recursive): write N different answers, NAME_x4_s1.png ... (default 1)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling models: 0 = the most likely value at each step, 1 = the model's own spread (default 0.8)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling models: 0 = the most likely value at each step, 1 = the model's own spread (default 0.5)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling models: the same seed gives the same answers (default: random, printed)."),
 ) -> None:
     from upscale_cli.cli import sample
