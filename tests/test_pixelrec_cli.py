@@ -47,6 +47,8 @@ def test_samples_are_named_seeded_and_different(tmp_path, weights):
     assert result.exit_code == 0, result.output
     outputs = [tmp_path / f"tiny_x4_s{k}.png" for k in (1, 2, 3)]
     assert all(p.is_file() for p in outputs) and not (tmp_path / "tiny_x4.png").exists()
+    jpeg = run(tiny, "-m", weights, "--seed", "1", "-o", tmp_path / "q.jpg", "--quality", "50")
+    assert jpeg.exit_code == 0 and Image.open(tmp_path / "q.jpg").format == "JPEG"
     first = [np.asarray(Image.open(p)) for p in outputs]
     assert first[0].shape == (16, 12, 3)
     assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
@@ -95,6 +97,9 @@ def test_usage_errors_exit_2(tmp_path, weights):
         result = run(tiny, "-m", weights, *args)
         assert result.exit_code == 2, (args, result.output)
         assert result.output.strip().startswith("error:") and words in result.output
+    for args in (["--json"], ["--width", "40"], ["--ensemble"], ["--tile", "8"]):
+        result = run(tiny, "-m", weights, "--seed", "1", *args)
+        assert result.exit_code == 2 and args[0] in result.output and "sampling model" in result.output, result.output
     result = run(tiny, "-m", "bicubic", "--samples", "2")
     assert result.exit_code == 2 and "need a model that samples" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pixelrec.safetensors", "tiny.png"]

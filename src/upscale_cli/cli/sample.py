@@ -53,10 +53,16 @@ def _model_samples(model: str) -> bool:
 
 def sample_command(paths: list[str], model: str, scale: float | None, output: str | None, recursive: bool,
                    fmt: str | None, overwrite: bool, device: str, max_pixels: int | None, quiet: bool,
-                   samples: int | None, temperature: float | None, seed: int | None) -> None:
+                   samples: int | None, temperature: float | None, seed: int | None, quality: int | None = None,
+                   png_compression: int | None = None, others: dict | None = None) -> None:
+    """`others`: the default command's options that sampling does not take (refused when given)."""
     from upscale_cli.batch import check_output_options, expand_inputs, plan_jobs
     from upscale_cli.sampling import DEFAULT_TEMPERATURE, SampleConfig
 
+    given = [name for name, value in (others or {}).items() if value not in (None, False, 0)]
+    if given:
+        raise UsageError(f"{', '.join(given)} cannot be used with a sampling model ({model}); "
+                         "it generates whole images pixel by pixel, one file at a time")
     if scale is not None and scale != SAMPLING_SCALE:
         raise UsageError(f"{model} samples x{SAMPLING_SCALE} answers only; leave out -x or give -x {SAMPLING_SCALE}")
     if output == "-":
@@ -69,7 +75,8 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
     if any(source.path is None for source in sources):
         raise UsageError("sampling reads image files; - (stdin) is not supported with it")
     jobs = plan_jobs(sources, output, f"x{SAMPLING_SCALE}", fmt, overwrite)
-    failed = sum(not _run_job(job, net, config, fmt, max_pixels, overwrite, quiet) for job in jobs)
+    write = {"quality": quality, "png_compression": png_compression}
+    failed = sum(not _run_job(job, net, config, fmt, max_pixels, overwrite, quiet, write) for job in jobs)
     if failed:
         raise typer.Exit(1)
 
@@ -90,7 +97,8 @@ def _load_sampling_model(model: str, device: str):
     return net.to(select_device(device))
 
 
-def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrite: bool, quiet: bool) -> bool:
+def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrite: bool, quiet: bool,
+             write: dict) -> bool:
     """Sample and write one file's answers; False (after its one error line) when it failed."""
     label = job.source.label
     if job.skip_reason:
@@ -102,7 +110,7 @@ def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrit
             typer.echo(f"{label}: {why}")
         return True
     try:
-        written, seconds = _sample_file(job, net, config, fmt, max_pixels, overwrite, quiet)
+        written, seconds = _sample_file(job, net, config, fmt, max_pixels, overwrite, quiet, write)
     except UpscaleError as err:
         typer.echo(f"error: {label}: {err}", err=True)
         return False
@@ -116,7 +124,8 @@ def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrit
     return True
 
 
-def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, overwrite: bool, quiet: bool):
+def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, overwrite: bool, quiet: bool,
+                 write: dict):
     from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
     from upscale_cli.images.read import read_image
     from upscale_cli.images.write import write_image
@@ -138,7 +147,8 @@ def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, over
     size = tuple(answers.shape[-2:])
     alpha = resize(image.alpha, size, "bicubic") if image.alpha is not None else None
     for k, target in enumerate(targets):
-        write_image(image.replace(pixels=answers[k:k + 1].contiguous(), alpha=alpha), target, job.format or fmt)
+        write_image(image.replace(pixels=answers[k:k + 1].contiguous(), alpha=alpha), target, job.format or fmt,
+                    **write)
     return targets, time.perf_counter() - started
 
 
