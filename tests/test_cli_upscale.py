@@ -321,3 +321,26 @@ def test_an_output_the_tool_could_not_read_back_is_said_before_the_work(tmp_path
                                 "-o", str(tmp_path / "big.png")])
     (row,) = map(json.loads, quiet.stdout.splitlines())
     assert any("over --max-pixels" in n for n in row["notes"])
+
+
+@pytest.mark.parametrize("command", [["-x", "2", "-m", "nearest"], ["restore", "-m", "opencv-nlmeans"]])
+def test_a_folder_upscaled_in_place_twice_skips_its_earlier_outputs(tmp_path, command):
+    """Rerunning `upscale folder/` (outputs next to their inputs) once failed every file: the earlier
+    outputs were counted as inputs to protect. They are neither inputs nor protected: a rerun skips
+    them (exit 0, bytes kept), --overwrite replaces them, and the real inputs stay untouched."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    f.make_rgb_png(folder, "a.png")
+    f.make_rgb_png(folder, "b.png")
+    args = command[:1] + [str(folder)] + command[1:] if command[0] == "restore" else [str(folder), *command]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    after_first = _bytes(folder)
+    assert len(after_first) == 4
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "0 done, 2 skipped, 0 failed" in again.stderr and _bytes(folder) == after_first
+    forced = runner.invoke(app, [*args, "--overwrite"])
+    assert forced.exit_code == 0, forced.output
+    assert "2 done, 0 skipped, 0 failed" in forced.stderr and sorted(_bytes(folder)) == sorted(after_first)
+    assert all(_bytes(folder)[name] == after_first[name] for name in ("a.png", "b.png"))

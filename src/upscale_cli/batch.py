@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from upscale_cli.errors import InputNotFoundError, UsageError
 from upscale_cli.images.formats import (FALLBACK_FORMAT, OUTPUT_FORMATS, READ_SUFFIXES, WRITE_SUFFIX, output_format,
@@ -135,8 +135,9 @@ def _output_is_folder(sources: list[Source], output: str) -> bool:
 
 
 def _is_own_output(source: Source, tag: str) -> bool:
-    """A file this command wrote next to its input on an earlier run (`photo_x4.png`)."""
-    return source.root is not None and source.path.stem.endswith(f"_{tag}")
+    """A file this command wrote next to its input on an earlier run (`photo_x4.png`, or one of
+    several sampled answers, `photo_x4_s2.png`)."""
+    return source.root is not None and re.search(rf"_{re.escape(tag)}(_s\d+)?$", source.path.stem) is not None
 
 
 def check_output_options(fmt: str | None, as_json: bool, output: str | None) -> None:
@@ -148,24 +149,27 @@ def check_output_options(fmt: str | None, as_json: bool, output: str | None) -> 
 
 
 def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | None = None,
-              overwrite: bool = False) -> list[Job]:
+              overwrite: bool = False, written: Callable[[Path], list[Path]] | None = None) -> list[Job]:
     """Decide every output path up front, so collisions and skips are known before any work.
 
     A target is never any input of the run (not only its own): compared by resolved path and,
     for files that exist, by device and inode, so a link or another name for an input counts too.
-    --overwrite replaces earlier outputs, never inputs.
+    --overwrite replaces earlier outputs, never inputs. `written(target)`: the files a job really
+    writes for its target when they are others (several sampled answers); each is checked.
     """
     if output == STDIO and len(sources) != 1:
         raise UsageError("-o - (stdout) takes exactly one input")
     folder = Path(output) if output not in (None, STDIO) and _output_is_folder(sources, output) else None
     _resolved_folder.cache_clear()  # folders may have changed since an earlier run in this process
+    # earlier outputs found next to their inputs are neither inputs nor protected as inputs (a rerun
+    # skips them, --overwrite replaces them)
+    sources = [s for s in sources if not (output is None and _is_own_output(s, tag))]
     inputs = _InputIndex(sources)
     jobs, claimed = [], {}
     for source in sources:
-        if output is None and _is_own_output(source, tag):
-            continue
         target = _target_path(source, output, folder, tag, fmt)
-        reason = _skip_reason(source, target, claimed, overwrite, inputs, folder_output=folder is not None)
+        reason = _skip_reason(source, target, claimed, overwrite, inputs, folder_output=folder is not None,
+                              written=written)
         chosen, notes, failure = _output_format(source, target, fmt)
         if failure and not reason:
             reason = f"failed:{source.label}: {failure}"
@@ -230,23 +234,26 @@ def _target_path(source: Source, output: str | None, folder: Path | None, tag: s
 
 
 def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: bool, inputs: _InputIndex,
-                 folder_output: bool) -> str | None:
+                 folder_output: bool, written: Callable[[Path], list[Path]] | None = None) -> str | None:
     if source.missing:
         return f"failed:{source.missing}"
     if source.ignored:
         return f"skipped:{source.ignored}"
     if target is None:
         return None
-    replaced = inputs.input_at(target)
-    if replaced is not None:
-        whose = "itself" if replaced == source.label else replaced
-        return f"failed:{source.label}: the output {target} would overwrite the input {whose}; choose another -o or --format"
-    key = _resolved(target)
-    if key in claimed:
-        hint = "use --format or another -o" if folder_output else "use -o with a folder"
-        return f"failed:{source.label}: the output {target} would also be written by {claimed[key]}; {hint}"
-    claimed[key] = source.label
-    if target.exists() and not overwrite:
+    paths = written(target) if written is not None else [target]
+    for path in paths:
+        replaced = inputs.input_at(path)
+        if replaced is not None:
+            whose = "itself" if replaced == source.label else replaced
+            return f"failed:{source.label}: the output {path} would overwrite the input {whose}; choose another -o or --format"
+        key = _resolved(path)
+        if key in claimed:
+            hint = "use --format or another -o" if folder_output else "use -o with a folder"
+            return f"failed:{source.label}: the output {path} would also be written by {claimed[key]}; {hint}"
+    for path in paths:
+        claimed[_resolved(path)] = source.label
+    if not overwrite and any(path.exists() for path in paths):
         return "skipped:output exists (use --overwrite to replace it)"
     return None
 
