@@ -109,7 +109,7 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path, weights):
     tiny = write_png(tmp_path / "tiny.png", 2, 2)
     (tmp_path / "tiny_x4_s2.png").write_bytes(b"keep")
     result = run(tiny, "-m", weights, "--samples", "2", "--seed", "1")
-    assert result.exit_code == 0 and "skipped" in result.output and "exists" in result.output
+    assert result.exit_code == 0 and "output exists" in result.output  # as every upscale says it
     assert (tmp_path / "tiny_x4_s2.png").read_bytes() == b"keep" and not (tmp_path / "tiny_x4_s1.png").exists()
     result = run(tiny, "-m", weights, "--samples", "2", "--seed", "1", "--overwrite")
     assert result.exit_code == 0 and (tmp_path / "tiny_x4_s2.png").read_bytes() != b"keep"
@@ -147,3 +147,48 @@ def test_one_real_process_reports_a_refusal_without_traceback(tmp_path, weights)
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_answers_go_into_a_new_output_folder_and_their_own_names_decide_skips(tmp_path, weights):
+    """-o NEW_FOLDER/ is made as for every upscale; a file under the plain output name is not one of
+    the answers (no skip), an existing answer is (skipped, kept), --overwrite replaces answers."""
+    tiny = write_png(tmp_path / "tiny.png", 5, 4)
+    out = tmp_path / "new" / "deeper"
+    result = run(tiny, "-m", weights, "--samples", "2", "--seed", "3", "-o", f"{out}/")
+    assert result.exit_code == 0, result.output
+    answers = [out / "tiny_s1.png", out / "tiny_s2.png"]
+    assert all(p.is_file() for p in answers) and not (out / "tiny.png").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "tiny.png").write_bytes(b"not one of the answers")
+    result = run(tiny, "-m", weights, "--samples", "2", "--seed", "3", "-o", other)
+    assert result.exit_code == 0 and (other / "tiny_s1.png").is_file(), result.output
+    before = answers[1].read_bytes()
+    answers[0].unlink()
+    result = run(tiny, "-m", weights, "--samples", "2", "--seed", "4", "-o", f"{out}/")
+    assert result.exit_code == 0 and "output exists" in result.output, result.output
+    assert not answers[0].exists() and answers[1].read_bytes() == before  # skipped as a whole: nothing written
+    result = run(tiny, "-m", weights, "--samples", "2", "--seed", "4", "-o", f"{out}/", "--overwrite")
+    assert result.exit_code == 0 and answers[0].is_file() and answers[1].read_bytes() != before
+
+
+def test_an_answer_never_replaces_another_input_even_with_overwrite(tmp_path, weights):
+    a = write_png(tmp_path / "a.png", 4, 4, seed=1)
+    victim = write_png(tmp_path / "a_x4_s2.png", 6, 5, seed=2)  # an input named like a.png's second answer
+    kept = victim.read_bytes()
+    result = run(a, victim, "-m", weights, "--samples", "2", "--seed", "1", "--overwrite")
+    assert result.exit_code == 1
+    assert "would overwrite the input" in result.output and "a_x4_s2.png" in result.output
+    assert victim.read_bytes() == kept and not (tmp_path / "a_x4_s1.png").exists()
+    assert (tmp_path / "a_x4_s2_x4_s1.png").is_file()  # the other input still ran
+
+
+def test_earlier_answers_in_a_folder_input_are_not_taken_as_inputs(tmp_path, weights):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_png(folder / "t.png", 4, 4)
+    first = run(folder, "-m", weights, "--samples", "2", "--seed", "1")
+    assert first.exit_code == 0, first.output
+    again = run(folder, "-m", weights, "--samples", "2", "--seed", "1")
+    assert again.exit_code == 0, again.output  # t_x4_s1.png (16x16, over the limit) is not an input
+    assert sorted(p.name for p in folder.iterdir()) == ["t.png", "t_x4_s1.png", "t_x4_s2.png"]

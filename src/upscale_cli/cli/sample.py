@@ -57,7 +57,7 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
                    png_compression: int | None = None, others: dict | None = None) -> None:
     """`others`: the default command's options that sampling does not take (refused when given)."""
     from upscale_cli.batch import check_output_options, expand_inputs, plan_jobs
-    from upscale_cli.sampling import DEFAULT_TEMPERATURE, SampleConfig
+    from upscale_cli.sampling import DEFAULT_TEMPERATURE, SampleConfig, sample_paths
 
     given = [name for name, value in (others or {}).items() if value not in (None, False, 0)]
     if given:
@@ -74,7 +74,9 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
     sources = expand_inputs(paths, recursive=recursive)
     if any(source.path is None for source in sources):
         raise UsageError("sampling reads image files; - (stdin) is not supported with it")
-    jobs = plan_jobs(sources, output, f"x{SAMPLING_SCALE}", fmt, overwrite)
+    # every answer's own name is checked against every input, other answers and existing files
+    jobs = plan_jobs(sources, output, f"x{SAMPLING_SCALE}", fmt, overwrite,
+                     written=lambda target: sample_paths(target, config.samples))
     write = {"quality": quality, "png_compression": png_compression}
     failed = sum(not _run_job(job, net, config, fmt, max_pixels, overwrite, quiet, write) for job in jobs)
     if failed:
@@ -114,10 +116,6 @@ def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrit
     except UpscaleError as err:
         typer.echo(f"error: {label}: {err}", err=True)
         return False
-    if seconds is None:  # like every upscale: an existing output is kept, and the file skipped
-        if not quiet:
-            typer.echo(f"{label}: skipped: {written[0]} exists (use --overwrite to replace it)")
-        return True
     if not quiet:
         names = ", ".join(str(p) for p in written)
         typer.echo(f"{label} -> {names} ({seconds:.1f} s, temperature {config.temperature:g}, seed {config.seed})")
@@ -135,17 +133,12 @@ def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, over
     started = time.perf_counter()
     image = read_image(job.source.path, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     check_input_size(net, image.height, image.width)
-    targets = sample_paths(job.output, config.samples)
-    for target in targets:
-        if target.exists() and target.resolve() == job.source.path.resolve():
-            raise UpscaleError(f"the output {target} would overwrite the input; choose another -o")
-    existing = [t for t in targets if t.exists()] if not overwrite else []
-    if existing:
-        return existing, None
+    targets = sample_paths(job.output, config.samples)  # checked by plan_jobs: never an input, none exists
     with _row_progress(quiet, config.samples) as on_row:
         answers = draw_samples(net, image.pixels, config, on_row)  # (N, C, 4H, 4W)
     size = tuple(answers.shape[-2:])
     alpha = resize(image.alpha, size, "bicubic") if image.alpha is not None else None
+    job.output.parent.mkdir(parents=True, exist_ok=True)  # -o a new folder, as every upscale makes it
     for k, target in enumerate(targets):
         write_image(image.replace(pixels=answers[k:k + 1].contiguous(), alpha=alpha), target, job.format or fmt,
                     **write)
