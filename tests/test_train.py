@@ -252,6 +252,12 @@ def test_cli_train_resume_export_and_errors(folder, tmp_path):
                                  "--batch", "2", "--crop", "8", "--plain", *common])
     assert result.exit_code == 0, result.output
     assert "checkpoint" in result.output
+    state = (run / "checkpoint.pt").read_bytes()
+    for changes in (["--lr", "0.5"], ["--loss", "mse"], ["--set", "width=16"], ["--spade"], ["--batch", "3"],
+                    ["--val", str(folder)]):  # a resumed run keeps its recipe: said, not silently ignored
+        result = runner.invoke(app, ["train", "--resume", str(run), *changes, "--steps", "6", "--plain"])
+        assert result.exit_code == 2 and changes[0] in result.stderr and "--init" in result.stderr, result.output
+        assert (run / "checkpoint.pt").read_bytes() == state
     result = runner.invoke(app, ["train", "--resume", str(run), "--steps", "6", "--plain"])
     assert result.exit_code == 0, result.output
     assert load_checkpoint(run)["step"] == 6

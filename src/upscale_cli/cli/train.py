@@ -18,6 +18,9 @@ import typer
 from upscale_cli.cli import DefaultCommandGroup, options
 
 
+RESUME_CAN_CHANGE = ("steps", "minutes", "every", "threads", "device")  # a resumed run's budget and resources
+
+
 class TrainGroup(DefaultCommandGroup):
     """`upscale train FOLDER ...` means `upscale train run FOLDER ...`."""
 
@@ -166,8 +169,16 @@ def run_command(
     if resume is not None:
         if folders or out:
             raise UsageError("--resume takes the run directory only (its data and options come from the checkpoint)")
+        fixed = sorted(k for k in given if k not in RESUME_CAN_CHANGE)
+        fixed += [name for name, value in (("config", config_file), ("val", val), ("set", settings), ("spade", spade))
+                  if value]
+        if fixed:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in fixed)
+            raise UsageError(f"--resume continues the run as its checkpoint says; {flags} cannot change it "
+                             f"(only {', '.join('--' + k for k in RESUME_CAN_CHANGE)} can; start a new run "
+                             f"with --init {resume} to change the rest)")
         config = resume_config(resume)
-        extend = {k: given[k] for k in ("steps", "minutes", "every", "threads", "device") if k in given}
+        extend = {k: given[k] for k in RESUME_CAN_CHANGE if k in given}
         config = replace(config, out=str(resume), **extend)
     else:
         raw = _read_recipe(config_file) if config_file else {}
