@@ -224,3 +224,21 @@ def test_one_sync_per_file_system(tmp_path, durable_log):
         for path in there.iterdir():
             path.unlink()
         there.rmdir()
+
+
+def test_an_unexpected_error_in_a_commit_fails_its_files_instead_of_hanging(tmp_path, monkeypatch):
+    def broken(first, temps):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(atomic, "_make_durable", broken)
+    group = atomic.DurableGroup(linger_s=0.01)
+    try:
+        future = atomic.write_atomically(tmp_path / "a.png", b"new", group)
+        err = future.exception(timeout=30)
+        assert isinstance(err, ImageWriteError) and "a bug" in str(err) and "a.png" in str(err)
+        monkeypatch.setattr(atomic, "_make_durable", lambda first, temps: None)  # the thread still works
+        assert atomic.write_atomically(tmp_path / "b.png", b"b", group).result(timeout=30) is None
+    finally:
+        group.close()
+    assert not (tmp_path / "a.png").exists() and (tmp_path / "b.png").read_bytes() == b"b"
+    assert hidden(tmp_path) == []

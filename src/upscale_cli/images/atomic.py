@@ -124,7 +124,11 @@ class DurableGroup:
                 self._queue.append((temp, target, device, done, time.monotonic()))
                 self._cond.notify_all()
                 return done
-        _commit(batch)
+        try:
+            _commit(batch)
+        except BaseException as err:
+            _fail_rest(batch, err)
+            raise
         return done
 
     def flush(self) -> None:
@@ -156,7 +160,19 @@ class DurableGroup:
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            _commit(batch)
+            try:
+                _commit(batch)
+            except BaseException as err:  # never leave a waiter waiting: what is not done fails
+                _fail_rest(batch, err)
+
+
+def _fail_rest(batch: list[tuple[Path, Path, int, Future, float]], err: BaseException) -> None:
+    """Files of a group whose commit broke unexpectedly: each one not renamed yet fails, its temp file removed."""
+    for temp, target, _, done, _ in batch:
+        if not done.done():
+            _remove_quietly(temp)
+            done.set_exception(ImageWriteError(f"cannot write: {type(err).__name__}: {err}",
+                                               path=printable_path(target)))
 
 
 def _commit(batch: list[tuple[Path, Path, int, Future, float]]) -> None:
