@@ -152,20 +152,23 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+COUNT = 2400
+
+
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT to a child process")
 def test_ctrl_c_on_a_real_run_leaves_whole_outputs_and_untouched_inputs(tmp_path):
-    """A real `upscale` process on 600 small PNGs (grouped writes), interrupted once some outputs
+    """A real `upscale` process on 2,400 small PNGs (grouped writes), interrupted once some outputs
     exist: exit 130, no temp file anywhere, every output a whole image, every input as it was; the
     output folder also holds a hard link to an input, which --overwrite must not replace."""
     folder = tmp_path / "in"
     rng = np.random.default_rng(1)
-    for i in range(600):
+    for i in range(COUNT):  # enough that the run is still going when the signal lands, even on a fast machine
         sub = folder / f"d{i % 3}"
         sub.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(sub / f"i{i:03d}.png")
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(sub / f"i{i:04d}.png")
     out = tmp_path / "out"
     (out / "d0").mkdir(parents=True)
-    os.link(folder / "d0" / "i000.png", out / "d0" / "i000.png")  # the target of i000 is i000 itself
+    os.link(folder / "d0" / "i0000.png", out / "d0" / "i0000.png")  # the target of i0000 is i0000 itself
     before = _digest(folder)
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
     child = subprocess.Popen([sys.executable, "-m", "upscale_cli", str(folder), "-r", "-x", "2", "-m", "nearest",
@@ -183,8 +186,8 @@ def test_ctrl_c_on_a_real_run_leaves_whole_outputs_and_untouched_inputs(tmp_path
     assert b"Traceback" not in err
     assert hidden(out) == [] and hidden(folder) == []
     assert _digest(folder) == before
-    written = [p for p in out.rglob("*.png") if p != out / "d0" / "i000.png"]
-    assert 0 < len(written) < 599
+    written = [p for p in out.rglob("*.png") if p != out / "d0" / "i0000.png"]
+    assert 0 < len(written) < COUNT - 1
     for path in written:
         with Image.open(path) as im:
             im.load()
