@@ -173,7 +173,10 @@ def test_ctrl_c_on_a_real_run_leaves_whole_outputs_and_untouched_inputs(tmp_path
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
     child = subprocess.Popen([sys.executable, "-m", "upscale_cli", str(folder), "-r", "-x", "2", "-m", "nearest",
                               "-o", str(out), "-q", "--overwrite"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             # a test run started in the background (`pytest &`, nohup) ignores SIGINT, and
+                             # children inherit that: give the child Ctrl-C as a terminal user has it
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and child.poll() is None:
         if sum(1 for _ in out.rglob("*.png")) > 30:
