@@ -319,6 +319,8 @@ def test_two_process_gloo_ddp_run(folder, tmp_path):
            "--set", "width=4", "--set", "levels=1", "--set", "blocks=0"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = proc.stdout + proc.stderr
+    assert said.count("2 process(es)") == 1 and said.count("trained:") == 1, said  # one report, not one per rank
     ckpt = load_checkpoint(run)
     assert ckpt["step"] == 4
     assert len(ckpt["data_rng"]) == 2 and not torch.equal(ckpt["data_rng"][0], ckpt["data_rng"][1])

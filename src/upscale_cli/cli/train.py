@@ -8,6 +8,7 @@ Several processes: `torchrun --nproc-per-node 2 -m upscale_cli train ...`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -201,7 +202,8 @@ def run_command(
         run = train(config, resume=resume is not None, on_event=show)
     finally:
         close()
-    typer.echo(f"trained: {run} (export with `upscale train export {run} -o model.safetensors`)")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one closing line for the run
+        typer.echo(f"trained: {run} (export with `upscale train export {run} -o model.safetensors`)")
 
 
 @train_app.command("export", help="Write a run's EMA weights as a .safetensors file usable with `upscale -m FILE`.")

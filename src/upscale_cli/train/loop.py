@@ -98,7 +98,8 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         raise UsageError(f"--crop must be a multiple of {multiple} for {config.arch} (its size multiple)")
     if config.init and not resume:
         loaded, total = init_from(model, config.init)
-        emit(TrainEvent("start", message=f"initialised {loaded} of {total} tensors from {config.init}"))
+        if dist.main:
+            emit(TrainEvent("start", message=f"initialised {loaded} of {total} tensors from {config.init}"))
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema else None
     hooks = arch_training(config.arch)
     optimizer = hooks.make_optimizer(model, config) if hooks else _make_optimizer(model, config)
@@ -133,10 +134,11 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    emit(TrainEvent("start", step=step, steps=config.steps,
-                    message=f"{config.arch} x{scale}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-                            f"{train_count} training images, {len(val_images)} validation images, "
-                            f"{dist.world} process(es) on {device}" + (" (resumed)" if resume else "")))
+    if dist.main:  # one start line per run, not one per process
+        emit(TrainEvent("start", step=step, steps=config.steps,
+                        message=f"{config.arch} x{scale}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+                                f"{train_count} training images, {len(val_images)} validation images, "
+                                f"{dist.world} process(es) on {device}" + (" (resumed)" if resume else "")))
 
     def progress_now(step_done: int, seconds: float) -> float:
         p = step_done / config.steps
@@ -228,7 +230,8 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
             checkpoint(step, elapsed)
             last_tick = time.perf_counter()  # validation time does not count against the budget
 
-    emit(TrainEvent("done", step=step, steps=config.steps, progress=1.0, path=str(run)))
+    if dist.main:
+        emit(TrainEvent("done", step=step, steps=config.steps, progress=1.0, path=str(run)))
     if dist.world > 1:
         import torch.distributed as tdist
 
