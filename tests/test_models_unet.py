@@ -143,3 +143,22 @@ def test_packaged_unet_weights_load_and_beat_bicubic():
         b = 2 * scale  # borders are padded guesses for both
         error = (sr - target)[..., b:-b, b:-b].pow(2).mean()
         assert error < (bicubic - target)[..., b:-b, b:-b].pow(2).mean()
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("size", [(6, 8), (2, 10), (300, 20)])  # the model's size rule: even; 300 * 4 passes resize's dense-matrix limit
+def test_reduced_precision_keeps_the_carried_input_in_float32(scale, size):
+    """In bfloat16 the detail is computed in bfloat16, but the bicubic of the input (most of each
+    output value) is added in float32: with no detail the output is exactly the float32 bicubic of
+    the input as the model received it, not that bicubic rounded to bfloat16 (about one grey level)."""
+    torch.manual_seed(0)
+    model = build_model("unet", scale=scale, width=4, levels=1, blocks=0, decoder_blocks=0, bottleneck_blocks=0)
+    with torch.no_grad():
+        for p in model.tail.parameters():
+            p.zero_()
+    x = torch.rand(1, 3, *size).to(torch.bfloat16)
+    out = model.to(torch.bfloat16).eval()(x)
+    expected = resize(x.float(), (size[0] * scale, size[1] * scale), "bicubic", clamp=False)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert not torch.equal(expected.to(torch.bfloat16).float(), expected)  # bfloat16 would have rounded it

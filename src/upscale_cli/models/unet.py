@@ -176,6 +176,10 @@ class UNetSR(nn.Module):
         for i in reversed(range(len(self.ups))):
             feat = self.decoders[i](self.ups[i](feat) + skips[i])
         detail = self.tail(feat)  # (B, 3, h*s, w*s)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # the carried input is most of each output value: in float32 it keeps its precision
+            # (bfloat16 holds 8 bits of mantissa, about one grey level) and CPU resizing stays fast
+            return detail.float() + self._carried_input(x.float(), (h * self.scale, w * self.scale))
         return detail + self._carried_input(x, (h * self.scale, w * self.scale))
 
     def _carried_input(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
