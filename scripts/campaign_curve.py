@@ -4,7 +4,7 @@
 
 Reads the run's log.jsonl (one line per checkpoint: step, elapsed training seconds, validation
 PSNR on the held-out images) and config.json (the time budget), and prints about --rows evenly
-spaced rows plus the last one, with the core-hours so far (training time x threads) and, with
+spaced rows plus the last one, with the training time so far and, with
 --baseline, the gain over a reference figure (e.g. the shipped model on the same validation images).
 """
 from __future__ import annotations
@@ -47,7 +47,8 @@ def main() -> int:
         print(f"| {row['elapsed'] / 60:.1f} | {row['step']} | {row['val_psnr']:.3f} |{gain}")
     last = rows[-1]
     done = f" of a {budget:g}-minute budget ({last['elapsed'] / 60 / budget:.0%})" if budget else ""
-    print(f"\n{last['elapsed'] / 3600 * threads:.2f} core-hours so far ({threads} thread(s)){done}; "
+    print(f"\n{last['elapsed'] / 3600:.2f} hours of training time so far (the run's config.json says "
+          f"{threads} thread(s); a resume may have used others){done}; "
           f"best {max(r['val_psnr'] for r in rows):.3f} dB at step {max(rows, key=lambda r: r['val_psnr'])['step']}.")
     return 0
 
