@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 import typer
 
@@ -78,7 +77,7 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
     jobs = plan_jobs(sources, output, f"x{SAMPLING_SCALE}", fmt, overwrite,
                      written=lambda target: sample_paths(target, config.samples))
     write = {"quality": quality, "png_compression": png_compression}
-    failed = sum(not _run_job(job, net, config, fmt, max_pixels, overwrite, quiet, write) for job in jobs)
+    failed = sum(not _run_job(job, net, config, fmt, max_pixels, quiet, write) for job in jobs)
     if failed:
         raise typer.Exit(1)
 
@@ -99,7 +98,7 @@ def _load_sampling_model(model: str, device: str):
     return net.to(select_device(device))
 
 
-def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrite: bool, quiet: bool,
+def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, quiet: bool,
              write: dict) -> bool:
     """Sample and write one file's answers; False (after its one error line) when it failed."""
     label = job.source.label
@@ -112,7 +111,7 @@ def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrit
             typer.echo(f"{label}: {why}")
         return True
     try:
-        written, seconds = _sample_file(job, net, config, fmt, max_pixels, overwrite, quiet, write)
+        written, seconds = _sample_file(job, net, config, fmt, max_pixels, quiet, write)
     except UpscaleError as err:
         typer.echo(f"error: {label}: {err}", err=True)
         return False
@@ -122,7 +121,7 @@ def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, overwrit
     return True
 
 
-def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, overwrite: bool, quiet: bool,
+def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, quiet: bool,
                  write: dict):
     from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
     from upscale_cli.images.read import read_image

@@ -179,7 +179,7 @@ class UNetSR(nn.Module):
         if x.dtype in (torch.float16, torch.bfloat16):
             # the carried input is most of each output value: in float32 it keeps its precision
             # (bfloat16 holds 8 bits of mantissa, about one grey level) and CPU resizing stays fast
-            return detail.float() + self._carried_input(x.float(), (h * self.scale, w * self.scale))
+            detail, x = detail.float(), x.float()
         return detail + self._carried_input(x, (h * self.scale, w * self.scale))
 
     def _carried_input(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
