@@ -8,6 +8,7 @@ exact target size.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ BYTES_PER_INPUT_PIXEL = 4096  # rough peak activation memory of our models per i
 # Largest output written by default: about 21 bytes of RAM per output pixel are needed (the float32
 # accumulator, 8-bit planes, the encoder), so 500 MP needs about 11 GB. --max-output-pixels changes it.
 DEFAULT_MAX_OUTPUT_PIXELS = 500_000_000
+# bfloat16 convolutions on the CPU (torch 2.14 / oneDNN) gave NaN, depending on the values, for a
+# stride-2 conv on a 2-pixel-wide map: a unet input 4 pixels wide (a 1-pixel strip padded to the
+# size rule). With --half on the CPU, inputs are padded to at least this side (as untiled runs are).
+BF16_CPU_MIN_SIDE = 8
 TileCallback = Callable[[int, int], None]
 
 
@@ -236,19 +241,22 @@ class Upscaler:
         dtype = param.dtype if param is not None else torch.float32
 
         layout = torch.channels_last if _use_channels_last(model.info, device) else torch.contiguous_format
+        info = model.info
+        if dtype == torch.bfloat16 and device.type == "cpu" and info.min_size < BF16_CPU_MIN_SIDE:
+            info = dataclasses.replace(info, min_size=BF16_CPU_MIN_SIDE)
 
         def run_tile(t: torch.Tensor) -> torch.Tensor:
             return _check_finite(_with_channels(model, t.to(dtype).contiguous(memory_format=layout), model).float())
 
         with torch.no_grad():
             if not self.config.ensemble:
-                return self._tile_with_retries(run_tile, x.to(device), native, model.info, on_tile)
+                return self._tile_with_retries(run_tile, x.to(device), native, info, on_tile)
 
             def run_view(view: torch.Tensor, k: int) -> torch.Tensor:
                 def on_view_tile(done: int, total: int) -> None:  # progress over all 8 views
                     on_tile(k * total + done, ensemble.VIEWS * total)
 
-                return self._tile_with_retries(run_tile, view, native, model.info, on_tile and on_view_tile)
+                return self._tile_with_retries(run_tile, view, native, info, on_tile and on_view_tile)
 
             return ensemble.self_ensemble(run_view, x.to(device))
 
