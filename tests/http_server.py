@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+HANDLED_WAIT_S = 10.0  # how long a reader of the request log waits for a handler still sending
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 OPENCV_WEIGHTS_DIR = SHARED_DIR / "weights" / "opencv"
 # The reason a test that needs the published OpenCV graphs (not just some file to download) gives
@@ -53,6 +54,9 @@ class Request:
     range: str | None
     status: int = 0
     bytes_sent: int = 0
+    # set when the handler thread is done with it: the client can have read the last chunk before
+    # the server thread has counted it, so readers of the log wait for this first
+    handled: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -104,8 +108,12 @@ class FileServer:
         self.stop()
 
     def requests_for(self, name: str) -> list[Request]:
+        """The requests for `name` so far, each as its handler left it (waited for, a bounded while)."""
         with self._lock:
-            return [r for r in self.requests if r.path.lstrip("/") == name]
+            found = [r for r in self.requests if r.path.lstrip("/") == name]
+        for request in found:
+            request.handled.wait(HANDLED_WAIT_S)
+        return found
 
     def full_downloads(self, name: str) -> int:
         """Requests for `name` that sent the whole file from byte 0."""
@@ -155,8 +163,14 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
-            name = unquote(urlparse(self.path).path).lstrip("/")
             request = server._record(self.path, self.headers.get("Range"))
+            try:
+                self._answer(request)
+            finally:
+                request.handled.set()
+
+        def _answer(self, request: Request) -> None:
+            name = unquote(urlparse(self.path).path).lstrip("/")
             status = server._take_fault_status()
             path = server.folder / name
             if status is None and ("/" in name or not path.is_file()):
