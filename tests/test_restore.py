@@ -312,6 +312,36 @@ def test_unet_mask_channel_starts_as_the_colour_model_and_takes_the_mask_either_
         assert not torch.allclose(masked(x, mask=mask), masked(x))
 
 
+@pytest.mark.parametrize("task", [[], ["--task", "auto"], ["--task", "inpaint"]])
+@pytest.mark.parametrize("size", [(64, 64), (37, 21), (1, 30)])
+def test_a_mask_channel_model_changes_only_the_masked_pixels(tmp_path, task, size):
+    """A model that takes the mask was trained inside masks only: whatever it outputs elsewhere
+    (here a random-init one, mask head included), the pixels outside the mask stay the input's."""
+    from upscale_cli.loader import save_weights
+    from upscale_cli.models.unet import build_unet
+
+    settings = dict(scale=1, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1, width_mult=1.5,
+                    mask_channel=True)
+    torch.manual_seed(0)
+    model = build_unet(**settings)
+    torch.nn.init.normal_(model.mask_head.weight)
+    save_weights(model, tmp_path / "inpainter.safetensors", "unet", settings)
+    w, h = size
+    rng = np.random.default_rng(w * h)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    mask = np.zeros((h, w), dtype=bool)
+    mask[h // 3: h // 3 + max(1, h // 3), w // 4: w // 4 + max(1, w // 2)] = True
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    result = runner.invoke(app, ["restore", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
+                                 "-m", str(tmp_path / "inpainter.safetensors"), *task, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    restored = _pixels(out)
+    assert np.array_equal(restored[~mask], image[~mask])
+    assert not np.array_equal(restored[mask], image[mask])  # the mask was filled
+
+
 def test_inpaint_damage_mix_gives_prefilled_colour_and_the_mask_channel():
     from upscale_cli.train import degrade
 

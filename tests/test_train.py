@@ -24,7 +24,7 @@ from upscale_cli.train.data import load_image_cache, random_crops
 from upscale_cli.train.checkpoint import load_checkpoint
 from upscale_cli.train.schedule import crop_at, lr_at
 from upscale_cli.metrics import psnr_y_tensor as psnr_y
-from upscale_cli.train.losses import PerceptualLoss, build_vgg16_features, gram_matrix, pixel_loss
+from upscale_cli.train.losses import PerceptualLoss, build_vgg16_features, gram_matrix, masked_pixel_loss, pixel_loss
 
 TINY = {"width": 8, "levels": 1, "blocks": 1, "decoder_blocks": 1, "bottleneck_blocks": 1}
 
@@ -147,6 +147,34 @@ def test_losses_and_psnr():
     loss = PerceptualLoss(vgg, feature_weight=1.0, gram_weight=1.0)
     assert float(loss(a, a)) == 0.0 and float(loss(a, b)) > 0
     assert gram_matrix(torch.rand(2, 4, 5, 5)).shape == (2, 4, 4)
+
+
+@pytest.mark.parametrize("kind", ["l1", "mse"])
+def test_masked_pixel_loss_sees_only_the_marked_pixels(kind):
+    hr = torch.rand(3, 3, 9, 7)
+    mask = (torch.rand(3, 1, 9, 7) < 0.3).float()
+    mask[1] = 0  # a crop with nothing marked (the inpaint mix's undamaged share)
+    wrong_outside = hr + (1 - mask) * torch.randn_like(hr)
+    assert float(masked_pixel_loss(wrong_outside, hr, mask, kind)) == 0.0
+    off = hr + 0.1 * mask  # every marked pixel off by 0.1 in each channel
+    expected = 0.1 if kind == "l1" else 0.01
+    assert float(masked_pixel_loss(off, hr, mask, kind)) == pytest.approx(expected, rel=1e-4)
+    sr = off.clone().requires_grad_(True)
+    masked_pixel_loss(sr, hr, mask, kind).backward()
+    assert torch.equal(sr.grad != 0, mask.expand_as(sr).bool())  # no gradient outside the mask
+    none = masked_pixel_loss(sr, hr, torch.zeros_like(mask), kind)
+    assert float(none.detach()) == 0.0 and none.requires_grad
+    with pytest.raises(TrainingError):
+        masked_pixel_loss(sr, hr, mask, "huber")
+
+
+def test_masked_psnr_scores_inside_the_mask():
+    hr = torch.rand(1, 3, 10, 10)
+    mask = torch.zeros(1, 1, 10, 10)
+    mask[..., 2:5, 3:7] = 1
+    out = hr + (1 - mask) * 0.5 + mask * 0.1  # far off outside, 0.1 off inside
+    assert validation.masked_psnr(out, hr, mask) == pytest.approx(20.0, abs=1e-4)
+    assert validation.masked_psnr(hr + (1 - mask), hr, mask) == float("inf")
 
 
 def test_one_cycle_schedule_and_progressive_crops(tmp_path):
@@ -341,6 +369,29 @@ def test_restoration_with_random_degradations(folder, tmp_path):
     assert len(scores) == 1 and 5 < scores[0] < 100  # a finite PSNR against damaged inputs
 
 
+def test_inpainting_run_trains_and_validates_inside_the_mask(folder, tmp_path):
+    """--loss-region mask: a mask-channel model on the inpaint mix, validation PSNR inside the masks
+    (finite, the undamaged validation images skipped), and the exported model fills a hole."""
+    scores = []
+    config = _config(folder, tmp_path / "inpaint", scale=1, degrade=True, damage_mix="inpaint", loss="mse",
+                     loss_region="mask", settings={**TINY, "mask_channel": True}, crop=24, steps=4, every=2)
+    run = train(config, on_event=lambda e: scores.append(e.psnr) if e.kind == "val" else None)
+    assert len(scores) == 2 and all(5 < s < 100 for s in scores)
+    model = load_model(str(export(run, tmp_path / "inpaint.safetensors")))
+    assert model.info.takes_mask
+    x, mask = torch.rand(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)
+    mask[..., 4:9, 5:11] = 1
+    assert model(x, mask=mask).shape == x.shape
+
+
+@pytest.mark.parametrize("changes", [{"loss_region": "outside"}, {"loss_region": "mask"},
+                                     {"loss_region": "mask", "scale": 1, "degrade": True},
+                                     {"loss_region": "mask", "scale": 2, "degrade": True, "damage_mix": "inpaint"}])
+def test_loss_region_is_checked(folder, tmp_path, changes):
+    with pytest.raises(UsageError, match="loss.region"):
+        train(_config(folder, tmp_path / "run", steps=1, **changes))
+
+
 def test_stacked_upsampler_initialises_every_stage_from_x2(folder, tmp_path):
     x2 = train(_config(folder, tmp_path / "up2", arch="upsampler", settings={"width": 4, "depth": 1}, val=()))
     x4 = train(_config(folder, tmp_path / "up4", arch="upsampler", scale=4, crop=4, steps=1, val=(), ema=0.0,
@@ -391,7 +442,9 @@ def test_every_train_option_named_like_a_config_field_reaches_the_config(monkeyp
     seen = {}
     monkeypatch.setattr("upscale_cli.train.train", lambda config, **_: seen.setdefault("config", config) and tmp_path)
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "7",
-                                      "--lr", "0.01", "--no-amp", "--damage-mix", "jpeg", "--init", str(tmp_path)])
+                                      "--lr", "0.01", "--no-amp", "--damage-mix", "jpeg", "--init", str(tmp_path),
+                                      "--loss-region", "mask"])
     assert result.exit_code == 0, result.output
     config = seen["config"]
-    assert (config.steps, config.lr, config.amp, config.damage_mix, config.init) == (7, 0.01, False, "jpeg", str(tmp_path))
+    assert (config.steps, config.lr, config.amp, config.damage_mix, config.init, config.loss_region) == (
+        7, 0.01, False, "jpeg", str(tmp_path), "mask")

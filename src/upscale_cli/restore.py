@@ -15,7 +15,7 @@ How a mask (1 = fill, 0 = keep; (1, 1, H, W)) reaches a model:
   Laplace's equation), so the model starts from a plausible image rather than from
   whatever the holes held; the model then restores the whole image, and its output is
   used inside the mask. Outside the mask the restored image is used too, except for
-  task "inpaint", which changes masked pixels only.
+  task "inpaint" and a model that takes the mask, which change masked pixels only.
 - `strength` (0..1) blends the input and the restored image outside the mask; masked
   pixels are always filled completely (half a hole is no use). With strength 0 and no
   mask the input is returned untouched and no model runs.
@@ -284,6 +284,12 @@ class Restorer:
 
     @property
     def needs_mask(self) -> bool:
+        return self.inpaints_only
+
+    @property
+    def inpaints_only(self) -> bool:
+        """Task inpaint, or a model that takes the mask (trained inside masks only): the pixels
+        outside the mask stay the input's."""
         return self.config.task == "inpaint" or takes_mask(self.model())
 
     def restore_tensor(self, x: torch.Tensor, mask: torch.Tensor | None = None, on_tile=None,
@@ -301,7 +307,7 @@ class Restorer:
         if mask is None and (strength == 0.0 or self.config.task == "inpaint"):
             return x  # nothing to fill and nothing asked of the model
         restored = self._run_model(x, mask, on_tile)
-        return composite(x, restored, mask, strength, self.config.task == "inpaint").clamp_(0.0, 1.0)
+        return composite(x, restored, mask, strength, self.inpaints_only).clamp_(0.0, 1.0)
 
     def _run_model(self, x: torch.Tensor, mask: torch.Tensor | None, on_tile) -> torch.Tensor:
         model = self.model()

@@ -138,6 +138,8 @@ def run_command(
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of the one-cycle schedule."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay."),
     loss: Optional[str] = typer.Option(None, "--loss", help="Pixel loss: l1 (default) or mse."),
+    loss_region: Optional[str] = typer.Option(
+        None, "--loss-region", help="image (default), or mask: loss and validation inside the mask only (inpainting)."),
     feature_weight: Optional[float] = typer.Option(None, "--feature-weight", help="VGG-16 feature loss weight."),
     gram_weight: Optional[float] = typer.Option(None, "--gram-weight", help="Gram-matrix (style) loss weight."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG-16 ImageNet weights file."),
@@ -148,7 +150,7 @@ def run_command(
         None, "--degrade/--no-degrade",
         help="Random blur/noise/JPEG/downscaler mix; at --scale 1, restoration damage (JPEG, noise, holes, text)."),
     damage_mix: Optional[str] = typer.Option(
-        None, "--damage-mix", help="Restoration damage with --scale 1 --degrade: exclusive (default), independent, or jpeg (a JPEG specialist)."),
+        None, "--damage-mix", help="Restoration damage with --scale 1 --degrade: exclusive (default), independent, jpeg (a JPEG specialist) or inpaint (holes and text, the mask as a 4th channel)."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
     every: Optional[int] = typer.Option(None, "--every", help="Steps between validation/checkpoint/sample."),

@@ -47,6 +47,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup: float = 0.05  # fraction of the run
     loss: str = "l1"
+    loss_region: str = "image"  # "mask": the loss (and validation PSNR) inside the input's mask channel only
     feature_weight: float = 0.0  # VGG-16 feature loss weight (0 = off)
     gram_weight: float = 0.0  # gram-matrix loss weight (0 = off)
     vgg_weights: str | None = None
@@ -75,6 +76,11 @@ class TrainConfig:
         return {**self.settings, "scale": self.scale}
 
 
+# "image": the pixel loss over every pixel; "mask": over the pixels the input's mask marks (a
+# mask-channel inpainting model, whose output is used inside the mask only)
+LOSS_REGIONS = ("image", "mask")
+
+
 @dataclass
 class TrainEvent:
     """What the loop reports: kind is start, warning, step, val, checkpoint or done."""
@@ -100,6 +106,10 @@ def check_config(config: TrainConfig) -> None:
         raise UsageError("steps, batch and every must be >= 1 and crop >= 4")
     if config.loss not in ("l1", "mse"):
         raise UsageError(f"unknown loss {config.loss!r}; choose l1 or mse")
+    if config.loss_region not in LOSS_REGIONS:
+        raise UsageError(f"unknown loss region {config.loss_region!r}; choose from {', '.join(LOSS_REGIONS)}")
+    if config.loss_region == "mask" and not (config.degrade and config.scale == 1 and config.damage_mix == "inpaint"):
+        raise UsageError("--loss-region mask needs the inpainting recipe's masks: --scale 1 --degrade --damage-mix inpaint")
     if not 0.0 <= config.ema < 1.0:
         raise UsageError("ema must be in [0, 1)")
     if not config.data:

@@ -32,7 +32,7 @@ from upscale_cli.train.checkpoint import (CHECKPOINT, CONFIG_FILE, LOG_FILE, ini
                                           save_checkpoint)
 from upscale_cli.train.config import EventFn, TrainConfig, TrainEvent, arch_training, build_model_for, check_config
 from upscale_cli.train.distributed import Dist, agree, rng_states, setup_distributed
-from upscale_cli.train.losses import PerceptualLoss, load_vgg16_features, pixel_loss
+from upscale_cli.train.losses import PerceptualLoss, load_vgg16_features, masked_pixel_loss, pixel_loss
 from upscale_cli.train.schedule import crop_at, lr_at, update_ema
 from upscale_cli.train.validation import bicubic_psnr, make_lr, validate
 
@@ -156,7 +156,8 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
             extra = hooks.validate(ema or model, val_images, device)
             score, sample = extra.pop("psnr"), extra.pop("sample")
         else:
-            score, sample = (validate(ema or model, val_images, scale, device, config.degrade, config.damage_mix)
+            score, sample = (validate(ema or model, val_images, scale, device, config.degrade, config.damage_mix,
+                                             config.loss_region == "mask")
                              if len(val_images) else (None, None))
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "step": step_done, "elapsed": seconds,
@@ -199,7 +200,10 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
                 loss = hooks.loss(net, lr_img, hr)
             else:
                 sr = net(lr_img)
-                loss = pixel_loss(sr.float(), hr, config.loss)
+                if config.loss_region == "mask":  # the mask is the input's last channel
+                    loss = masked_pixel_loss(sr.float(), hr, lr_img[:, -1:], config.loss)
+                else:
+                    loss = pixel_loss(sr.float(), hr, config.loss)
                 if perceptual is not None:
                     loss = loss + perceptual(sr.float(), hr)
         optimizer.zero_grad(set_to_none=True)

@@ -32,6 +32,16 @@ def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str = "l1") -> torch.Te
     raise TrainingError(f"unknown pixel loss {kind!r}; choose l1 or mse")
 
 
+def masked_pixel_loss(sr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """`pixel_loss` over the pixels where mask (B, 1, H, W) is 1 only: the mean over those pixels
+    and the channels (0 with a grad when the batch marks none)."""
+    error = (sr - hr).abs() if kind == "l1" else (sr - hr).square() if kind == "mse" else None
+    if error is None:
+        raise TrainingError(f"unknown pixel loss {kind!r}; choose l1 or mse")
+    weight = mask.expand_as(error)
+    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+
+
 def build_vgg16_features(upto: int = max(VGG_FEATURE_LAYERS)) -> nn.Sequential:
     """VGG-16 `features` up to layer `upto` (inclusive), torchvision's module indices."""
     layers: list[nn.Module] = []

@@ -2,6 +2,8 @@
 protocol's PSNR (Y, border = scale) on mod-cropped HR images, and the bicubic baseline."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -37,8 +39,10 @@ VAL_SEED = 1234  # validation degradations are drawn from a fixed seed: comparab
 
 @torch.no_grad()
 def validate(model: nn.Module, images: list[torch.Tensor], scale: int, device: torch.device,
-             random_degrade: bool = False, damage_mix: str = "exclusive") -> tuple[float, torch.Tensor | None]:
-    """Mean protocol PSNR (Y, border = scale) on mod-cropped HR images; also the first output."""
+             random_degrade: bool = False, damage_mix: str = "exclusive",
+             in_mask: bool = False) -> tuple[float, torch.Tensor | None]:
+    """Mean protocol PSNR (Y, border = scale) on mod-cropped HR images; also the first output.
+    `in_mask` (an inpainting model): RGB PSNR over the pixels the input's mask channel marks."""
     was_training = model.training
     model.eval()
     scores, first = [], None
@@ -46,10 +50,20 @@ def validate(model: nn.Module, images: list[torch.Tensor], scale: int, device: t
         hr = train_data.mod_crop(image.float().div(255.0)[None], scale)  # (1, 3, H, W)
         lr = make_lr(hr, scale, random_degrade, torch.Generator().manual_seed(VAL_SEED + index), damage_mix)
         sr = forward_padded(model, lr.to(device)).clamp(0, 1).cpu()
-        scores.append(psnr_y(sr, hr, border=scale))
+        if not in_mask:
+            scores.append(psnr_y(sr, hr, border=scale))
+        elif bool(lr[:, -1:].any()):  # an image the mix left undamaged has nothing to score inside
+            scores.append(masked_psnr(sr, hr, lr[:, -1:].cpu()))
         first = sr.cpu() if first is None else first
     model.train(was_training)
     return (sum(scores) / len(scores) if scores else float("nan")), first
+
+
+def masked_psnr(sr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> float:
+    """RGB PSNR (dB, peak 1) over the pixels where mask (1, 1, H, W) is 1 (one at least)."""
+    weight = mask.expand_as(hr)
+    mse = float(((sr - hr).square() * weight).sum() / weight.sum().clamp_min(1.0))
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
 def bicubic_psnr(images: list[torch.Tensor], scale: int) -> float:
