@@ -107,3 +107,57 @@ def test_cli_tiled_file_equals_untiled_file_for_every_channel_layout(tmp_path, m
     for tile in ("192", "197"):
         assert outputs[tile].shape == outputs["100000"].shape
         assert int(np.abs(outputs[tile] - outputs["100000"]).max()) <= 1, (mode, tile)
+
+
+def _mask_model_file(folder) -> str:
+    """A random-init x1 unet that takes the mask (mask head included), saved as our export is."""
+    from upscale_cli.loader import save_weights
+    from upscale_cli.models.unet import build_unet
+
+    settings = dict(scale=1, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1, width_mult=1.5,
+                    mask_channel=True)
+    torch.manual_seed(1)
+    model = build_unet(**settings)
+    torch.nn.init.normal_(model.mask_head.weight, std=0.3)
+    save_weights(model, folder / "inpainter.safetensors", "unet", settings)
+    return str(folder / "inpainter.safetensors")
+
+
+def _blob_mask(height: int, width: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(1, 1, height, width, generator=g) < 0.2).float()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_mask_taking_model_tiled_equals_untiled(tmp_path, channels):
+    """restore --mask with a model that takes the mask: the mask is cut into the same tiles as the
+    image (a hole across a seam sees the same context as untiled), at awkward sizes and tiles."""
+    from upscale_cli import restore
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    model = _mask_model_file(tmp_path)
+
+    def run(x, mask, tile):
+        config = restore.RestoreConfig(model=model, task="inpaint", device="cpu", tile=tile)
+        totals = []
+        out = restore.Restorer(config, progress=False).restore_tensor(x, mask, lambda done, total: totals.append(total))
+        assert totals and (tile < 100_000 or set(totals) == {1})
+        return out, totals[-1]
+
+    probe = Upscaler(UpscaleConfig(model=model, scale=1, device="cpu"), progress=False)
+    smallest = _smallest_tile(probe, 1)
+    multiple = probe.model(1).info.size_multiple
+    odd_tile = smallest + multiple + 1
+    long_side = 2 * smallest + 3
+    for (height, width), tiles in (((1, long_side), (smallest, odd_tile)), ((long_side, 1), (smallest,)),
+                                   ((smallest // 2 + 1, long_side), (smallest,)),
+                                   ((long_side - 2, smallest + 5), (odd_tile, smallest))):
+        x, mask = textured(height, width, channels, seed=height + width), _blob_mask(height, width, seed=width)
+        untiled, _ = run(x, mask, 100_000)
+        assert untiled.shape == x.shape
+        assert torch.equal(untiled[(mask == 0).expand_as(x)], x[(mask == 0).expand_as(x)])
+        for tile in tiles:
+            tiled, count = run(x, mask, tile)
+            assert count > 1, ((height, width), tile)  # really cut into tiles
+            diff = float((tiled - untiled).abs().max())
+            assert diff < 1e-4, ((height, width), tile, diff)

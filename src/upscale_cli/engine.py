@@ -234,7 +234,14 @@ class Upscaler:
             out = _with_channels(model, x.to(device), lambda t: model(t, size=size))
             return _check_finite(out.float().cpu()).clamp_(0.0, 1.0)
 
-    def _run_pass(self, x: torch.Tensor, native: int, on_tile: TileCallback | None) -> torch.Tensor:
+    def run_with_mask(self, x: torch.Tensor, mask: torch.Tensor, on_tile: TileCallback | None = None) -> torch.Tensor:
+        """A model that takes a mask (info.takes_mask; x1) on (1, C, H, W) and its (1, 1, H, W)
+        mask (1 = fill): tiled, retried on out of memory and in the model's dtype like any pass, the
+        mask cut into the same tiles as the image. (1, C, H, W) float32 on the CPU."""
+        return self._run_pass(x, 1 if self.native_scales() else None, on_tile, mask)
+
+    def _run_pass(self, x: torch.Tensor, native: int | None, on_tile: TileCallback | None,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
         model = self.model(native)
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device(model.info.device_bound or self.device)
@@ -246,17 +253,23 @@ class Upscaler:
             info = dataclasses.replace(info, min_size=BF16_CPU_MIN_SIDE)
 
         def run_tile(t: torch.Tensor) -> torch.Tensor:
-            return _check_finite(_with_channels(model, t.to(dtype).contiguous(memory_format=layout), model).float())
+            if mask is None:
+                return _check_finite(_with_channels(model, t.to(dtype).contiguous(memory_format=layout), model).float())
+            colour, plane = t[:, :-1].to(dtype).contiguous(memory_format=layout), t[:, -1:].to(dtype)
+            return _check_finite(_with_channels(model, colour, lambda c: model(c, mask=plane)).float())
 
+        scale = native or info.scale or 1
+        if mask is not None:  # one more plane: tiling, padding and the views cut it with the image
+            x = torch.cat([x, mask.to(x.dtype)], dim=1)
         with torch.no_grad():
             if not self.config.ensemble:
-                return self._tile_with_retries(run_tile, x.to(device), native, info, on_tile)
+                return self._tile_with_retries(run_tile, x.to(device), scale, info, on_tile)
 
             def run_view(view: torch.Tensor, k: int) -> torch.Tensor:
                 def on_view_tile(done: int, total: int) -> None:  # progress over all 8 views
                     on_tile(k * total + done, ensemble.VIEWS * total)
 
-                return self._tile_with_retries(run_tile, view, native, info, on_tile and on_view_tile)
+                return self._tile_with_retries(run_tile, view, scale, info, on_tile and on_view_tile)
 
             return ensemble.self_ensemble(run_view, x.to(device))
 

@@ -6,10 +6,11 @@ input's own size, and adds what is special about restoration: masks and strength
 
 How a mask (1 = fill, 0 = keep; (1, 1, H, W)) reaches a model:
 - A model that takes a mask itself says so in its info (`takes_mask=True`) and is
-  called as `model(prefilled x, mask=mask)` on the whole image, padded to its size multiple
-  (opencv-inpaint, which ignores the masked pixels; a unet with `mask_channel`, which takes the
-  mask as an input channel of its own: configs/unet_inpaint.toml trains one on pre-filled holes
-  and overlaid text).
+  called as `model(prefilled x, mask=mask)` through the engine (`Upscaler.run_with_mask`: tiled
+  like any model, the mask cut into the same tiles; one tile for a model that cannot be tiled):
+  opencv-inpaint, which ignores the masked pixels, and a unet with `mask_channel` (unet-inpaint),
+  which takes the mask as an input channel of its own (configs/unet_inpaint.toml trains one on
+  pre-filled holes and overlaid text, its loss inside the mask only).
 - Every other model never sees the mask: `prefill` first replaces the masked pixels by a
   smooth harmonic fill from the pixels around them (coarse-to-fine Jacobi iterations of
   Laplace's equation), so the model starts from a plausible image rather than from
@@ -313,10 +314,7 @@ class Restorer:
         model = self.model()
         source = x if mask is None else prefill(x, mask)
         if takes_mask(model):
-            out = _run_with_mask(model, source, torch.zeros_like(x[:, :1]) if mask is None else mask)
-            if on_tile is not None:
-                on_tile(1, 1)
-            return out
+            return self.upscaler.run_with_mask(source, torch.zeros_like(x[:, :1]) if mask is None else mask, on_tile)
         return self.upscaler.upscale_tensor(source, on_tile, size=tuple(x.shape[-2:]))
 
     def restore_image(self, image, mask: torch.Tensor | None = None, on_tile=None, scale: float = 1.0):
@@ -330,23 +328,6 @@ class Restorer:
         if image.alpha is not None:
             out = torch.where(image.alpha > 0, out, image.pixels)
         return image.replace(pixels=out)
-
-
-def _run_with_mask(model, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """model(x, mask=mask) on the whole (1, C, H, W) image: greyscale as three equal planes, padded
-    (reflect) to the model's size multiple, on the model's device and dtype; (1, C, H, W) float32 back."""
-    param = next(iter(model.parameters()), None)
-    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
-    h, w = x.shape[-2:]
-    multiple = model.info.size_multiple
-    pad = (0, (-w) % multiple, 0, (-h) % multiple)
-    colour = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-    if any(pad):
-        mode = "reflect" if pad[1] < w and pad[3] < h else "replicate"
-        colour, mask = F.pad(colour, pad, mode=mode), F.pad(mask, pad, mode=mode)
-    with torch.no_grad():
-        out = model(colour.to(device, dtype), mask=mask.to(device, dtype))[..., :h, :w].float().cpu()
-    return out.mean(dim=1, keepdim=True) if x.shape[1] == 1 else out
 
 
 def read_mask(path) -> torch.Tensor:
