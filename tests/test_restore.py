@@ -342,6 +342,26 @@ def test_a_mask_channel_model_changes_only_the_masked_pixels(tmp_path, task, siz
     assert not np.array_equal(restored[mask], image[mask])  # the mask was filled
 
 
+def test_the_upscale_command_refuses_a_model_that_needs_a_mask(tmp_path):
+    """Without a mask a mask-filling model has nothing to fill (and ours was trained inside masks
+    only): `upscale` says where it belongs, once, exit 2, and writes nothing."""
+    from upscale_cli.loader import save_weights
+    from upscale_cli.models.unet import build_unet
+
+    settings = dict(scale=1, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1, width_mult=1.5,
+                    mask_channel=True)
+    save_weights(build_unet(**settings), tmp_path / "inpainter.safetensors", "unet", settings)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((12, 9, 3), 90, np.uint8)).save(folder / name)
+    for model in ("opencv-inpaint", str(tmp_path / "inpainter.safetensors")):
+        result = runner.invoke(app, [str(folder), "-x", "1", "-m", model, "-o", str(tmp_path / "out")])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("upscale restore IMAGE --mask") == 1 and "Traceback" not in result.output
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_inpaint_damage_mix_gives_prefilled_colour_and_the_mask_channel():
     from upscale_cli.train import degrade
 

@@ -191,7 +191,13 @@ class Upscaler:
         scales = self.native_scales()
         factor = self.config.scale if self.config.scale is not None else self.default_scale
         for native in plan_passes(scales, factor) if scales else (None,):
-            self.model(native)
+            self._refuse_without_mask(self.model(native))
+
+    def _refuse_without_mask(self, model: nn.Module) -> None:
+        """A model that fills masked pixels (info.takes_mask) has nothing to do without a mask."""
+        if model.info.takes_mask:
+            raise UsageError(f"{self.spec.name} fills the pixels a mask marks: run it with "
+                             f"`upscale restore IMAGE --mask MASK.png -m {self.config.model}`")
 
     # -- sizes ----------------------------------------------------------------
     def target_size(self, height: int, width: int) -> tuple[int, int]:
@@ -243,6 +249,8 @@ class Upscaler:
     def _run_pass(self, x: torch.Tensor, native: int | None, on_tile: TileCallback | None,
                   mask: torch.Tensor | None = None) -> torch.Tensor:
         model = self.model(native)
+        if mask is None:
+            self._refuse_without_mask(model)
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device(model.info.device_bound or self.device)
         dtype = param.dtype if param is not None else torch.float32
