@@ -129,13 +129,15 @@ def _blob_mask(height: int, width: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_a_mask_taking_model_tiled_equals_untiled(tmp_path, channels):
-    """restore --mask with a model that takes the mask: the mask is cut into the same tiles as the
-    image (a hole across a seam sees the same context as untiled), at awkward sizes and tiles."""
+@pytest.mark.parametrize("which", ["random-init file", "unet-inpaint"])
+def test_a_mask_taking_model_tiled_equals_untiled(tmp_path, channels, which):
+    """restore --mask with a model that takes the mask (the shipped one, and a random-init one whose
+    mask head is far from zero): the mask is cut into the same tiles as the image (a hole across a
+    seam sees the same context as untiled), at awkward sizes and tiles."""
     from upscale_cli import restore
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    model = _mask_model_file(tmp_path)
+    model = _mask_model_file(tmp_path) if which == "random-init file" else which
 
     def run(x, mask, tile):
         config = restore.RestoreConfig(model=model, task="inpaint", device="cpu", tile=tile)

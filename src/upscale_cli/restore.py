@@ -24,7 +24,7 @@ How a mask (1 = fill, 0 = keep; (1, 1, H, W)) reaches a model:
 Tasks: "jpeg" and "denoise" run the model over the whole image; a model that only inpaints
 refuses them. Without -m each task runs its default model (TASK_MODELS): unet-restore (one blind
 model; the best we measured on noise, also under JPEG), unet-jpeg for "jpeg" (the JPEG-artifact
-specialist), INPAINT_MODEL for "inpaint" (changes the masked pixels only; needs a mask).
+specialist), INPAINT_MODEL (unet-inpaint) for "inpaint" (changes the masked pixels only; needs a mask).
 "auto" (the default) with no -m first looks at each image (`assess`): the JPEG quality read from
 its quantisation tables and a noise level estimated from its pixels (`estimate_noise_sigma`), and
 routes (`route`): noise -> unet-restore; JPEG below AUTO_CLEAN_JPEG_QUALITY -> unet-jpeg;
@@ -47,11 +47,11 @@ from upscale_cli.alpha import fill_transparent
 from upscale_cli.errors import UsageError
 
 DEFAULT_MODEL = "unet-restore"
-# What fills a mask when no -m is given: unet-restore on the pre-filled image, inside the mask only.
-# A mask-channel U-Net fine-tuned from it (configs/unet_inpaint.toml, two CPU stages of ~35 min)
-# gained only +0.09 dB (holes) and +0.01 dB (text) over the harmonic prefill alone on the held-out
-# images, so it does not ship; the harmonic prefill is what does the work.
-INPAINT_MODEL = DEFAULT_MODEL
+# What fills a mask when no -m is given: the mask-channel U-Net (configs/unet_inpaint.toml: fine-tuned
+# from unet-restore with its loss inside the masks only), on the pre-filled image, inside the mask
+# only. Figures in the model card; unet-restore on the pre-filled image (what filled masks before)
+# added nothing over the harmonic prefill alone.
+INPAINT_MODEL = "unet-inpaint"
 # task -> its default model when none is named (else DEFAULT_MODEL)
 TASK_MODELS = {"jpeg": "unet-jpeg", "inpaint": INPAINT_MODEL}
 # --task auto's routing, measured on the training photos and the 10 held-out BSDS400 images (never

@@ -13,8 +13,8 @@ HELP = """Repair JPEG artifacts, noise, holes and overlaid text at the same size
 Writes {stem}_restored{ext} next to each input (or into -o). --task auto (the default) reads
 each file's JPEG quality and estimates its noise, then runs what fits (noise: unet-restore;
 JPEG below quality 85: unet-jpeg; clean: left as is) and says so on the file's line.
---mask marks pixels to fill (white = fill; the same size as the image): they are filled from
-their surroundings (holes, scratches, overlaid text). Text without a mask is neither found nor removed.
+--mask marks pixels to fill (white = fill; the same size as the image): unet-inpaint fills them
+from their surroundings (holes, scratches, overlaid text). Text without a mask is neither found nor removed.
 --strength blends the input (0) and the restored image (1); masked pixels are always filled.
 
 Examples: upscale restore old.jpg ; upscale restore scan.png --mask scratches.png ;
@@ -30,7 +30,7 @@ def restore_command(
     model: Optional[str] = typer.Option(
         None, "-m", "--model",
         help="Restoration model (see `upscale models`) or a weights file, for every file; default: chosen per file "
-             "(--task auto), unet-restore (denoise, inpaint and --mask), unet-jpeg (jpeg)."),
+             "(--task auto), unet-restore (denoise), unet-jpeg (jpeg), unet-inpaint (inpaint and --mask)."),
     recursive: common.Recursive = False,
     fmt: common.Format = None,
     quality: common.Quality = None,
