@@ -79,6 +79,26 @@ def _unet_file(folder: Path) -> dict[int, Path]:
     return {2: path}
 
 
+@pytest.fixture
+def mask_unet_file(tmp_path) -> str:
+    """A random-init x1 unet that takes the mask, its mask head drawn far from its zero start (so the
+    mask changes the output), saved as our export is: a stand-in for unet-inpaint of any quality."""
+    import torch
+
+    from upscale_cli.loader import save_weights
+    from upscale_cli.models.unet import build_unet
+
+    settings = dict(scale=1, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1, width_mult=1.5,
+                    mask_channel=True)
+    path = tmp_path / "inpainter.safetensors"
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        model = build_unet(**settings)
+        torch.nn.init.normal_(model.mask_head.weight, std=0.3)
+    save_weights(model, path, "unet", settings)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def generated_weights(tmp_path_factory) -> GeneratedWeights:
     """Random-bytes files for the download logic and a tiny unet that really runs, made once per run."""

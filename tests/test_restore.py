@@ -314,18 +314,9 @@ def test_unet_mask_channel_starts_as_the_colour_model_and_takes_the_mask_either_
 
 @pytest.mark.parametrize("task", [[], ["--task", "auto"], ["--task", "inpaint"]])
 @pytest.mark.parametrize("size", [(64, 64), (37, 21), (1, 30)])
-def test_a_mask_channel_model_changes_only_the_masked_pixels(tmp_path, task, size):
+def test_a_mask_channel_model_changes_only_the_masked_pixels(tmp_path, task, size, mask_unet_file):
     """A model that takes the mask was trained inside masks only: whatever it outputs elsewhere
     (here a random-init one, mask head included), the pixels outside the mask stay the input's."""
-    from upscale_cli.loader import save_weights
-    from upscale_cli.models.unet import build_unet
-
-    settings = dict(scale=1, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1, width_mult=1.5,
-                    mask_channel=True)
-    torch.manual_seed(0)
-    model = build_unet(**settings)
-    torch.nn.init.normal_(model.mask_head.weight)
-    save_weights(model, tmp_path / "inpainter.safetensors", "unet", settings)
     w, h = size
     rng = np.random.default_rng(w * h)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -335,27 +326,21 @@ def test_a_mask_channel_model_changes_only_the_masked_pixels(tmp_path, task, siz
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
     out = tmp_path / "out.png"
     result = runner.invoke(app, ["restore", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
-                                 "-m", str(tmp_path / "inpainter.safetensors"), *task, "-o", str(out)])
+                                 "-m", mask_unet_file, *task, "-o", str(out)])
     assert result.exit_code == 0, result.output
     restored = _pixels(out)
     assert np.array_equal(restored[~mask], image[~mask])
     assert not np.array_equal(restored[mask], image[mask])  # the mask was filled
 
 
-def test_the_upscale_command_refuses_a_model_that_needs_a_mask(tmp_path):
+def test_the_upscale_command_refuses_a_model_that_needs_a_mask(tmp_path, mask_unet_file):
     """Without a mask a mask-filling model has nothing to fill (and ours was trained inside masks
     only): `upscale` says where it belongs, once, exit 2, and writes nothing."""
-    from upscale_cli.loader import save_weights
-    from upscale_cli.models.unet import build_unet
-
-    settings = dict(scale=1, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1, width_mult=1.5,
-                    mask_channel=True)
-    save_weights(build_unet(**settings), tmp_path / "inpainter.safetensors", "unet", settings)
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("a.png", "b.png"):
         Image.fromarray(np.full((12, 9, 3), 90, np.uint8)).save(folder / name)
-    for model in ("opencv-inpaint", str(tmp_path / "inpainter.safetensors")):
+    for model in ("opencv-inpaint", mask_unet_file):
         result = runner.invoke(app, [str(folder), "-x", "1", "-m", model, "-o", str(tmp_path / "out")])
         assert result.exit_code == 2, result.output
         assert result.stderr.count("upscale restore IMAGE --mask") == 1 and "Traceback" not in result.output

@@ -109,20 +109,6 @@ def test_cli_tiled_file_equals_untiled_file_for_every_channel_layout(tmp_path, m
         assert int(np.abs(outputs[tile] - outputs["100000"]).max()) <= 1, (mode, tile)
 
 
-def _mask_model_file(folder) -> str:
-    """A random-init x1 unet that takes the mask (mask head included), saved as our export is."""
-    from upscale_cli.loader import save_weights
-    from upscale_cli.models.unet import build_unet
-
-    settings = dict(scale=1, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1, width_mult=1.5,
-                    mask_channel=True)
-    torch.manual_seed(1)
-    model = build_unet(**settings)
-    torch.nn.init.normal_(model.mask_head.weight, std=0.3)
-    save_weights(model, folder / "inpainter.safetensors", "unet", settings)
-    return str(folder / "inpainter.safetensors")
-
-
 def _blob_mask(height: int, width: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(1, 1, height, width, generator=g) < 0.2).float()
@@ -130,14 +116,14 @@ def _blob_mask(height: int, width: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("which", ["random-init file", "unet-inpaint"])
-def test_a_mask_taking_model_tiled_equals_untiled(tmp_path, channels, which):
+def test_a_mask_taking_model_tiled_equals_untiled(mask_unet_file, channels, which):
     """restore --mask with a model that takes the mask (the shipped one, and a random-init one whose
     mask head is far from zero): the mask is cut into the same tiles as the image (a hole across a
     seam sees the same context as untiled), at awkward sizes and tiles."""
     from upscale_cli import restore
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    model = _mask_model_file(tmp_path) if which == "random-init file" else which
+    model = mask_unet_file if which == "random-init file" else which
 
     def run(x, mask, tile):
         config = restore.RestoreConfig(model=model, task="inpaint", device="cpu", tile=tile)

@@ -24,7 +24,7 @@ from upscale_cli.train.data import load_image_cache, random_crops
 from upscale_cli.train.checkpoint import load_checkpoint
 from upscale_cli.train.schedule import crop_at, lr_at
 from upscale_cli.metrics import psnr_y_tensor as psnr_y
-from upscale_cli.train.losses import PerceptualLoss, build_vgg16_features, gram_matrix, masked_pixel_loss, pixel_loss
+from upscale_cli.train.losses import PerceptualLoss, build_vgg16_features, gram_matrix, pixel_loss
 
 TINY = {"width": 8, "levels": 1, "blocks": 1, "decoder_blocks": 1, "bottleneck_blocks": 1}
 
@@ -150,22 +150,22 @@ def test_losses_and_psnr():
 
 
 @pytest.mark.parametrize("kind", ["l1", "mse"])
-def test_masked_pixel_loss_sees_only_the_marked_pixels(kind):
+def test_pixel_loss_with_a_mask_sees_only_the_marked_pixels(kind):
     hr = torch.rand(3, 3, 9, 7)
     mask = (torch.rand(3, 1, 9, 7) < 0.3).float()
     mask[1] = 0  # a crop with nothing marked (the inpaint mix's undamaged share)
     wrong_outside = hr + (1 - mask) * torch.randn_like(hr)
-    assert float(masked_pixel_loss(wrong_outside, hr, mask, kind)) == 0.0
+    assert float(pixel_loss(wrong_outside, hr, kind, mask)) == 0.0
     off = hr + 0.1 * mask  # every marked pixel off by 0.1 in each channel
     expected = 0.1 if kind == "l1" else 0.01
-    assert float(masked_pixel_loss(off, hr, mask, kind)) == pytest.approx(expected, rel=1e-4)
+    assert float(pixel_loss(off, hr, kind, mask)) == pytest.approx(expected, rel=1e-4)
     sr = off.clone().requires_grad_(True)
-    masked_pixel_loss(sr, hr, mask, kind).backward()
+    pixel_loss(sr, hr, kind, mask).backward()
     assert torch.equal(sr.grad != 0, mask.expand_as(sr).bool())  # no gradient outside the mask
-    none = masked_pixel_loss(sr, hr, torch.zeros_like(mask), kind)
+    none = pixel_loss(sr, hr, kind, torch.zeros_like(mask))
     assert float(none.detach()) == 0.0 and none.requires_grad
     with pytest.raises(TrainingError):
-        masked_pixel_loss(sr, hr, mask, "huber")
+        pixel_loss(sr, hr, "huber", mask)
 
 
 def test_masked_psnr_scores_inside_the_mask():

@@ -285,12 +285,8 @@ class Restorer:
 
     @property
     def needs_mask(self) -> bool:
-        return self.inpaints_only
-
-    @property
-    def inpaints_only(self) -> bool:
-        """Task inpaint, or a model that takes the mask (trained inside masks only): the pixels
-        outside the mask stay the input's."""
+        """Task inpaint, or a model that takes the mask (trained inside masks only): it needs a
+        mask, and the pixels outside the mask stay the input's."""
         return self.config.task == "inpaint" or takes_mask(self.model())
 
     def restore_tensor(self, x: torch.Tensor, mask: torch.Tensor | None = None, on_tile=None,
@@ -308,7 +304,7 @@ class Restorer:
         if mask is None and (strength == 0.0 or self.config.task == "inpaint"):
             return x  # nothing to fill and nothing asked of the model
         restored = self._run_model(x, mask, on_tile)
-        return composite(x, restored, mask, strength, self.inpaints_only).clamp_(0.0, 1.0)
+        return composite(x, restored, mask, strength, self.needs_mask).clamp_(0.0, 1.0)
 
     def _run_model(self, x: torch.Tensor, mask: torch.Tensor | None, on_tile) -> torch.Tensor:
         model = self.model()

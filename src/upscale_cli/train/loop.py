@@ -32,7 +32,7 @@ from upscale_cli.train.checkpoint import (CHECKPOINT, CONFIG_FILE, LOG_FILE, ini
                                           save_checkpoint)
 from upscale_cli.train.config import EventFn, TrainConfig, TrainEvent, arch_training, build_model_for, check_config
 from upscale_cli.train.distributed import Dist, agree, rng_states, setup_distributed
-from upscale_cli.train.losses import PerceptualLoss, load_vgg16_features, masked_pixel_loss, pixel_loss
+from upscale_cli.train.losses import PerceptualLoss, load_vgg16_features, pixel_loss
 from upscale_cli.train.schedule import crop_at, lr_at, update_ema
 from upscale_cli.train.validation import bicubic_psnr, make_lr, validate
 
@@ -200,10 +200,8 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
                 loss = hooks.loss(net, lr_img, hr)
             else:
                 sr = net(lr_img)
-                if config.loss_region == "mask":  # the mask is the input's last channel
-                    loss = masked_pixel_loss(sr.float(), hr, lr_img[:, -1:], config.loss)
-                else:
-                    loss = pixel_loss(sr.float(), hr, config.loss)
+                mask = lr_img[:, -1:] if config.loss_region == "mask" else None  # the input's last channel
+                loss = pixel_loss(sr.float(), hr, config.loss, mask)
                 if perceptual is not None:
                     loss = loss + perceptual(sr.float(), hr)
         optimizer.zero_grad(set_to_none=True)

@@ -23,21 +23,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """Mean absolute (l1) or squared (mse) error."""
+def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str = "l1", mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute (l1) or squared (mse) error; with a mask (B, 1, H, W), the mean over the
+    pixels it marks (1) and the channels only (0, with a grad, when it marks none)."""
     if kind == "l1":
-        return F.l1_loss(sr, hr)
-    if kind == "mse":
-        return F.mse_loss(sr, hr)
-    raise TrainingError(f"unknown pixel loss {kind!r}; choose l1 or mse")
-
-
-def masked_pixel_loss(sr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """`pixel_loss` over the pixels where mask (B, 1, H, W) is 1 only: the mean over those pixels
-    and the channels (0 with a grad when the batch marks none)."""
-    error = (sr - hr).abs() if kind == "l1" else (sr - hr).square() if kind == "mse" else None
-    if error is None:
+        error = (sr - hr).abs()
+    elif kind == "mse":
+        error = (sr - hr).square()
+    else:
         raise TrainingError(f"unknown pixel loss {kind!r}; choose l1 or mse")
+    if mask is None:
+        return error.mean()
     weight = mask.expand_as(error)
     return (error * weight).sum() / weight.sum().clamp_min(1.0)
 

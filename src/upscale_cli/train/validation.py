@@ -2,14 +2,13 @@
 protocol's PSNR (Y, border = scale) on mod-cropped HR images, and the bicubic baseline."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from upscale_cli.train import data as train_data
 from upscale_cli.train import degrade
-from upscale_cli.metrics import psnr_y_tensor as psnr_y
+from upscale_cli.metrics import psnr_from_mse, psnr_y_tensor as psnr_y
+from upscale_cli.train.losses import pixel_loss
 
 def forward_padded(model: nn.Module, lr: torch.Tensor) -> torch.Tensor:
     """Run a model on (1, C, h, w), reflect-padding to its size multiple and cropping back."""
@@ -50,10 +49,12 @@ def validate(model: nn.Module, images: list[torch.Tensor], scale: int, device: t
         hr = train_data.mod_crop(image.float().div(255.0)[None], scale)  # (1, 3, H, W)
         lr = make_lr(hr, scale, random_degrade, torch.Generator().manual_seed(VAL_SEED + index), damage_mix)
         sr = forward_padded(model, lr.to(device)).clamp(0, 1).cpu()
-        if not in_mask:
+        if in_mask:  # an image the mix left undamaged has nothing to score inside its (empty) mask
+            mask = lr[:, -1:]
+            if bool(mask.any()):
+                scores.append(masked_psnr(sr, hr, mask))
+        else:
             scores.append(psnr_y(sr, hr, border=scale))
-        elif bool(lr[:, -1:].any()):  # an image the mix left undamaged has nothing to score inside
-            scores.append(masked_psnr(sr, hr, lr[:, -1:].cpu()))
         first = sr.cpu() if first is None else first
     model.train(was_training)
     return (sum(scores) / len(scores) if scores else float("nan")), first
@@ -61,9 +62,7 @@ def validate(model: nn.Module, images: list[torch.Tensor], scale: int, device: t
 
 def masked_psnr(sr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> float:
     """RGB PSNR (dB, peak 1) over the pixels where mask (1, 1, H, W) is 1 (one at least)."""
-    weight = mask.expand_as(hr)
-    mse = float(((sr - hr).square() * weight).sum() / weight.sum().clamp_min(1.0))
-    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+    return psnr_from_mse(float(pixel_loss(sr, hr, "mse", mask)), data_range=1.0)
 
 
 def bicubic_psnr(images: list[torch.Tensor], scale: int) -> float:
