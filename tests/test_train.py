@@ -411,6 +411,73 @@ def test_mixed_precision_run_on_cuda(folder, tmp_path):
     assert load_checkpoint(run)["step"] == 6
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_trains_in_bfloat16_only_where_the_cpu_has_it(folder, tmp_path, monkeypatch, native):
+    """--cpu-bf16 runs the forward pass under bfloat16 autocast on a CPU with native bf16; elsewhere it
+    says so and trains in float32. The weights, optimiser and checkpoint stay float32 either way."""
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    seen, warnings = [], []
+    real_pixel_loss = loop.pixel_loss
+
+    def spy(sr, hr, kind, mask=None):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return real_pixel_loss(sr, hr, kind, mask)
+
+    monkeypatch.setattr(loop, "pixel_loss", spy)
+    run = train(_config(folder, tmp_path / "run", cpu_bf16=True),
+                on_event=lambda e: warnings.append(e.message) if e.kind == "warning" else None)
+    assert seen == [torch.bfloat16 if native else False] * 6
+    assert bool(warnings) is not native and all("--cpu-bf16" in w for w in warnings)
+    state = load_checkpoint(run)
+    assert state["step"] == 6 and state["val_psnr"] > 0
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in state["model"].values())
+    assert loop.mixed_precision(_config(folder, tmp_path), torch.device("cpu")) == (None, "")  # off by default
+
+
+def test_resume_can_switch_cpu_bf16(folder, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "run"
+    common = ["--set", "width=8", "--set", "levels=1", "--set", "blocks=1", "--threads", "1", "--plain"]
+    result = runner.invoke(app, ["train", str(folder), "--scale", "2", "--out", str(run), "--steps", "2", "--every",
+                                 "2", "--batch", "2", "--crop", "8", *common])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "--resume", str(run), "--steps", "4", "--cpu-bf16", "--plain"])
+    assert result.exit_code == 0, result.output
+    state = load_checkpoint(run)
+    assert state["step"] == 4 and state["config"]["cpu_bf16"] is True
+
+
+@pytest.mark.parametrize("bad_steps", [1, loop.MAX_NONFINITE_STEPS])
+def test_non_finite_steps_are_skipped_then_the_run_stops(folder, tmp_path, monkeypatch, bad_steps):
+    """A step whose gradients are not finite (a bfloat16 overflow, a bad image) leaves the weights, the
+    optimiser and the EMA as they were; that many in a row stops the run with one clear error."""
+    calls = {"n": 0}
+    real_pixel_loss = loop.pixel_loss
+
+    def poisoned(sr, hr, kind, mask=None):
+        calls["n"] += 1
+        loss = real_pixel_loss(sr, hr, kind, mask)
+        return loss * float("nan") if 2 <= calls["n"] < 2 + bad_steps else loss
+
+    snapshots = []
+    monkeypatch.setattr(loop, "pixel_loss", poisoned)
+    config = _config(folder, tmp_path / "run", steps=30, every=1, val=())
+    if bad_steps < loop.MAX_NONFINITE_STEPS:
+        train(config, on_event=lambda e: snapshots.append(load_checkpoint(tmp_path / "run"))
+              if e.kind == "checkpoint" else None)
+        first, second = snapshots[0], snapshots[1]  # step 1 trained, step 2 was the bad one
+        for key in ("model", "ema"):
+            assert all(torch.equal(first[key][n], second[key][n]) for n in first[key]), key
+        assert torch.equal(first["optimizer"]["state"][0]["exp_avg"], second["optimizer"]["state"][0]["exp_avg"])
+        final = load_checkpoint(tmp_path / "run")
+        assert final["step"] == 30 and all(torch.isfinite(t).all() for t in final["model"].values())
+        assert not torch.equal(final["model"]["head.weight"], first["model"]["head.weight"])  # trained on after it
+    else:
+        with pytest.raises(TrainingError, match="not finite for 20 steps"):
+            train(config)
+        assert all(torch.isfinite(t).all() for t in load_checkpoint(tmp_path / "run")["model"].values())
+
+
 def test_rich_progress_printer_draws_every_event():
     from upscale_cli.cli.train import _printer
     from upscale_cli.train import TrainEvent
@@ -443,8 +510,8 @@ def test_every_train_option_named_like_a_config_field_reaches_the_config(monkeyp
     monkeypatch.setattr("upscale_cli.train.train", lambda config, **_: seen.setdefault("config", config) and tmp_path)
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "7",
                                       "--lr", "0.01", "--no-amp", "--damage-mix", "jpeg", "--init", str(tmp_path),
-                                      "--loss-region", "mask"])
+                                      "--loss-region", "mask", "--cpu-bf16"])
     assert result.exit_code == 0, result.output
     config = seen["config"]
-    assert (config.steps, config.lr, config.amp, config.damage_mix, config.init, config.loss_region) == (
-        7, 0.01, False, "jpeg", str(tmp_path), "mask")
+    assert (config.steps, config.lr, config.amp, config.damage_mix, config.init, config.loss_region,
+            config.cpu_bf16) == (7, 0.01, False, "jpeg", str(tmp_path), "mask", True)

@@ -57,6 +57,7 @@ class TrainConfig:
     degrade: bool = False
     damage_mix: str = "exclusive"  # restoration (scale 1) with degrade: degrade.DAMAGE_MIXES
     amp: bool = True  # mixed precision, CUDA only
+    cpu_bf16: bool = False  # bfloat16 mixed precision on a CPU with native bf16 (AVX-512 BF16 or AMX)
     device: str = "auto"
     every: int = 500  # steps between validation, checkpoint and sample
     seed: int = 0

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from upscale_cli.engine import cpu_has_native_bf16
 from upscale_cli.errors import TrainingError, UsageError
 from upscale_cli.train import data as train_data
 from upscale_cli.train.checkpoint import (CHECKPOINT, CONFIG_FILE, LOG_FILE, init_from, load_checkpoint, restore,
@@ -40,6 +41,7 @@ LOG_EVERY = 10  # steps between "step" events
 
 
 MAX_VAL_IMAGES = 16
+MAX_NONFINITE_STEPS = 20  # skipped non-finite steps in a row before the run stops as diverged
 
 
 def _pick_device(name: str) -> torch.device:
@@ -61,6 +63,17 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr_at(0.0, config), betas=(0.9, 0.99))
+
+
+def mixed_precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype or None for float32, a warning when an asked-for precision cannot be used)."""
+    if device.type == "cuda":
+        return (torch.float16 if config.amp else None), ""
+    if device.type == "cpu" and config.cpu_bf16:
+        if cpu_has_native_bf16():
+            return torch.bfloat16, ""
+        return None, "--cpu-bf16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); training in float32"
+    return None, ""
 
 
 def train(config: TrainConfig, resume: bool = False, on_event: EventFn | None = None) -> Path:
@@ -104,7 +117,10 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
     hooks = arch_training(config.arch)
     optimizer = hooks.make_optimizer(model, config) if hooks else _make_optimizer(model, config)
     perceptual = None if hooks else _perceptual_loss(config, device, emit)
-    use_amp = config.amp and device.type == "cuda"
+    amp_dtype, amp_note = mixed_precision(config, device)
+    if amp_note and dist.main:
+        emit(TrainEvent("warning", message=amp_note))
+    use_amp = amp_dtype == torch.float16  # float16 needs loss scaling; bfloat16 has float32's range
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     # -- data (after the model: a scale the arch lacks fails before minutes of decoding)
@@ -178,6 +194,7 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
     model.train()
     progress = progress_now(step, elapsed)
     window_start, window_steps, loss_sum = time.perf_counter(), 0, 0.0
+    bad_steps = 0  # non-finite steps in a row
     last_tick = time.perf_counter()
     while progress < 1.0:
         # schedule
@@ -195,7 +212,7 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         hr, lr_img = hr.to(device, non_blocking=True), lr_img.to(device, non_blocking=True)
 
         # step
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             if hooks:
                 loss = hooks.loss(net, lr_img, hr)
             else:
@@ -206,13 +223,20 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
                     loss = loss + perceptual(sr.float(), hr)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        if config.clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        scaler.step(optimizer)
+        scaler.unscale_(optimizer)  # a no-op without loss scaling
+        # (clip_grad_norm_ at max_norm inf leaves the gradients as they are and returns their norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip or float("inf"))
+        if use_amp or torch.isfinite(grad_norm):  # the float16 scaler skips non-finite steps itself
+            scaler.step(optimizer)
+            if ema is not None:
+                update_ema(ema, model, config.ema, step)
+            bad_steps = 0
+        else:  # a non-finite step would poison the weights: skip it (under DDP every rank sees the same norm)
+            bad_steps += 1
+            if bad_steps >= MAX_NONFINITE_STEPS:
+                raise TrainingError(f"the gradients were not finite for {bad_steps} steps in a row (step {step}): "
+                                    f"training diverged; lower --lr, or resume from the last checkpoint")
         scaler.update()
-        if ema is not None:
-            update_ema(ema, model, config.ema, step)
         step += 1
 
         # bookkeeping: time, progress, events
