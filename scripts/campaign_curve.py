@@ -3,7 +3,8 @@
     python scripts/campaign_curve.py campaign/unet_x4 [--rows 12] [--baseline 27.82]
 
 Reads the run's log.jsonl (one line per checkpoint: step, elapsed training seconds, validation
-PSNR on the held-out images) and config.json (the time budget), and prints about --rows evenly
+PSNR on the held-out images) and the checkpoint's config (the time budget, which a resume may have
+changed; config.json, the run's first config, when there is no checkpoint), and prints about --rows evenly
 spaced rows plus the last one, with the training time so far and, with
 --baseline, the gain over a reference figure (e.g. the shipped model on the same validation images).
 """
@@ -38,6 +39,12 @@ def main() -> int:
     args = parser.parse_args()
     rows = read_log(args.run)
     config = json.loads((args.run / "config.json").read_text())
+    if (args.run / "checkpoint.pt").is_file():  # what the run is now (a resume may change minutes, threads)
+        from dataclasses import asdict
+
+        from upscale_cli.train.checkpoint import resume_config
+
+        config = asdict(resume_config(args.run))
     threads = config.get("threads") or 1
     budget = config.get("minutes")
     print(f"| training time (min) | step | validation PSNR (dB) |" + (" gain (dB) |" if args.baseline else ""))
@@ -47,8 +54,8 @@ def main() -> int:
         print(f"| {row['elapsed'] / 60:.1f} | {row['step']} | {row['val_psnr']:.3f} |{gain}")
     last = rows[-1]
     done = f" of a {budget:g}-minute budget ({last['elapsed'] / 60 / budget:.0%})" if budget else ""
-    print(f"\n{last['elapsed'] / 3600:.2f} hours of training time so far (the run's config.json says "
-          f"{threads} thread(s); a resume may have used others){done}; "
+    print(f"\n{last['elapsed'] / 3600:.2f} hours of training time so far (the run's config says "
+          f"{threads} thread(s); an earlier session may have used others){done}; "
           f"best {max(r['val_psnr'] for r in rows):.3f} dB at step {max(rows, key=lambda r: r['val_psnr'])['step']}.")
     return 0
 
