@@ -175,6 +175,26 @@ def test_user_opencv_pb_is_the_file_itself(tmp_path, opencv_graph):
     assert_one_line(result, out, renamed, "must keep its published name")
 
 
+@pytest.mark.parametrize("version", ["5.0.0", "5.1.0", "6.0.0-dev"])
+def test_opencv_without_the_tensorflow_importer_is_one_clear_line(tmp_path, opencv_graph, monkeypatch, version):
+    """OpenCV 5 cannot read dnn_superres .pb graphs at all: a user who has it installed gets the fix,
+    not OpenCV's own assertion from its ONNX parser; the graph is not handed to OpenCV."""
+    import cv2
+
+    pb = tmp_path / "ESPCN_x2.pb"
+    shutil.copy(opencv_graph, pb)
+    monkeypatch.setattr(cv2, "__version__", version)
+    result, out = run_cli(tmp_path, pb)
+    assert_one_line(result, out, pb, f"OpenCV {version}", "opencv-contrib-python-headless>=4.8,<5")
+
+
+@pytest.mark.parametrize("version, major", [("4.8.0", 4), ("4.13.0-dev", 4), (" 5.1.0", 5), ("10.0", 10), ("", 0), ("dev", 0)])
+def test_opencv_major(version, major):
+    from upscale_cli.models.opencv_sr import opencv_major
+
+    assert opencv_major(version) == major
+
+
 # ---------------------------------------------------------------- the checks themselves
 
 

@@ -28,12 +28,20 @@ ALGO_SCALES: dict[str, tuple[int, ...]] = {
 # EDSR 32 residual blocks of two 3x3 convs). The tiler takes its overlap from this.
 RECEPTIVE_FIELD: dict[str, int] = {"espcn": 4, "fsrcnn": 8, "lapsrn": 12, "edsr": 68}
 UINT8_MAX = 255.0
+# OpenCV 5 removed the TensorFlow importer that reads the published dnn_superres .pb graphs.
+FIRST_OPENCV_WITHOUT_TF = 5
 # model_path is a file OpenCV parses: models.check_settings never takes it from a weights file.
 SETTING_LIMITS = {
     "algo": OneOf(tuple(ALGO_SCALES)),
     "scale": OneOf(tuple(sorted({s for scales in ALGO_SCALES.values() for s in scales})), UnsupportedScaleError),
     "model_path": FilePath(),
 }
+
+
+def opencv_major(version: str) -> int:
+    """4 for "4.13.0", 5 for "5.1.0-dev"; 0 for a version string without a leading number."""
+    match = re.match(r"\s*(\d+)", version)
+    return int(match.group(1)) if match else 0
 
 
 def _to_bgr_uint8(image: torch.Tensor) -> np.ndarray:
@@ -66,6 +74,12 @@ class OpenCVSuperRes(nn.Module):
                 f"opencv-{algo} has no x{scale} model; scales: {', '.join(f'x{s}' for s in ALGO_SCALES[algo])}"
             )
         self.algo, self.scale, self.model_path = algo, int(scale), str(model_path)
+        if opencv_major(cv2.__version__) >= FIRST_OPENCV_WITHOUT_TF:
+            raise WeightsError(
+                f"OpenCV {cv2.__version__} cannot read dnn_superres models (TensorFlow .pb graphs; OpenCV 5 dropped "
+                "that importer): pip install 'opencv-contrib-python-headless>=4.8,<5'",
+                path=model_path,
+            )
         self._sr = cv2.dnn_superres.DnnSuperResImpl_create()
         try:
             self._sr.readModel(self.model_path)
