@@ -69,7 +69,7 @@ def main() -> None:
         model = load(source)
         for name in args.sets.split(","):
             p, s, sec, n = evaluate(model, args.root / name)
-            row = {"weights": source, "set": name, "scale": model.info.scale, "psnr": round(p, 2), "ssim": round(s, 4),
+            row = {"weights": source, "set": name, "scale": model.info.scale, "psnr": round(p, 4), "ssim": round(s, 5),
                    "seconds": round(sec, 2), "images": n}
             print(json.dumps(row) if args.json else
                   f"{name:6s} x{model.info.scale}  PSNR {p:6.2f} dB  SSIM {s:.4f}  ({n} images, {sec:.1f}s)  {source}",
