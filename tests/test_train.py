@@ -136,6 +136,9 @@ def test_cache_skips_unreadable_and_small_images(tmp_path, folder):
     assert len(cache.images) == 6 and sorted(skipped) == ["broken.png", "small.png"]
     crops = random_crops(cache, 4, 16, torch.Generator().manual_seed(0))
     assert crops.shape == (4, 3, 16, 16) and crops.dtype == torch.float32 and crops.max() <= 1
+    # handed to a device as uint8 (the GPU path): the same draws, the same values
+    for device in ("cpu", torch.device("cpu")):
+        assert torch.equal(random_crops(cache, 4, 16, torch.Generator().manual_seed(0), device=device), crops)
 
 
 def test_losses_and_psnr():
@@ -409,6 +412,18 @@ def test_stacked_upsampler_initialises_every_stage_from_x2(folder, tmp_path):
 def test_mixed_precision_run_on_cuda(folder, tmp_path):
     run = train(_config(folder, tmp_path / "cuda", device="cuda", amp=True))
     assert load_checkpoint(run)["step"] == 6
+
+
+@pytest.mark.parametrize("bf16_gpu", [True, False])
+@pytest.mark.parametrize("amp", [True, False])
+def test_cuda_mixed_precision_is_bfloat16_where_the_gpu_has_it(folder, tmp_path, monkeypatch, bf16_gpu, amp):
+    """On CUDA --amp means bfloat16 on a GPU with it (no loss scaler), float16 (with the scaler) on
+    an older one, float32 with --no-amp; --cpu-bf16 never changes what a GPU does."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
+    for cpu_bf16 in (False, True):
+        dtype, note = loop.mixed_precision(_config(folder, tmp_path, amp=amp, cpu_bf16=cpu_bf16), torch.device("cuda"))
+        assert note == ""
+        assert dtype == ((torch.bfloat16 if bf16_gpu else torch.float16) if amp else None)
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -152,7 +152,7 @@ def run_command(
         help="Random blur/noise/JPEG/downscaler mix; at --scale 1, restoration damage (JPEG, noise, holes, text)."),
     damage_mix: Optional[str] = typer.Option(
         None, "--damage-mix", help="Restoration damage with --scale 1 --degrade: exclusive (default), independent, jpeg (a JPEG specialist) or inpaint (holes and text, the mask as a 4th channel)."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default on)."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA: bfloat16 where the GPU has it, else float16 (default on)."),
     cpu_bf16: Optional[bool] = typer.Option(
         None, "--cpu-bf16/--no-cpu-bf16",
         help="bfloat16 mixed precision on a CPU with native bf16 (AVX-512 BF16 or AMX): about 2x faster there; "

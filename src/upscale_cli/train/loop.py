@@ -66,9 +66,13 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 
 def mixed_precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, str]:
-    """(autocast dtype or None for float32, a warning when an asked-for precision cannot be used)."""
+    """(autocast dtype or None for float32, a warning when an asked-for precision cannot be used).
+    CUDA: bfloat16 where the GPU has it (Ampere and later: float32's range, no loss scaling),
+    else float16 with the loss scaler."""
     if device.type == "cuda":
-        return (torch.float16 if config.amp else None), ""
+        if not config.amp:
+            return None, ""
+        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), ""
     if device.type == "cpu" and config.cpu_bf16:
         if cpu_has_native_bf16():
             return torch.bfloat16, ""
@@ -97,6 +101,8 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
     # -- setup: threads, seeds
     if config.threads:
         torch.set_num_threads(config.threads)
+    if device.type == "cuda":  # fixed crop shapes: let cuDNN pick its fastest kernels once
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed * 1000 + dist.rank)
     if not resume and (run / CHECKPOINT).exists():
@@ -113,8 +119,10 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
         loaded, total = init_from(model, config.init)
         if dist.main:
             emit(TrainEvent("start", message=f"initialised {loaded} of {total} tensors from {config.init}"))
-    ema = copy.deepcopy(model).requires_grad_(False) if config.ema else None
     hooks = arch_training(config.arch)
+    if not hooks:  # NHWC, the layout oneDNN and cuDNN convolve fastest (4-11% more steps a second on an AVX2 CPU)
+        model = model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema else None
     optimizer = hooks.make_optimizer(model, config) if hooks else _make_optimizer(model, config)
     perceptual = None if hooks else _perceptual_loss(config, device, emit)
     amp_dtype, amp_note = mixed_precision(config, device)
@@ -203,13 +211,17 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
             group["lr"] = lr
         side = crop_at(progress, config, multiple)
 
-        # batch: random HR crops, LR made on the fly
+        # batch: random HR crops, LR made on the fly (the protocol's bicubic on the training device:
+        # two small matrix products, which on a GPU would otherwise wait for the CPU)
         if hooks:
             lr_img, hr = hooks.make_batch(cache, config, gen)
         else:
-            hr = train_data.random_crops(cache, config.batch, side * scale, gen)
+            hr = train_data.random_crops(cache, config.batch, side * scale, gen,
+                                         device=None if config.degrade else device)
             lr_img = make_lr(hr, scale, config.degrade, gen, config.damage_mix)
         hr, lr_img = hr.to(device, non_blocking=True), lr_img.to(device, non_blocking=True)
+        if not hooks:
+            lr_img = lr_img.contiguous(memory_format=torch.channels_last)
 
         # step
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
