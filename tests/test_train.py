@@ -305,6 +305,42 @@ def test_cli_train_resume_export_and_errors(folder, tmp_path):
     assert result.exit_code == 1 and "checkpoint" in result.output
 
 
+def test_cli_export_writes_a_weights_file_again_in_float16(folder, tmp_path):
+    """What a GPU run sends back (float32 .safetensors) becomes a float16 file that ships: the same
+    model to float16 rounding; the input is never replaced; files that are not ours are refused."""
+    from safetensors.torch import load_file, save_file
+
+    runner = CliRunner()
+    run = train(_config(folder, tmp_path / "run"))
+    fp32 = export(run, tmp_path / "fp32.safetensors")
+    before = fp32.read_bytes()
+    half = tmp_path / "half.safetensors"
+    result = runner.invoke(app, ["train", "export", str(fp32), "-o", str(half), "--half"])
+    assert result.exit_code == 0, result.output
+    assert fp32.read_bytes() == before
+    assert all(t.dtype == torch.float16 for t in load_file(str(half)).values())
+    a, b = load_model(str(fp32)), load_model(str(half))
+    m = a.info.size_multiple
+    x = torch.rand(1, 3, 3 * m, 2 * m)
+    with torch.no_grad():
+        assert torch.allclose(a(x), b(x), atol=2e-3) and b(x).shape == (1, 3, 6 * m, 4 * m)
+    again = tmp_path / "again.safetensors"  # float32 again: the same tensors
+    assert runner.invoke(app, ["train", "export", str(fp32), "-o", str(again)]).exit_code == 0
+    assert all(torch.equal(t, load_file(str(fp32))[k]) for k, t in load_file(str(again)).items())
+    for args in (["-o", str(fp32), "--half"], ["-o", str(tmp_path / "x.safetensors"), "--no-ema"]):
+        result = runner.invoke(app, ["train", "export", str(fp32), *args])
+        assert result.exit_code == 2 and "error:" in result.stderr
+        assert fp32.read_bytes() == before
+    foreign = tmp_path / "foreign.safetensors"  # no metadata: not ours to export
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    crafted = tmp_path / "crafted.safetensors"  # ours in name only: settings that build nothing
+    save_file(load_file(str(fp32)), str(crafted), metadata={"arch": "unet", "settings": '{"width": -3}'})
+    for bad in (foreign, crafted, tmp_path / "missing.safetensors"):
+        result = runner.invoke(app, ["train", "export", str(bad), "-o", str(tmp_path / "out.safetensors")])
+        assert result.exit_code == 1 and "error:" in result.stderr and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_cli_reads_a_recipe(folder, tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'scale = 2\nsteps = 2\nbatch = 2\ncrop = 8\nthreads = 1\nout = "{tmp_path / "run"}"\n'

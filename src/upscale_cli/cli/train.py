@@ -215,7 +215,8 @@ def run_command(
 
 @train_app.command("export", help="Write a run's EMA weights as a .safetensors file usable with `upscale -m FILE`.")
 def export_command(
-    run: Path = typer.Argument(..., help="Run directory (or its checkpoint.pt)."),
+    run: Path = typer.Argument(..., help="Run directory (or its checkpoint.pt), or one of our .safetensors "
+                                          "files to write again (e.g. --half)."),
     output: Path = typer.Option(..., "--output", "-o", help="Weights file to write (.safetensors)."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Export the raw weights instead of their EMA."),
     half: bool = typer.Option(False, "--half", help="Store float16 tensors (half the size)."),
@@ -225,6 +226,11 @@ def export_command(
 
     if output.suffix != ".safetensors":
         raise UsageError("export writes .safetensors files; name the output *.safetensors")
+    if run.is_file() and run.suffix.lower() == ".safetensors":
+        if no_ema:
+            raise UsageError("--no-ema chooses between a run's weights and their EMA; a weights file holds one set")
+        if output.exists() and output.resolve() == run.resolve():
+            raise UsageError("the output is the input file; name another file (an input is never replaced)")
     path = export(run, output, use_ema=not no_ema, half=half)
     typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
 

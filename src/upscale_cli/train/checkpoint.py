@@ -2,6 +2,7 @@
 start from another run or weights file (--init), and the export of a run's weights."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -83,19 +84,31 @@ def restore(ckpt: dict, model: nn.Module, optimizer, ema: nn.Module | None, scal
 def export(run: str | Path, out: str | Path, use_ema: bool = True, half: bool = False) -> Path:
     """Write a run's (EMA) weights as safetensors with {"arch", "settings"} metadata, so
     `upscale -m FILE` and `load_model(FILE)` rebuild the model. half stores float16 tensors
-    (half the size; loading casts back to float32)."""
-    from upscale_cli.loader import save_weights
+    (half the size; loading casts back to float32). `run` may also be one of our .safetensors
+    files (the float32 weights a GPU run sends back): it is checked as `upscale -m` checks it and
+    written again, e.g. in float16."""
+    from upscale_cli.loader import META_ARCH, META_SETTINGS, model_from_weights, read_weights, save_weights
 
-    ckpt = load_checkpoint(run)
-    config = TrainConfig.from_dict(ckpt["config"])
-    model = build_model_for(config)
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    model.load_state_dict(state)
-    if half:
-        model = model.half()
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise TrainingError("output folder does not exist", path=out.parent)
-    save_weights(model, out, config.arch, config.model_settings)
+    if Path(run).suffix.lower() == ".safetensors" and not Path(run).is_dir():
+        if not Path(run).is_file():
+            raise TrainingError("no such weights file", path=run)
+        metadata = read_weights(run)[1]
+        if META_ARCH not in metadata:
+            raise TrainingError("not one of our weights files (no 'arch' metadata): nothing to export", path=run)
+        model = model_from_weights(run)  # the file's settings and tensors checked before anything is built
+        arch, settings = metadata[META_ARCH], json.loads(metadata.get(META_SETTINGS, "{}"))
+    else:
+        ckpt = load_checkpoint(run)
+        config = TrainConfig.from_dict(ckpt["config"])
+        model = build_model_for(config)
+        state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+        model.load_state_dict(state)
+        arch, settings = config.arch, config.model_settings
+    if half:
+        model = model.half()
+    save_weights(model, out, arch, settings)
     return out
 
