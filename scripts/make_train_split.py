@@ -5,12 +5,15 @@
 val = every 40th file of the sorted BSDS400 listing, starting at the 8th (10 images, held out of
 training; what validation PSNR and the restore routing were measured on); train = the other 390
 BSDS400 images + T91 (named T91_<name>). Both are folders of symbolic links into shared/, so
-nothing is copied. Never the benchmark sets. Idempotent: an existing split is checked, not changed.
+nothing is copied; `--copy` copies the files instead (a lent GPU machine gets the working tree,
+where a link into ../shared would point at nothing: scripts/gpu_campaign.sh stage). Never the
+benchmark sets. Idempotent: an existing split is checked, not changed.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,6 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "data")
+    parser.add_argument("--copy", action="store_true", help="copy the images instead of linking them")
     args = parser.parse_args()
     split = plan(args.shared.resolve())
     for part, files in split.items():
@@ -45,7 +49,15 @@ def main() -> int:
             return 1
         for name, target in files.items():
             link = folder / name
-            if not link.exists():
+            if args.copy and link.is_symlink():
+                link.unlink()  # a folder first made of links becomes copies
+            if link.exists():
+                continue
+            if args.copy:
+                part_file = folder / f".{name}.part"
+                shutil.copyfile(target, part_file)
+                part_file.replace(link)
+            else:
                 os.symlink(target, link)
         print(f"{folder}: {len(files)} images")
     return 0

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The #18 training run for a session that is lent a GPU (device tool): minutes there are days on
+# this CPU. Two steps:
+#
+#   bash scripts/gpu_campaign.sh stage
+#       Here. Copies the training split (runs/data's links point into ../shared, which does not
+#       travel) to .device_carry/data, and adds up what the device call would send: the working
+#       tree plus that folder must stay under 64 MiB. When it does not, it names the committed
+#       files the run does not need (campaign/, about 33 MiB) and the commands that move them aside and
+#       back (git keeps them either way).
+#
+#   device run, carry [".device_carry"], timeout_s 600:
+#       bash scripts/gpu_campaign.sh train
+#       There. x2, x3 and x4 train side by side on the one GPU, each from the shipped weights
+#       (configs/unet_gpu.toml): L1 for $L1_MIN minutes, then an MSE finish of $MSE_MIN minutes
+#       from its EMA. $OUT receives unet_x{2,3,4}_gpu.safetensors (float32 EMA weights),
+#       log_x{2,3,4}.jsonl (validation PSNR against training time, both phases) and train.log.
+#       The budgets are training time (validation excluded); with start-up, decoding and
+#       export the call takes about 1.5 minutes more: 6 + 1.5 + 1.5 fits the 10-minute limit.
+#
+# Then, here: `python scripts/eval_sr.py FILE ...` on the files that came back (the benchmark
+# protocol). A file replaces the shipped weights only if it does better on validation (its log) and
+# then on the benchmark; it ships as float16:
+#   upscale train export FILE -o src/upscale_cli/weights/unet_xN.safetensors --half
+# and the model card says how it was made.
+#
+# Environment: OUT (required for train), DATA (.device_carry/data: its train/ and val/), RUNS (runs:
+# where the run folders go), L1_MIN (6), MSE_MIN (1.5), DEVICE (cuda; cpu checks the script end to
+# end, as tests/test_gpu_campaign.py does), THREADS (5 CPU threads a process), SCALES (2 3 4),
+# BATCH (the recipe's 64), INIT_DIR (a folder of an earlier GPU run's unet_x{2,3,4}_gpu.safetensors
+# to go on from, e.g. committed under campaign/; default: the shipped weights).
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT" || exit 1
+DATA=${DATA:-.device_carry/data}
+RUNS=${RUNS:-runs}
+LIMIT=$((64 * 1024 * 1024))
+
+stage() {
+    python3 scripts/make_train_split.py --copy --out "$DATA" || return 1
+    python3 - "$DATA" "$LIMIT" <<'EOF'
+import os, subprocess, sys
+data, limit = sys.argv[1], int(sys.argv[2])
+def listed(*args):
+    out = subprocess.run(["git", "ls-files", "-z", *args], capture_output=True, check=True).stdout
+    return [p for p in out.decode().split("\0") if p and os.path.isfile(p) and not os.path.islink(p)]
+tree = {p: os.path.getsize(p) for p in listed() + listed("--others", "--exclude-standard")}
+carried = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(data) for f in fs)
+total = sum(tree.values()) + carried
+mib = lambda n: f"{n / 2**20:.1f} MiB"
+print(f"working tree {mib(sum(tree.values()))} + {data} {mib(carried)} = {mib(total)} (limit {mib(limit)})")
+if total <= limit:
+    print('fits: device run, command "bash scripts/gpu_campaign.sh train", carry [".device_carry"], timeout_s 600')
+    sys.exit(0)
+aside = sum(n for p, n in tree.items() if p.startswith("campaign/"))
+print(f"too large by {mib(total - limit)}; campaign/ ({mib(aside)}) is not needed there:")
+print("  mkdir -p /tmp/gpu_aside && mv campaign /tmp/gpu_aside/     # before the device run")
+print("  mv /tmp/gpu_aside/campaign .                                # after it (or: git checkout -- campaign)")
+sys.exit(0 if total - aside <= limit else 1)
+EOF
+}
+
+train() {
+    : "${OUT:?set OUT to the folder that receives the results}"
+    local l1=${L1_MIN:-6} mse=${MSE_MIN:-1.5} device=${DEVICE:-cuda} threads=${THREADS:-5}
+    export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    mkdir -p "$RUNS" "$OUT"
+    { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+      python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$OUT/train.log"
+    local pids=() s
+    for s in ${SCALES:-2 3 4}; do
+        one_scale "$s" "$l1" "$mse" "$device" "$threads" > "$RUNS/gpu_x$s.log" 2>&1 &
+        pids+=($!)
+    done
+    local rc=0 pid
+    for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+    local steps=" step [0-9]+ \([0-9.]+%\) loss"  # the progress lines: every 10 steps, with it/s
+    for s in ${SCALES:-2 3 4}; do
+        { echo "== x$s"; grep -v -E "$steps" "$RUNS/gpu_x$s.log"
+          echo "-- every 50th progress line"; grep -E "$steps" "$RUNS/gpu_x$s.log" | awk 'NR % 50 == 0'; } >> "$OUT/train.log"
+    done
+    date -u >> "$OUT/train.log"
+    return $rc
+}
+
+one_scale() {  # scale, L1 minutes, MSE minutes, device, threads
+    local s=$1 crop=48 run=$RUNS/gpu_x$1
+    [ "$s" = 4 ] && crop=40
+    rm -rf "$run"
+    local common=(--config configs/unet_gpu.toml "$DATA/train" --val "$DATA/val" -x "$s" --crop "$crop"
+                  --device "$4" --threads "$5" --plain ${BATCH:+--batch "$BATCH"})
+    local init=src/upscale_cli/weights/unet_x$s.safetensors
+    [ -n "${INIT_DIR:-}" ] && init=$INIT_DIR/unet_x${s}_gpu.safetensors
+    python3 -m upscale_cli train "${common[@]}" --init "$init" \
+        --minutes "$2" --out "$run/l1" &&
+    python3 -m upscale_cli train export "$run/l1" -o "$run/l1.safetensors" &&
+    python3 -m upscale_cli train "${common[@]}" --init "$run/l1.safetensors" --loss mse --lr 0.0001 \
+        --minutes "$3" --out "$run/mse" &&
+    python3 -m upscale_cli train export "$run/mse" -o "$OUT/unet_x${s}_gpu.safetensors" &&
+    python3 - "$run" "$OUT/log_x$s.jsonl" <<'EOF'
+import json, sys
+run, out = sys.argv[1], sys.argv[2]
+with open(out, "w") as sink:
+    for phase in ("l1", "mse"):
+        for line in open(f"{run}/{phase}/log.jsonl"):
+            sink.write(json.dumps({"phase": phase, **json.loads(line)}) + "\n")
+EOF
+}
+
+case "${1:-}" in
+    stage) stage ;;
+    train) train ;;
+    *) echo "usage: bash scripts/gpu_campaign.sh stage|train (read the header)" >&2; exit 2 ;;
+esac
