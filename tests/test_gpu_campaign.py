@@ -113,6 +113,11 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert "initialised 72 of 72 tensors from src/upscale_cli/weights/unet_x2.safetensors" in log
     rows = [json.loads(line) for line in (out / "log_x2.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in rows] == ["l1", "mse"] and all(20 < r["val_psnr"] < 60 for r in rows)
+    # the MSE finish is what came back exactly when it validated at least as well as the L1 result
+    mse_kept = rows[1]["val_psnr"] >= rows[0]["val_psnr"]
+    assert f"keeping {'MSE' if mse_kept else 'L1'}" in log
+    mse_file = tmp_path / "runs" / "gpu_x2" / "mse.safetensors"
+    assert ((out / "unet_x2_gpu.safetensors").read_bytes() == mse_file.read_bytes()) is mse_kept
     # the result is a model the CLI runs: x2 of an odd-sized image, exact size, finite pixels
     from typer.testing import CliRunner
 
@@ -138,3 +143,20 @@ def test_gpu_script_fails_loudly_without_its_data_or_start(tmp_path, missing):
     assert done.returncode != 0
     log = (tmp_path / "out" / "train.log").read_text()
     assert "nowhere" in log and "unet_x2_gpu.safetensors" not in {p.name for p in (tmp_path / "out").iterdir()}
+
+
+def test_gpu_script_returns_the_l1_result_when_the_finish_does_not_run(tmp_path):
+    """A call stopped after the L1 phase (here: the MSE phase refuses its budget) still sends back
+    the L1 weights and their log, and says it failed."""
+    data = tmp_path / "data"
+    _png(data / "train" / "hr.png", (131, 117), 1)
+    _png(data / "val" / "v.png", (67, 45), 2)
+    done = _run_script(tmp_path, data, MSE_MIN="not-a-number")
+    assert done.returncode != 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["log_x2.jsonl", "train.log", "unet_x2_gpu.safetensors"]
+    rows = [json.loads(line) for line in (out / "log_x2.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["l1"]
+    from upscale_cli.loader import load_model
+
+    assert load_model(str(out / "unet_x2_gpu.safetensors")).info.scale == 2
