@@ -13,11 +13,11 @@ import sys
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from image_factory import make_rgb_png
 from upscale_cli.loader import read_weights
 from upscale_cli.train.checkpoint import init_from
 from upscale_cli.train.config import TrainConfig, arch_defaults, build_model_for, check_config
@@ -56,13 +56,9 @@ def test_gpu_recipe_starts_from_every_tensor_of_the_shipped_weights(scale):
         assert torch.equal(value, state[name].to(value.dtype)), name
 
 
-def _png(path: Path, size: tuple[int, int], seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    w, h = size
-    ramp = np.add.outer(np.linspace(0, 180, h), np.linspace(0, 60, w))
-    pixels = np.dstack([ramp, ramp[::-1], np.full((h, w), 90.0)]) + rng.normal(0, 8, (h, w, 3))
+def _png(path: Path, size: tuple[int, int]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path)
+    make_rgb_png(path.parent, path.name, size)
 
 
 def _split_script(*args: str) -> subprocess.CompletedProcess:
@@ -73,9 +69,9 @@ def _split_script(*args: str) -> subprocess.CompletedProcess:
 def test_split_copies_files_where_links_would_not_travel(tmp_path):
     shared = tmp_path / "shared"
     for i in range(50):
-        _png(shared / "datasets" / "train" / "BSDS400" / f"{i:03d}.png", (9, 7), i)
+        _png(shared / "datasets" / "train" / "BSDS400" / f"{i:03d}.png", (9 + i, 7))  # a size, so content, of its own
     for i in range(3):
-        _png(shared / "datasets" / "train" / "T91" / f"t{i}.png", (5, 6), 100 + i)
+        _png(shared / "datasets" / "train" / "T91" / f"t{i}.png", (5 + i, 6))
     out = tmp_path / "data"
     linked = _split_script("--shared", str(shared), "--out", str(out))
     assert linked.returncode == 0, linked.stderr
@@ -103,8 +99,8 @@ def _run_script(tmp_path: Path, data: Path, **env) -> subprocess.CompletedProces
 def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     data = tmp_path / "data"
     for i in range(4):
-        _png(data / "train" / f"hr{i}.png", (131, 117), i)
-    _png(data / "val" / "v0.png", (67, 45), 9)
+        _png(data / "train" / f"hr{i}.png", (131, 117))
+    _png(data / "val" / "v0.png", (67, 45))
     done = _run_script(tmp_path, data)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "out"
@@ -123,7 +119,7 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
 
     from upscale_cli.cli import app
 
-    _png(tmp_path / "in.png", (13, 9), 3)
+    _png(tmp_path / "in.png", (13, 9))
     result = CliRunner().invoke(app, [str(tmp_path / "in.png"), "-m", str(out / "unet_x2_gpu.safetensors"),
                                       "-x", "2", "-o", str(tmp_path / "in_x2.png")])
     assert result.exit_code == 0, result.output
@@ -136,8 +132,8 @@ def test_gpu_script_fails_loudly_without_its_data_or_start(tmp_path, missing):
     data = tmp_path / "nowhere"
     env = {}
     if missing == "init":  # INIT_DIR without that scale's file from an earlier GPU run
-        _png(tmp_path / "data" / "train" / "hr.png", (131, 117), 1)
-        _png(tmp_path / "data" / "val" / "v.png", (67, 45), 2)
+        _png(tmp_path / "data" / "train" / "hr.png", (131, 117))
+        _png(tmp_path / "data" / "val" / "v.png", (67, 45))
         data, env = tmp_path / "data", {"INIT_DIR": str(tmp_path / "nowhere")}
     done = _run_script(tmp_path, data, **env)
     assert done.returncode != 0
@@ -149,8 +145,8 @@ def test_gpu_script_returns_the_l1_result_when_the_finish_does_not_run(tmp_path)
     """A call stopped after the L1 phase (here: the MSE phase refuses its budget) still sends back
     the L1 weights and their log, and says it failed."""
     data = tmp_path / "data"
-    _png(data / "train" / "hr.png", (131, 117), 1)
-    _png(data / "val" / "v.png", (67, 45), 2)
+    _png(data / "train" / "hr.png", (131, 117))
+    _png(data / "val" / "v.png", (67, 45))
     done = _run_script(tmp_path, data, MSE_MIN="not-a-number")
     assert done.returncode != 0
     out = tmp_path / "out"
