@@ -117,6 +117,21 @@ def model_from_weights(path: str | Path) -> nn.Module:
         from upscale_cli.models.spandrel_model import from_state_dict
 
         return from_state_dict(state, label=str(path))
+    return _our_model(state, metadata, path)[0]
+
+
+def our_model_from_weights(path: str | Path) -> tuple[nn.Module, str, dict]:
+    """(model, arch, settings) from one of our weights files (`upscale train export` writes them
+    again), checked as model_from_weights checks them; WeightsError for any other file."""
+    path = Path(path)
+    state, metadata = read_weights(path)
+    if META_ARCH not in metadata:
+        raise WeightsError("not one of our weights files (no 'arch' metadata)", path=path)
+    return _our_model(state, metadata, path)
+
+
+def _our_model(state: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> tuple[nn.Module, str, dict]:
+    """Build our model from its file's metadata, layout first on the meta device (model_from_weights)."""
     arch, settings = _recipe(metadata, path)
     try:
         skeleton = model_skeleton(arch, settings, from_file=True)
@@ -128,7 +143,7 @@ def model_from_weights(path: str | Path) -> nn.Module:
         model.load_state_dict(state)
     except RuntimeError as err:  # not expected once the shapes fit; one line all the same
         raise WeightsError(f"weights do not fit the {arch} architecture: {_first_line(err)}", path=path) from None
-    return model.eval()
+    return model.eval(), arch, settings
 
 
 def _recipe(metadata: dict[str, str], path: Path) -> tuple[str, object]:

@@ -226,11 +226,6 @@ def export_command(
 
     if output.suffix != ".safetensors":
         raise UsageError("export writes .safetensors files; name the output *.safetensors")
-    if run.is_file() and run.suffix.lower() == ".safetensors":
-        if no_ema:
-            raise UsageError("--no-ema chooses between a run's weights and their EMA; a weights file holds one set")
-        if output.exists() and output.resolve() == run.resolve():
-            raise UsageError("the output is the input file; name another file (an input is never replaced)")
     path = export(run, output, use_ema=not no_ema, half=half)
     typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
 

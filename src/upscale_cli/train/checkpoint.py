@@ -2,7 +2,6 @@
 start from another run or weights file (--init), and the export of a run's weights."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from upscale_cli.errors import TrainingError
+from upscale_cli.errors import TrainingError, UsageError
 from upscale_cli.train.config import TrainConfig, build_model_for
 from upscale_cli.train.distributed import Dist
 
@@ -87,19 +86,19 @@ def export(run: str | Path, out: str | Path, use_ema: bool = True, half: bool = 
     (half the size; loading casts back to float32). `run` may also be one of our .safetensors
     files (the float32 weights a GPU run sends back): it is checked as `upscale -m` checks it and
     written again, e.g. in float16."""
-    from upscale_cli.loader import META_ARCH, META_SETTINGS, model_from_weights, read_weights, save_weights
+    from upscale_cli.loader import our_model_from_weights, save_weights
 
-    out = Path(out)
+    out, weights_file = Path(out), Path(run).suffix.lower() == ".safetensors" and not Path(run).is_dir()
+    if out.exists() and out.resolve() == Path(run).resolve():
+        raise UsageError("the output is the input file; name another file (an input is never replaced)")
+    if weights_file and not use_ema:
+        raise UsageError("--no-ema chooses between a run's weights and their EMA; a weights file holds one set")
     if out.parent and not out.parent.exists():
         raise TrainingError("output folder does not exist", path=out.parent)
-    if Path(run).suffix.lower() == ".safetensors" and not Path(run).is_dir():
+    if weights_file:
         if not Path(run).is_file():
             raise TrainingError("no such weights file", path=run)
-        metadata = read_weights(run)[1]
-        if META_ARCH not in metadata:
-            raise TrainingError("not one of our weights files (no 'arch' metadata): nothing to export", path=run)
-        model = model_from_weights(run)  # the file's settings and tensors checked before anything is built
-        arch, settings = metadata[META_ARCH], json.loads(metadata.get(META_SETTINGS, "{}"))
+        model, arch, settings = our_model_from_weights(run)  # settings and tensors checked before it is built
     else:
         ckpt = load_checkpoint(run)
         config = TrainConfig.from_dict(ckpt["config"])
