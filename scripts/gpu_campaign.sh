@@ -87,8 +87,9 @@ train() {
 one_scale() {  # scale, L1 minutes, MSE minutes, device, threads
     # The L1 result goes to $OUT as soon as it exists (a call stopped at its limit still returns
     # it); the MSE finish replaces it only if its last validation PSNR is at least the L1's.
-    local s=$1 crop=48 run=$RUNS/gpu_x$1 result=$OUT/unet_x$1_gpu.safetensors
-    [ "$s" = 4 ] && crop=40
+    local s=$1 run=$RUNS/gpu_x$1 result=$OUT/unet_x$1_gpu.safetensors crop
+    crop=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['crop'])" \
+        "configs/unet_x${s}_campaign.toml") || return 1  # the campaign's LR crop of this scale
     rm -rf "$run"
     local common=(--config configs/unet_gpu.toml "$DATA/train" --val "$DATA/val" -x "$s" --crop "$crop"
                   --device "$4" --threads "$5" --plain ${BATCH:+--batch "$BATCH"})
