@@ -8,16 +8,18 @@ from contextlib import nullcontext
 
 import typer
 
+from upscale_cli.cli import stdout
 from upscale_cli.errors import printable_path
 
 
 def _read_stdin() -> bytes:
-    return sys.stdin.buffer.read()
+    from upscale_cli.images.read import read_stream
+
+    return read_stream(getattr(sys.stdin, "buffer", None))  # bounded: an endless stdin ends in one line
 
 
 def _write_stdout(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    stdout.write_bytes(data)  # all of it, or one line and exit 1: never a truncated image and exit 0
 
 
 class BatchReporter:
@@ -93,7 +95,7 @@ class BatchReporter:
         if self.as_json:
             line = {"input": result.input, "output": result.output, **self.record, "notes": [], **per_file,
                     "seconds": round(result.seconds, 4), "status": result.status, "error": result.error}
-            typer.echo(json.dumps(line))
+            stdout.echo(json.dumps(line))  # a failed write: one line, exit 1
         if result.status == "failed":
             typer.echo(f"error: {printable_path(result.error)}", err=True)  # one line, whatever the name holds
         elif not (self.quiet or self.as_json or quiet_skip):
