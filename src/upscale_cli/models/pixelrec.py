@@ -35,7 +35,7 @@ COLOURS = 3  # R, G, B: generated in this order
 SCALE = 4
 SAMPLES = True  # models.sampling_arch: the CLI draws answers with `sample` (cli/sample.py)
 # Largest input side sampled (16x16 -> 64x64, 12,288 sequential steps): the prior was trained on
-# 32x32 outputs; larger inputs are refused with one line (README: "Pixel-recursive").
+# 32x32 outputs; larger inputs are refused with one line (README: "Several answers for tiny images").
 MAX_INPUT_SIDE = 16
 SETTING_LIMITS = {"scale": OneOf((SCALE,), UnsupportedScaleError), "width": Between(3, 256),
                   "blocks": Between(0, 16), "prior_width": Between(3, 192), "prior_layers": Between(1, 16),
