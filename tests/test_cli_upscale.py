@@ -339,8 +339,61 @@ def test_a_folder_upscaled_in_place_twice_skips_its_earlier_outputs(tmp_path, co
     assert len(after_first) == 4
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert "0 done, 2 skipped, 0 failed" in again.stderr and _bytes(folder) == after_first
+    assert "0 done, 4 skipped, 0 failed" in again.stderr and _bytes(folder) == after_first
+    assert again.stderr.count("(skipped: an earlier output of") == 2  # each left out with its own line
     forced = runner.invoke(app, [*args, "--overwrite"])
     assert forced.exit_code == 0, forced.output
-    assert "2 done, 0 skipped, 0 failed" in forced.stderr and sorted(_bytes(folder)) == sorted(after_first)
+    assert "2 done, 2 skipped, 0 failed" in forced.stderr and sorted(_bytes(folder)) == sorted(after_first)
     assert all(_bytes(folder)[name] == after_first[name] for name in ("a.png", "b.png"))
+
+
+# Names the file system cannot hold (issue #30 item 3): each case is (files in the folder, the
+# command's arguments after the folder, the files that must fail). Linux takes 255 bytes a name.
+LONG_NAMES = {
+    "long stem in a folder": (["a" * 250 + ".png", "ok.png"], ["-x", "2"], {"a" * 250 + ".png"}),
+    "output exactly 255 bytes": (["e" * 248 + ".png"], ["-x", "2"], set()),  # its temp file's name is longer
+    "multibyte at the limit": (["é" * 124 + ".png", "é" * 125 + ".png"], ["-x", "2"], {"é" * 125 + ".png"}),
+    "long name with --format": (["f" * 251 + ".png", "g" * 250 + ".png", "ok.png"],
+                                ["-x", "2", "-o", "{tmp}/out", "--format", "webp"], {"f" * 251 + ".png"}),
+    "long folder in -o": (["ok.png", "b.png"], ["-x", "2", "-o", "{tmp}/" + "z" * 300 + "/"], {"ok.png", "b.png"}),
+    "-o path over PATH_MAX": (["ok.png"], ["-x", "2", "-o", "{tmp}/" + "/".join(["y" * 200] * 25) + "/"], {"ok.png"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LONG_NAMES))
+def test_a_name_too_long_fails_that_file_alone(tmp_path, case):
+    """Once a traceback in planning (OSError: File name too long) that ended the whole batch."""
+    names, args, failing = LONG_NAMES[case]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in names:
+        f.make_rgb_png(folder, name)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = runner.invoke(app, [str(folder), "-m", "nearest", *args, "--json"])
+    assert result.exit_code == (1 if failing else 0), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    rows = {Path(r["input"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert set(rows) == set(names)
+    assert {name for name, r in rows.items() if r["status"] == "failed"} == failing
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(failing)  # one line each, and nothing else but the summary
+    assert all(" done, " in line for line in result.stderr.splitlines() if not line.startswith("error: "))
+    assert all("255-byte limit" in line or "too long for the file system" in line for line in errors), errors
+    for name, row in rows.items():
+        if row["status"] == "ok":
+            assert Path(row["output"]).is_file() and len(os.fsencode(Path(row["output"]).name)) <= 255
+    leftovers = [p for p in tmp_path.rglob(".*") if p.name.endswith(".upscale-part")]
+    assert not leftovers
+
+
+def test_a_long_output_or_input_name_in_a_real_process_is_one_line(tmp_path):
+    """The issue's recipes as a user runs them: a 300-byte -o, a 300-byte input argument."""
+    src = f.make_rgb_png(tmp_path, "ok.png")
+    long_o = [str(src), "-m", "nearest", "-x", "2", "-o", str(tmp_path / ("b" * 300 + ".png"))]
+    long_in = [str(src), str(tmp_path / ("c" * 300 + ".png")), "-m", "nearest", "-x", "2"]
+    for args, done in ((long_o, 0), (long_in, 1)):
+        proc = subprocess.run([sys.executable, "-m", "upscale_cli", *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and ("255-byte limit" in errors[0] or "300 bytes" in errors[0]), proc.stderr
+        assert f"{done} done, 0 skipped, 1 failed" in proc.stderr

@@ -260,7 +260,7 @@ def test_auto_leaves_clean_images_alone_and_routes_by_jpeg_quality_and_noise(tmp
     named = runner.invoke(app, ["restore", str(folder / "lossless.png"), "-m", "unet-restore", "--json",
                                 "-o", str(tmp_path / "n.png")])
     row = json.loads(named.stdout.splitlines()[-1])
-    assert row["model"] == "unet-restore" and "found" not in row  # -m always wins
+    assert row["model"] == "unet-restore" and row["found"] is None  # -m always wins: nothing assessed
     upscaled = runner.invoke(app, [str(folder / "heavy.jpg"), "-x", "2", "-m", "bicubic", "--restore", "--json",
                                    "-o", str(tmp_path / "u.png")])
     assert upscaled.exit_code == 0, upscaled.output

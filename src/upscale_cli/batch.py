@@ -6,6 +6,7 @@ ahead, the model, writing behind, each file alone) is pipeline.py's.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import glob
 import hashlib
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from upscale_cli.errors import InputNotFoundError, UsageError
+from upscale_cli.images.atomic import NAME_MAX_BYTES
 from upscale_cli.images.formats import (FALLBACK_FORMAT, OUTPUT_FORMATS, READ_SUFFIXES, WRITE_SUFFIX, output_format,
                                         writable_format)
+from upscale_cli.report import PlannedStatus
 
 STDIO = "-"
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -38,10 +41,18 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Planned:
+    """What planning decided for a job it will not run: skipped (nothing to do) or failed."""
+
+    status: PlannedStatus
+    message: str  # the file's one line: a failure names the file, a skip says why (without it)
+
+
+@dataclass(frozen=True)
 class Job:
     source: Source
-    output: Path | None  # None = stdout
-    skip_reason: str | None = None  # set when planning already decided not to run it
+    output: Path | None  # None = stdout, or nothing to write (an earlier output left out)
+    planned: Planned | None = None  # set when planning already decided not to run it
     format: str | None = None  # Pillow format to write; None = decided from the image (stdout)
     notes: tuple[str, ...] = ()  # what planning chose that the user did not ask for
 
@@ -55,26 +66,56 @@ class JobResult:
     error: str | None = None
 
 
+def fs_problem(err: OSError, path: Path | str) -> str:
+    """What a file-system call said about a path, as the end of a file's line (no traceback): a
+    name too long says which limit and by how much."""
+    if err.errno == errno.ENAMETOOLONG:
+        longest = max((len(os.fsencode(part)) for part in Path(path).parts), default=0)
+        if longest > NAME_MAX_BYTES:
+            return f"a name in it is {longest} bytes, over the file system's {NAME_MAX_BYTES}-byte limit of a file name"
+        return f"the path is too long for the file system ({len(os.fsencode(str(path)))} bytes)"
+    return err.strerror or str(err)
+
+
+def _is_visible_file(path: Path) -> bool:
+    """A file to list (hidden ones and anything that cannot even be looked at are not)."""
+    return not path.name.startswith(".") and os.path.isfile(path)  # os.path.isfile never raises
+
+
 def _expand_folder(folder: Path, recursive: bool) -> list[Source]:
     """Every visible file of a folder: images to read, anything else to report as skipped."""
     pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in folder.glob(pattern) if _is_visible_file(p))
     return [Source(p, root=folder, ignored=None if p.suffix.lower() in READ_SUFFIXES
                    else f"not an image file name ({p.suffix or 'no extension'})") for p in files]
 
 
+def _kind_of(path: Path) -> str:
+    """'dir', 'file' or 'none'; an OSError (a name too long, a loop of links) is the caller's to report."""
+    try:
+        return "dir" if path.is_dir() else "file" if path.exists() else "none"
+    except ValueError:  # a NUL in the name: names nothing
+        return "none"
+
+
 def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
-    """Command-line paths -> sources. A missing path or an empty glob becomes a source that fails
-    (so the other inputs still run); only when nothing at all is found is it an error."""
+    """Command-line paths -> sources. A missing path, an empty glob or a path the file system
+    refuses (a name too long) becomes a source that fails (so the other inputs still run); only
+    when nothing at all is found is it an error."""
     sources: list[Source] = []
     for arg in args:
         if arg == STDIO:
             sources.append(Source(None))
             continue
         path = Path(arg).expanduser()
-        if path.is_dir():
+        try:
+            kind = _kind_of(path)
+        except OSError as err:
+            sources.append(Source(path, missing=f"{arg}: {fs_problem(err, path)}"))
+            continue
+        if kind == "dir":
             sources.extend(_expand_folder(path, recursive))
-        elif path.exists():
+        elif kind == "file":
             sources.append(Source(path))
         elif GLOB_CHARS.search(arg):
             matches = sorted(Path(m) for m in glob.glob(arg, recursive=True) if Path(m).is_file())
@@ -131,13 +172,28 @@ def _output_format(source: Source, target: Path | None, fmt: str | None) -> tupl
 def _output_is_folder(sources: list[Source], output: str) -> bool:
     if len(sources) != 1 or sources[0].root is not None:
         return True
-    return output.endswith(("/", "\\")) or Path(output).is_dir()
+    return output.endswith(("/", "\\")) or os.path.isdir(output)  # never raises (a name too long: not a folder)
 
 
-def _is_own_output(source: Source, tag: str) -> bool:
-    """A file this command wrote next to its input on an earlier run (`photo_x4.png`, or one of
-    several sampled answers, `photo_x4_s2.png`)."""
-    return source.root is not None and re.search(rf"_{re.escape(tag)}(_s\d+)?$", source.path.stem) is not None
+class _EarlierOutputs:
+    """Files of a folder that this command wrote next to their input on an earlier run:
+    `photo_x4.png` (or a sampled answer, `photo_x4_s2.png`; any tag: `photo_1920w.png`,
+    `photo_restored.png`) while an image named `photo` (any readable suffix) is beside it. Without
+    that image it is nobody's output: an input like any other."""
+
+    def __init__(self, sources: list[Source], tag: str) -> None:
+        self.pattern = re.compile(rf"(.+)_{re.escape(tag)}(_s\d+)?")
+        self.images: dict[tuple[Path, str], Path] = {}  # (folder, stem) -> the image found there
+        for source in sources:
+            if source.root is not None and source.path.suffix.lower() in READ_SUFFIXES:
+                self.images.setdefault((source.path.parent, source.path.stem), source.path)
+
+    def source_of(self, source: Source) -> Path | None:
+        """The input that `source` is an earlier output of, or None."""
+        if source.root is None or source.path is None or source.ignored:
+            return None  # named on the command line (or a glob's match): the user asked for it
+        match = self.pattern.fullmatch(source.path.stem)
+        return None if match is None else self.images.get((source.path.parent, match[1]))
 
 
 def check_output_options(fmt: str | None, as_json: bool, output: str | None) -> None:
@@ -162,19 +218,38 @@ def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | No
     folder = Path(output) if output not in (None, STDIO) and _output_is_folder(sources, output) else None
     _resolved_folder.cache_clear()  # folders may have changed since an earlier run in this process
     # earlier outputs found next to their inputs are neither inputs nor protected as inputs (a rerun
-    # skips them, --overwrite replaces them)
-    sources = [s for s in sources if not (output is None and _is_own_output(s, tag))]
-    inputs = _InputIndex(sources)
+    # skips them, each with its row, and --overwrite replaces them)
+    earlier = _EarlierOutputs(sources, tag) if output is None else None
+    made_from = {id(s): earlier.source_of(s) for s in sources} if earlier else {}
+    inputs = _InputIndex([s for s in sources if made_from.get(id(s)) is None])
     jobs, claimed = [], {}
     for source in sources:
-        target = _target_path(source, output, folder, tag, fmt)
-        reason = _skip_reason(source, target, claimed, overwrite, inputs, folder_output=folder is not None,
-                              written=written)
-        chosen, notes, failure = _output_format(source, target, fmt)
-        if failure and not reason:
-            reason = f"failed:{source.label}: {failure}"
-        jobs.append(Job(source, target, reason, chosen, notes))
+        if made_from.get(id(source)) is not None:
+            why = (f"an earlier output of {made_from[id(source)]}; name it on the command line, "
+                   "or use -o, to upscale it as an input")
+            jobs.append(Job(source, None, Planned("skipped", why)))
+            continue
+        jobs.append(_plan_one(source, output, folder, tag, fmt, overwrite, inputs, claimed, written))
     return jobs
+
+
+def _plan_one(source: Source, output: str | None, folder: Path | None, tag: str, fmt: str | None,
+              overwrite: bool, inputs: "_InputIndex", claimed: dict,
+              written: Callable[[Path], list[Path]] | None) -> Job:
+    """One source's job. Whatever the file system says while looking (a name too long, a path it
+    cannot reach) fails this file alone, in one line."""
+    target = _target_path(source, output, folder, tag, fmt)
+    try:
+        planned = _skip_reason(source, target, claimed, overwrite, inputs, folder_output=folder is not None,
+                               written=written)
+    except OSError as err:
+        planned = Planned("failed", f"{source.label}: the output {_shortened(str(target))}: {fs_problem(err, target)}")
+    if planned is not None:
+        return Job(source, target, planned)
+    chosen, notes, failure = _output_format(source, target, fmt)
+    if failure:
+        return Job(source, target, Planned("failed", f"{source.label}: {failure}"))
+    return Job(source, target, None, chosen, notes)
 
 
 class _InputIndex:
@@ -186,7 +261,10 @@ class _InputIndex:
         for source in sources:
             if source.path is None or source.missing:
                 continue
-            self.by_path.setdefault(_resolved(source.path), source.label)
+            try:
+                self.by_path.setdefault(_resolved(source.path), source.label)
+            except (OSError, ValueError):  # a path that names nothing reachable: reading it fails it
+                pass
             identity = _file_identity(source.path)
             if identity is not None:
                 self.by_inode.setdefault(identity, source.label)
@@ -203,7 +281,7 @@ class _InputIndex:
 def _resolved(path: Path) -> Path:
     """path.resolve(), with each folder resolved once per run (10,000 files in 10 folders: 10 walks,
     not 10,000). A file that is itself a link is resolved too, so links still count as their target."""
-    if ".." in path.parts or path.name in ("", ".") or path.is_symlink():  # '..' after a link: resolve's way
+    if ".." in path.parts or path.name in ("", ".") or os.path.islink(path):  # '..' after a link: resolve's way
         return path.resolve()
     return _resolved_folder(os.path.abspath(path.parent)) / path.name
 
@@ -233,29 +311,50 @@ def _target_path(source: Source, output: str | None, folder: Path | None, tag: s
     return _default_output(source, tag, fmt)
 
 
+def _name_too_long(path: Path) -> int:
+    """The byte length of the name of `path` when the file system could not hold it (else 0)."""
+    size = len(os.fsencode(path.name))
+    return size if size > NAME_MAX_BYTES else 0
+
+
 def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: bool, inputs: _InputIndex,
-                 folder_output: bool, written: Callable[[Path], list[Path]] | None = None) -> str | None:
+                 folder_output: bool, written: Callable[[Path], list[Path]] | None = None) -> Planned | None:
+    """Why a source will not run (missing, not an image, its output an input or another's, a name
+    the file system cannot hold, an output that exists), or None. OSError from looking: the caller's."""
     if source.missing:
-        return f"failed:{source.missing}"
+        return Planned("failed", source.missing)
     if source.ignored:
-        return f"skipped:{source.ignored}"
+        return Planned("skipped", source.ignored)
     if target is None:
         return None
     paths = written(target) if written is not None else [target]
     for path in paths:
+        if size := _name_too_long(path):  # said before any work, not after it when the write fails
+            return Planned("failed", f"{source.label}: the output's name would be {size} bytes, over the file "
+                                     f"system's {NAME_MAX_BYTES}-byte limit ({_shortened(path.name)}); "
+                                     "rename the input or give -o a shorter name")
         replaced = inputs.input_at(path)
         if replaced is not None:
             whose = "itself" if replaced == source.label else replaced
-            return f"failed:{source.label}: the output {path} would overwrite the input {whose}; choose another -o or --format"
+            return Planned("failed", f"{source.label}: the output {path} would overwrite the input {whose}; "
+                                     "choose another -o or --format")
         key = _resolved(path)
         if key in claimed:
             hint = "use --format or another -o" if folder_output else "use -o with a folder"
-            return f"failed:{source.label}: the output {path} would also be written by {claimed[key]}; {hint}"
+            return Planned("failed", f"{source.label}: the output {path} would also be written by {claimed[key]}; {hint}")
     for path in paths:
         claimed[_resolved(path)] = source.label
-    if not overwrite and any(path.exists() for path in paths):
-        return "skipped:output exists (use --overwrite to replace it)"
+    existing = [path for path in paths if path.exists()] if not overwrite else []
+    if existing:
+        return Planned("skipped", f"output exists: {existing[0]}; use --overwrite to replace it")
     return None
+
+
+NAME_SHOWN_CHARS = 40  # of a name too long to show whole
+
+
+def _shortened(name: str) -> str:
+    return name if len(name) <= 2 * NAME_SHOWN_CHARS else f"{name[:NAME_SHOWN_CHARS]}...{name[-NAME_SHOWN_CHARS:]}"
 
 
 def scale_tag(scale: float | None, width: int | None, height: int | None, default_scale: float) -> str:

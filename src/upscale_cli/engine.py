@@ -208,10 +208,14 @@ class Upscaler:
 
     def passes_for(self, height: int, width: int, size: tuple[int, int] | None = None) -> tuple[int, ...]:
         """The native passes an image of this size runs through to `size` (default: the target
-        size); () for any-size models, which go straight to the size."""
+        size); for an any-size model, the passes it runs inside (`passes(height, width, size)`:
+        pixel-art's Scale2x/Scale3x chain), else () (interpolation goes straight to the size)."""
         out_height, out_width = size or self.target_size(height, width)
         scales = self.native_scales()
-        return plan_passes(scales, max(out_height / height, out_width / width)) if scales else ()
+        if scales:
+            return plan_passes(scales, max(out_height / height, out_width / width))
+        own = getattr(self.model(None), "passes", None)
+        return tuple(own(height, width, (out_height, out_width))) if callable(own) else ()
 
     # -- running --------------------------------------------------------------
     def upscale_tensor(self, x: torch.Tensor, on_tile: TileCallback | None = None,

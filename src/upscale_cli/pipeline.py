@@ -2,11 +2,12 @@
 writing behind, each file alone, results in input order.
 
 `run_jobs` is the pipeline for any `convert(index, image)`; `run_converted` runs it with a
-converter (an engine.Upscaler, restore's converters) and `FileReport`, which records what each
-file's report line says (notes, the model that ran, what was found, passes, the real scale and
-size). Showing those reports is the CLI's (cli/progress.py); ray_batch.py runs the same
-`run_converted` on each Ray worker. One bad file never stops the others: each job ends as a
-JobResult with its status and error line. Outputs are written atomically (images.write).
+converter (an engine.Upscaler, restore's converters) and `FileReport`, which records in each
+file's report.ReportRow what its line and --json row say (notes, the model that ran, what was
+found, passes, the real scale and size). Showing those rows is the CLI's (cli/progress.py);
+ray_batch.py runs the same `run_converted` on each Ray worker. One bad file never stops the
+others: each job ends as a JobResult with its status and error line, then as its ReportRow.
+Outputs are written atomically (images.write).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Callable, Iterator
 from upscale_cli.batch import Job, JobResult, Source, WriteOptions
 from upscale_cli.errors import UpscaleError
 from upscale_cli.images.formats import DEFAULT_MAX_PIXELS, FALLBACK_FORMAT, writable_format
+from upscale_cli.report import ReportRow, RowDefaults
 
 # The pipeline: one thread decodes the next images while the model runs on the caller's
 # thread, and writer threads encode and write finished ones. Bounded so that memory stays a
@@ -129,8 +131,8 @@ def _same_file_format(job: Job, options: WriteOptions) -> bool:
 
 
 def _failed(job: Job, err: BaseException, seconds: float) -> JobResult:
-    """Any failure of one file as its failed JobResult, one line naming the file."""
-    output = None if job.output is None else str(job.output)
+    """Any failure of one file as its failed JobResult, one line naming the file (no output: it
+    was not written)."""
     if isinstance(err, UpscaleError):
         if err.path is None:
             err.path = job.source.label
@@ -139,17 +141,36 @@ def _failed(job: Job, err: BaseException, seconds: float) -> JobResult:
         message = f"{job.source.label}: out of memory; try a smaller --tile"
     else:
         message = f"{job.source.label}: unexpected error ({type(err).__name__}: {err})"
-    return JobResult(job.source.label, output, "failed", seconds, message)
+    return JobResult(job.source.label, None, "failed", seconds, message)
 
 
 def planned_result(job: Job) -> JobResult:
-    """A job planning already decided: skipped (an existing output's dead temp files tidied) or failed."""
-    status, _, reason = job.skip_reason.partition(":")
+    """A job planning already decided: skipped (an existing output's dead temp files tidied) or failed.
+    Nothing was written, so its result names no output."""
+    status, reason = job.planned.status, job.planned.message
     if status == "skipped" and job.output is not None:  # an existing output is kept: still tidy
         from upscale_cli.images.atomic import remove_dead_leftovers  # what a killed earlier run left beside it
 
         remove_dead_leftovers(job.output)
-    return JobResult(job.source.label, None if job.output is None else str(job.output), status, error=reason)
+    return JobResult(job.source.label, None, status, error=reason)
+
+
+def report_row(job: Job, result: JobResult, row: ReportRow) -> ReportRow:
+    """A job's JobResult and what its run recorded, as its one report row. Planning's notes (an
+    output format it chose) go first, and only on a row that wrote that output."""
+    if result.status == "ok":
+        row.notes = [*job.notes, *row.notes]
+    return row.end(result.status, result.seconds, result.output, result.error)
+
+
+def planned_row(job: Job, defaults: RowDefaults) -> ReportRow:
+    """The row of a job planning already decided (skipped or failed): it never runs."""
+    return report_row(job, planned_result(job), ReportRow.start(job.source.label, defaults))
+
+
+def failed_row(job: Job, defaults: RowDefaults, message: str, seconds: float = 0.0) -> ReportRow:
+    """The row of a job that failed outside the pipeline (a Ray worker that died)."""
+    return ReportRow.start(job.source.label, defaults).end("failed", seconds, error=message)
 
 
 def _timed(fn: Callable, *args):
@@ -242,14 +263,14 @@ class _Pipe:
 
     def _submit(self, index: int) -> None:
         for ahead in range(index, min(len(self.jobs), index + BATCH_MAX + 1)):
-            if ahead not in self.reads and not self.jobs[ahead].skip_reason:
+            if ahead not in self.reads and not self.jobs[ahead].planned:
                 self.reads[ahead] = self.pool.submit(_timed, _read_when_room, self.budget, self.jobs[ahead].source,
                                                      self.options.max_pixels, self.stdin_reader)
 
     def _pop(self, index: int) -> tuple:
         """(index, job, image or None, read seconds, error); a decoded image leaves the budget."""
         job = self.jobs[index]
-        if job.skip_reason:
+        if job.planned:
             return index, job, None, 0.0, None
         image, seconds, err = self.reads.pop(index).result()
         if image is not None:
@@ -266,7 +287,7 @@ class _Pipe:
         most = BATCH_MAX if first.width * first.height <= TINY_PIXELS else BATCH_LARGER
         while len(group) < most and index + len(group) < len(self.jobs):
             following = index + len(group)
-            if self.jobs[following].skip_reason:
+            if self.jobs[following].planned:
                 break
             self._submit(following)
             image, _, err = self.reads[following].result()
@@ -294,7 +315,7 @@ def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable
             together = [(out, seconds / len(group), None) for out in outs]
     slots = []
     for (index, job, image, read_s, err), done in zip(group, together):
-        if job.skip_reason:
+        if job.planned:
             slots.append(_Slot(index, job, planned_result(job)))
             continue
         if err is not None:
@@ -356,74 +377,69 @@ def can_batch(converter) -> bool:
 
     if type(converter) is not Upscaler or converter.config.width or converter.config.height:
         return False
-    try:
-        models = [converter.model(native) for native in (converter.passes_for(1, 1) or (None,))]
+    try:  # an any-size model is one model (model(None)), whatever passes it runs inside
+        natives = converter.passes_for(1, 1) if converter.native_scales() else ()
+        models = [converter.model(native) for native in (natives or (None,))]
     except Exception:  # anything unusual: one image at a time, as before
         return False
     return not any(getattr(getattr(m, "info", None), "fits_at_runtime", True) for m in models)
 
 
 class FileReport:
-    """Runs the converter on decoded images and records, in each file's `per_file` dict, what its
-    report says: notes (reading's, planning's, an output too large to read back), the model that
-    ran, what restore --task auto found, the native passes, the real scale and size.
+    """Runs the converter on decoded images and records, in each file's ReportRow, what its report
+    says: notes (reading's, an output too large to read back), the model that ran, what restore
+    --task auto found, the passes, the real scale and size.
 
     on_tile(done, total) follows the tiles of one image; on_note(line) hears an early note (an
     output over --max-pixels) before the long work starts. Neither is needed: no display here.
     """
 
-    def __init__(self, converter, record: dict, options: WriteOptions,
+    def __init__(self, converter, options: WriteOptions,
                  on_tile: Callable[[int, int], None] | None = None,
                  on_note: Callable[[str], None] | None = None) -> None:
         self.converter = converter
-        self.record = record  # fields every report carries (model, scale): "scale" asks for the real one
         self.options = options
         self.on_tile = on_tile
         self.on_note = on_note
 
-    def convert(self, image, per_file: dict):
+    def convert(self, image, row: ReportRow):
         """Run the converter; one that picks a model per image (restore's JPEG routing) says which,
         and what reading the file had to say (pages left unread) goes on its line."""
         converter = self.converter
-        per_file["notes"] += image.notes
+        row.notes += image.notes
         if hasattr(converter, "model_for"):
-            per_file["model"] = converter.model_for(image)
+            row.model = converter.model_for(image)
         found = converter.found_for(image) if hasattr(converter, "found_for") else None
         if found:  # restore --task auto: what it found in this file (JPEG quality, noise) and what it ran
-            per_file["found"] = found
-        if hasattr(converter, "passes_for"):  # the model's native passes (x8 = [4, 2]) before any final resize
-            per_file["passes"] = list(converter.passes_for(image.height, image.width))
-            self._warn_unreadable_output(converter.target_size(image.height, image.width), per_file)
+            row.found = found
+        if hasattr(converter, "passes_for"):  # the passes (x8 = [4, 2]) before any final resize
+            row.passes = list(converter.passes_for(image.height, image.width))
+            self._warn_unreadable_output(converter.target_size(image.height, image.width), row)
         out = converter.upscale_image(image, self._on_tile)
-        self._describe_output(image, out, per_file)
+        _describe_output(image, out, row)
         return out
 
-    def convert_many(self, images: list, per_files: list) -> list:
+    def convert_many(self, images: list, rows: list[ReportRow]) -> list:
         """Several images of one size, no alpha, through the model as one batch (an Upscaler only:
         can_batch decides which); each file's report as if it had run alone."""
         converter = self.converter
         first = images[0]
         size = converter.target_size(first.height, first.width)
-        for image, per_file in zip(images, per_files):
-            per_file["notes"] += image.notes
-            per_file["passes"] = list(converter.passes_for(image.height, image.width))
-            self._warn_unreadable_output(size, per_file)
+        for image, row in zip(images, rows):
+            row.notes += image.notes
+            row.passes = list(converter.passes_for(image.height, image.width))
+            self._warn_unreadable_output(size, row)
         pixels = converter.upscale_tensor(_stack(images), self._on_tile, size=size)
         outs = [image.replace(pixels=pixels[k : k + 1]) for k, image in enumerate(images)]
-        for image, out, per_file in zip(images, outs, per_files):
-            self._describe_output(image, out, per_file)
+        for image, out, row in zip(images, outs, rows):
+            _describe_output(image, out, row)
         return outs
 
     def _on_tile(self, done: int, total: int) -> None:
         if self.on_tile is not None:
             self.on_tile(done, total)
 
-    def _describe_output(self, image, out, per_file: dict) -> None:
-        if "scale" in self.record:  # the real factor, also with --width/--height
-            per_file["scale"] = round(out.width / image.width, 4)
-            per_file["size"] = [out.width, out.height]
-
-    def _warn_unreadable_output(self, size: tuple[int, int], per_file: dict) -> None:
+    def _warn_unreadable_output(self, size: tuple[int, int], row: ReportRow) -> None:
         """An output over the input guard is written, but this tool would refuse it as an input:
         say so before the (long) work starts, and on the file's line."""
         limit = DEFAULT_MAX_PIXELS if self.options.max_pixels is None else self.options.max_pixels
@@ -431,9 +447,15 @@ class FileReport:
         if limit and pixels > limit:
             note = (f"the output ({size[1]} x {size[0]} = {pixels / 1e6:,.0f} MP) is over --max-pixels "
                     f"({limit:,}): to read it back with upscale, pass --max-pixels 0 or a larger value")
-            per_file["notes"].append(note)
+            row.notes.append(note)
             if self.on_note is not None:
                 self.on_note(note)
+
+
+def _describe_output(image, out, row: ReportRow) -> None:
+    """The real factor (also with --width/--height; 1 for restore) and the output's [width, height]."""
+    row.scale = round(out.width / image.width, 4)
+    row.size = [out.width, out.height]
 
 
 def _stack(images: list):
@@ -449,22 +471,22 @@ def _stack(images: list):
     return torch.cat(pixels)
 
 
-def run_converted(jobs: list[Job], converter, options: WriteOptions, record: dict,
+def run_converted(jobs: list[Job], converter, options: WriteOptions, defaults: RowDefaults,
                   stdin_reader: Callable[[], bytes], stdout_writer: Callable[[bytes], None],
                   on_tile: Callable[[int, int], None] | None = None,
-                  on_note: Callable[[str], None] | None = None) -> Iterator[tuple[int, JobResult, dict]]:
-    """run_jobs with a converter: yields (index, JobResult, the file's report) in input order, each
-    as soon as it and all before it are done; consecutive small images go through the model
-    together when can_batch(converter)."""
-    files = FileReport(converter, record, options, on_tile, on_note)
-    per_files = [{"notes": list(job.notes)} for job in jobs]  # planning's notes (an output format) first
+                  on_note: Callable[[str], None] | None = None) -> Iterator[tuple[int, ReportRow]]:
+    """run_jobs with a converter: yields (index, the file's ReportRow) in input order, each as soon
+    as it and all before it are done; consecutive small images go through the model together when
+    can_batch(converter)."""
+    files = FileReport(converter, options, on_tile, on_note)
+    rows = [ReportRow.start(job.source.label, defaults) for job in jobs]
 
     def convert(index, image):
-        return files.convert(image, per_files[index])
+        return files.convert(image, rows[index])
 
     def convert_many(indices, images):
-        return files.convert_many(images, [per_files[i] for i in indices])
+        return files.convert_many(images, [rows[i] for i in indices])
 
     batching = convert_many if can_batch(converter) else None
     for index, result in run_jobs(jobs, convert, options, stdin_reader, stdout_writer, batching):
-        yield index, result, per_files[index]
+        yield index, report_row(jobs[index], result, rows[index])

@@ -14,8 +14,9 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from upscale_cli.batch import Job, JobResult, WriteOptions
+from upscale_cli.batch import Job, WriteOptions
 from upscale_cli.errors import UpscaleError, UsageError
+from upscale_cli.report import ReportRow, RowDefaults
 
 CHUNK = 8  # jobs per call to a worker: few round trips for small files, still even for large ones
 AUTO = "auto"
@@ -77,16 +78,16 @@ class ConverterRecipe:
 class _Worker:
     """One model, built once on its node; runs chunks of jobs through pipeline.run_converted there."""
 
-    def __init__(self, make_converter: Callable, record: dict, options: WriteOptions) -> None:
+    def __init__(self, make_converter: Callable, defaults: RowDefaults, options: WriteOptions) -> None:
         self.converter = make_converter()
-        self.record = record
+        self.defaults = defaults
         self.options = options
 
-    def run(self, jobs: list[Job]) -> list[tuple[JobResult, dict]]:
+    def run(self, jobs: list[Job]) -> list[ReportRow]:
         from upscale_cli.pipeline import run_converted
 
-        return [(result, per_file) for _, result, per_file in
-                run_converted(jobs, self.converter, self.options, self.record, _no_stdin, _no_stdout)]
+        return [row for _, row in
+                run_converted(jobs, self.converter, self.options, self.defaults, _no_stdin, _no_stdout)]
 
 
 def _no_stdin() -> bytes:
@@ -107,18 +108,18 @@ def worker_shape(ray) -> tuple[int, dict]:
     return max(1, int(resources.get("CPU", 1))), {"num_cpus": 1}
 
 
-def run_on_ray(address: str, jobs: list[Job], make_converter: Callable, record: dict,
-               options: WriteOptions) -> Iterator[tuple[int, JobResult, dict]]:
-    """Yield (index, JobResult, per-file report) in input order, as `pipeline.run_converted` does locally.
+def run_on_ray(address: str, jobs: list[Job], make_converter: Callable, defaults: RowDefaults,
+               options: WriteOptions) -> Iterator[tuple[int, ReportRow]]:
+    """Yield (index, ReportRow) in input order, as `pipeline.run_converted` does locally.
     Jobs planning already decided (skips, planned failures) never leave this process."""
-    from upscale_cli.pipeline import planned_result
+    from upscale_cli.pipeline import planned_row
 
-    if any(job.source.path is None or job.output is None for job in jobs if not job.skip_reason):
+    if any(job.source.path is None or job.output is None for job in jobs if not job.planned):
         raise UsageError("--ray takes files and folders, not stdin or stdout (-)")
-    runnable = [i for i, job in enumerate(jobs) if not job.skip_reason]
+    runnable = [i for i, job in enumerate(jobs) if not job.planned]
     if not runnable:  # a rerun with everything done: no cluster needed
         for index, job in enumerate(jobs):
-            yield index, planned_result(job), {"notes": list(job.notes)}
+            yield index, planned_row(job, defaults)
         return
     ray = connect(address)
     chunks = [runnable[i : i + CHUNK] for i in range(0, len(runnable), CHUNK)]
@@ -126,36 +127,36 @@ def run_on_ray(address: str, jobs: list[Job], make_converter: Callable, record: 
     count, resources = worker_shape(ray)
     count = max(1, min(count, len(chunks)))
     worker = ray.remote(**resources)(_Worker)
-    actors = [worker.remote(make_converter, record, options) for _ in range(count)]
+    actors = [worker.remote(make_converter, defaults, options) for _ in range(count)]
     pending = {}  # chunk number -> its ObjectRef
-    done: dict[int, tuple[JobResult, dict]] = {}
+    done: dict[int, ReportRow] = {}
     next_chunk = 0
     try:
         for index, job in enumerate(jobs):
-            if job.skip_reason:
-                yield index, planned_result(job), {"notes": list(job.notes)}
+            if job.planned:
+                yield index, planned_row(job, defaults)
                 continue
             while index not in done:
                 while next_chunk < len(chunks) and len(pending) < 2 * count:  # two chunks queued per worker
                     pending[next_chunk] = actors[next_chunk % count].run.remote([jobs[i] for i in chunks[next_chunk]])
                     next_chunk += 1
-                _collect(ray, chunk_of[index], pending, chunks, jobs, done)
-            result, per_file = done.pop(index)
-            yield index, result, per_file
+                _collect(ray, chunk_of[index], pending, chunks, jobs, done, defaults)
+            yield index, done.pop(index)
     finally:
         for actor in actors:
             ray.kill(actor)
 
 
-def _collect(ray, chunk_no: int, pending: dict, chunks: list, jobs: list[Job], done: dict) -> None:
+def _collect(ray, chunk_no: int, pending: dict, chunks: list, jobs: list[Job], done: dict,
+             defaults: RowDefaults) -> None:
     """Wait for one chunk; a worker that died fails each of its files in one line."""
+    from upscale_cli.pipeline import failed_row
+
     ref = pending.pop(chunk_no)
     try:
         results = ray.get(ref)
     except Exception as err:  # RayActorError, WorkerCrashedError, ...
         reason = f"the Ray worker failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        results = [(JobResult(jobs[i].source.label, str(jobs[i].output), "failed",
-                              error=f"{jobs[i].source.label}: {reason}"), {"notes": list(jobs[i].notes)})
-                   for i in chunks[chunk_no]]
+        results = [failed_row(jobs[i], defaults, f"{jobs[i].source.label}: {reason}") for i in chunks[chunk_no]]
     for i, item in zip(chunks[chunk_no], results):
         done[i] = item

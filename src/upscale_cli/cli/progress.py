@@ -8,29 +8,29 @@ from contextlib import nullcontext
 
 import typer
 
-from upscale_cli.cli import stdout
 from upscale_cli.errors import printable_path
+from upscale_cli.report import ReportRow, RowDefaults
 
 
 def _read_stdin() -> bytes:
-    from upscale_cli.images.read import read_stream
-
-    return read_stream(getattr(sys.stdin, "buffer", None))  # bounded: an endless stdin ends in one line
+    return sys.stdin.buffer.read()
 
 
 def _write_stdout(data: bytes) -> None:
-    stdout.write_bytes(data)  # all of it, or one line and exit 1: never a truncated image and exit 0
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 class BatchReporter:
     """Shows a batch's files as the user asked (bar, lines, JSON or quiet) while they run, and
     closes it; the running is pipeline.py's (or ray_batch.py's)."""
 
-    def __init__(self, total: int, quiet: bool, as_json: bool, record: dict, stdout_busy: bool = False) -> None:
+    def __init__(self, total: int, quiet: bool, as_json: bool, defaults: RowDefaults,
+                 stdout_busy: bool = False) -> None:
         self.total = total
         self.quiet = quiet
         self.as_json = as_json
-        self.record = record  # fields every JSON line carries (model, scale)
+        self.defaults = defaults  # what every row of the batch carries (model, task, ...)
         self.stdout_busy = stdout_busy
         self.use_bar = not (quiet or as_json) and sys.stderr.isatty()
         self._progress = None
@@ -43,23 +43,23 @@ class BatchReporter:
         if ray is not None:
             from upscale_cli.ray_batch import run_on_ray
 
-            results = run_on_ray(ray, jobs, recipe, self.record, options)
+            results = run_on_ray(ray, jobs, recipe, self.defaults, options)
         else:
             from upscale_cli.pipeline import run_converted
 
-            results = run_converted(jobs, upscaler, options, self.record, _read_stdin, _write_stdout,
+            results = run_converted(jobs, upscaler, options, self.defaults, _read_stdin, _write_stdout,
                                     on_tile=self._on_tile, on_note=self._early_note)
         return self.show(jobs, results)
 
-    def show(self, jobs, results) -> list:
-        """Show (index, JobResult, per-file report) triples as they come: the bar, each file's line
-        or JSON row, then the summary; the JobResults, in order."""
+    def show(self, jobs, results) -> list[ReportRow]:
+        """Show (index, ReportRow) pairs as they come: the bar, each file's line or JSON row, then
+        the summary; the rows, in order."""
         shown = []
         with self._bar() as bar:
             file_task = bar.add_task("files", total=len(jobs)) if bar else None
-            for index, result, per_file in results:
-                shown.append(result)
-                self._report(result, per_file, quiet_skip=jobs[index].source.ignored is not None)
+            for index, row in results:
+                shown.append(row)
+                self._report(row, quiet_skip=jobs[index].source.ignored is not None)
                 if bar:
                     bar.advance(file_task)
         self._summary(shown)
@@ -89,26 +89,29 @@ class BatchReporter:
             self._progress.remove_task(self._tile_task)
             self._tile_task = None
 
-    def _report(self, result, per_file: dict, quiet_skip: bool = False) -> None:
+    def _report(self, row: ReportRow, quiet_skip: bool = False) -> None:
         """One JSON row per input on stdout (--json), error lines on stderr always, a plain line
-        per file otherwise; files in a folder that are not images are only counted (and in --json)."""
+        per file otherwise (skipped ones too); files in a folder that are not images are only
+        counted (and in --json)."""
         if self.as_json:
-            line = {"input": result.input, "output": result.output, **self.record, "notes": [], **per_file,
-                    "seconds": round(result.seconds, 4), "status": result.status, "error": result.error}
-            stdout.echo(json.dumps(line))  # a failed write: one line, exit 1
-        if result.status == "failed":
-            typer.echo(f"error: {printable_path(result.error)}", err=True)  # one line, whatever the name holds
+            typer.echo(json.dumps(row.as_json()))
+        if row.status == "failed":
+            typer.echo(f"error: {printable_path(row.error)}", err=True)  # one line, whatever the name holds
         elif not (self.quiet or self.as_json or quiet_skip):
-            arrow = result.output or "<stdout>"
-            detail = f"{result.seconds:.2f}s" if result.status == "ok" else f"skipped: {result.error}"
-            ran = per_file.get("model")
-            if result.status == "ok" and per_file.get("found"):
-                detail += f", {per_file['found']['summary']}"  # what was found and what ran
-            elif result.status == "ok" and ran and ran != self.record.get("model"):
-                detail += f", {ran}"  # the batch's model was not the one that ran
-            for note in per_file.get("notes", ()):
-                detail += f"; note: {note}"
-            self.echo(printable_path(f"{result.input} -> {arrow} ({detail})"))  # one line, whatever the names hold
+            self.echo(printable_path(self._line(row)))  # one line, whatever the names hold
+
+    def _line(self, row: ReportRow) -> str:
+        """`in -> out (0.12s, ...; note: ...)`, or `in (skipped: why)`."""
+        if row.status != "ok":
+            return f"{row.input} (skipped: {row.error})"
+        detail = f"{row.seconds:.2f}s"
+        if row.found:
+            detail += f", {row.found['summary']}"  # what was found and what ran
+        elif row.model and row.model != self.defaults.model:
+            detail += f", {row.model}"  # the batch's model was not the one that ran
+        for note in row.notes:
+            detail += f"; note: {note}"
+        return f"{row.input} -> {row.output or '<stdout>'} ({detail})"
 
     def echo(self, line: str) -> None:
         if self._progress is not None:

@@ -48,6 +48,7 @@ def restore_command(
     from upscale_cli.batch import (WriteOptions, check_output_options, expand_inputs, parse_shard, plan_jobs,
                                    select_shard)
     from upscale_cli.errors import UsageError
+    from upscale_cli.report import RowDefaults
     from upscale_cli.restore import RestoreConfig, batch_restore, read_mask
 
     check_output_options(fmt, as_json, output)
@@ -61,8 +62,8 @@ def restore_command(
     if mask is None and restorer is not None and restorer.needs_mask:
         raise UsageError(f"--task {task} with model {restorer.model_name!r} needs --mask (an image, white = fill)")
     jobs = select_shard(plan_jobs(expand_inputs(paths, recursive=recursive), output, "restored", fmt, overwrite), part)
-    record = {"model": converter.name, "task": task, "strength": strength}
-    reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
+    defaults = RowDefaults(model=converter.name, task=task, strength=strength)
+    reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, defaults=defaults,
                                          stdout_busy=output == "-")
     results = reporter.run(jobs, converter, options)
     reporter.finish(results, [note for r in converter.restorers for note in r.notes])

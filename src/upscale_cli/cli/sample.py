@@ -14,7 +14,7 @@ import time
 
 import typer
 
-from upscale_cli.errors import UpscaleError, UsageError
+from upscale_cli.errors import UpscaleError, UsageError, printable_path
 
 SAMPLING_SCALE = 4
 SAMPLING_THREADS = 1
@@ -102,13 +102,12 @@ def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, quiet: b
              write: dict) -> bool:
     """Sample and write one file's answers; False (after its one error line) when it failed."""
     label = job.source.label
-    if job.skip_reason:
-        kind, _, why = job.skip_reason.partition(":")
-        if kind == "failed":
-            typer.echo(f"error: {why}", err=True)
+    if job.planned:
+        if job.planned.status == "failed":
+            typer.echo(f"error: {printable_path(job.planned.message)}", err=True)
             return False
         if not quiet:
-            typer.echo(f"{label}: {why}")
+            typer.echo(printable_path(f"{label} (skipped: {job.planned.message})"))
         return True
     try:
         written, seconds = _sample_file(job, net, config, fmt, max_pixels, quiet, write)

@@ -54,6 +54,7 @@ def upscale_command(
     from upscale_cli.batch import (WriteOptions, check_output_options, expand_inputs, parse_shard, plan_jobs,
                                    scale_tag, select_shard)
     from upscale_cli.engine import UpscaleConfig, Upscaler
+    from upscale_cli.report import RowDefaults
 
     check_output_options(fmt, as_json, output)
     options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels, png_compression=png_compression)
@@ -66,22 +67,21 @@ def upscale_command(
     tag = scale_tag(scale, width, height, upscaler.default_scale)
     jobs = select_shard(plan_jobs(sources, output, tag, fmt, overwrite), part)
     upscaler.prepare()
-    size_given = width is not None or height is not None
-    record = {"model": model, "scale": None if size_given else scale if scale is not None else upscaler.default_scale}
-    if ensemble:
-        record["ensemble"] = True
-    reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, record=record,
-                                         stdout_busy=output == "-")
     converter = upscaler
+    restore_config = None
     if restore:  # restore at the input size with the default restoration model, then upscale
         from upscale_cli.restore import RestoreConfig, RestoreThenUpscale, batch_restore
 
         restore_config = RestoreConfig(device=device, half=half, tile=tile, tile_overlap=tile_overlap)
         converter = RestoreThenUpscale(batch_restore(restore_config, progress=not quiet), upscaler)
+    defaults = RowDefaults(model=model, ensemble=ensemble, task=restore_config.task if restore else None,
+                           strength=restore_config.strength if restore else None)
+    reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, defaults=defaults,
+                                         stdout_busy=output == "-")
     recipe = None
     if ray is not None:  # each Ray worker builds the same converter from these settings
         from upscale_cli.ray_batch import ConverterRecipe
 
-        recipe = ConverterRecipe(config, restore_config if restore else None)
+        recipe = ConverterRecipe(config, restore_config)
     results = reporter.run(jobs, converter, options, ray=ray, recipe=recipe)
     reporter.finish(results, upscaler.notes)

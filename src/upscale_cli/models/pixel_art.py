@@ -136,6 +136,10 @@ class PixelArt(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # (B, C, H, W) -> (B, C, h, w)
         return upscale_pixel_art(x, (int(size[0]), int(size[1])))
 
+    def passes(self, height: int, width: int, size: tuple[int, int]) -> tuple[int, ...]:
+        """The Scale3x/Scale2x passes forward runs for an input of this size (for the file's report)."""
+        return plan_passes(height, width, size)
+
 
 def build_pixel_art() -> PixelArt:
     """Builder for arch "pixel-art" (no options)."""
