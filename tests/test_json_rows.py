@@ -174,3 +174,39 @@ def test_the_row_dataclass_is_the_schema():
     assert skipped.as_json()["output"] is None and skipped.as_json()["passes"] is None
     with pytest.raises(ValueError):
         ReportRow("a.png").end("done", 0.0)
+
+
+def test_sampled_answers_have_one_row_each_in_the_same_schema(tmp_path):
+    """pixel-recursive --samples N: a row per answer file written (which answer, temperature and
+    seed in its notes), one row for a skipped or failed input, lines on stderr only."""
+    import torch
+
+    from upscale_cli.loader import save_weights
+    from upscale_cli.models import build_model
+
+    settings = {"scale": 4, "width": 6, "blocks": 1, "prior_width": 9, "prior_layers": 2}
+    torch.manual_seed(0)
+    weights = tmp_path / "pixelrec.safetensors"
+    save_weights(build_model("pixelrec", **settings), weights, "pixelrec", settings)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    f.make_rgb_png(folder, "tiny.png", size=(3, 2))
+    f.make_rgb_png(folder, "big.png", size=(40, 40))  # over the model's input limit: fails alone
+    f.make_rgb_png(folder, "done.png", size=(3, 2))
+    (folder / "done_x4_s2.png").write_bytes(b"an earlier answer")
+    (folder / "notes.txt").write_text("x")
+    result = runner.invoke(app, [str(folder), "-m", str(weights), "--samples", "2", "--seed", "5", "--json"])
+    assert result.exit_code == 1, result.output
+    rows = _rows(result)
+    for row in rows:
+        _check_row(row)
+    got = [(Path(r["input"]).name, r["status"], r["output"] and Path(r["output"]).name) for r in rows]
+    assert got == [("big.png", "failed", None), ("done.png", "skipped", None), ("done_x4_s2.png", "skipped", None),
+                   ("notes.txt", "skipped", None), ("tiny.png", "ok", "tiny_x4_s1.png"),
+                   ("tiny.png", "ok", "tiny_x4_s2.png")]
+    answers = [r for r in rows if r["status"] == "ok"]
+    assert [r["notes"] for r in answers] == [["answer 1 of 2: temperature 0.5, seed 5"],
+                                             ["answer 2 of 2: temperature 0.5, seed 5"]]
+    assert all(r["size"] == [12, 8] and r["scale"] == 4.0 and r["passes"] == [4] for r in answers)
+    assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [
+        line for line in result.stderr.splitlines() if "big.png" in line]

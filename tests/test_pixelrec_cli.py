@@ -97,7 +97,7 @@ def test_usage_errors_exit_2(tmp_path, weights):
         result = run(tiny, "-m", weights, *args)
         assert result.exit_code == 2, (args, result.output)
         assert result.output.strip().startswith("error:") and words in result.output
-    for args in (["--json"], ["--width", "40"], ["--ensemble"], ["--tile", "8"]):
+    for args in (["--width", "40"], ["--ensemble"], ["--tile", "8"]):  # --json: one schema (test_json_rows.py)
         result = run(tiny, "-m", weights, "--seed", "1", *args)
         assert result.exit_code == 2 and args[0] in result.output and "sampling model" in result.output, result.output
     result = run(tiny, "-m", "bicubic", "--samples", "2")

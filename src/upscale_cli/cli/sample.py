@@ -1,13 +1,15 @@
 """`upscale tiny.png -m pixel-recursive --samples 4 --temperature 0.8 --seed 1`: several answers per input.
 
 Reached from the default command when the model samples (pixel-recursive) or --samples,
---temperature or --seed is given. Outputs are planned like every upscale (batch.plan_jobs: never
+--temperature or --seed is given. Each input's line goes to stderr; with --json, stdout has one
+report.ReportRow per answer written (a skipped or failed input: one row). Outputs are planned like every upscale (batch.plan_jobs: never
 an input, existing ones skipped unless --overwrite), then named photo_x4_s1.png ... for several
 answers. All answers of a file are drawn before the first is written, and each file is written
 atomically, so a refused or interrupted file leaves no output behind.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -15,6 +17,7 @@ import time
 import typer
 
 from upscale_cli.errors import UpscaleError, UsageError, printable_path
+from upscale_cli.report import ReportRow, RowDefaults
 
 SAMPLING_SCALE = 4
 SAMPLING_THREADS = 1
@@ -53,7 +56,7 @@ def _model_samples(model: str) -> bool:
 def sample_command(paths: list[str], model: str, scale: float | None, output: str | None, recursive: bool,
                    fmt: str | None, overwrite: bool, device: str, max_pixels: int | None, quiet: bool,
                    samples: int | None, temperature: float | None, seed: int | None, quality: int | None = None,
-                   png_compression: int | None = None, others: dict | None = None) -> None:
+                   png_compression: int | None = None, others: dict | None = None, as_json: bool = False) -> None:
     """`others`: the default command's options that sampling does not take (refused when given)."""
     from upscale_cli.batch import check_output_options, expand_inputs, plan_jobs
     from upscale_cli.sampling import DEFAULT_TEMPERATURE, SampleConfig, sample_paths
@@ -66,7 +69,7 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
         raise UsageError(f"{model} samples x{SAMPLING_SCALE} answers only; leave out -x or give -x {SAMPLING_SCALE}")
     if output == "-":
         raise UsageError("sampling writes files; -o - (stdout) is not supported with it")
-    check_output_options(fmt, False, output)
+    check_output_options(fmt, as_json, output)
     config = SampleConfig(samples=1 if samples is None else samples, seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
                           temperature=DEFAULT_TEMPERATURE if temperature is None else temperature)
     net = _load_sampling_model(model, device)
@@ -77,7 +80,13 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
     jobs = plan_jobs(sources, output, f"x{SAMPLING_SCALE}", fmt, overwrite,
                      written=lambda target: sample_paths(target, config.samples))
     write = {"quality": quality, "png_compression": png_compression}
-    failed = sum(not _run_job(job, net, config, fmt, max_pixels, quiet, write) for job in jobs)
+    defaults = RowDefaults(model=model)
+    failed = 0
+    for job in jobs:
+        rows = _run_job(job, net, config, fmt, max_pixels, quiet or as_json, write, defaults)
+        failed += rows[0].status == "failed"
+        for row in rows if as_json else ():
+            typer.echo(json.dumps(row.as_json()))
     if failed:
         raise typer.Exit(1)
 
@@ -99,25 +108,41 @@ def _load_sampling_model(model: str, device: str):
 
 
 def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, quiet: bool,
-             write: dict) -> bool:
-    """Sample and write one file's answers; False (after its one error line) when it failed."""
+             write: dict, defaults: RowDefaults) -> list[ReportRow]:
+    """Sample and write one file's answers, its line on stderr (an error line always); its report
+    rows: one per answer written, or the one row of a skipped or failed input."""
     label = job.source.label
+    row = ReportRow.start(label, defaults)
     if job.planned:
         if job.planned.status == "failed":
             typer.echo(f"error: {printable_path(job.planned.message)}", err=True)
-            return False
-        if not quiet:
-            typer.echo(printable_path(f"{label} (skipped: {job.planned.message})"))
-        return True
+        elif not quiet:
+            typer.echo(printable_path(f"{label} (skipped: {job.planned.message})"), err=True)
+        return [row.end(job.planned.status, 0.0, error=job.planned.message)]
+    started = time.perf_counter()
     try:
-        written, seconds = _sample_file(job, net, config, fmt, max_pixels, quiet, write)
+        written, size = _sample_file(job, net, config, fmt, max_pixels, quiet, write)
     except UpscaleError as err:
-        typer.echo(f"error: {label}: {err}", err=True)
-        return False
+        message = f"{label}: {err}"
+        typer.echo(f"error: {printable_path(message)}", err=True)
+        return [row.end("failed", time.perf_counter() - started, error=message)]
+    seconds = time.perf_counter() - started
     if not quiet:
         names = ", ".join(str(p) for p in written)
-        typer.echo(f"{label} -> {names} ({seconds:.1f} s, temperature {config.temperature:g}, seed {config.seed})")
-    return True
+        typer.echo(printable_path(f"{label} -> {names} ({seconds:.1f} s, temperature {config.temperature:g}, "
+                                  f"seed {config.seed})"), err=True)
+    return [_answer_row(label, defaults, path, k, len(written), size, seconds, config)
+            for k, path in enumerate(written, 1)]
+
+
+def _answer_row(label: str, defaults: RowDefaults, path, k: int, count: int, size: tuple[int, int, int, int],
+                seconds: float, config) -> ReportRow:
+    """The row of one answer file: answers of a file are drawn together, so each has an equal share of the time."""
+    row = ReportRow.start(label, defaults)
+    in_height, in_width, height, width = size
+    row.scale, row.size, row.passes = round(width / in_width, 4), [width, height], [SAMPLING_SCALE]
+    row.notes = [f"answer {k} of {count}: temperature {config.temperature:g}, seed {config.seed}"]
+    return row.end("ok", seconds / count, output=str(path))
 
 
 def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, quiet: bool,
@@ -128,7 +153,6 @@ def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, quie
     from upscale_cli.resize import resize
     from upscale_cli.sampling import check_input_size, draw_samples, sample_paths
 
-    started = time.perf_counter()
     image = read_image(job.source.path, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     check_input_size(net, image.height, image.width)
     targets = sample_paths(job.output, config.samples)  # checked by plan_jobs: never an input, none exists
@@ -136,11 +160,20 @@ def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, quie
         answers = draw_samples(net, image.pixels, config, on_row)  # (N, C, 4H, 4W)
     size = tuple(answers.shape[-2:])
     alpha = resize(image.alpha, size, "bicubic") if image.alpha is not None else None
-    job.output.parent.mkdir(parents=True, exist_ok=True)  # -o a new folder, as every upscale makes it
+    _make_folder(job.output.parent)  # -o a new folder, as every upscale makes it
     for k, target in enumerate(targets):
         write_image(image.replace(pixels=answers[k:k + 1].contiguous(), alpha=alpha), target, job.format or fmt,
                     **write)
-    return targets, time.perf_counter() - started
+    return targets, (image.height, image.width, *size)
+
+
+def _make_folder(folder) -> None:
+    from upscale_cli.errors import ImageWriteError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ImageWriteError(f"cannot create folder {folder}: {err.strerror}") from None
 
 
 class _row_progress:

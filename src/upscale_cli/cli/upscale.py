@@ -47,10 +47,10 @@ def upscale_command(
 
     if sample.wants_sampling(model, samples, temperature, seed):  # several answers per input (pixel-recursive)
         others = {"--width": width, "--height": height, "--ray": ray, "--shard": shard, "--half": half, "--tile": tile,
-                  "--tile-overlap": tile_overlap, "--ensemble": ensemble, "--json": as_json, "--restore": restore,
+                  "--tile-overlap": tile_overlap, "--ensemble": ensemble, "--restore": restore,
                   "--alpha": alpha != "auto"}
         return sample.sample_command(paths, model, scale, output, recursive, fmt, overwrite, device, max_pixels, quiet,
-                                     samples, temperature, seed, quality, png_compression, others)
+                                     samples, temperature, seed, quality, png_compression, others, as_json)
     from upscale_cli.batch import (WriteOptions, check_output_options, expand_inputs, parse_shard, plan_jobs,
                                    scale_tag, select_shard)
     from upscale_cli.engine import UpscaleConfig, Upscaler
