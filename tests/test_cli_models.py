@@ -176,3 +176,23 @@ def test_unsafe_catalogue_is_one_line(monkeypatch):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.strip() == ("error: weights.toml: model 'opencv-espcn', file x2: filename must be a bare file "
                                      "name with no folder, not '../../../../tmp/x.pb'")
+
+
+# ---------------------------------------------------------------- issue 30, item 8: models add reads only regular files
+
+
+@pytest.mark.parametrize("kind", ["character device", "FIFO", "folder", "link to a device"])
+def test_add_reads_only_regular_files(kind, tmp_path):
+    import os
+
+    what = {"character device": "a character device", "FIFO": "a FIFO", "folder": "a folder",
+            "link to a device": "a symbolic link to /dev/zero"}[kind]
+    path = {"character device": "/dev/zero", "FIFO": str(tmp_path / "fifo"), "folder": str(tmp_path),
+            "link to a device": str(tmp_path / "link")}[kind]
+    if kind == "FIFO":
+        os.mkfifo(path)
+    if kind == "link to a device":
+        os.symlink("/dev/zero", path)
+    result = run("add", path)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: {path}: not a regular file ({what})"

@@ -685,3 +685,47 @@ def test_leftovers_of_a_running_download_are_left_alone(server, weights, cache):
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another process downloading right now
         assert download.ensure_weights(served(weights, server), progress=False) == path
         assert part.exists() and lock.exists()
+
+
+# ---------------------------------------------------------------- issue 30: verify never follows (item 8)
+
+
+def test_verify_never_reads_entries_that_are_not_regular_files(server, weights, generated_weights, cache, tmp_path):
+    """Links (to /dev/zero, to a good file, dangling), a FIFO, a folder and a linked <sha256> folder:
+    each is reported, none is read (the old code hashed /dev/zero for ever), links are removed (not
+    what they point to), and the good file is still good. Through a subprocess: the old code hangs."""
+    good = download.ensure_weights(served(weights, server), progress=False)
+    folder = cache / "weights" / ("a" * 64)
+    folder.mkdir()
+    (folder / "zero.pb").symlink_to("/dev/zero")
+    (folder / "dangling.pb").symlink_to(tmp_path / "nothing-here")
+    (folder / "to-good.pb").symlink_to(good)
+    os.mkfifo(folder / "fifo.pb")
+    (folder / "sub.pb").mkdir()
+    (cache / "weights" / ("b" * 64)).symlink_to("/dev", target_is_directory=True)
+    env = {**os.environ, "UPSCALE_CACHE_DIR": str(cache)}
+    result = subprocess.run([sys.executable, "-m", "upscale_cli", "models", "verify"], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 1, result.stderr
+    lines = sorted(result.stderr.strip().splitlines())
+    assert lines == sorted([
+        f"not a regular file (a FIFO, removed): {folder / 'fifo.pb'}",
+        f"not a regular file (a folder): {folder / 'sub.pb'}",
+        f"not a regular file (a symbolic link to {tmp_path / 'nothing-here'}, removed): {folder / 'dangling.pb'}",
+        f"not a regular file (a symbolic link to {good}, removed): {folder / 'to-good.pb'}",
+        f"not a regular file (a symbolic link to /dev/zero, removed): {folder / 'zero.pb'}",
+        f"not a regular file (a symbolic link to /dev, not a cache folder, removed): {cache / 'weights' / ('b' * 64)}",
+    ])
+    assert result.stdout.startswith("1 good, 0 corrupt, 6 not a regular file")
+    assert good.is_file() and weights_cache.hash_file(good) == weights.sha256 and Path("/dev/zero").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["sub.pb"]
+
+
+def test_clear_counts_links_without_following_them(server, weights, cache, tmp_path):
+    download.ensure_weights(served(weights, server), progress=False)
+    folder = cache / "weights" / ("a" * 64)
+    folder.mkdir()
+    (folder / "dangling.pb").symlink_to(tmp_path / "nothing-here")  # the old code: FileNotFoundError
+    (folder / "zero.pb").symlink_to("/dev/zero")
+    assert weights_cache.clear_cache() == (3, weights.size)
+    assert Path("/dev/zero").exists()

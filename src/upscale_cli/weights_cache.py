@@ -12,7 +12,9 @@ run's `.part` is otherwise what the next download resumes).
 Where the bytes come from (HTTP with resume and retries, a mirror) is download.py's; this
 module is the cache's layout, its part/verify/lock protocol, adding a file fetched by hand,
 and maintenance (verify, clear). UPSCALE_CACHE_DIR names the cache folder (default: the
-platformdirs user cache dir).
+platformdirs user cache dir). Only regular files are ever hashed, and never past the size they
+had when opened: a cache entry that is a link, device or FIFO (a link to /dev/zero) is reported
+by verify, never read.
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from upscale_cli.model_spec import WeightsFile
-from upscale_cli.errors import ChecksumError, WeightsError, WrongSizeError
+from upscale_cli.errors import ChecksumError, WeightsError, WrongSizeError, printable_path
 
 try:  # POSIX; elsewhere downloads go unlocked (the final os.replace is still atomic)
     import fcntl
@@ -44,6 +47,10 @@ CHUNK_BYTES = 16 * 1024
 # path -> (size, mtime_ns) of files hashed and found good in this process: a batch that
 # loads the same model many times hashes it once.
 _verified: dict[Path, tuple[int, int]] = {}
+
+
+class NotARegularFile(Exception):
+    """A path that is a link, folder, device or FIFO where a file was expected: str() says which."""
 
 
 class WrongSize(Exception):
@@ -121,11 +128,18 @@ def cached_and_good(file: WeightsFile, path: Path) -> bool:
         return False
     if _verified.get(path) == (st.st_size, st.st_mtime_ns):
         return True
-    if st.st_size == file.size and hash_file(path) == file.sha256:
+    if st.st_size == file.size and stat.S_ISREG(st.st_mode) and _hash_or_none(path) == file.sha256:
         _verified[path] = (st.st_size, st.st_mtime_ns)
         return True
     unlink(path)
     return False
+
+
+def _hash_or_none(path: Path) -> str | None:
+    try:
+        return hash_file(path)
+    except (NotARegularFile, OSError):
+        return None
 
 
 # ---------------------------------------------------------------- filling, verifying, adding by hand
@@ -209,12 +223,52 @@ def finish(file: WeightsFile, part: Path, path: Path, hasher, source: str) -> No
     _verified[path] = (st.st_size, st.st_mtime_ns)
 
 
-def hash_file(path: Path) -> str:
+def hash_file(path: Path, *, follow: bool = True) -> str:
+    """The sha256 of a regular file, reading no more than its size when opened (a file that grows
+    meanwhile cannot keep us reading); NotARegularFile for anything else, a link too unless `follow`."""
     hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+    f, left = open_regular(path, follow=follow)
+    with f:
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
             hasher.update(chunk)
+            left -= len(chunk)
     return hasher.hexdigest()
+
+
+def open_regular(path: Path, *, follow: bool = True):
+    """(binary file object, size) of a regular file. O_NONBLOCK: opening a FIFO does not wait for a
+    writer; the type is checked on the open descriptor, so a swap after a check cannot slip past."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        if not follow and os.path.islink(path):  # O_NOFOLLOW's ELOOP
+            raise NotARegularFile(describe(path)) from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotARegularFile(describe(path))
+    return os.fdopen(fd, "rb"), st.st_size
+
+
+def describe(path: Path) -> str:
+    """What a path that is not a regular file is, in words ("a symbolic link to /dev/zero")."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "missing"
+    if stat.S_ISLNK(mode):
+        try:
+            return f"a symbolic link to {printable_path(os.readlink(path))}"
+        except OSError:
+            return "a symbolic link"
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file"))
+    return next((words for test, words in kinds if test(mode)), "not a regular file")
 
 
 def unlink(path: Path) -> None:
@@ -291,43 +345,79 @@ def _let_go(lock_path: Path, handle) -> None:
 
 @dataclass
 class VerifyReport:
-    """What verify_cache found: good files, corrupt files (removed) and stale partial downloads."""
+    """What verify_cache found: good files, corrupt files (removed), stale partial downloads, and
+    entries that are not regular files (links, folders, devices, FIFOs), never read: (path, what
+    it is, whether it was removed)."""
 
     good: list[Path] = field(default_factory=list)
     corrupt: list[Path] = field(default_factory=list)
     partial: list[Path] = field(default_factory=list)
+    not_files: list[tuple[Path, str, bool]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.corrupt
+        return not self.corrupt and not self.not_files
 
 
-def _cache_entries() -> Iterator[tuple[str, Path]]:
-    """(expected sha256, path) for each file under CACHE/weights/<sha256>/."""
+def _cache_entries() -> Iterator[tuple[str | None, Path]]:
+    """(expected sha256, path) for each entry of CACHE/weights/<sha256>/, and (None, path) for an
+    entry of CACHE/weights/ that is not a real folder (a link to one is not followed)."""
     root = weights_dir()
     if not root.is_dir():
         return
     for folder in sorted(root.iterdir()):
-        if folder.is_dir():
+        if folder.is_dir() and not folder.is_symlink():
             for path in sorted(folder.iterdir()):
                 yield folder.name, path
+        else:
+            yield None, folder
 
 
 def verify_cache(remove: bool = True) -> VerifyReport:
-    """Re-hash every cached file against its folder name; corrupt files are removed."""
+    """Re-hash every cached file against its folder name; corrupt files are removed. An entry that
+    is not a regular file is never followed or read: it is reported (and removed when it is not a
+    folder, which removes a link, never what it points to)."""
     report = VerifyReport()
     for sha, path in _cache_entries():
-        if path.name.endswith(LOCK_SUFFIX):
+        if sha is None:  # CACHE/weights/ holds only <sha256> folders: a link to one is not walked
+            what = f"{describe(path)}, not a cache folder"
+            report.not_files.append((path, what, remove and path.is_symlink() and _remove_entry(path)))
+        elif path.name.endswith(LOCK_SUFFIX):
             continue
-        if path.name.endswith(PART_SUFFIX):
+        elif path.name.endswith(PART_SUFFIX):
             report.partial.append(path)
-        elif hash_file(path) == sha:
-            report.good.append(path)
         else:
-            report.corrupt.append(path)
-            if remove:
-                unlink(path)
+            _verify_entry(sha, path, remove, report)
     return report
+
+
+def _verify_entry(sha: str, path: Path, remove: bool, report: VerifyReport) -> None:
+    try:
+        digest = hash_file(path, follow=False)
+    except NotARegularFile as err:
+        report.not_files.append((path, str(err), remove and _remove_entry(path)))
+        return
+    except OSError as err:
+        report.not_files.append((path, f"unreadable ({err.strerror or err})", False))
+        return
+    if digest == sha:
+        report.good.append(path)
+        return
+    report.corrupt.append(path)
+    if remove:
+        unlink(path)
+
+
+def _remove_entry(path: Path) -> bool:
+    """Remove a link, file, device node or FIFO (the entry itself, not what a link points to);
+    a folder stays. Whether it is gone."""
+    if path.is_dir() and not path.is_symlink():
+        return False
+    try:
+        unlink(path)
+    except OSError:
+        return False
+    return True
 
 
 def clear_cache() -> tuple[int, int]:
@@ -336,7 +426,9 @@ def clear_cache() -> tuple[int, int]:
     for _, path in _cache_entries():
         if not path.name.endswith(LOCK_SUFFIX):
             count += 1
-            freed += path.stat().st_size
+            with contextlib.suppress(OSError):  # lstat: a link is removed, not what it points to
+                st = path.lstat()
+                freed += st.st_size if stat.S_ISREG(st.st_mode) else 0
     root = weights_dir()
     if root.exists():
         try:
