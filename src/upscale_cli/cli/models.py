@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from upscale_cli.cli import ErrorHandlingGroup, options, report_error
+from upscale_cli.cli import ErrorHandlingGroup, options, report_error, stdout
 
 HELP = "List the models and manage the weights cache (`upscale models` lists them)."
 
@@ -77,11 +77,12 @@ def _print_table(rows: list[tuple[str, ...]], columns: tuple[str, ...] = COLUMNS
             table.add_column(column, no_wrap=column in ("name", "id", "arch", "scales"))
         for row in rows:
             table.add_row(*row)
-        Console().print(table)
+        with stdout.checked():
+            Console().print(table)
         return
     widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
     for row in [columns, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        stdout.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def _list(as_json: bool) -> None:
@@ -89,7 +90,7 @@ def _list(as_json: bool) -> None:
 
     records = [_record(spec) for spec in load_catalog().values()]
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        stdout.echo(json.dumps(records, indent=2))
     else:
         _print_table([_row(r) for r in records])
 
@@ -198,10 +199,10 @@ def search_command(
     if as_json:
         for model in found:
             file = model.downloadable or (model.files[0] if model.files else None)
-            typer.echo(json.dumps({"id": model.id, "name": model.name, "author": model.author,
-                                   "architecture": model.architecture, "scale": model.scale, "license": model.license,
-                                   "tags": list(model.tags), "size": model.size, "direct": model.downloadable is not None,
-                                   "sha256": file.sha256 if file else None, "urls": list(file.urls) if file else []}))
+            stdout.echo(json.dumps({"id": model.id, "name": model.name, "author": model.author,
+                                    "architecture": model.architecture, "scale": model.scale, "license": model.license,
+                                    "tags": list(model.tags), "size": model.size, "direct": model.downloadable is not None,
+                                    "sha256": file.sha256 if file else None, "urls": list(file.urls) if file else []}))
         return
     if not found:
         typer.echo("no OpenModelDB model matches", err=True)
@@ -230,22 +231,22 @@ def add_command(files: List[str] = typer.Argument(..., help="Weights files you d
 
 
 def _add_one(name: str) -> str:
+    import hashlib
     from pathlib import Path
 
     from upscale_cli import openmodeldb
     from upscale_cli.catalog import load_catalog
-    from upscale_cli.weights_cache import NotARegularFile, add_local_file, hash_file
+    from upscale_cli.weights_cache import add_local_file
     from upscale_cli.errors import InputNotFoundError, WeightsError
 
     path = Path(name).expanduser()
-    if not path.exists():
+    if not path.is_file():
         raise InputNotFoundError(f"{name}: no such file")
-    try:  # a device, FIFO or folder is never read (a link to a file is fine)
-        digest = hash_file(path)
-    except NotARegularFile as err:
-        raise WeightsError(f"not a regular file ({err})", path=name) from None
-    except OSError as err:
-        raise WeightsError(f"cannot read it: {err.strerror or err}", path=name) from None
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            hasher.update(chunk)
+    digest = hasher.hexdigest()
     for spec in load_catalog().values():
         for file in spec.files.values():
             if file.sha256 == digest and not file.packaged:
@@ -264,20 +265,15 @@ def _add_one(name: str) -> str:
 
 @models_app.command("verify")
 def verify_command() -> None:
-    """Re-hash every cached file; remove corrupt ones and links (exit 1 if there were any). An entry
-    that is not a regular file (a link, a device, a FIFO) is never read."""
-    from upscale_cli.errors import printable_path
+    """Re-hash every cached file; remove corrupt ones (exit 1 if there were any)."""
     from upscale_cli.weights_cache import verify_cache, weights_dir
 
     report = verify_cache(remove=True)
     for path in report.corrupt:
-        typer.echo(f"corrupt (removed): {printable_path(path)}", err=True)
-    for path, what, removed in report.not_files:
-        typer.echo(f"not a regular file ({what}{', removed' if removed else ''}): {printable_path(path)}", err=True)
+        typer.echo(f"corrupt (removed): {path}", err=True)
     partial = f", {len(report.partial)} partial download(s)" if report.partial else ""
-    odd = f", {len(report.not_files)} not a regular file" if report.not_files else ""
-    typer.echo(f"{len(report.good)} good, {len(report.corrupt)} corrupt{odd}{partial} in {weights_dir()}")
-    if not report.ok:
+    typer.echo(f"{len(report.good)} good, {len(report.corrupt)} corrupt{partial} in {weights_dir()}")
+    if report.corrupt:
         raise typer.Exit(1)
 
 

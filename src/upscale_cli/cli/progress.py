@@ -8,17 +8,19 @@ from contextlib import nullcontext
 
 import typer
 
+from upscale_cli.cli import stdout
 from upscale_cli.errors import printable_path
 from upscale_cli.report import ReportRow, RowDefaults
 
 
 def _read_stdin() -> bytes:
-    return sys.stdin.buffer.read()
+    from upscale_cli.images.read import read_stream
+
+    return read_stream(getattr(sys.stdin, "buffer", None))  # bounded: an endless stdin ends in one line
 
 
 def _write_stdout(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    stdout.write_bytes(data)  # all of it, or one line and exit 1: never a truncated image and exit 0
 
 
 class BatchReporter:
@@ -94,7 +96,7 @@ class BatchReporter:
         per file otherwise (skipped ones too); files in a folder that are not images are only
         counted (and in --json)."""
         if self.as_json:
-            typer.echo(json.dumps(row.as_json()))
+            stdout.echo(json.dumps(row.as_json()))  # a failed write: one line, exit 1
         if row.status == "failed":
             typer.echo(f"error: {printable_path(row.error)}", err=True)  # one line, whatever the name holds
         elif not (self.quiet or self.as_json or quiet_skip):

@@ -5,6 +5,10 @@ Pillow decodes them, or OpenCV for 16-bit colour PNG/TIFF (Pillow would cut thos
 EXIF orientation is applied here, ICC and EXIF are kept for the write, CMYK goes to RGB through
 its profile, a palette image keeps its palette, only the first page or frame is read (with a
 note), and a JPEG's quality is estimated from its tables.
+
+Streams (stdin, and pipes or devices given by path) have no size to check beforehand: the first
+bytes must look like an image, and they are read in chunks up to MAX_STREAM_BYTES
+(UPSCALE_MAX_STREAM_BYTES changes it), so an endless or huge stream ends in one line.
 """
 from __future__ import annotations
 
@@ -17,13 +21,13 @@ import threading
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from upscale_cli.errors import ImageReadError, ImageTooLargeError, printable_path
+from upscale_cli.errors import ImageReadError, ImageTooLargeError, UsageError, printable_path
 from upscale_cli.images import DecodedImage
 from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_tensor
 from upscale_cli.images.formats import (DECODE_ERRORS, DEFAULT_MAX_PIXELS, MULTI_IMAGE_KINDS, ORIENTATION_TAG,
@@ -37,6 +41,16 @@ GPS_IFD_TAG = 0x8825
 # A TIFF's "EXIF" is its whole tag directory (strip offsets, sizes...); only the
 # descriptive tags make sense on another file.
 TIFF_KEPT_TAGS = {270, 271, 272, 305, 306, 315, 33432}
+# A stream's size is unknown until its end and the decoders need all of it, so it is held in memory,
+# up to this many bytes: a refused stream costs at most this on top of the process (torch alone is
+# ~0.9 GB resident here; garbage after a PNG signature, cut at 256 MiB, peaked at 1.26 GB with the
+# default model, cut at 384 MiB at 1.39 GB). 256 MiB holds typical JPEG photos (under 1.5 bytes a
+# pixel) up to the --max-pixels default, PNG photos up to roughly 100 MP, uncompressed 8-bit RGB up
+# to 89 MP; an image that big needs several GB to upscale anyway. Bigger ones: give a file (its
+# size is known, so it has no cap) or set the variable below.
+MAX_STREAM_BYTES = 256 * 2**20
+STREAM_LIMIT_ENV = "UPSCALE_MAX_STREAM_BYTES"  # a whole number of bytes; 0 = no limit
+STREAM_CHUNK_BYTES = 2**20  # one read of a stream
 
 
 def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -79,11 +93,59 @@ def _read_file(path: Path, label: str) -> bytes:
     with open(path, "rb") as file:
         if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
             return file.read()
-        # A pipe or device may never end (/dev/zero): read on only if it starts like an image.
-        head = file.read(SNIFF_BYTES)
-        if head and not _has_image_signature(head):
-            raise ImageReadError("not an image (unrecognised format)", path=label)
-        return head + file.read()
+        return read_stream(file, label)
+
+
+def read_stream(stream: BinaryIO | None, label: str = STDIN_LABEL) -> bytes:
+    """All of a stream (stdin, a pipe, a device; None: a closed stdin), read in chunks:
+    ImageReadError as soon as its first bytes do not start an image (/dev/zero, text), it passes
+    stream_byte_limit(), or a read fails."""
+    limit = stream_byte_limit()
+    if stream is None:
+        raise ImageReadError("nothing to read: stdin is closed", path=label)
+    try:
+        return _read_limited(stream, limit, label)
+    except OSError as e:
+        raise ImageReadError(f"cannot read: {e.strerror or e}", path=label) from e
+
+
+def _read_limited(stream: BinaryIO, limit: int, label: str) -> bytes:
+    head = _read_up_to(stream, SNIFF_BYTES)
+    if head and not _has_image_signature(head):
+        raise ImageReadError("not an image (unrecognised format)", path=label)
+    buffer = io.BytesIO()  # grows in place (realloc), and getvalue() hands over its bytes uncopied
+    chunk = head
+    while chunk:
+        buffer.write(chunk)
+        if limit and buffer.tell() > limit:
+            raise ImageReadError(_over_stream_limit(limit), path=label)
+        # One byte past the limit at most: enough to know the stream goes on.
+        chunk = stream.read(min(STREAM_CHUNK_BYTES, limit + 1 - buffer.tell()) if limit else STREAM_CHUNK_BYTES)
+    return buffer.getvalue()
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """`size` bytes, fewer only at the end (an unbuffered pipe may hand over less at a time)."""
+    data = b""
+    while len(data) < size and (chunk := stream.read(size - len(data))):
+        data += chunk
+    return data
+
+
+def stream_byte_limit() -> int:
+    """MAX_STREAM_BYTES, or UPSCALE_MAX_STREAM_BYTES where set (0: no limit); UsageError naming it."""
+    raw = os.environ.get(STREAM_LIMIT_ENV, "").strip()
+    if not raw:
+        return MAX_STREAM_BYTES
+    if not (raw.isascii() and raw.isdigit()):
+        raise UsageError(f"{STREAM_LIMIT_ENV} must be a whole number of bytes (0 = no limit), not {raw!r}")
+    return int(raw)
+
+
+def _over_stream_limit(limit: int) -> str:
+    size = f"{limit // 2**20} MiB ({limit:,} bytes)" if limit % 2**20 == 0 else f"{limit:,} bytes"
+    return (f"more than {size} without reaching the end: stdin, pipes and devices are read up to that "
+            f"limit ({STREAM_LIMIT_ENV}=BYTES raises it, 0 = no limit)")
 
 
 def _has_image_signature(data: bytes) -> bool:
