@@ -231,22 +231,22 @@ def add_command(files: List[str] = typer.Argument(..., help="Weights files you d
 
 
 def _add_one(name: str) -> str:
-    import hashlib
     from pathlib import Path
 
     from upscale_cli import openmodeldb
     from upscale_cli.catalog import load_catalog
-    from upscale_cli.weights_cache import add_local_file
+    from upscale_cli.weights_cache import NotARegularFile, add_local_file, hash_file
     from upscale_cli.errors import InputNotFoundError, WeightsError
 
     path = Path(name).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise InputNotFoundError(f"{name}: no such file")
-    hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            hasher.update(chunk)
-    digest = hasher.hexdigest()
+    try:  # a device, FIFO or folder is never read (a link to a file is fine)
+        digest = hash_file(path)
+    except NotARegularFile as err:
+        raise WeightsError(f"not a regular file ({err})", path=name) from None
+    except OSError as err:
+        raise WeightsError(f"cannot read it: {err.strerror or err}", path=name) from None
     for spec in load_catalog().values():
         for file in spec.files.values():
             if file.sha256 == digest and not file.packaged:
@@ -265,15 +265,20 @@ def _add_one(name: str) -> str:
 
 @models_app.command("verify")
 def verify_command() -> None:
-    """Re-hash every cached file; remove corrupt ones (exit 1 if there were any)."""
+    """Re-hash every cached file; remove corrupt ones and links (exit 1 if there were any). An entry
+    that is not a regular file (a link, a device, a FIFO) is never read."""
+    from upscale_cli.errors import printable_path
     from upscale_cli.weights_cache import verify_cache, weights_dir
 
     report = verify_cache(remove=True)
     for path in report.corrupt:
-        typer.echo(f"corrupt (removed): {path}", err=True)
+        typer.echo(f"corrupt (removed): {printable_path(path)}", err=True)
+    for path, what, removed in report.not_files:
+        typer.echo(f"not a regular file ({what}{', removed' if removed else ''}): {printable_path(path)}", err=True)
     partial = f", {len(report.partial)} partial download(s)" if report.partial else ""
-    typer.echo(f"{len(report.good)} good, {len(report.corrupt)} corrupt{partial} in {weights_dir()}")
-    if report.corrupt:
+    odd = f", {len(report.not_files)} not a regular file" if report.not_files else ""
+    typer.echo(f"{len(report.good)} good, {len(report.corrupt)} corrupt{odd}{partial} in {weights_dir()}")
+    if not report.ok:
         raise typer.Exit(1)
 
 
