@@ -14,6 +14,12 @@ Faults (attributes of `server.faults`, all off by default; change them at any ti
   status_times   how many requests get `status` (None: all of them)
   bytes_per_s    throttle the body (to make two clients overlap)
   stall_s        sleep this long after the headers, before the body (read timeouts)
+  trickle_s      send the body one byte every trickle_s seconds, for at most trickle_for_s (a slowloris:
+                 every read is well within any read timeout)
+  trickle_headers_s  send the status line, then a header one byte every this many seconds, for at most
+                 trickle_for_s, then close (a slowloris before the body)
+  html_page      answer 200 with a short HTML page, no Content-Length, then close (a captive portal)
+  content_range_shift  label a 206's Content-Range this many bytes off the bytes it carries
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ NEEDS_OPENCV_WEIGHTS = ("needs ../shared/weights/opencv (the published OpenCV dn
                         "place shared/ beside the checkout")
 HAS_OPENCV_WEIGHTS = (OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb").is_file()
 CHUNK_BYTES = 16 * 1024
+HTML_PAGE = b"<!DOCTYPE html>\n<html><body><h1>Sign in to continue</h1></body></html>\n"
 
 
 @dataclass
@@ -46,6 +53,11 @@ class Faults:
     status_times: int | None = None
     bytes_per_s: float | None = None
     stall_s: float = 0.0
+    trickle_s: float | None = None
+    trickle_headers_s: float | None = None
+    trickle_for_s: float = 20.0  # so that a client that never gives up cannot hang a test for ever
+    html_page: bool = False
+    content_range_shift: int = 0
 
 
 @dataclass
@@ -179,7 +191,35 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 request.status = status
                 self._send_error(status)
                 return
-            self._send_file(path.read_bytes(), request)
+            if server.faults.html_page:
+                self._send_html(request)
+            elif server.faults.trickle_headers_s:
+                self._trickle_headers(request)
+            else:
+                self._send_file(path.read_bytes(), request)
+
+        def _send_html(self, request: Request) -> None:
+            request.status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Connection", "close")  # no length: the body ends when the connection does
+            self.end_headers()
+            self.wfile.write(HTML_PAGE)
+            request.bytes_sent = len(HTML_PAGE)
+            self.close_connection = True
+
+        def _trickle_headers(self, request: Request) -> None:
+            f = server.faults
+            request.status = 200
+            self.close_connection = True
+            stop = time.monotonic() + f.trickle_for_s
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while time.monotonic() < stop:
+                    self.wfile.write(b"a")
+                    time.sleep(f.trickle_headers_s)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
         def _send_error(self, status: int) -> None:
             body = f"{status}\n".encode()
@@ -204,7 +244,8 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             request.status = 206 if start is not None else 200
             self.send_response(request.status)
             if start is not None:
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                shift = f.content_range_shift
+                self.send_header("Content-Range", f"bytes {start + shift}-{len(data) - 1 + shift}/{len(data)}")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Accept-Ranges", "bytes" if f.honour_range else "none")
             self.end_headers()
@@ -214,6 +255,9 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             f = server.faults
             if f.stall_s:
                 time.sleep(f.stall_s)
+            if f.trickle_s:
+                self._trickle_body(body, request)
+                return
             limit = len(body) if cut is None else min(cut, len(body))
             try:
                 for i in range(0, limit, CHUNK_BYTES):
@@ -229,6 +273,20 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             if cut is not None:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+        def _trickle_body(self, body: bytes, request: Request) -> None:
+            f = server.faults
+            stop = time.monotonic() + f.trickle_for_s
+            self.close_connection = True
+            try:
+                for i in range(len(body)):
+                    if time.monotonic() >= stop:
+                        break
+                    self.wfile.write(body[i:i + 1])
+                    request.bytes_sent += 1
+                    time.sleep(f.trickle_s)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
     return Handler
 

@@ -85,7 +85,9 @@ def test_download_errors_are_one_line(mirror, model):
     mirror.faults.status = 404
     result = run("download", RANDOM_MODEL, "-x", "2", "-q")
     assert result.exit_code == 1
-    expected = f"error: HTTP 404 Not Found from {mirror.url}/{model.files[2].filename}"
+    file = model.files[2]
+    expected = (f"error: HTTP 404 Not Found from {mirror.url}/{file.filename}; download {file.url} another way, "
+                f"then run `upscale models add FILE` (or save it as {weights_cache.cached_path(file)})")
     assert result.stderr.strip().splitlines() == [expected]
     assert "Traceback" not in result.output
 
@@ -103,6 +105,7 @@ def test_download_offline_cold_cache(monkeypatch):
     result = run("download", "opencv-espcn", "-x", "2")
     assert result.exit_code == 1
     assert ESPCN.files[2].url in result.stderr and str(weights_cache.cached_path(ESPCN.files[2])) in result.stderr
+    assert "`upscale models add FILE`" in result.stderr
 
 
 def test_path_of_uncached_and_builtin_models():
@@ -176,6 +179,66 @@ def test_unsafe_catalogue_is_one_line(monkeypatch):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.strip() == ("error: weights.toml: model 'opencv-espcn', file x2: filename must be a bare file "
                                      "name with no folder, not '../../../../tmp/x.pb'")
+
+
+# ---------------------------------------------------------------- issue 30, items 15 and 11 through the command
+
+
+def test_download_goes_on_after_a_failed_file_and_reports_each(mirror, model, generated_catalogue):
+    """A B with A's first file failing: A's other files and B are still fetched (the old code went
+    on to B, but skipped A's x3 and x4 without a word); one line per failure, then a count, exit 1."""
+    mirror.faults.status, mirror.faults.status_times = 404, 1
+    result = run("download", RANDOM_MODEL, RANDOM_SMALL_MODEL, "-q")
+    assert result.exit_code == 1
+    fetched = [model.files[3], model.files[4], generated_catalogue[RANDOM_SMALL_MODEL].files[2]]
+    assert result.stdout.split() == [str(weights_cache.cached_path(f)) for f in fetched]
+    assert all(weights_cache.is_cached(f) for f in fetched) and not weights_cache.is_cached(model.files[2])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"error: HTTP 404 Not Found from {mirror.url}/{model.files[2].filename}")
+    assert lines[1] == "1 of 4 downloads failed"
+
+
+def test_download_of_many_with_every_file_failing_reports_each(monkeypatch, model):
+    from http_server import free_port
+
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "0")
+    result = run("download", RANDOM_MODEL, "no-such-model", RANDOM_SMALL_MODEL, "-q")
+    assert result.exit_code == 2  # the unknown name is a usage error; the others failed
+    lines = result.stderr.strip().splitlines()
+    names = [model.files[s].filename for s in (2, 3, 4)] + ["no-such-model", f"{RANDOM_SMALL_MODEL}_x2.pb"]
+    assert len(lines) == 6 and all(name in line for name, line in zip(names, lines)) and lines[5] == "5 of 5 downloads failed"
+
+
+@pytest.mark.parametrize("where", ["connection refused", "no such host"])
+def test_unreachable_host_says_how_to_add_the_file_by_hand(where, monkeypatch, model):
+    from http_server import free_port
+
+    host = f"127.0.0.1:{free_port()}" if where == "connection refused" else "no-such-host.invalid"
+    monkeypatch.setenv("UPSCALE_WEIGHTS_MIRROR", f"http://{host}")
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "0")
+    result = run("download", RANDOM_MODEL, "-x", "2", "-q")
+    assert result.exit_code == 1
+    file = model.files[2]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: could not download http://{host}/{file.filename}: ")
+    assert line.endswith(f"; download {file.url} another way, then run `upscale models add FILE` "
+                         f"(or save it as {weights_cache.cached_path(file)})")
+
+
+def test_html_part_then_a_good_server_succeeds_on_the_first_run(mirror, model, monkeypatch):
+    """The issue's recipe: a run that met a portal's HTML page (no Content-Length) leaves it as the
+    .part; the next run, against the real server, succeeds (the old code failed it once more)."""
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "0")
+    file = model.files[2]
+    part = weights_cache.part_path(weights_cache.cached_path(file))
+    mirror.faults.html_page = True
+    assert run("download", RANDOM_MODEL, "-x", "2", "-q").exit_code == 1
+    assert part.read_bytes().startswith(b"<!DOCTYPE html>")
+    mirror.faults.html_page = False
+    result = run("download", RANDOM_MODEL, "-x", "2", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert weights_cache.hash_file(weights_cache.cached_path(file)) == file.sha256 and not part.exists()
 
 
 # ---------------------------------------------------------------- issue 30, item 8: models add reads only regular files

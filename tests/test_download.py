@@ -119,7 +119,8 @@ def test_resume_from_existing_part_file(server, weights, data, cache):
     part.parent.mkdir(parents=True)
     part.write_bytes(data[:50_000])
     path = download.ensure_weights(served(weights, server), progress=False)
-    assert [r.range for r in server.requests_for(NAME)] == ["bytes=50000-"]
+    # the part's last RESUME_CHECK_BYTES are asked for again, to check them before continuing
+    assert [r.range for r in server.requests_for(NAME)] == [f"bytes={50_000 - download.RESUME_CHECK_BYTES}-"]
     assert weights_cache.hash_file(path) == weights.sha256 and not part.exists()
 
 
@@ -685,6 +686,168 @@ def test_leftovers_of_a_running_download_are_left_alone(server, weights, cache):
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another process downloading right now
         assert download.ensure_weights(served(weights, server), progress=False) == path
         assert part.exists() and lock.exists()
+
+
+# ---------------------------------------------------------------- issue 30: time limits (item 7)
+
+from http_server import HTML_PAGE  # noqa: E402
+
+
+def set_limits(monkeypatch, **values: object) -> None:
+    """UPSCALE_DOWNLOAD_<NAME> for each keyword (deadline=1 sets UPSCALE_DOWNLOAD_DEADLINE=1)."""
+    for name, value in values.items():
+        monkeypatch.setenv(f"UPSCALE_DOWNLOAD_{name.upper()}", str(value))
+
+
+def test_trickling_body_is_stopped_by_the_minimum_rate(server, weights, cache, monkeypatch):
+    """A byte every 50 ms, each read far inside the 2 s read timeout: the rate check stops it after
+    its window (the old code read on for the whole trickle, then retried it)."""
+    set_limits(monkeypatch, timeout=2, min_rate=1000, rate_window=0.5)
+    server.faults.trickle_s = 0.05
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download.ensure_weights(served(weights, server), progress=False)
+    assert time.monotonic() - start < 3
+    message = str(info.value)
+    assert "slower than the minimum 1,000 bytes/s" in message and "UPSCALE_DOWNLOAD_MIN_RATE" in message
+    part = cache / "weights" / weights.sha256 / (NAME + ".part")
+    assert f"{part.stat().st_size:,} of 90,000 bytes arrived and are kept" in message  # the next run continues them
+    assert len(server.requests) == 1  # a limit is not retried
+
+
+@pytest.mark.parametrize("fault", ["trickle_s", "trickle_headers_s"])
+def test_deadline_stops_a_slow_body_and_slow_headers(fault, server, weights, monkeypatch):
+    """With the rate check off, the deadline alone ends it; headers sent a byte at a time are cut off
+    too (the watcher shuts the socket: no read ever returns to check a clock there)."""
+    set_limits(monkeypatch, timeout=2, min_rate=0, deadline=1)
+    setattr(server.faults, fault, 0.05)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"not done within the 1 s deadline \(set UPSCALE_DOWNLOAD_DEADLINE"):
+        download.ensure_weights(served(weights, server), progress=False)
+    assert 0.9 < time.monotonic() - start < 3
+
+
+def test_deadline_ends_the_wait_between_retries(server, weights, monkeypatch):
+    set_limits(monkeypatch, retries=1, backoff=30, deadline=1)
+    server.faults.status = 500
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="1 s deadline"):
+        download.ensure_weights(served(weights, server), progress=False)
+    assert time.monotonic() - start < 3 and len(server.requests) == 1
+
+
+def test_a_slow_but_steady_server_is_not_stopped(server, weights, monkeypatch):
+    set_limits(monkeypatch, min_rate=1000, rate_window=0.2, deadline=30)
+    server.faults.bytes_per_s = 200_000  # ~0.45 s in bursts of 16 KiB: several rate windows, all fast enough
+    path = download.ensure_weights(served(weights, server), progress=False)
+    assert weights_cache.hash_file(path) == weights.sha256 and len(server.requests) == 1
+
+
+def test_limits_default_to_the_named_constants(monkeypatch):
+    for name in ("DEADLINE", "MIN_RATE", "RATE_WINDOW"):
+        monkeypatch.delenv(f"UPSCALE_DOWNLOAD_{name}", raising=False)
+    settings = download.download_settings()
+    assert (settings.deadline_s, settings.min_rate_bps, settings.rate_window_s) == (
+        download.DEADLINE_S, download.MIN_RATE_BPS, download.RATE_WINDOW_S)
+
+
+@pytest.mark.parametrize("name,value", [("UPSCALE_DOWNLOAD_DEADLINE", "0"), ("UPSCALE_DOWNLOAD_DEADLINE", "-1"),
+                                        ("UPSCALE_DOWNLOAD_DEADLINE", "nan"), ("UPSCALE_DOWNLOAD_DEADLINE", "1e9"),
+                                        ("UPSCALE_DOWNLOAD_MIN_RATE", "-1"), ("UPSCALE_DOWNLOAD_MIN_RATE", "1.5"),
+                                        ("UPSCALE_DOWNLOAD_MIN_RATE", "fast"), ("UPSCALE_DOWNLOAD_MIN_RATE", "1e12"),
+                                        ("UPSCALE_DOWNLOAD_RATE_WINDOW", "0"), ("UPSCALE_DOWNLOAD_RATE_WINDOW", "inf")])
+def test_bad_limit_values_name_the_variable(name, value, server, weights, monkeypatch):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(WeightsError) as info:
+        download.ensure_weights(served(weights, server), progress=False)
+    assert str(info.value).startswith(name) and repr(value) in str(info.value)
+    assert server.requests == []
+
+
+RECIPE_CHILD_TIMEOUT_S = 30  # the old code was still downloading at 60 s
+
+
+def test_issue_recipe_slowloris_through_the_command(tmp_path, monkeypatch):
+    """The issue's recipe through a subprocess of the real command: a server sending 1 byte every
+    0.1 s with correct headers, UPSCALE_DOWNLOAD_TIMEOUT=2: one line naming the limit, exit 1, in seconds."""
+    file = load_catalog()["opencv-espcn"].files[2]
+    (tmp_path / "served").mkdir()
+    (tmp_path / "served" / file.filename).write_bytes(os.urandom(file.size))  # never finishes: any bytes do
+    with FileServer(tmp_path / "served") as slow:
+        slow.faults.trickle_s = 0.1
+        env = {**os.environ, "UPSCALE_CACHE_DIR": str(tmp_path / "cache"), "UPSCALE_WEIGHTS_MIRROR": slow.url,
+               "UPSCALE_DOWNLOAD_TIMEOUT": "2", "UPSCALE_DOWNLOAD_RATE_WINDOW": "1", "UPSCALE_OFFLINE": ""}
+        start = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "upscale_cli", "models", "download", "opencv-espcn", "-x", "2",
+                                 "-q"], env=env, capture_output=True, text=True, timeout=RECIPE_CHILD_TIMEOUT_S)
+        elapsed = time.monotonic() - start
+    assert result.returncode == 1 and elapsed < 15, (elapsed, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: could not download {slow.url}/{file.filename}: slower than")
+    assert "UPSCALE_DOWNLOAD_MIN_RATE" in lines[0] and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- issue 30: a part that is not the file's beginning (item 11)
+
+LEFTOVER_PARTS = {
+    "an HTML page": lambda data: HTML_PAGE,
+    "an HTML page longer than the check": lambda data: HTML_PAGE * 200,
+    "longer than the file": lambda data: data + b"x" * 1000,
+    "an HTML page, then the file's own bytes": lambda data: HTML_PAGE + data[len(HTML_PAGE):50_000],
+    "another file's bytes": lambda data: bytes(b ^ 0xFF for b in data[:50_000]),
+    "the whole file, but wrong at the start": lambda data: HTML_PAGE + data[len(HTML_PAGE):],
+}
+
+
+@pytest.mark.parametrize("honour_range", [True, False], ids=["range", "no-range"])
+@pytest.mark.parametrize("leftover", list(LEFTOVER_PARTS))
+def test_a_part_that_is_not_the_files_beginning_is_replaced_in_the_same_run(leftover, honour_range, server, weights,
+                                                                              data, cache):
+    """Each leftover `.part` that cannot be this file's beginning is dropped and the file fetched
+    from byte 0 by the same call (the old code appended to it, failed the checksum, and only a
+    third run succeeded)."""
+    part = cache / "weights" / weights.sha256 / (NAME + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(LEFTOVER_PARTS[leftover](data))
+    server.faults.honour_range = honour_range
+    path = download.ensure_weights(served(weights, server), progress=False)
+    assert path.read_bytes() == data and not part.exists()
+    assert len(server.requests) <= 2  # at most a resume that was refused, then the whole file
+
+
+def test_a_good_part_is_still_continued(server, weights, data, cache):
+    part = cache / "weights" / weights.sha256 / (NAME + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:60_000])
+    path = download.ensure_weights(served(weights, server), progress=False)
+    (request,) = server.requests_for(NAME)
+    assert request.status == 206 and request.bytes_sent == 90_000 - 60_000 + download.RESUME_CHECK_BYTES
+    assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize("shift", [-1, 1, 5000])
+def test_a_206_for_other_bytes_than_asked_drops_the_part(shift, server, weights, data, cache):
+    part = cache / "weights" / weights.sha256 / (NAME + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:60_000])
+    server.faults.content_range_shift = shift
+    path = download.ensure_weights(served(weights, server), progress=False)
+    assert path.read_bytes() == data
+    assert [r.range is None for r in server.requests_for(NAME)] == [False, True]  # refused, then from byte 0
+
+
+def test_html_part_left_by_a_captive_portal_then_a_good_server(server, weights, data, cache, monkeypatch):
+    """The issue's recipe: a portal's page without a length is left as the .part; the first run
+    against the real server then succeeds."""
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_RETRIES", "1")
+    monkeypatch.setenv("UPSCALE_DOWNLOAD_BACKOFF", "0")
+    server.faults.html_page = True
+    with pytest.raises(DownloadError):
+        download.ensure_weights(served(weights, server), progress=False)
+    part = cache / "weights" / weights.sha256 / (NAME + ".part")
+    assert part.read_bytes() == HTML_PAGE
+    server.faults.html_page = False
+    assert download.ensure_weights(served(weights, server), progress=False).read_bytes() == data
 
 
 # ---------------------------------------------------------------- issue 30: verify never follows (item 8)

@@ -5,6 +5,16 @@ streams into the cache's `.part` file while hashing, resumes that part with an H
 request, retries connection errors and 5xx with backoff, and hands the finished part to the
 cache to verify (sha256) and move into place, holding the cache's lock for the file meanwhile.
 
+A part is continued only while it can be this file's beginning: a resume asks for the last
+RESUME_CHECK_BYTES of the part again and compares them, and a reply that is not the range asked
+for (a 200, a 416, another Content-Range) starts the file over; a part that was continued and
+then fails the checksum is dropped and the file fetched once more from byte 0, in the same run.
+
+Every download of a file from one URL is bounded in time: a deadline for the whole of it
+(retries and waits included), and a minimum rate over each window while bytes are awaited, so
+a server that trickles bytes (each read within the read timeout) cannot hold it forever. A
+watcher thread shuts the connection's socket down when either limit is passed.
+
 Environment (each checked; a bad value is a WeightsError that names the variable):
   UPSCALE_CACHE_DIR          the cache folder (default: the platformdirs user cache dir)
   UPSCALE_OFFLINE=1          never touch the network; a missing file is an OfflineError
@@ -12,6 +22,9 @@ Environment (each checked; a bad value is a WeightsError that names the variable
   UPSCALE_DOWNLOAD_RETRIES   retries after a connection error or 5xx (default 3, at most 100)
   UPSCALE_DOWNLOAD_BACKOFF   first retry delay in seconds, doubled each time up to a minute (default 1.0)
   UPSCALE_DOWNLOAD_TIMEOUT   read timeout in seconds (default 30, at most 3600; connect timeout 10)
+  UPSCALE_DOWNLOAD_DEADLINE  seconds one file may take from one URL, retries included (default 3600)
+  UPSCALE_DOWNLOAD_MIN_RATE  bytes/s a transfer must average over each rate window (default 1000; 0: off)
+  UPSCALE_DOWNLOAD_RATE_WINDOW  seconds of that window, the grace before the first check (default 30)
 
 This module owns the console only for its download progress (`_progress_reporter`).
 """
@@ -21,7 +34,10 @@ import contextlib
 import hashlib
 import math
 import os
+import re
+import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +58,15 @@ MAX_RETRIES = 100
 MAX_BACKOFF_S = 600.0  # the first retry delay
 MAX_RETRY_DELAY_S = 60.0  # no single wait between attempts is longer, however many retries
 MAX_TIMEOUT_S = 3600.0
+DEADLINE_S = 3600.0  # one file from one URL, every attempt and wait included
+MAX_DEADLINE_S = 7 * 86400.0
+MIN_RATE_BPS = 1000  # bytes/s, averaged over each RATE_WINDOW_S of a transfer; 0 turns the check off
+MAX_MIN_RATE_BPS = 10**9
+RATE_WINDOW_S = 30.0  # also the grace at the start of each attempt (connect and headers included)
+MAX_RATE_WINDOW_S = 3600.0
+WATCH_TICK_S = 0.1  # how often the watcher looks at the clock: the limits are kept to this
+RESUME_CHECK_BYTES = 4096  # the end of a part fetched again and compared before it is continued
+MAX_RESTARTS = 3  # starts from byte 0 after a part could not be continued; not counted as retries
 USER_AGENT = "upscale-cli (+https://github.com/upscale-cli)"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -52,11 +77,16 @@ class _Retryable(Exception):
     """A failure worth another attempt (connection dropped, timeout, 5xx)."""
 
 
-class _Restart(_Retryable):
-    """The server cannot continue our part: drop it and download from the start."""
+class _Restart(Exception):
+    """Our part cannot be continued (it is not this file's beginning, or the server will not say
+    where its bytes go): drop it and download from the start."""
 
-    def __str__(self) -> str:
-        return "the server could not resume the download"
+    def __init__(self, reason: str = "the server could not resume the download") -> None:
+        super().__init__(reason)
+
+
+class _LimitReached(Exception):
+    """The download's deadline or minimum rate was passed; str() says which and how to change it."""
 
 
 # ---------------------------------------------------------------- settings
@@ -71,6 +101,9 @@ class DownloadSettings:
     retries: int
     backoff_s: float
     timeout_s: float
+    deadline_s: float
+    min_rate_bps: int
+    rate_window_s: float
 
 
 def download_settings() -> DownloadSettings:
@@ -81,6 +114,9 @@ def download_settings() -> DownloadSettings:
         retries=_env_int("UPSCALE_DOWNLOAD_RETRIES", RETRIES, MAX_RETRIES),
         backoff_s=_env_seconds("UPSCALE_DOWNLOAD_BACKOFF", BACKOFF_S, MAX_BACKOFF_S, zero_ok=True),
         timeout_s=_env_seconds("UPSCALE_DOWNLOAD_TIMEOUT", READ_TIMEOUT_S, MAX_TIMEOUT_S, zero_ok=False),
+        deadline_s=_env_seconds("UPSCALE_DOWNLOAD_DEADLINE", DEADLINE_S, MAX_DEADLINE_S, zero_ok=False),
+        min_rate_bps=_env_int("UPSCALE_DOWNLOAD_MIN_RATE", MIN_RATE_BPS, MAX_MIN_RATE_BPS),
+        rate_window_s=_env_seconds("UPSCALE_DOWNLOAD_RATE_WINDOW", RATE_WINDOW_S, MAX_RATE_WINDOW_S, zero_ok=False),
     )
 
 
@@ -154,9 +190,15 @@ def ensure_weights(file: WeightsFile, progress: bool = True) -> Path:
 
 
 def _offline_message(file: WeightsFile, path: Path, source: str | None) -> str:
-    where = f"download {file.url} and save it as {path}" if file.url else f"save {file.filename} as {path}"
     folder = " (or into the folder named by UPSCALE_WEIGHTS_MIRROR)" if not source else ""
-    return f"{file.filename} is not cached and UPSCALE_OFFLINE is set: {where}{folder}"
+    return f"{file.filename} is not cached and UPSCALE_OFFLINE is set: {by_hand(file, path)}{folder}"
+
+
+def by_hand(file: WeightsFile, path: Path) -> str:
+    """How to get a file into the cache without this program's download: the advice that ends a
+    failed download's or an offline run's one line."""
+    fetch = f"download {file.url} another way" if file.url else f"get {file.filename} another way"
+    return f"{fetch}, then run `upscale models add FILE` (or save it as {path})"
 
 
 def _fetch(file: WeightsFile, path: Path, settings: DownloadSettings, progress: bool) -> None:
@@ -181,6 +223,8 @@ def _fetch(file: WeightsFile, path: Path, settings: DownloadSettings, progress: 
     assert first_error is not None
     if len(urls) > 1:
         first_error.message += f" (and {len(urls) - 1} mirror(s) failed too)"
+    if isinstance(first_error, DownloadError):  # the host was not reached, or would not give it
+        first_error.message += f"; {by_hand(file, path)}"
     raise first_error
 
 
@@ -214,45 +258,72 @@ def _download(url: str, file: WeightsFile, path: Path, settings: DownloadSetting
     """Download `url` into `path` with resume and retries; raises DownloadError or ChecksumError
     (WrongSizeError for a file of another size). The progress ends with "downloaded" only once
     the file is verified and in place."""
-    import requests
-
     part = part_path(path)
-    with requests.Session() as session, _progress_reporter(file, url, progress) as report:
+    with _Watch(settings) as watch, _watched_session(watch) as session, \
+            _progress_reporter(file, url, progress) as report:
         # identity: byte ranges must count the file's own bytes, not a gzip stream's
         session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
         try:
-            hasher = _attempts(session, url, file, part, report, settings)
+            hasher, continued = _attempts(session, url, file, part, report, settings, watch)
+            try:
+                finish(file, part, path, hasher, url)
+            except ChecksumError:
+                if not continued:
+                    raise
+                # the part we continued held something else (an error page, a killed run of
+                # another file): finish() dropped it; fetch the whole file once more, now
+                hasher, _ = _attempts(session, url, file, part, report, settings, watch)
+                finish(file, part, path, hasher, url)
         except WrongSize as err:
             unlink(part)
             raise wrong_size_error(file, url, err.actual) from None
-        finish(file, part, path, hasher, url)
+        except _LimitReached as err:
+            kept = _size_of(part)
+            raise DownloadError(f"could not download {url}: {err}; {kept:,} of {file.size:,} bytes arrived and "
+                                "are kept for the next run to continue") from None
 
 
-def _attempts(session, url: str, file: WeightsFile, part: Path, report: "_Silent", settings: DownloadSettings):
-    """_attempt, retried up to settings.retries times; the hash of the whole part."""
-    for attempt in range(settings.retries + 1):
-        try:
-            return _attempt(session, url, file, part, report, settings.timeout_s)
-        except _Retryable as err:
-            if attempt == settings.retries:
-                raise DownloadError(f"could not download {url}: {err}") from None
-            if isinstance(err, _Restart):
-                unlink(part)
-            else:
-                time.sleep(min(settings.backoff_s * 2**attempt, MAX_RETRY_DELAY_S))
-    raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
-
-
-def _hash_part(part: Path, size: int) -> tuple[int, "hashlib._Hash"]:
-    """Bytes already downloaded and their running hash; a part too large is dropped."""
-    hasher = hashlib.sha256()
+def _size_of(path: Path) -> int:
     try:
-        have = part.stat().st_size
+        return path.stat().st_size
     except OSError:
-        return 0, hasher
+        return 0
+
+
+def _attempts(session, url: str, file: WeightsFile, part: Path, report: "_Silent", settings: DownloadSettings,
+              watch: "_Watch"):
+    """_attempt, retried up to settings.retries times, and started over from byte 0 (at most
+    MAX_RESTARTS times, not counted as retries) when the part cannot be continued; the hash of the
+    whole part, and whether it holds bytes from before the last request (which may have come
+    from elsewhere: a killed run, an error page)."""
+    failures = restarts = 0
+    while True:
+        try:
+            hasher, start = _attempt(session, url, file, part, report, settings.timeout_s, watch)
+            return hasher, start > 0
+        except _Restart as err:
+            unlink(part)
+            restarts += 1
+            if restarts > MAX_RESTARTS:
+                raise DownloadError(f"could not download {url}: {err}") from None
+        except _Retryable as err:
+            if failures == settings.retries:
+                raise DownloadError(f"could not download {url}: {err}") from None
+            watch.sleep(min(settings.backoff_s * 2**failures, MAX_RETRY_DELAY_S))
+            failures += 1
+
+
+def _hash_part(part: Path, size: int) -> tuple[int, "hashlib._Hash", bytes]:
+    """Bytes already downloaded, their running hash and their last RESUME_CHECK_BYTES; a part
+    longer than the file cannot be its beginning and is dropped."""
+    hasher = hashlib.sha256()
+    have = _size_of(part)
     if have > size:
         unlink(part)
-        return 0, hasher
+        return 0, hasher, b""
+    if not have:
+        return 0, hasher, b""
+    tail = b""
     with open(part, "rb") as f:
         left = have  # read no more than stat said: the part may still be growing elsewhere
         while left:
@@ -260,35 +331,78 @@ def _hash_part(part: Path, size: int) -> tuple[int, "hashlib._Hash"]:
             if not chunk:
                 break
             hasher.update(chunk)
+            tail = (tail + chunk)[-RESUME_CHECK_BYTES:]
             left -= len(chunk)
-    return have - left, hasher
+    return have - left, hasher, tail
 
 
-def _attempt(session, url: str, file: WeightsFile, part: Path, report: "_Silent", timeout_s: float):
-    """One HTTP request that continues the part file; returns the hash of the whole part."""
+def _attempt(session, url: str, file: WeightsFile, part: Path, report: "_Silent", timeout_s: float,
+             watch: "_Watch"):
+    """One HTTP request that continues the part file, or starts it over; returns the hash of the
+    whole part and the byte the request's data was written from."""
     import requests
+    import urllib3
 
-    offset, hasher = _hash_part(part, file.size)
+    offset, hasher, tail = _hash_part(part, file.size)
     if offset == file.size:
-        return hasher
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+        return hasher, offset
+    check = len(tail)  # asked for again: the server's bytes there must be the part's own
+    headers = {"Range": f"bytes={offset - check}-"} if offset else {}
     try:
-        with session.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT_S, timeout_s)) as resp:
-            offset, hasher = _check_response(resp, url, offset, hasher)
-            _check_declared_size(resp, offset, file.size)
-            report.start_at(offset)
-            chunks = resp.iter_content(CHUNK_BYTES)
-            write_chunks(chunks, part, "ab" if offset else "wb", hasher, report.advance, file.size - offset)
+        with watch.transfer(), session.get(url, headers=headers, stream=True,
+                                           timeout=(CONNECT_TIMEOUT_S, timeout_s)) as resp:
+            start, hasher = _check_response(resp, url, offset - check, offset, file.size, hasher)
+            _check_declared_size(resp, start, file.size)
+            report.start_at(start)
+            chunks = _body(resp, watch)
+            if start:
+                chunks = _after_prefix(chunks, tail)
+            write_chunks(chunks, part, "ab" if start else "wb", hasher, report.advance, file.size - start)
+            watch.check()
             have = part.stat().st_size
             # the whole file came (its end was marked) and it is short; a short 206 may just be a
             # smaller range than asked for, which the next attempt continues
             if have < file.size and resp.status_code == 200 and _body_length_known(resp):
                 raise WrongSize(have)
-    except requests.exceptions.RequestException as err:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
+        watch.check()  # a socket the watcher shut down: say which limit, not "connection failed"
         _raise_request_error(err, url)
     if have < file.size:
         raise _Retryable(f"the server closed the connection after {have:,} of {file.size:,} bytes")
-    return hasher
+    return hasher, start
+
+
+def _body(resp, watch: "_Watch") -> Iterator[bytes]:
+    """The response body as it arrives, counted for the rate check. read1 returns whatever bytes
+    are there (iter_content waits for a whole chunk, which at a trickle could be hours)."""
+    read1 = getattr(resp.raw, "read1", None)  # urllib3 >= 2.3
+    if read1 is None:  # pragma: no cover - older urllib3: counted a chunk at a time
+        for chunk in resp.iter_content(CHUNK_BYTES):
+            watch.count(len(chunk))
+            yield chunk
+        return
+    while True:
+        chunk = read1(CHUNK_BYTES, decode_content=True)
+        watch.check()
+        if not chunk:
+            return
+        watch.count(len(chunk))
+        yield chunk
+
+
+def _after_prefix(chunks: Iterator[bytes], expected: bytes) -> Iterator[bytes]:
+    """The chunks after their first len(expected) bytes, which must be `expected` (the end of the
+    part, asked for again): a part whose bytes are not the server's is not continued (_Restart)."""
+    seen = 0
+    for chunk in chunks:
+        if seen < len(expected):
+            take = min(len(chunk), len(expected) - seen)
+            if chunk[:take] != expected[seen:seen + take]:
+                raise _Restart("the partial download on disk is not the beginning of this file")
+            seen += take
+            chunk = chunk[take:]
+        if chunk:
+            yield chunk
 
 
 def _check_declared_size(resp, offset: int, size: int) -> None:
@@ -311,8 +425,12 @@ def _body_length_known(resp) -> bool:
     return "Content-Length" in resp.headers or "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
 
 
-def _check_response(resp, url: str, offset: int, hasher):
-    """Accept 200 (start again from byte 0) or a 206 that continues at `offset`."""
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def _check_response(resp, url: str, asked: int, offset: int, size: int, hasher):
+    """Where the reply's bytes go and the hash so far: 200 starts again from byte 0; a 206 must be
+    the range asked for (from `asked`, which the part reaches to `offset`) or the part is dropped."""
     status = resp.status_code
     if status >= 500 or status == 429:
         raise _Retryable(f"HTTP {status} {resp.reason}")
@@ -320,18 +438,27 @@ def _check_response(resp, url: str, offset: int, hasher):
         raise _Restart()
     if status >= 400:
         raise DownloadError(f"HTTP {status} {resp.reason} from {url}")
-    if status == 206 and offset:
-        content_range = resp.headers.get("Content-Range", "")
-        if content_range.startswith(f"bytes {offset}-"):
-            return offset, hasher
-    if status == 206:
-        raise _Restart()
-    return 0, hashlib.sha256()  # 200: the server ignored Range and sent the whole file
+    if status != 206:
+        return 0, hashlib.sha256()  # 200: the server ignored Range and sent the whole file
+    if offset and _range_is(resp, asked, size):
+        return offset, hasher
+    raise _Restart()
+
+
+def _range_is(resp, start: int, size: int) -> bool:
+    """Whether a 206's Content-Range (and Content-Length, if given) is a range of the file that
+    begins at `start`; anything else cannot be appended to our part."""
+    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+    if not match or int(match[1]) != start or not start <= int(match[2]) < size:
+        return False
+    length = resp.headers.get("Content-Length", "").strip()
+    return not length.isdigit() or int(length) == int(match[2]) - start + 1
 
 
 def _raise_request_error(err: Exception, url: str) -> None:
-    """Translate a requests exception into a retry or a one-line DownloadError."""
+    """Translate a requests (or, from the body, urllib3) exception into a retry or a one-line DownloadError."""
     import requests
+    import urllib3
 
     host = urlparse(url).netloc
     text = repr(err)
@@ -341,9 +468,146 @@ def _raise_request_error(err: Exception, url: str) -> None:
         raise _Retryable(f"timed out talking to {host}") from None
     if isinstance(err, requests.exceptions.ConnectionError) and "Connection refused" in text:
         raise _Retryable(f"connection refused by {host}") from None
-    if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+    if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                        urllib3.exceptions.ProtocolError)):
         raise _Retryable(f"connection to {host} failed") from None
     raise DownloadError(f"could not download {url}: {err}") from None
+
+
+# ---------------------------------------------------------------- the time limits
+
+
+class _Watch:
+    """The deadline and the minimum rate of one file's download from one URL.
+
+    A thread looks at the clock every WATCH_TICK_S; when a limit is passed it records which
+    and shuts down every socket the download opened, so a read blocked on a trickling server
+    (or on headers sent a byte at a time) returns at once. The download's thread then calls
+    check(), which raises _LimitReached naming the limit and its environment variable.
+    """
+
+    def __init__(self, settings: DownloadSettings) -> None:
+        self.settings = settings
+        self._deadline = time.monotonic() + settings.deadline_s
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._window_start: float | None = None  # None between transfers (retry waits are not slow reads)
+        self._window_bytes = 0
+        self._reason: str | None = None
+        self._tripped = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upscale-download-watch", daemon=True)
+
+    def __enter__(self) -> "_Watch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def add_socket(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+        if self._reason:  # connected just as a limit passed
+            self._shut(sock)
+
+    @contextlib.contextmanager
+    def transfer(self) -> Iterator[None]:
+        """One request: its rate windows start when it starts (connecting and headers included)."""
+        with self._lock:
+            self._window_start, self._window_bytes = time.monotonic(), 0
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._window_start = None
+
+    def count(self, n: int) -> None:
+        with self._lock:
+            self._window_bytes += n
+
+    def check(self) -> None:
+        if self._reason:
+            raise _LimitReached(self._reason)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait between attempts; the deadline ends the wait."""
+        self._tripped.wait(seconds)
+        self.check()
+
+    def _run(self) -> None:
+        while not self._done.wait(WATCH_TICK_S):
+            reason = self._passed(time.monotonic())
+            if reason:
+                with self._lock:
+                    self._reason, sockets = reason, list(self._sockets)
+                self._tripped.set()
+                for sock in sockets:
+                    self._shut(sock)
+                return
+
+    def _passed(self, now: float) -> str | None:
+        """Which limit has been passed, as the error's words; None while both hold."""
+        s = self.settings
+        if now >= self._deadline:
+            return (f"not done within the {s.deadline_s:g} s deadline (set UPSCALE_DOWNLOAD_DEADLINE to more "
+                    "seconds for a slow connection)")
+        with self._lock:
+            if self._window_start is None or not s.min_rate_bps or now - self._window_start < s.rate_window_s:
+                return None
+            rate = self._window_bytes / (now - self._window_start)
+            self._window_start, self._window_bytes = now, 0
+        if rate >= s.min_rate_bps:
+            return None
+        return (f"slower than the minimum {s.min_rate_bps:,} bytes/s ({rate:,.0f} bytes/s over {s.rate_window_s:g} s; "
+                "set UPSCALE_DOWNLOAD_MIN_RATE lower, or to 0 to turn the check off)")
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        # the plain socket's shutdown, also for a TLS socket: it wakes a blocked read without
+        # touching the TLS object the reading thread is using
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def _watched_session(watch: _Watch):
+    """A requests Session whose connections hand their sockets to `watch` as they connect."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def watched(connection_class):
+        class Watched(connection_class):
+            def connect(self) -> None:
+                super().connect()
+                watch.add_socket(self.sock)
+        return Watched
+
+    class HTTPPool(HTTPConnectionPool):
+        ConnectionCls = watched(HTTPConnectionPool.ConnectionCls)
+
+    class HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = watched(HTTPSConnectionPool.ConnectionCls)
+
+    pools = {"http": HTTPPool, "https": HTTPSPool}
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs):
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if not proxy.lower().startswith("socks"):  # SOCKS pools are their own: the reads' checks remain
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    with requests.Session() as session:
+        session.mount("http://", Adapter())
+        session.mount("https://", Adapter())
+        yield session
 
 
 # ---------------------------------------------------------------- progress (the one console user)

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from upscale_cli.cli import ErrorHandlingGroup, options, report_error, stdout
+from upscale_cli.cli import ErrorHandlingGroup, options, report_error
 
 HELP = "List the models and manage the weights cache (`upscale models` lists them)."
 
@@ -77,12 +77,11 @@ def _print_table(rows: list[tuple[str, ...]], columns: tuple[str, ...] = COLUMNS
             table.add_column(column, no_wrap=column in ("name", "id", "arch", "scales"))
         for row in rows:
             table.add_row(*row)
-        with stdout.checked():
-            Console().print(table)
+        Console().print(table)
         return
     widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
     for row in [columns, *rows]:
-        stdout.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def _list(as_json: bool) -> None:
@@ -90,7 +89,7 @@ def _list(as_json: bool) -> None:
 
     records = [_record(spec) for spec in load_catalog().values()]
     if as_json:
-        stdout.echo(json.dumps(records, indent=2))
+        typer.echo(json.dumps(records, indent=2))
     else:
         _print_table([_row(r) for r in records])
 
@@ -135,7 +134,8 @@ def download_command(
     scale: Optional[int] = typer.Option(None, "-x", "--scale", help="Only this scale's weights."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
-    """Download models' weights into the cache (verified by sha256), so they work offline."""
+    """Download models' weights into the cache (verified by sha256), so they work offline. A file
+    that fails does not stop the others; each failure is one line, and the exit is non-zero."""
     from upscale_cli.catalog import load_catalog
     from upscale_cli.download import ensure_weights
     from upscale_cli.errors import UpscaleError, UsageError
@@ -144,16 +144,26 @@ def download_command(
         names = [name for name, spec in load_catalog().items() if spec.files]
     if not names:
         raise UsageError("name at least one model, or pass --all")
-    exit_code = 0
-    for name in names:  # one bad name does not stop the others
+    tried, failures = 0, []
+    for name in names:  # one bad name or file does not stop the others: each failure is one line
         try:
-            for file in _files_of(name, scale):
-                typer.echo(str(ensure_weights(file, progress=not quiet)))
+            files = _files_of(name, scale)
         except UpscaleError as err:
+            files = []
+            tried += 1
+            failures.append(err)
             report_error(err)
-            exit_code = max(exit_code, err.exit_code)
-    if exit_code:
-        raise typer.Exit(exit_code)
+        for file in files:
+            tried += 1
+            try:
+                typer.echo(str(ensure_weights(file, progress=not quiet)))
+            except UpscaleError as err:
+                failures.append(err)
+                report_error(err)
+    if failures:
+        if tried > 1:
+            typer.echo(f"{len(failures)} of {tried} downloads failed", err=True)
+        raise typer.Exit(max(err.exit_code for err in failures))
 
 
 @models_app.command("path")
@@ -199,10 +209,10 @@ def search_command(
     if as_json:
         for model in found:
             file = model.downloadable or (model.files[0] if model.files else None)
-            stdout.echo(json.dumps({"id": model.id, "name": model.name, "author": model.author,
-                                    "architecture": model.architecture, "scale": model.scale, "license": model.license,
-                                    "tags": list(model.tags), "size": model.size, "direct": model.downloadable is not None,
-                                    "sha256": file.sha256 if file else None, "urls": list(file.urls) if file else []}))
+            typer.echo(json.dumps({"id": model.id, "name": model.name, "author": model.author,
+                                   "architecture": model.architecture, "scale": model.scale, "license": model.license,
+                                   "tags": list(model.tags), "size": model.size, "direct": model.downloadable is not None,
+                                   "sha256": file.sha256 if file else None, "urls": list(file.urls) if file else []}))
         return
     if not found:
         typer.echo("no OpenModelDB model matches", err=True)
