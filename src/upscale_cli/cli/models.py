@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from upscale_cli.cli import ErrorHandlingGroup, options, report_error
+from upscale_cli.cli import ErrorHandlingGroup, options, report_error, stdout
 
 HELP = "List the models and manage the weights cache (`upscale models` lists them)."
 
@@ -77,11 +77,12 @@ def _print_table(rows: list[tuple[str, ...]], columns: tuple[str, ...] = COLUMNS
             table.add_column(column, no_wrap=column in ("name", "id", "arch", "scales"))
         for row in rows:
             table.add_row(*row)
-        Console().print(table)
+        with stdout.checked():
+            Console().print(table)
         return
     widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
     for row in [columns, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        stdout.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def _list(as_json: bool) -> None:
@@ -89,7 +90,7 @@ def _list(as_json: bool) -> None:
 
     records = [_record(spec) for spec in load_catalog().values()]
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        stdout.echo(json.dumps(records, indent=2))
     else:
         _print_table([_row(r) for r in records])
 
@@ -209,10 +210,10 @@ def search_command(
     if as_json:
         for model in found:
             file = model.downloadable or (model.files[0] if model.files else None)
-            typer.echo(json.dumps({"id": model.id, "name": model.name, "author": model.author,
-                                   "architecture": model.architecture, "scale": model.scale, "license": model.license,
-                                   "tags": list(model.tags), "size": model.size, "direct": model.downloadable is not None,
-                                   "sha256": file.sha256 if file else None, "urls": list(file.urls) if file else []}))
+            stdout.echo(json.dumps({"id": model.id, "name": model.name, "author": model.author,
+                                    "architecture": model.architecture, "scale": model.scale, "license": model.license,
+                                    "tags": list(model.tags), "size": model.size, "direct": model.downloadable is not None,
+                                    "sha256": file.sha256 if file else None, "urls": list(file.urls) if file else []}))
         return
     if not found:
         typer.echo("no OpenModelDB model matches", err=True)
