@@ -59,6 +59,7 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
                    png_compression: int | None = None, others: dict | None = None, as_json: bool = False) -> None:
     """`others`: the default command's options that sampling does not take (refused when given)."""
     from upscale_cli.batch import check_output_options, expand_inputs, plan_jobs
+    from upscale_cli.cli import stdout
     from upscale_cli.sampling import DEFAULT_TEMPERATURE, SampleConfig, sample_paths
 
     given = [name for name, value in (others or {}).items() if value not in (None, False, 0)]
@@ -86,7 +87,7 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
         rows = _run_job(job, net, config, fmt, max_pixels, quiet or as_json, write, defaults)
         failed += rows[0].status == "failed"
         for row in rows if as_json else ():
-            typer.echo(json.dumps(row.as_json()))
+            stdout.echo(json.dumps(row.as_json()))  # a failed write: one line, exit 1
     if failed:
         raise typer.Exit(1)
 
