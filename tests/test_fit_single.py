@@ -252,3 +252,144 @@ def test_cli_sprite_keeps_hard_alpha(tmp_path):
     written = np.asarray(Image.open(tmp_path / "out.png"))
     assert written.shape == (48, 48, 4) and set(np.unique(written[..., 3])) <= {0, 255}
     assert _cli(path, "--palette-colours", 0, "--steps", 2, "--hidden", 8, "-o", tmp_path / "plain.png").exit_code == 0
+
+
+# ---- #30 item 6: one output limit with `upscale -m fit-single`, bounded network settings, refused before fitting
+
+
+@pytest.fixture
+def no_fitting(monkeypatch):
+    """Fail the test if anything is fitted or rendered: a refusal must come first."""
+    def refuse(*args, **kwargs):
+        pytest.fail("fitted or rendered before the refusal")
+    monkeypatch.setattr(fitting, "fit", refuse)
+    monkeypatch.setattr(network, "render_image", refuse)
+
+
+def _one_line_refusal(result, code: int) -> str:
+    """The output of a refused command: one error line, the exit code, no traceback."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not an escaped exception
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+BAD_SIZES = [  # (arguments, exit code, words of the message)
+    (["--size", 100000], 1, "over the limit of 500 MP (--max-output-pixels; 0 = no limit)"),
+    (["--width", 100000], 1, "100000 x 100000 = 10,000 MP"),
+    (["--height", 30000, "--width", 30000], 1, "--max-output-pixels"),
+    (["-x", 10000], 1, "--max-output-pixels"),
+    (["--size", 10**30], 2, "pixels a side"),
+    (["-x", "inf"], 2, "pixels a side"),
+    (["-x", "nan"], 2, "must be positive"),
+    (["-x", "1e300"], 2, "pixels a side"),
+    (["--size", 0], 2, "must be positive"),
+    (["--size", -5], 2, "must be positive"),
+    (["--width", 0], 2, "must be positive"),
+    (["-x", 0.001], 2, "is empty"),
+    (["--size", 64, "--max-output-pixels", 4000], 1, "64 x 64 = 0 MP, over the limit"),
+    (["--size", 64, "--max-output-pixels", -1], 2, "--max-output-pixels must be 0 (no limit)"),
+]
+
+
+@pytest.mark.parametrize("args,code,words", BAD_SIZES)
+def test_output_sizes_over_the_limit_or_impossible_are_refused_before_fitting(sprite, no_fitting, args, code, words):
+    line = _one_line_refusal(_cli(sprite, *args), code)
+    assert words in line
+
+
+def test_fit_single_refuses_the_same_outputs_with_the_same_message_as_the_batch_command(sprite, tmp_path, no_fitting):
+    from upscale_cli.cli import app
+    from upscale_cli.engine import DEFAULT_MAX_OUTPUT_PIXELS
+
+    fit_line = _one_line_refusal(_cli(sprite, "--width", 100000, "-o", tmp_path / "o.png"), 1)
+    batch = CliRunner().invoke(app, [str(sprite), "-m", "fit-single", "--width", "100000", "-o", str(tmp_path / "b.png")])
+    assert batch.exit_code == 1
+    reason = fit_line.removeprefix("error: ")
+    assert reason in batch.output and f"{DEFAULT_MAX_OUTPUT_PIXELS / 1e6:,.0f} MP" in reason
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "b.png").exists()
+
+
+def test_from_model_render_honours_the_output_limit(sprite, tmp_path, monkeypatch):
+    config = fitting.FitConfig(steps=2, **TINY)
+    model = tmp_path / "m.safetensors"
+    saved.save_fitted(fitting.fit(gradient(), config=config).mlp, model, config, source={"height": 16, "width": 16})
+    monkeypatch.setattr(network, "render_image", lambda *a, **k: pytest.fail("rendered before the refusal"))
+    assert "--max-output-pixels" in _one_line_refusal(_cli("--from-model", model, "--size", 100000), 1)
+    assert "--max-output-pixels" in _one_line_refusal(
+        _cli("--from-model", model, "--size", 64, "--max-output-pixels", 4000), 1)
+
+
+def test_no_limit_and_a_raised_limit_let_the_fit_run(sprite, tmp_path):
+    for limit in (0, 64 * 64):
+        out = tmp_path / f"out{limit}.png"
+        result = _cli(sprite, "--size", 64, "--max-output-pixels", limit, "--steps", 2, "--hidden", 8, "-o", out)
+        assert result.exit_code == 0, result.output
+        assert Image.open(out).size == (64, 64)
+
+
+BAD_NETWORKS = [  # arguments, words of the message
+    (["--hidden", 100000, "--depth", 50], "--hidden must be 1 to 1,024 (MAX_HIDDEN), not 100000"),
+    (["--hidden", 0], "--hidden must be 1 to"),
+    (["--hidden", -3], "--hidden must be 1 to"),
+    (["--hidden", 1025], "not 1025"),
+    (["--depth", 0], "--depth must be 1 to 32"),
+    (["--depth", 50], "--depth must be 1 to 32 (MAX_DEPTH), not 50"),
+    (["--hidden", 1024, "--depth", 32], "over fit-single's limit of 384 MiB (MAX_FIT_BYTES)"),
+    (["--hidden", 1024], "over fit-single's limit"),
+    (["--hidden", 256, "--depth", 8], "--hidden 256 x --depth 8 would need about"),
+    (["--steps", 0], "--steps must be 1 to 1,000,000"),
+    (["--steps", 10**9], "(MAX_STEPS)"),
+    (["--lr", "nan"], "--lr must be above 0 and at most 10"),
+    (["--lr", "inf"], "--lr must be above 0"),
+    (["--lr", -1], "--lr must be above 0"),
+    (["--lr", 0], "--lr must be above 0"),
+    (["--encoding", "fourier", "--freq-scale", "inf"], "--freq-scale must be above 0"),
+    (["--seed", 10**20], "--seed must be"),
+    (["--palette-colours", -1], "--palette-colours must be 0 to 256"),
+    (["--encoding", "bogus"], "unknown encoding"),
+]
+
+
+@pytest.mark.parametrize("args,words", BAD_NETWORKS)
+def test_network_settings_out_of_bounds_are_one_line_usage_errors_before_fitting(sprite, no_fitting, args, words):
+    assert words in _one_line_refusal(_cli(sprite, *args), 2)
+
+
+def test_memory_estimate_bounds_every_accepted_network():
+    default = fitting.FitConfig()
+    assert fitting.fit_memory_bytes(default) < fitting.MAX_FIT_BYTES / 3  # the default is far inside
+    for hidden, depth in ((1024, 32), (1024, 1), (256, 8), (512, 2)):
+        with pytest.raises(UsageError, match="MAX_FIT_BYTES"):
+            fitting.FitConfig(hidden=hidden, depth=depth)
+    for hidden, depth in ((256, 2), (512, 1), (64, 9), (1, 32)):  # accepted: within the limit
+        assert fitting.fit_memory_bytes(fitting.FitConfig(hidden=hidden, depth=depth)) <= fitting.MAX_FIT_BYTES
+    with pytest.raises(UsageError, match="Fourier features"):
+        fitting.FitConfig.for_encoding("fourier", features=4096)
+
+
+def test_render_chunk_keeps_wide_networks_within_its_memory():
+    narrow = network.CoordMLP(encoding="siren", hidden=64)
+    assert network.render_chunk(narrow) == network.RENDER_CHUNK  # the default network: as before
+    wide = network.CoordMLP(encoding="siren", hidden=1024, depth=1)
+    chunk = network.render_chunk(wide)
+    assert chunk < network.RENDER_CHUNK and chunk * 4 * 3 * 1024 <= network.RENDER_CHUNK_BYTES
+    assert torch.allclose(network.render(wide, 70, 300), network.render(wide, 70, 300, chunk=10**6), atol=1e-6)
+
+
+# ---- #30 item 15: an exact fit says "exact", not "PSNR 120.00 dB"
+
+
+def test_exact_fit_is_called_exact(tmp_path):
+    two = np.zeros((8, 8, 3), np.uint8)
+    two[2:6, 2:6] = 255
+    path = tmp_path / "two.png"
+    Image.fromarray(two).save(path)
+    result = _cli(path, "-x", 2, "--steps", 30, "--hidden", 16, "-o", tmp_path / "out.png")
+    assert result.exit_code == 0, result.output
+    assert "exact at the input's pixels" in result.output and "120.00" not in result.output
+    stats = fitting.fit(torch.from_numpy(two).permute(2, 0, 1)[None].float() / 255,
+                        config=fitting.FitConfig(steps=30, hidden=16)).stats
+    assert math.isinf(stats.psnr) and fitting.describe_psnr(stats.psnr) == "exact"
+    assert fitting.describe_psnr(31.416) == "PSNR 31.42 dB"

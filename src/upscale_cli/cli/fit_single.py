@@ -5,11 +5,14 @@ Output name, when -o is not given: next to the input (or the --from-model file) 
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from upscale_cli.cli import options as common
 
 PLAIN_PROGRESS_LINES = 10  # lines of progress when stdout is not a terminal
 
@@ -39,6 +42,7 @@ def fit_single_command(
     palette_colours: Optional[int] = typer.Option(None, "--palette-colours", metavar="N", help="Images of at most N distinct colours (default 32; 0 = never) are fitted as a choice among their own colours: flat areas stay flat, edges crisp (sprites, icons, pixel art)."),
     save_model: Optional[Path] = typer.Option(None, "--save-model", help="Also save the fitted network (.safetensors)."),
     from_model: Optional[Path] = typer.Option(None, "--from-model", help="Render a network saved with --save-model instead of fitting."),
+    max_output_pixels: common.MaxOutputPixels = None,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
 ) -> None:
     from upscale_cli.fit_single import fitting
@@ -48,12 +52,12 @@ def fit_single_command(
         raise UsageError("give an IMAGE to fit, or --from-model FILE to render (not both)")
     say = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
     if from_model is not None:
-        _render_saved(from_model, output, (size, width, height, scale), say)
+        _render_saved(from_model, output, (size, width, height, scale, max_output_pixels), say)
         return
     overrides = dict(encoding=encoding, freq_scale=freq_scale, hidden=hidden, depth=depth, steps=steps, lr=lr,
                      seed=seed, consistency=consistency, target_psnr=target_psnr, palette_colours=palette_colours)
     config = fitting.FitConfig.for_encoding(**{k: v for k, v in overrides.items() if v is not None})
-    _fit_and_render(image, output, (size, width, height, scale), config, save_model, quiet, say)
+    _fit_and_render(image, output, (size, width, height, scale, max_output_pixels), config, save_model, quiet, say)
 
 
 def _fit_and_render(image_path: Path, output: Optional[Path], size_args, config, save_model, quiet, say) -> None:
@@ -63,20 +67,21 @@ def _fit_and_render(image_path: Path, output: Optional[Path], size_args, config,
 
     image = read_image(image_path)
     sizes.check_fit_size(image.height, image.width)
-    target = sizes.output_size(image.height, image.width, *size_args)
+    target = sizes.output_size(image.height, image.width, *size_args)  # over --max-output-pixels: refused here
     out_path = _output_path(image_path, output, target)
     with _StepReporter(config.steps, quiet) as reporter:
         result = fitting.fit(image.pixels, image.alpha, config, on_step=reporter.update, target_size=target)
     pixels, alpha = network.render_image(result.mlp, *target, colour_channels=image.pixels.shape[1])
     write_image(image.replace(pixels=pixels, alpha=alpha), out_path)
     stats = result.stats
-    detail = f"PSNR {stats.psnr:.2f} dB at the input's pixels"
+    detail = f"{fitting.describe_psnr(stats.psnr)} at the input's pixels"  # "exact at ...": nothing differs
     if consistency.consistency_size((image.height, image.width), target, config.consistency_scale) and config.consistency:
         import torch
 
         source = image.pixels if alpha is None else torch.cat([image.pixels, image.alpha], dim=1)
         rendered = pixels if alpha is None else torch.cat([pixels, alpha], dim=1)
-        detail += f", output downscaled vs input {fitting.consistency_psnr(rendered, source):.2f} dB"
+        back = fitting.consistency_psnr(rendered, source)
+        detail += ", output downscaled equals the input" if math.isinf(back) else f", output downscaled vs input {back:.2f} dB"
     early = ", reached --target-psnr" if stats.stopped_early else ""
     say(f"fitted {image.width}x{image.height} in {stats.steps} steps ({stats.seconds:.1f}s{early}): {detail}")
     if save_model is not None:
@@ -132,18 +137,20 @@ class _StepReporter:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("fitting"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("PSNR {task.fields[psnr]}"), TimeRemainingColumn(), transient=True)
+                                TextColumn("{task.fields[psnr]}"), TimeRemainingColumn(), transient=True)
             self.bar.__enter__()
-            self.task = self.bar.add_task("fit", total=self.steps, psnr="-")
+            self.task = self.bar.add_task("fit", total=self.steps, psnr="PSNR -")
         return self
 
     def update(self, step: int, steps: int, psnr: float) -> None:
+        from upscale_cli.fit_single.fitting import describe_psnr
+
         if self.quiet:
             return
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, psnr=f"{psnr:.2f} dB")
+            self.bar.update(self.task, completed=step, psnr=describe_psnr(psnr))
         elif step >= self.next_line or step == steps:
-            typer.echo(f"step {step}/{steps}: PSNR {psnr:.2f} dB", err=True)
+            typer.echo(f"step {step}/{steps}: {describe_psnr(psnr)}", err=True)
             self.next_line = step + max(1, steps // PLAIN_PROGRESS_LINES)
 
     def __exit__(self, *exc) -> None:

@@ -1,5 +1,5 @@
-"""The options `upscale` and `upscale restore` share, declared once (Typer `Annotated` aliases),
-so their names, defaults and help cannot drift apart. A command writes `output: options.Output = None`."""
+"""The options `upscale`, `upscale restore` and `upscale fit-single` share, declared once (Typer
+`Annotated` aliases), so their names, defaults and help cannot drift apart. A command writes `output: options.Output = None`."""
 from __future__ import annotations
 
 from typing import Annotated, List, Optional
@@ -33,5 +33,8 @@ TileOverlap = Annotated[Optional[int], typer.Option(
 MaxPixels = Annotated[Optional[int], typer.Option(
     "--max-pixels", help="Refuse inputs with more pixels than this (decompression-bomb guard; default 178956970, "
                          "0 = no limit).")]
+MaxOutputPixels = Annotated[Optional[int], typer.Option(
+    "--max-output-pixels", help="Refuse outputs with more pixels than this, before any work (default 500 MP, "
+                                "about 11 GB of RAM; 0 = no limit).")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")]

@@ -33,7 +33,7 @@ def upscale_command(
     tile: common.Tile = 0,
     tile_overlap: common.TileOverlap = None,
     max_pixels: common.MaxPixels = None,
-    max_output_pixels: Optional[int] = typer.Option(None, "--max-output-pixels", help="Refuse outputs with more pixels than this, before any work (default 500 MP, about 11 GB of RAM; 0 = no limit)."),
+    max_output_pixels: common.MaxOutputPixels = None,
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the model over the 8 flips/rotations of each image: a little more quality for 8x the time (networks only)."),
     alpha: str = typer.Option("auto", "--alpha", help="Transparency: auto (nearest/pixel-art keep hard edges, else bicubic), bicubic or model."),
     quiet: common.Quiet = False,

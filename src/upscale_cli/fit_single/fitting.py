@@ -32,7 +32,7 @@ import torch
 
 from upscale_cli import metrics
 from upscale_cli.errors import UsageError
-from upscale_cli.fit_single.consistency import ConsistencyTerm, consistency_size
+from upscale_cli.fit_single.consistency import CONSISTENCY_POINTS, ConsistencyTerm, consistency_size
 from upscale_cli.fit_single.network import ENCODINGS, MAX_PALETTE, CoordMLP, grid_coordinates, image_extent, render
 from upscale_cli.fit_single.sizes import check_fit_size
 
@@ -42,7 +42,23 @@ FIT_THREADS = 1  # intra-op threads while fitting (see _threads)
 PSNR_EVERY = 10  # steps between live PSNR updates (and --target-psnr checks)
 PALETTE_COLOURS = 32  # images with at most this many distinct colours get the palette head
 POINT_JITTER = 0.25  # input pixels: palette fits sample each pixel this far around its centre
-MIN_MSE = 1e-12  # a perfect fit reads 120 dB, not inf
+EXACT = "exact"  # how a PSNR of an exact fit (zero error, infinite dB) is shown
+
+# Bounds of the settings (models/coord_mlp.py checks a weights file's settings against the same):
+MAX_HIDDEN = 1024  # units per hidden layer
+MAX_DEPTH = 32  # hidden layers
+MAX_FEATURES = 4096  # Fourier features
+MAX_STEPS = 1_000_000  # optimisation steps
+MAX_LR = 10.0  # Adam learning rate
+MAX_FREQ_SCALE = 1000.0  # cycles per input pixel
+MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed takes
+# Memory a fit may need, estimated from the settings before anything is built (fit_memory_bytes).
+# The process holds ~0.93 GB once torch is imported and ~1.2 GB during a default fit (160x160 at
+# x4, measured through the CLI); within this limit it stays under 1.5 GB (64 x 9: 1.41 GB).
+MAX_FIT_BYTES = 384 * 2**20  # bytes
+PARAMETER_BYTES = 16  # float32 weight, its gradient and Adam's two moments
+ACTIVATION_BYTES = 24  # per hidden unit per point, kept for the backward pass (measured: up to 23, SIREN through the CLI)
+FEATURE_BYTES = 24  # per Fourier feature per point: phase, sine, cosine and their concatenation (measured: 17)
 
 
 @dataclass(frozen=True)
@@ -67,13 +83,19 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
             raise UsageError(f"unknown encoding {self.encoding!r}; choose from {', '.join(ENCODINGS)}")
-        for name in ("hidden", "depth", "features", "steps"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be at least 1")
-        if not self.lr > 0 or not self.freq_scale > 0:
-            raise UsageError("--lr and --freq-scale must be positive")
+        for name, high in (("hidden", MAX_HIDDEN), ("depth", MAX_DEPTH), ("features", MAX_FEATURES),
+                           ("steps", MAX_STEPS)):
+            if not 1 <= getattr(self, name) <= high:
+                raise UsageError(f"--{name} must be 1 to {high:,} (MAX_{name.upper()}), not {getattr(self, name)}")
+        for name, high in (("lr", MAX_LR), ("freq_scale", MAX_FREQ_SCALE)):
+            if not 0 < getattr(self, name) <= high:  # NaN fails too
+                raise UsageError(f"--{name.replace('_', '-')} must be above 0 and at most {high:g}, "
+                                 f"not {getattr(self, name)}")
+        if not MIN_SEED <= self.seed <= MAX_SEED:
+            raise UsageError(f"--seed must be {MIN_SEED} to {MAX_SEED}, not {self.seed}")
         if not 0 <= self.palette_colours <= MAX_PALETTE:
             raise UsageError(f"--palette-colours must be 0 to {MAX_PALETTE}")
+        check_fit_memory(self)
 
     @classmethod
     def for_encoding(cls, encoding: str = "siren", **changes) -> "FitConfig":
@@ -86,11 +108,34 @@ ENCODING_DEFAULTS: dict[str, dict] = {"siren": {}, "fourier": {"lr": 1e-2, "poin
                                       "none": {"lr": 5e-3, "point_weight": 0.1}}
 
 
+def fit_memory_bytes(config: FitConfig) -> int:
+    """About the most memory one fitting step with these settings needs (bytes): the parameters
+    with their gradients and Adam's state, and what autograd keeps for the most points a step
+    evaluates (POINT_BATCH for the point term, CONSISTENCY_POINTS for the consistency term)."""
+    hidden, depth = config.hidden, config.depth
+    features = config.features if config.encoding == "fourier" else 0
+    first_in = 2 * features or 2
+    parameters = (first_in + 1) * hidden + (depth - 1) * (hidden + 1) * hidden + (hidden + 1) * MAX_PALETTE
+    per_point = ACTIVATION_BYTES * hidden * depth + FEATURE_BYTES * features
+    return PARAMETER_BYTES * parameters + (POINT_BATCH + CONSISTENCY_POINTS) * per_point
+
+
+def check_fit_memory(config: FitConfig) -> None:
+    """Refuse settings whose fit would need more than MAX_FIT_BYTES, before anything is built."""
+    need = fit_memory_bytes(config)
+    if need > MAX_FIT_BYTES:
+        what = f"--hidden {config.hidden} x --depth {config.depth}"
+        if config.encoding == "fourier":
+            what += f" with {config.features} Fourier features"
+        raise UsageError(f"{what} would need about {need / 2**20:,.0f} MiB to fit, over fit-single's limit of "
+                         f"{MAX_FIT_BYTES // 2**20} MiB (MAX_FIT_BYTES); use a smaller --hidden or --depth")
+
+
 @dataclass(frozen=True)
 class FitStats:
     steps: int
     seconds: float
-    psnr: float  # dB: the fitted MLP at the input's pixel centres (clamped) vs the input
+    psnr: float  # dB: the fitted MLP at the input's pixel centres (clamped) vs the input; inf = exact
     stopped_early: bool  # reached config.target_psnr
 
 
@@ -104,8 +149,13 @@ StepCallback = Callable[[int, int, float], None]  # (step, total steps, live pix
 
 
 def psnr_from_mse(mse: float) -> float:
-    """PSNR (dB) of values in [0, 1], metrics.py's, capped at 120 dB so the live figure stays finite."""
-    return metrics.psnr_from_mse(max(mse, MIN_MSE), data_range=1.0)
+    """PSNR (dB) of values in [0, 1], metrics.py's: inf for an exact fit (see describe_psnr)."""
+    return metrics.psnr_from_mse(mse, data_range=1.0)
+
+
+def describe_psnr(psnr: float, prefix: str = "PSNR ") -> str:
+    """'PSNR 31.42 dB', or 'exact' when nothing differs (an infinite PSNR is not a figure to print)."""
+    return EXACT if math.isinf(psnr) else f"{prefix}{psnr:.2f} dB"
 
 
 def build_mlp(channels: int, height: int, width: int, config: FitConfig,

@@ -36,7 +36,9 @@ from torch import nn
 
 from upscale_cli.errors import UsageError
 
-RENDER_CHUNK = 65_536  # output pixels per MLP call when rendering
+RENDER_CHUNK = 65_536  # output pixels per MLP call when rendering (fewer for wide networks: render_chunk)
+RENDER_CHUNK_BYTES = 64 * 2**20  # layer outputs alive during one rendering call, at most (bytes)
+RENDER_LIVE_LAYERS = 3  # hidden-layer outputs alive at once (a layer's input, its linear output, its activation)
 ENCODINGS = ("fourier", "siren", "none")
 SIREN_OMEGA_0 = 30.0  # SIREN's frequency factor for coordinates in [-1, 1]
 OUTPUT_OFFSET = 0.5  # the last layer starts near mid-grey
@@ -164,29 +166,39 @@ def image_extent(height: int, width: int) -> tuple[float, float]:
     return width / long_side, height / long_side
 
 
-def render(mlp: CoordMLP, height: int, width: int, chunk: int = RENDER_CHUNK,
+def render_chunk(mlp: CoordMLP) -> int:
+    """Pixels per MLP call when rendering: RENDER_CHUNK, fewer for wide networks, so that the
+    layer outputs of one call stay within RENDER_CHUNK_BYTES."""
+    settings = mlp.settings
+    features = settings["features"] if settings["encoding"] == "fourier" else 0
+    per_pixel = 4 * (RENDER_LIVE_LAYERS * settings["hidden"] + 3 * 2 * features)  # float32 bytes
+    return max(1, min(RENDER_CHUNK, RENDER_CHUNK_BYTES // per_pixel))
+
+
+def render(mlp: CoordMLP, height: int, width: int, chunk: int | None = None,
            rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> torch.Tensor:
     """The MLP on a height x width grid over its rectangle -> (1, C, R, Q), unclamped.
 
-    Whole rows at a time, about `chunk` pixels per call; rows/cols pick a window of the grid.
+    Whole rows at a time, about `chunk` pixels per call (default render_chunk(mlp)), each
+    written into the one output tensor; rows/cols pick a window of the grid.
     """
     if height < 1 or width < 1:
         raise UsageError(f"cannot render a {width}x{height} image")
     r0, r1 = rows or (0, height)
     q0, q1 = cols or (0, width)
-    rows_per_chunk = max(1, chunk // max(1, q1 - q0))
+    rows_per_chunk = max(1, (chunk or render_chunk(mlp)) // max(1, q1 - q0))
     device = next(mlp.parameters()).device
-    pieces = []
+    out = torch.empty(1, mlp.channels, r1 - r0, q1 - q0)  # (1, C, R, Q): filled in place, no second copy
     with torch.no_grad():
         for start in range(r0, r1, rows_per_chunk):
             stop = min(r1, start + rows_per_chunk)
             coords = grid_coordinates(height, width, mlp.extent, (start, stop), (q0, q1)).to(device)
-            pieces.append(mlp(coords).T.reshape(mlp.channels, stop - start, q1 - q0))  # (C, r, Q)
-    return torch.cat(pieces, dim=1).unsqueeze(0).cpu()
+            out[0, :, start - r0:stop - r0] = mlp(coords).T.reshape(mlp.channels, stop - start, q1 - q0).cpu()
+    return out
 
 
 def render_image(mlp: CoordMLP, height: int, width: int, colour_channels: int,
-                 chunk: int = RENDER_CHUNK) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Render and split: (colour (1, c, h, w), alpha (1, 1, h, w) or None), clamped to [0, 1]."""
     out = render(mlp, height, width, chunk).clamp_(0.0, 1.0)
     if out.shape[1] == colour_channels:

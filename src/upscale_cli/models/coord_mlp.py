@@ -8,13 +8,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from upscale_cli.fit_single import fitting
 from upscale_cli.fit_single.fitting import FitConfig, fit
 from upscale_cli.fit_single.network import ENCODINGS, MAX_PALETTE, CoordMLP, render
 from upscale_cli.models.base import Between, KeywordsOf, ModelInfo, OneOf
 
-SEEDS = Between(-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
-_NETWORK_LIMITS = {"encoding": OneOf(ENCODINGS), "hidden": Between(1, 1024), "depth": Between(1, 32),
-                   "features": Between(1, 4096), "freq_scale": Between(0.0, 1000.0), "seed": SEEDS}
+SEEDS = Between(fitting.MIN_SEED, fitting.MAX_SEED)  # what torch.Generator.manual_seed takes
+# the fit's own bounds (fitting.py), so a file cannot hold what `fit-single` refuses
+_NETWORK_LIMITS = {"encoding": OneOf(ENCODINGS), "hidden": Between(1, fitting.MAX_HIDDEN),
+                   "depth": Between(1, fitting.MAX_DEPTH), "features": Between(1, fitting.MAX_FEATURES),
+                   "freq_scale": Between(0.0, fitting.MAX_FREQ_SCALE), "seed": SEEDS}
 # Checked before anything is built (models.check_settings): a file saved by fit-single carries
 # the fitted network's settings ("mlp") and the fit's (FitConfig fields, through **fit_settings).
 SETTING_LIMITS = {
@@ -22,7 +25,7 @@ SETTING_LIMITS = {
                       {**_NETWORK_LIMITS, "channels": Between(1, 4), "long_side": Between(1, 1 << 20),
                        "palette_size": Between(0, MAX_PALETTE), "palette_gain": Between(0.0, 1e4)}),
     "**": KeywordsOf("upscale_cli.fit_single.fitting:FitConfig",
-                     {**_NETWORK_LIMITS, "steps": Between(1, 1_000_000), "lr": Between(0.0, 10.0),
+                     {**_NETWORK_LIMITS, "steps": Between(1, fitting.MAX_STEPS), "lr": Between(0.0, fitting.MAX_LR),
                       "consistency_scale": Between(0.0, 16.0), "point_weight": Between(0.0, 1e6),
                       "consistency_weight": Between(0.0, 1e6), "target_psnr": Between(0.0, 200.0),
                       "palette_colours": Between(0, MAX_PALETTE)}),
