@@ -104,3 +104,72 @@ def lama(folder: Path, name: str = "big-lama.pth") -> tuple[Path, nn.Module]:
     model = _seeded(lambda: LaMa(in_nc=4, out_nc=3))  # image and mask in, image out (as big-lama)
     torch.save(model.state_dict(), folder / name)
     return folder / name, model
+
+
+# ---------------------------------------------------------------- hostile files, written by hand
+
+
+class _Storage:
+    """Stands for one storage record while a checkpoint's pickle is written (see zip_checkpoint)."""
+
+    def __init__(self, key: str, storage_type: type, numel: int) -> None:
+        self.key, self.storage_type, self.numel = key, storage_type, numel
+
+
+class _Tensor:
+    """Pickles as torch.save pickles a tensor: _rebuild_tensor_v2 over a persistent storage id."""
+
+    def __init__(self, storage: _Storage, shape: tuple[int, ...]) -> None:
+        self.storage, self.shape = storage, shape
+
+    def __reduce__(self):
+        from collections import OrderedDict
+
+        stride = tuple(int(torch.tensor(self.shape[i + 1:]).prod()) for i in range(len(self.shape)))
+        return torch._utils._rebuild_tensor_v2, (self.storage, 0, self.shape, stride, False, OrderedDict())
+
+
+def checkpoint_pickle(tensors: dict[str, tuple[int, ...]], storage_type: type = torch.FloatStorage,
+                      numel: dict[str, int] | None = None) -> tuple[bytes, dict[str, int]]:
+    """The data.pkl torch.save would write for {name: tensor of this shape} (storage keys "0", "1",
+    ...), without any tensor existing; `numel` overrides what a storage declares. Returns the pickle
+    and each storage key's declared element count."""
+    import io
+    import math
+    import pickle
+
+    storages = {name: _Storage(str(i), storage_type, (numel or {}).get(name, math.prod(shape)))
+                for i, (name, shape) in enumerate(tensors.items())}
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=2)
+    pickler.persistent_id = lambda obj: (("storage", obj.storage_type, obj.key, "cpu", obj.numel)
+                                         if isinstance(obj, _Storage) else None)
+    pickler.dump({name: _Tensor(storages[name], shape) for name, shape in tensors.items()})
+    return buffer.getvalue(), {s.key: s.numel for s in storages.values()}
+
+
+def zip_checkpoint(path: Path, data_pkl: bytes, records: dict[str, int], deflate: bool = True,
+                   chunk: int = 1 << 24) -> Path:
+    """A torch.save-layout zip (archive/data.pkl, archive/data/KEY, version, byteorder) whose storage
+    records are `records[KEY]` zero bytes each, written deflated in chunks (never whole in memory):
+    4 GB of zeros deflate to about 4 MB, the memory bomb of issue 30.4."""
+    import zipfile
+
+    method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+    zeros = bytes(chunk)
+    with zipfile.ZipFile(path, "w", compression=method, compresslevel=1, allowZip64=True) as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+        for key, size in records.items():
+            with archive.open(f"archive/data/{key}", "w", force_zip64=True) as record:
+                for start in range(0, size, chunk):
+                    record.write(zeros[: min(chunk, size - start)])
+    return path
+
+
+def zip_bomb(path: Path, nbytes: int) -> Path:
+    """A .pth whose one float32 tensor declares nbytes / 4 elements and whose record holds that
+    many zero bytes, deflated: a file of about nbytes / 1000."""
+    data_pkl, numel = checkpoint_pickle({"weight": (nbytes // 4,)})
+    return zip_checkpoint(path, data_pkl, {key: count * 4 for key, count in numel.items()})

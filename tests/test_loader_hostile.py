@@ -228,3 +228,164 @@ def test_fit_single_settings_are_checked_against_fitconfig():
         build_model("coord-mlp", steps=10**12)
     with pytest.raises(ModelSettingsError, match="unknown setting 'evil' for coord-mlp .*mlp"):
         build_model("coord-mlp", evil=1)
+
+
+# ---------------------------------------------------------------- declared sizes, checked before torch reads (issue 30.4)
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import community_factory as cf  # noqa: E402
+
+from upscale_cli import weights_guard  # noqa: E402
+
+
+@pytest.fixture
+def torch_never_reads(monkeypatch):
+    """torch.load fails the test: a refused file must be refused from its zip directory and tensor list alone."""
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load read a file that should have been refused first")
+
+    monkeypatch.setattr(torch, "load", never)
+
+
+def test_compressed_pth_bomb_is_refused_before_any_record_is_read(tmp_path, torch_never_reads):
+    """The issue's recipe at 1/100 scale: 40 MB of zeros deflated to a few kB (the 4 GB one took 11.3 GB)."""
+    bomb = cf.zip_bomb(tmp_path / "bomb.pth", 40_000_000)
+    assert bomb.stat().st_size < 400_000
+    result, out = run_cli(tmp_path, bomb)
+    assert_one_line(result, out, bomb, "unpack to 40,000,", f"more than {weights_guard.MAX_COMPRESSION_RATIO}x",
+                    "compression bomb")
+
+
+def test_a_raised_size_limit_does_not_let_the_bomb_through(tmp_path, torch_never_reads, monkeypatch):
+    monkeypatch.setenv(weights_guard.MAX_WEIGHTS_ENV, str(10**12))
+    bomb = cf.zip_bomb(tmp_path / "bomb.pth", 40_000_000)
+    assert_one_line(*run_cli(tmp_path, bomb), bomb, "compression bomb")
+
+
+def _compact_as(folder, kind):
+    """The Compact model saved as a zip .pth, an old-format .pth or a .safetensors."""
+    from safetensors.torch import save_file as save_safetensors
+
+    _, model = cf.compact(folder, "made.pth")
+    state = model.state_dict()
+    path = folder / {"zip": "m.pth", "legacy": "m_old.pth", "safetensors": "m.safetensors"}[kind]
+    if kind == "safetensors":
+        save_safetensors({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path, _use_new_zipfile_serialization=kind == "zip")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["zip", "legacy", "safetensors"])
+def test_total_size_limit_is_named_with_its_variable(tmp_path, kind, monkeypatch):
+    path = _compact_as(tmp_path, kind)
+    result, out = run_cli(tmp_path, path)
+    assert result.exit_code == 0, result.output  # under the default limit it runs
+    out.unlink()
+    monkeypatch.setenv("UPSCALE_MAX_WEIGHTS_BYTES", "1000")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load read a file over the limit"))
+    assert_one_line(*run_cli(tmp_path, path), path, "over the limit of 1,000", "set UPSCALE_MAX_WEIGHTS_BYTES")
+
+
+def test_a_bad_limit_value_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("UPSCALE_MAX_WEIGHTS_BYTES", "lots")
+    path = _compact_as(tmp_path, "zip")
+    result, out = run_cli(tmp_path, path)
+    assert result.exit_code == 1 and "UPSCALE_MAX_WEIGHTS_BYTES must be a whole number of bytes" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+STORAGE_LIES = {  # case: (tensors, storage type, declared numel overrides, record bytes, fragments)
+    "billion_elements_small_record": ({"weight": (10**9,)}, torch.FloatStorage, None, {"0": 16},
+                                      ["declares 4,000,000,000 bytes but the file has a record of 16 bytes"]),
+    "short_record": ({"weight": (4,)}, torch.FloatStorage, None, {"0": 8}, ["declares 16 bytes", "record of 8 bytes"]),
+    "long_record": ({"weight": (4,)}, torch.FloatStorage, None, {"0": 64}, ["declares 16 bytes", "record of 64 bytes"]),
+    "missing_record": ({"weight": (4,)}, torch.FloatStorage, None, {}, ["declares 16 bytes but the file has no record"]),
+    "negative_count": ({"weight": (4,)}, torch.FloatStorage, {"weight": -4}, {"0": 16}, ["without a valid element count"]),
+    "quantised_storage": ({"weight": (4,)}, torch.QInt8Storage, None, {"0": 4},
+                          ["unknown type 'torch QInt8Storage'"]),
+}
+
+
+@pytest.mark.parametrize("case", STORAGE_LIES)
+def test_storage_sizes_in_the_pickle_must_match_their_records(tmp_path, case, torch_never_reads):
+    tensors, storage_type, numel, records, fragments = STORAGE_LIES[case]
+    data_pkl, _ = cf.checkpoint_pickle(tensors, storage_type, numel)
+    path = cf.zip_checkpoint(tmp_path / "lies.pth", data_pkl, records, deflate=False)
+    assert_one_line(*run_cli(tmp_path, path), path, *fragments)
+
+
+def test_an_old_format_pth_declaring_more_than_it_holds_is_refused(tmp_path, torch_never_reads):
+    path = _compact_as(tmp_path, "legacy")
+    path.write_bytes(path.read_bytes()[:-200])  # the last storage's bytes cut short
+    assert_one_line(*run_cli(tmp_path, path), path, "its tensors declare", "the file holds")
+
+
+def test_a_tensor_list_over_its_limit_is_refused_unread(tmp_path, monkeypatch, torch_never_reads):
+    monkeypatch.setattr(weights_guard, "MAX_PICKLE_BYTES", 64)
+    path = _compact_as(tmp_path, "zip")
+    assert_one_line(*run_cli(tmp_path, path), path, "its tensor list (data.pkl) is", "over the limit of 64")
+    old = _compact_as(tmp_path, "legacy")
+    assert_one_line(*run_cli(tmp_path, old), old, "runs past 64 bytes, the limit")
+
+
+def test_the_opcode_walk_finds_every_storage_and_runs_nothing(tmp_path):
+    """The walk sees the storages torch.save wrote (shared ones by memo) and never calls a payload."""
+    marker = tmp_path / "payload-ran"
+    shared = torch.arange(6.0)
+    torch.save({"a": shared, "b": shared[2:], "c": torch.zeros(2, dtype=torch.int64), "x": _Payload(marker)},
+               tmp_path / "mixed.pth")
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "mixed.pth") as archive:
+        data_pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+        _, pids = weights_guard._walk(io.BytesIO(archive.read(data_pkl)), tmp_path)
+    assert sorted({(pid[1], pid[2], pid[4]) for pid in pids}) == [("torch FloatStorage", "0", 6),
+                                                                   ("torch LongStorage", "1", 2)]
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- a model path that is no regular file (issue 30.15)
+
+
+def _special(tmp_path, kind):
+    path = tmp_path / "x.pth"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "dev_zero_link":
+        path.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("kind, fragment", [("folder", "is a folder, not a model file"),
+                                            ("dev_zero_link", "is not a regular file (a character device); it was not read"),
+                                            ("fifo", "is not a regular file (a pipe); it was not read")])
+def test_a_model_path_that_is_no_regular_file_is_named_for_what_it_is(tmp_path, kind, fragment):
+    """Exit 2, as every -m that names no model (ModelNotFoundError); never opened, so nothing blocks."""
+    path = _special(tmp_path, kind)
+    result, out = run_cli(tmp_path, path)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: {path}: {fragment}"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "dev_zero_link"])
+def test_the_loader_refuses_what_is_no_regular_file(tmp_path, kind):
+    """A cached or packaged path reaches read_weights without the CLI's check: refused the same way."""
+    path = _special(tmp_path, kind)
+    with pytest.raises(WeightsError, match="is a folder|is not a regular file"):
+        read_weights(path)
+
+
+def test_a_link_to_dev_zero_as_a_user_runs_it_returns_at_once(tmp_path):
+    path = _special(tmp_path, "dev_zero_link")
+    png = image_factory.make_rgb_png(tmp_path, "photo.png", size=(8, 8))
+    done = subprocess.run([sys.executable, "-m", "upscale_cli", str(png), "-m", str(path), "-o", str(tmp_path / "o.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "is not a regular file (a character device)" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.png").exists()

@@ -19,6 +19,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from upscale_cli.errors import CatalogError, ModelNotFoundError
+from upscale_cli.weights_guard import MODEL_FILE_NOT_FOUND, not_a_regular_file
 from upscale_cli.model_spec import WEIGHTS_SUFFIXES, ModelSpec, WeightsFile
 
 
@@ -103,8 +104,11 @@ def resolve(name: str) -> ModelSpec:
         return spec_for(name[len(PREFIX):])
     if _looks_like_path(name):
         path = Path(name).expanduser()
-        if not path.is_file():
+        problem = not_a_regular_file(path)  # stat only: a folder or a link to /dev/zero is named, never read
+        if problem == MODEL_FILE_NOT_FOUND:
             raise ModelNotFoundError(f"model file not found: {name}")
+        if problem is not None:
+            raise ModelNotFoundError(problem, path=name)
         return ModelSpec(name=path.name, arch="file", task="sr", license="user", description=str(path), local_path=path)
     close = difflib.get_close_matches(name, catalog, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else "; `upscale models` lists them"

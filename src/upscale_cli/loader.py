@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from upscale_cli.model_spec import ModelSpec, WeightsFile
 from upscale_cli.weights_cache import packaged_weights_path
 from upscale_cli.errors import UnsupportedScaleError, UpscaleError, WeightsError
 from upscale_cli.models import ARCHITECTURES, build_model, model_skeleton
+from upscale_cli.weights_guard import ACCEPTED_FLOAT_DTYPES, ACCEPTED_FLOAT_TEXT, check_weights_file
 
 META_ARCH = "arch"
 META_SETTINGS = "settings"
@@ -52,10 +54,13 @@ def save_weights(model: nn.Module, path: str | Path, arch: str, settings: dict) 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(state_dict, metadata) from a .safetensors, or a .pth/.pt checkpoint loaded safely.
 
-    Every floating-point tensor must be finite: NaN weights would only give black images.
+    The file's declared sizes are checked before any tensor is read (weights_guard). Keys must be
+    names, floating-point tensors one of ACCEPTED_FLOAT_DTYPES and finite: NaN weights would only
+    give black images.
     """
     path = Path(path)
     try:
+        check_weights_file(path)
         if path.suffix.lower() == ".safetensors":
             state, metadata = _read_safetensors(path)
         else:
@@ -68,7 +73,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise WeightsError(f"not a weights file ({_first_line(err)})", path=path) from None
     except Exception as err:  # corrupt files raise anything from struct errors to zip errors
         raise WeightsError(f"cannot read weights ({type(err).__name__}: {_first_line(err)})", path=path) from None
-    _check_finite(state, path)
+    _check_tensors(state, path)
     return state, metadata
 
 
@@ -82,7 +87,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # torch's warnings about a file (a pickle protocol) would break the one line
+        warnings.simplefilter("ignore")
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
         raise WeightsError("not a state dict", path=path)
     metadata = {k: v for k, v in obj.items() if k in (META_ARCH, META_SETTINGS) and isinstance(v, str)}
@@ -94,9 +101,22 @@ def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     return state, metadata
 
 
-def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+def _check_tensors(state: dict, path: Path) -> None:
+    """Named tensors, dense, floating point of ACCEPTED_FLOAT_DTYPES and finite. Integer and bool
+    tensors pass here only as buffers (index tables, counters), which the model built from them
+    must have (_check_tensors_fit, spandrel_model)."""
     for name, tensor in state.items():
-        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+        if not isinstance(name, str):
+            raise WeightsError(f"a tensor is keyed by {_quoted(name)}, not by a name; not a model's state dict",
+                               path=path)
+        if tensor.layout != torch.strided:
+            raise WeightsError(f"tensor {_quoted(name)} is {str(tensor.layout).removeprefix('torch.')}, "
+                               "not a dense tensor; it was not loaded", path=path)
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if (tensor.is_floating_point() or tensor.is_complex()) and dtype not in ACCEPTED_FLOAT_DTYPES:
+            raise WeightsError(f"tensor {_quoted(name)} is {dtype}; weights must be {ACCEPTED_FLOAT_TEXT} "
+                               "(convert the file); it was not loaded", path=path)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise WeightsError(f"tensor {name!r} holds NaN or infinite values; the weights are damaged and were not loaded",
                                path=path)
 
