@@ -158,3 +158,97 @@ def test_an_x1_community_restorer_runs_under_restore_and_benchmark(tmp_path):
                                 "-m", str(path), "--degrade", "noise:10"])
     assert bench.exit_code == 0, bench.output
     assert "1x_dejpeg.pth" in bench.stdout
+
+
+# ---------------------------------------------------------------- damaged community state dicts (issue 30.9)
+
+
+def _with(change):
+    """A maker: the Compact model's state dict changed by `change(state)`, saved as Real-ESRGAN does."""
+    def make(folder: Path) -> Path:
+        _, model = cf.compact(folder, "base.pth")
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        change(state)
+        torch.save({"params": state}, folder / "damaged.pth")
+        return folder / "damaged.pth"
+    return make
+
+
+def _retyped(dtype):
+    return _with(lambda s: s.__setitem__("body.0.weight", (s["body.0.weight"] * 10).to(dtype)))
+
+
+def _raw_pickle(folder: Path) -> Path:
+    import pickle
+
+    with open(folder / "damaged.pth", "wb") as file:  # pickle.dump, not torch.save: no checkpoint around it
+        pickle.dump({"params": {"body.0.weight": [1.0, 2.0]}}, file, protocol=4)
+    return folder / "damaged.pth"
+
+
+def _fp8_safetensors(folder: Path) -> Path:
+    from safetensors.torch import save_file
+
+    _, model = cf.compact(folder, "base.pth")
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["body.0.weight"] = state["body.0.weight"].to(torch.float8_e4m3fn)
+    save_file(state, str(folder / "damaged.safetensors"))
+    return folder / "damaged.safetensors"
+
+
+def _no_output_channels(state):
+    state["body.14.weight"], state["body.14.bias"] = torch.zeros(0, 8, 3, 3), torch.zeros(0)
+
+
+DAMAGED = {  # case: (maker, fragments the one error line must hold)
+    "fp8": (_retyped(torch.float8_e4m3fn), ["tensor 'body.0.weight' is float8_e4m3fn", "float16, bfloat16, float32 or float64"]),
+    "fp8-safetensors": (_fp8_safetensors, ["tensor 'body.0.weight' is float8_e4m3fn"]),
+    "int64": (_retyped(torch.int64), ["tensor 'body.0.weight' is int64", "float16, bfloat16, float32 or float64"]),
+    "bool": (_retyped(torch.bool), ["tensor 'body.0.weight' is bool"]),
+    "complex": (_retyped(torch.complex64), ["tensor 'body.0.weight' is complex64"]),
+    "no-input-channels": (_with(lambda s: s.__setitem__("body.0.weight", torch.zeros(8, 0, 3, 3))),
+                          ["'body.0.weight' has shape (8, 0, 3, 3), which holds nothing"]),
+    "no-output-channels": (_with(_no_output_channels), ["'body.14.weight' has shape (0, 8, 3, 3), which holds nothing"]),
+    "key-not-text": (_with(lambda s: s.__setitem__(5, torch.zeros(3))), ["a tensor is keyed by 5, not by a name"]),
+    "raw-protocol-4-pickle": (_raw_pickle, ["not a PyTorch checkpoint"]),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_damaged_community_file_is_one_line_and_no_output(tmp_path, case):
+    """fp8, integer, bool, complex weights, a conv with no channels, a key that is not a name and a
+    bare pickle: each was a traceback, a warning before the line, or (int64, bool, complex) a model
+    run with weights that were not the file's, exit 0."""
+    import warnings
+
+    make, fragments = DAMAGED[case]
+    path = make(tmp_path)
+    out = tmp_path / "out.png"
+    with warnings.catch_warnings(record=True) as caught:  # pytest would otherwise swallow what a user sees
+        warnings.simplefilter("always")
+        result = runner.invoke(app, [str(_photo(tmp_path)), "-m", str(path), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert result.stdout == "" and not out.exists()
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_every_accepted_float_dtype_still_runs(tmp_path, dtype):
+    _, model = cf.compact(tmp_path, "base.pth")
+    torch.save({"params": {k: v.to(dtype) for k, v in model.state_dict().items()}}, tmp_path / "typed.pth")
+    result = runner.invoke(app, [str(_photo(tmp_path)), "-m", str(tmp_path / "typed.pth"), "-o", str(tmp_path / "o.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o.png").is_file()
+
+
+def test_integer_buffers_of_the_architecture_still_load(tmp_path):
+    """SwinIR's relative_position_index is int64 in every published file: a buffer the model has, not a weight."""
+    path, model = cf.swinir(tmp_path)
+    assert any(not v.is_floating_point() for v in model.state_dict().values())
+    from upscale_cli.loader import model_from_weights
+
+    assert model_from_weights(path).info.scale == 2

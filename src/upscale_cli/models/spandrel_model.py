@@ -8,10 +8,13 @@ turns a state dict into a model.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
 from upscale_cli.errors import WeightsError
+from upscale_cli.weights_guard import ACCEPTED_FLOAT_TEXT
 from upscale_cli.models.base import TILING_DISCOURAGED, TILING_INTERNAL, TILING_SUPPORTED, ModelInfo
 
 # Tile context (input pixels on each side) for architectures whose receptive field is not a
@@ -85,23 +88,62 @@ def describe(descriptor) -> ModelInfo:
 
 def from_state_dict(state: dict[str, torch.Tensor], label: str) -> SpandrelModel:
     """Detect the architecture of a state dict and build the model (eval mode). WeightsError,
-    naming `label`, when spandrel knows no architecture with these tensors."""
+    naming `label`, when spandrel knows no architecture with these tensors, when they describe
+    a degenerate model (no channels), or when a weight is not floating point.
+
+    The loader has already checked the tensors' names, float dtypes and values (loader.read_weights).
+    """
     import spandrel
 
+    _check_not_empty(state, label)
     try:
-        descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+        with warnings.catch_warnings():  # spandrel's and torch's remarks while building would break the one line
+            warnings.simplefilter("ignore")
+            descriptor = spandrel.ModelLoader().load_from_state_dict(state)
     except spandrel.UnsupportedModelError:
         raise WeightsError(f"not a model upscale-cli can run: no known architecture has these tensors "
                            f"(supported: our own exports, OpenCV .pb, and {supported_summary()})",
                            path=label) from None
-    except (KeyError, ValueError, RuntimeError, AssertionError, IndexError, TypeError) as err:
+    except Exception as err:  # spandrel's detectors do arithmetic on the file's shapes: any error is the file's
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise WeightsError(f"looks like a community model but its tensors do not fit it ({first})",
-                           path=label) from None
+        raise WeightsError(f"looks like a community model but its tensors do not fit it "
+                           f"({type(err).__name__}: {first[:120]})", path=label) from None
     if descriptor.purpose not in ("SR", "Restoration", "FaceSR", "Inpainting"):
         raise WeightsError(f"a {descriptor.architecture.id} model for {descriptor.purpose}, not an image "
                            "upscaler or restorer", path=label)
+    _check_descriptor(descriptor, label)
+    _check_integer_tensors(state, descriptor.model, label)
     return SpandrelModel(descriptor).eval()
+
+
+def _check_not_empty(state: dict[str, torch.Tensor], label: str) -> None:
+    """No community architecture has a tensor with a zero-length side (a conv with no channels):
+    spandrel would divide by it or build a model that outputs nothing."""
+    for name, tensor in state.items():
+        if tensor.numel() == 0:
+            raise WeightsError(f"tensor {name[:60]!r} has shape {tuple(tensor.shape)}, which holds nothing; "
+                               "not a usable model", path=label)
+
+
+def _check_descriptor(descriptor, label: str) -> None:
+    """A scale and channel counts of at least 1: the engine plans with them."""
+    sizes = {"scale": descriptor.scale, "input channels": descriptor.input_channels,
+             "output channels": descriptor.output_channels}
+    for what, value in sizes.items():
+        if not isinstance(value, int) or value < 1:
+            raise WeightsError(f"its tensors describe a {descriptor.architecture.id} model with {what} {value}; "
+                               "not a usable model", path=label)
+
+
+def _check_integer_tensors(state: dict[str, torch.Tensor], model: nn.Module, label: str) -> None:
+    """An integer or bool tensor may only be one of the model's own integer buffers (SwinIR's
+    relative_position_index, BatchNorm's num_batches_tracked); as a weight it would have been cast
+    to float without a word, running a model that is not the file's."""
+    buffers = {name.rsplit(".", 1)[-1] for name, value in model.state_dict().items() if not value.is_floating_point()}
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() and name.rsplit(".", 1)[-1] not in buffers:
+            raise WeightsError(f"tensor {name[:60]!r} is {str(tensor.dtype).removeprefix('torch.')}; weights must be "
+                               f"{ACCEPTED_FLOAT_TEXT} (convert the file); it was not loaded", path=label)
 
 
 def supported_architectures() -> list[str]:
