@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from upscale_cli import restore
+from upscale_cli.errors import DatasetError, UpscaleError
 from upscale_cli.images.arrays import load_rgb_uint8, tensor_to_uint8, uint8_to_tensor
 from upscale_cli.images.read import read_image
 from upscale_cli.images.write import encode_image
@@ -155,6 +156,8 @@ def methods_for(spec: str, inpaint_model: str | None, decisions: collections.Cou
 def evaluate(folder: Path, count: int, damages: tuple[str, ...], inpaint_model: str | None = None) -> dict:
     """{damage: {"rows": {row: (mean PSNR, s/image, lowest PSNR)}, "auto ran": {decision: images}}}
     (an unchanged image scores inf: "clean" is judged on its lowest image)."""
+    if not folder.is_dir():  # the exit code of a missing data folder everywhere (benchmark, train)
+        raise DatasetError("no such folder", path=folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".bmp"))[:count]
     originals = [load_rgb_uint8(p) for p in files]
     results = {}
@@ -225,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
 
     cv2.setNumThreads(args.threads)
-    results = evaluate(SETS[args.set], args.images, tuple(args.damage or DEFAULT_DAMAGES), args.inpaint_model)
+    try:
+        results = evaluate(SETS[args.set], args.images, tuple(args.damage or DEFAULT_DAMAGES), args.inpaint_model)
+    except UpscaleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     print_table(results, args.set, args.images)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

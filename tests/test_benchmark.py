@@ -126,7 +126,7 @@ def test_data_dir_comes_before_the_environment_and_bad_values_say_what_is_wrong(
     monkeypatch.setenv(bm.BENCHMARK_DIR_ENV, str(env))
     assert bm.named_set("set5", data) == bm.DatasetSpec("Set5", data / "Set5")  # --data-dir wins
     assert bm.named_set("Set5").hr_dir == env / "Set5" and bm.parse_dataset("Set5", data).hr_dir == data / "Set5"
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(DatasetError, match="does not exist"):
         bm.named_set("Set5", tmp_path / "nowhere")
     with pytest.raises(DatasetError, match=r"no folder Set14 in .*--data-dir \(it has: Set5\)"):
         bm.named_set("Set14", data)
@@ -172,7 +172,7 @@ def test_cli_offline_fresh_clone_skips_models_it_cannot_have(tmp_path, cold_offl
 
 def test_cli_data_dir_errors_and_help(tmp_path, cold_offline_cache):
     result = _cli("--data-dir", tmp_path / "nowhere", "--set", "Set5", "-x", 2)
-    assert result.exit_code == 2
+    assert result.exit_code == DatasetError.exit_code == 1  # as `upscale train` and a missing DATASET
     assert result.output.strip().splitlines() == [f"error: --data-dir {tmp_path / 'nowhere'} does not exist; "
                                                   "it should be the folder holding the set folders (Set5, Set14, BSD68)"]
     help_text = " ".join(_cli("--help").output.split())
@@ -377,3 +377,81 @@ def test_chart_labels_overlap_nothing():
         assert not any(rc._overlaps(box, other) for other in boxes[:i] + boxes[i + 1 :] + dots)
     chart = rc.draw_speed_chart([rc.ChartPoint(f"model-{i}", "Set5", 1 + i, 30 + i / 10) for i in range(6)], "PSNR-Y vs speed, x4")
     assert chart.shape == (*rc.CHART_SIZE[::-1], 3)
+
+
+# ------------------------------------------- #30 item 12: models that do not apply, missing data folders
+
+
+def test_default_set_at_x4_leaves_out_what_does_not_apply_and_exits_0(tmp_path, cold_offline_cache):
+    data = tmp_path / "sets"
+    _hr_folder(data / "Set5", count=2, size=(72, 80))  # LR at x4: 18x20, over pixel-recursive's 16x16
+    result = _cli("--data-dir", data, "--set", "Set5", "-x", 4, "--no-lpips")
+    assert result.exit_code == 0, result.output
+    assert "error" not in result.output and "0 failed" in result.output
+    assert re.search(r"Set5\s+x4\s+bicubic\s+\d+\.\d+", result.output)
+    lines = [line for line in result.output.splitlines() if "pixel-recursive" in line]
+    assert lines == ["skipped Set5 x4 pixel-recursive: not applicable: it takes inputs up to 16x16 and 2 of 2 LR "
+                     "inputs are larger (the largest: img0.png, 20x18)"]
+
+
+def test_a_named_model_that_does_not_apply_is_skipped_the_same_way(tmp_path, cold_offline_cache):
+    hr = _hr_folder(tmp_path / "hr", count=2, size=(72, 80))
+    result = _cli(hr, "-x", 4, "-m", "pixel-recursive", "-m", "bicubic", "--no-lpips", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    assert "skipped hr x4 pixel-recursive: not applicable" in result.output and "error" not in result.output
+    assert "- hr x4 pixel-recursive: not applicable" in (tmp_path / "report" / "report.md").read_text()
+    records = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert [r["model"] for r in records] == ["bicubic"]
+    alone = _cli(hr, "-x", 4, "-m", "pixel-recursive", "--no-lpips")  # nothing measured: exit 1, but no failure
+    assert alone.exit_code == 1 and "0 failed, 1 skipped" in alone.output and "error" not in alone.output
+
+
+def test_applicability_is_read_from_the_models_size_requirement(tmp_path):
+    runner = bm.build_runner("pixel-recursive", 4, "cpu")
+    assert runner.max_input_side == 16  # from its descriptor (ModelInfo.max_input_side)
+    assert runner.not_applicable([("a.png", (16, 16)), ("b.png", (3, 16))]) is None
+    reason = runner.not_applicable([("a.png", (16, 16)), ("wide.png", (5, 17)), ("big.png", (40, 30))])
+    assert reason.startswith("not applicable: it takes inputs up to 16x16") and "2 of 3" in reason
+    assert "big.png, 30x40" in reason
+    assert bm.build_runner("bicubic", 4, "cpu").not_applicable([("big.png", (4000, 4000))]) is None
+    mixed = _hr_folder(tmp_path / "mixed", count=1, size=(72, 80))
+    Image.fromarray(_smooth(5, 40, 40)).save(mixed / "small.png")  # LR 10x10 fits, but img0's does not
+    config = bm.BenchmarkConfig(datasets=(bm.DatasetSpec("mixed", mixed),), scales=(4,),
+                                models=("bicubic", "pixel-recursive"), lpips=False)
+    result = bm.run_benchmark(config)
+    assert result.ok and [r.model for r in result.records] == ["bicubic"]
+    assert [(s.dataset, s.model) for s in result.skipped] == [("mixed", "pixel-recursive")]
+    assert "1 of 2 LR inputs" in result.skipped[0].reason
+
+
+def test_a_missing_data_folder_exits_with_the_dataset_error_code_everywhere(tmp_path, monkeypatch, cold_offline_cache):
+    from typer.testing import CliRunner
+
+    from upscale_cli.cli import app
+
+    missing = tmp_path / "missing"
+    runs = {
+        "benchmark --data-dir": _cli("--data-dir", missing, "--set", "Set5", "-x", 2),
+        "benchmark DATASET": _cli(missing, "-x", 2, "-m", "bicubic"),
+        "train": CliRunner().invoke(app, ["train", str(missing), "--steps", "1", "--out", str(tmp_path / "run")]),
+    }
+    monkeypatch.setenv(bm.BENCHMARK_DIR_ENV, str(missing))
+    runs["benchmark $UPSCALE_BENCHMARK_DIR"] = _cli("--set", "Set5", "-x", 2)
+    codes = {what: result.exit_code for what, result in runs.items()}
+    assert set(codes.values()) == {DatasetError.exit_code}, codes
+    for what, result in runs.items():
+        assert "Traceback" not in result.output and str(missing) in result.output, (what, result.output)
+        assert isinstance(result.exception, SystemExit), (what, result.exception)
+
+
+def test_restore_evaluation_script_reports_a_missing_set_as_a_dataset_error(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_restore.py"
+    spec = importlib.util.spec_from_file_location("eval_restore", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(module.SETS, "heldout", tmp_path / "missing")
+    assert module.main(["--set", "heldout", "--images", "1", "--damage", "clean"]) == DatasetError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "missing" in err[0]

@@ -5,6 +5,9 @@ inside the data folder: the --data-dir given, else $UPSCALE_BENCHMARK_DIR, else 
 shared/datasets/benchmark above the current folder or the package. The sets are not shipped
 with the package. Which files count as images is images.formats.READ_SUFFIXES (the format
 table, which imports neither Pillow nor torch).
+
+A data folder that is missing or not a folder (--data-dir, $UPSCALE_BENCHMARK_DIR, a DATASET)
+is a DatasetError, exit 1, as `upscale train` reports a missing training folder.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from upscale_cli.errors import DatasetError, UsageError
+from upscale_cli.errors import DatasetError
 from upscale_cli.images.formats import READ_SUFFIXES
 
 NAMED_SETS = ("Set5", "Set14", "BSD68")
@@ -58,11 +61,11 @@ def _data_dir_source(data_dir: str | Path | None) -> str:
 
 
 def check_data_dir(data_dir: str | Path | None) -> None:
-    """A --data-dir (or $UPSCALE_BENCHMARK_DIR) that is not a folder is a usage error, said once."""
+    """A --data-dir (or $UPSCALE_BENCHMARK_DIR) that is not a folder is a DatasetError, said once."""
     base = find_benchmark_dir(data_dir)
     if base is not None and not base.is_dir():
         what = "is not a folder" if base.exists() else "does not exist"
-        raise UsageError(f"{_data_dir_source(data_dir)} {base} {what}; it should be the folder holding the set "
+        raise DatasetError(f"{_data_dir_source(data_dir)} {base} {what}; it should be the folder holding the set "
                          f"folders ({', '.join(NAMED_SETS)})")
 
 
@@ -116,3 +119,17 @@ def match_lr(hr: Path, lr_files: dict[str, Path], scale: int) -> Path | None:
         if candidate in lr_files:
             return lr_files[candidate]
     return None
+
+
+def lr_size(hr: Path, scale: int, lr: Path | None = None) -> tuple[int, int] | None:
+    """(height, width) of the input a model gets for this HR image (the given LR, else the HR
+    mod-cropped and divided by the scale), read from the file's header; None when it cannot be read
+    (the image then fails on its own when it is loaded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(lr or hr) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - Pillow raises many types; load_sample reports the image itself
+        return None
+    return (height, width) if lr is not None else (height // scale, width // scale)

@@ -50,11 +50,17 @@ class Failure:
 
 @dataclass
 class Skip:
-    """A model left out because its weights could not be had (offline, no network)."""
+    """A model left out, not failed: its weights could not be had (offline, no network), or it
+    does not apply to a dataset's inputs (runners.Runner.not_applicable)."""
 
     scale: int
     model: str
     reason: str
+    dataset: str | None = None  # the dataset it does not apply to; None = every dataset (weights)
+
+    def __str__(self) -> str:
+        where = " ".join(p for p in (self.dataset, f"x{self.scale}", self.model) if p)
+        return f"{where}: {self.reason}"
 
 
 @dataclass

@@ -141,7 +141,7 @@ def render_markdown(result, charts, strips, out_dir: Path, config: BenchmarkConf
         lines += ["", f"Note: {note}"]
     if result.skipped:
         lines += ["", "## Skipped", ""]
-        lines += [f"- x{s.scale} {s.model}: {s.reason}" for s in result.skipped]
+        lines += [f"- {s}" for s in result.skipped]
     if result.failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {' '.join(p for p in (f.dataset, f'x{f.scale}' if f.scale else '', f.model or '') if p)}: {f.message}" for f in result.failures]

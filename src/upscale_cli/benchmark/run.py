@@ -4,7 +4,9 @@ Per set and scale: the models are built once (runners.py), each runs once untime
 first image (warm-up), then every image goes through every model and is scored (protocol.py);
 per-image scores become one record per model (records.aggregate). Models whose weights cannot be
 had (not cached while offline, or the download fails) are skipped, each with one line saying why
-(BenchmarkResult.skipped), not counted as failures.
+(BenchmarkResult.skipped), not counted as failures; so is a model that does not apply to a
+dataset's inputs at a scale (pixel-recursive's 16x16 limit: runners.Runner.not_applicable),
+for that dataset and scale, whether it is in the default set or named with -m.
 
 Library code: no printing; progress and errors go to the callbacks of `run_benchmark`.
 """
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from upscale_cli import metrics
-from upscale_cli.benchmark.datasets import DatasetSpec, image_files, match_lr
+from upscale_cli.benchmark.datasets import DatasetSpec, image_files, lr_size, match_lr
 from upscale_cli.benchmark.pictures import make_comparison
 from upscale_cli.benchmark.protocol import BenchmarkConfig, Sample, load_sample, score_image
 from upscale_cli.benchmark.records import BenchmarkResult, Failure, ImageScore, Skip, aggregate
@@ -38,8 +40,9 @@ class _Tracker:
         if self.on_progress:
             self.on_progress(self.done, self.total, text)
 
-    def skip(self, scale: int, model: str, err: BaseException) -> None:
-        self.result.skipped.append(Skip(scale, model, _describe(err)))
+    def skip(self, scale: int, model: str, err: BaseException | str, dataset: str | None = None) -> None:
+        reason = err if isinstance(err, str) else _describe(err)
+        self.result.skipped.append(Skip(scale, model, reason, dataset))
 
     def fail(self, dataset: str, scale: int | None, model: str | None, err: BaseException | str) -> None:
         message = err if isinstance(err, str) else _describe(err)
@@ -116,10 +119,11 @@ def _build_runners(names: list[str], scale: int, config: BenchmarkConfig, tracke
 
 def _run_set(ds, scale, hr_files, runners, config, use_lpips, result, tracker) -> None:
     """One dataset at one scale: warm-up, then every image through every model."""
+    lr_index = {p.stem.lower(): p for p in image_files(ds.lr_dir)} if ds.lr_dir is not None else None
+    runners = _applicable(runners, ds, scale, hr_files, lr_index, tracker)
     scores: dict[str, list[ImageScore]] = {r.name: [] for r in runners}
     live = list(runners)
     warmed = False
-    lr_index = {p.stem.lower(): p for p in image_files(ds.lr_dir)} if ds.lr_dir is not None else None
     for hr_path in hr_files:
         label = f"{ds.name} x{scale} {hr_path.name}"
         try:
@@ -145,6 +149,29 @@ def _run_set(ds, scale, hr_files, runners, config, use_lpips, result, tracker) -
         if scores[runner.name]:
             result.images.extend(scores[runner.name])
             result.records.append(aggregate(scores[runner.name], config, runner.device))
+
+
+def _applicable(runners: list[Runner], ds: DatasetSpec, scale: int, hr_files: list[Path], lr_index,
+                tracker: _Tracker) -> list[Runner]:
+    """The runners whose size requirement admits every LR input of the set; the others are
+    skipped for this set and scale with one line saying why (not failures)."""
+    if not any(r.max_input_side for r in runners):
+        return runners
+    inputs = []
+    for hr in hr_files:
+        lr = match_lr(hr, lr_index, scale) if lr_index is not None else None
+        size = None if lr_index is not None and lr is None else lr_size(hr, scale, lr)
+        if size is not None:  # unreadable or unmatched images fail on their own when loaded
+            inputs.append((hr.name, size))
+    kept = []
+    for runner in runners:
+        reason = runner.not_applicable(inputs)
+        if reason is None:
+            kept.append(runner)
+            continue
+        tracker.skip(scale, runner.name, reason, ds.name)
+        tracker.advance(len(hr_files), f"{ds.name} x{scale} {runner.name}")
+    return kept
 
 
 def _sample_for(ds: DatasetSpec, hr_path: Path, scale: int, config: BenchmarkConfig, lr_index) -> Sample:

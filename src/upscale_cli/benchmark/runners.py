@@ -1,5 +1,11 @@
 """Running models for the benchmark: which models by default, each one built through the engine,
-and one timed call with its memory.
+whether it applies to a dataset, and one timed call with its memory.
+
+Applies: a model whose size requirement (ModelInfo.max_input_side: pixel-recursive takes at most
+16x16) rules out a dataset's LR inputs is not applicable to that dataset at that scale. It is
+left out of that dataset's results with one "skipped ... not applicable" line (read from the
+model's descriptor, never its name), whether it came from the default set or was named with -m;
+it is not a failure.
 
 Speed: each model runs once untimed on a set's first image (warm-up, in run.py), then every
 image is timed. Memory (MemoryProbe): the most extra memory one image needed: on CUDA the peak
@@ -96,9 +102,20 @@ class Runner:
     name: str
     upscaler: object
     device: str
+    max_input_side: int = 0  # the model's size requirement (ModelInfo.max_input_side; 0 = any)
 
     def __call__(self, x):  # (1, C, h, w) -> (1, C, H, W)
         return self.upscaler.upscale_tensor(x)
+
+    def not_applicable(self, inputs: list[tuple[str, tuple[int, int]]]) -> str | None:
+        """Why this model cannot take these (name, (h, w)) inputs, or None when it takes them all."""
+        side = self.max_input_side
+        over = [(max(hw), name, hw) for name, hw in inputs if side and max(hw) > side]
+        if not over:
+            return None
+        _, name, (height, width) = max(over, key=lambda o: o[0])  # the first of the largest
+        return (f"not applicable: it takes inputs up to {side}x{side} and {len(over)} of {len(inputs)} LR "
+                f"inputs are larger (the largest: {name}, {width}x{height})")
 
 
 def build_runner(name: str, scale: int, device: str, progress: bool = False) -> Runner:
@@ -116,16 +133,18 @@ def build_runner(name: str, scale: int, device: str, progress: bool = False) -> 
         have = ", ".join(f"x{s}" for s in native)
         raise UnsupportedScaleError(f"model {model!r} has no x{scale} (it has {have})")
     upscaler.prepare()
-    return Runner(name, upscaler, _effective_device(upscaler, scale))
+    info = _model_info(upscaler, scale)
+    return Runner(name, upscaler, str(getattr(info, "device_bound", None) or upscaler.device),
+                  int(getattr(info, "max_input_side", 0) or 0))
 
 
-def _effective_device(upscaler, scale: int) -> str:
-    """Where the model really runs: OpenCV models stay on the CPU whatever was asked for."""
+def _model_info(upscaler, scale: int):
+    """The model's descriptor (ModelInfo): where it really runs (OpenCV models stay on the CPU
+    whatever was asked for) and what sizes it takes; None when it cannot be had here."""
     try:
-        bound = upscaler.model(scale if upscaler.native_scales() else None).info.device_bound
-    except Exception:  # noqa: BLE001 - informational only
-        bound = None
-    return str(bound or upscaler.device)
+        return upscaler.model(scale if upscaler.native_scales() else None).info
+    except Exception:  # noqa: BLE001 - informational only; running the model reports what is wrong
+        return None
 
 
 class MemoryProbe:

@@ -12,8 +12,9 @@ HELP = """Measure PSNR/SSIM (Y channel), speed and memory of models on datasets 
 DATASET is a folder of HR images (LR made by bicubic downscaling), an HR_DIR:LR_DIR pair,
 or Set5 / Set14 / BSD68 (also --set). The standard sets are not shipped: --set NAME is the
 folder NAME inside --data-dir DIR, else $UPSCALE_BENCHMARK_DIR, else shared/datasets/benchmark
-above the current folder. Models whose weights cannot be had offline are skipped, each with
-one line; the exit status is non-zero when something failed or nothing could be measured.
+above the current folder. Models whose weights cannot be had offline, and models that do not
+apply to a dataset's inputs (pixel-recursive takes at most 16x16), are skipped, each with one
+line; the exit status is non-zero when something failed or nothing could be measured.
 Examples: upscale benchmark --data-dir ~/sr-sets --set Set5 -x 2 -x 4 ;
 upscale benchmark photos/ -x 4 -m bicubic -m opencv-espcn --degrade jpeg:30 --out report/"""
 DEFAULT_SCALES = [2, 3, 4]
@@ -57,7 +58,7 @@ def benchmark_command(
         result = run_benchmark(config, on_progress=reporter.progress, on_error=reporter.error)
     print_table(result)
     for skip in result.skipped:
-        typer.echo(f"skipped x{skip.scale} {skip.model}: {skip.reason}", err=True)
+        typer.echo(f"skipped {skip}", err=True)
     for note in result.notes:
         typer.echo(note, err=True)
     if out is not None:
