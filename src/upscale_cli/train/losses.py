@@ -8,6 +8,7 @@ torchvision is installed and has the ImageNet weights in its cache, those are us
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "
 VGG_FEATURE_LAYERS = (3, 8, 15, 22)  # relu1_2, relu2_2, relu3_3, relu4_3 (indices in `features`)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_VGG_KEY = re.compile(r"(?:features\.)?((\d+)\.(?:weight|bias))")  # a `features` tensor's name: (N.weight, N)
 
 
 def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str = "l1", mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -60,24 +62,30 @@ def load_vgg16_features(weights: str | Path | None) -> nn.Sequential | None:
     state = _vgg_state_from_file(Path(weights)) if weights else _vgg_state_from_torchvision()
     if state is None:
         return None
-    state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier")}
-    state = {k: v for k, v in state.items() if int(k.split(".")[0]) < len(net)}
+    # torchvision's names: features.N.weight / .bias (or N.weight); the classifier's are not needed
+    state = {match[1]: value for key, value in state.items()
+             if (match := _VGG_KEY.fullmatch(str(key))) and int(match[2]) < len(net)}
     try:
         net.load_state_dict(state)
-    except RuntimeError as err:
-        raise TrainingError(f"VGG-16 weights do not fit: {str(err).splitlines()[0]}", path=weights) from None
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise TrainingError(f"VGG-16 weights do not fit (vgg_weights): {str(err).strip().splitlines()[0]}",
+                            path=weights) from None
     return net.eval().requires_grad_(False)
 
 
 def _vgg_state_from_file(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise TrainingError("VGG weights file not found", path=path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """The tensors of a .safetensors or .pth file, read by the loader every weights file goes
+    through: a pickle of objects is refused in one line, never unpickled."""
+    from upscale_cli.errors import WeightsError
+    from upscale_cli.loader import read_weights
 
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else {}
+    if not path.is_file():
+        raise TrainingError("no such file (vgg_weights)", path=path)
+    try:
+        state, _ = read_weights(path)
+    except WeightsError as err:
+        raise TrainingError(f"{err.message} (vgg_weights)", path=path) from None
+    return state
 
 
 def _vgg_state_from_torchvision() -> dict[str, torch.Tensor] | None:
