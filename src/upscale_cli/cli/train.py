@@ -12,11 +12,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
 from upscale_cli.cli import DefaultCommandGroup, options
+from upscale_cli.errors import UsageError, printable_path
+
+if TYPE_CHECKING:
+    from upscale_cli.train import TrainConfig
 
 
 # a resumed run's budget and resources
@@ -46,8 +50,6 @@ Resume:  upscale train --resume runs/x4
 
 def _parse_settings(pairs: List[str]) -> dict:
     """--set width=48 --set residual=bicubic -> {"width": 48, "residual": "bicubic"} (JSON values)."""
-    from upscale_cli.errors import UsageError
-
     settings = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -67,12 +69,17 @@ def _read_recipe(path: Path) -> dict:
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
 
-    from upscale_cli.errors import UsageError
+    from upscale_cli.train.config import check_known
 
     try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise UsageError(f"cannot read training recipe: {err}", path=path) from None
+    try:
+        check_known(raw)  # a misspelt setting is refused, not trained past with its default
+    except UsageError as err:
+        raise UsageError(err.message, path=path) from None
+    return raw
 
 
 def _printer(plain: bool):
@@ -165,45 +172,21 @@ def run_command(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     plain: bool = typer.Option(False, "--plain", help="Plain log lines even on a terminal."),
 ) -> None:
-    from dataclasses import fields, replace
+    from upscale_cli.train import train
 
-    from upscale_cli.errors import UsageError
-    from upscale_cli.train import TrainConfig, resume_config, train
-    from upscale_cli.train.config import arch_defaults
-
-    options = dict(locals())  # the command's parameters: those named like TrainConfig fields set them
-    given = {f.name: str(options[f.name]) if isinstance(options[f.name], Path) else options[f.name]
-             for f in fields(TrainConfig) if f.name not in _SET_APART and options.get(f.name) is not None}
+    given = _given(arch=arch, scale=scale, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr,
+                   weight_decay=weight_decay, loss=loss, loss_region=loss_region, feature_weight=feature_weight,
+                   gram_weight=gram_weight, vgg_weights=vgg_weights, ema=ema, clip=clip, progressive=progressive,
+                   degrade=degrade, damage_mix=damage_mix, amp=amp, cpu_bf16=cpu_bf16, device=device, every=every,
+                   seed=seed, init=init, threads=threads)
     if resume is not None:
         if folders or out:
             raise UsageError("--resume takes the run directory only (its data and options come from the checkpoint)")
-        fixed = sorted(k for k in given if k not in RESUME_CAN_CHANGE)
-        fixed += [name for name, value in (("config", config_file), ("val", val), ("set", settings), ("spade", spade))
-                  if value]
-        if fixed:
-            flags = ", ".join(f"--{name.replace('_', '-')}" for name in fixed)
-            raise UsageError(f"--resume continues the run as its checkpoint says; {flags} cannot change it "
-                             f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_CAN_CHANGE)} can; start a new run "
-                             f"with --init {resume} to change the rest)")
-        config = resume_config(resume)
-        extend = {k: given[k] for k in RESUME_CAN_CHANGE if k in given}
-        config = replace(config, out=str(resume), **extend)
+        config = _checked(lambda: _resumed_config(resume, given, config_file, val, settings, spade), given,
+                          source=resume, resume=True)
     else:
-        raw = _read_recipe(config_file) if config_file else {}
-        raw.update(given)
-        raw = {**arch_defaults(raw.get("arch") or "unet"), **raw}  # e.g. pixelrec's RMSProp lr and batch
-        raw["settings"] = {**raw.get("settings", {}), **_parse_settings(settings), **({"spade": True} if spade else {})}
-        if folders:
-            raw["data"] = [str(f) for f in folders]
-        if val:
-            raw["val"] = [str(v) for v in val]
-        if out:
-            raw["out"] = str(out)
-        if not raw.get("data"):
-            raise UsageError("give at least one folder of HR training images")
-        if not raw.get("out"):
-            raise UsageError("give a run directory with --out")
-        config = TrainConfig.from_dict(raw)
+        config = _checked(lambda: _new_config(given, config_file, folders, out, val, settings, spade),
+                          {**given, **_given(data=folders or None, out=out, val=val or None)}, source=config_file)
     show, close = _printer(plain or not sys.stderr.isatty())
     try:
         run = train(config, resume=resume is not None, on_event=show)
@@ -211,6 +194,89 @@ def run_command(
         close()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one closing line for the run
         typer.echo(f"trained: {run} (export with `upscale train export {run} -o model.safetensors`)")
+
+
+def _given(**options) -> dict:
+    """The options given on the command line (None: not given), paths as strings."""
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+    return {name: plain(value) for name, value in options.items() if value is not None}
+
+
+def _checked(build: Callable[[], "TrainConfig"], given: dict, *, source: Path | None,
+             resume: bool = False) -> "TrainConfig":
+    """Build the config (every setting checked) and check what it names on disk, before anything
+    is created. A refused setting is named as the user wrote it: `--lr nan` when it came from the
+    command line, `recipe.toml: lr = nan` from a recipe (or the run's checkpoint)."""
+    from upscale_cli.train.config import SettingError, check_paths
+
+    try:
+        config = build()
+        check_paths(config, resume=resume)
+        return config
+    except SettingError as err:
+        if err.setting in given:
+            raise UsageError(f"{_flag(err.setting)} {_typed(given[err.setting])}: {err.allowed}") from None
+        if source is not None:
+            raise UsageError(err.message, path=source) from None
+        raise
+
+
+def _flag(setting: str) -> str:
+    return {"data": "FOLDERS"}.get(setting, "--" + setting.replace("_", "-"))
+
+
+def _typed(value: object) -> str:
+    """An option's value as it was typed (Click has made it a float: --lr -1 reads -1.0)."""
+    if isinstance(value, list):
+        return " ".join(map(_typed, value))
+    return printable_path(value) if isinstance(value, str) else str(value)
+
+
+def _new_config(given: dict, config_file: Path | None, folders: List[Path], out: Path | None, val: List[Path],
+                settings: List[str], spade: bool) -> "TrainConfig":
+    """A new run's settings: the recipe's, then the command line's (which win)."""
+    from upscale_cli.train import TrainConfig
+    from upscale_cli.train.config import arch_defaults
+
+    raw = _read_recipe(config_file) if config_file else {}
+    raw.update(given)
+    raw = {**arch_defaults(raw.get("arch") or "unet"), **raw}  # e.g. pixelrec's RMSProp lr and batch
+    model_settings = raw.get("settings", {})
+    if isinstance(model_settings, dict):  # anything else: TrainConfig refuses it, naming the recipe
+        raw["settings"] = {**model_settings, **_parse_settings(settings), **({"spade": True} if spade else {})}
+    if folders:
+        raw["data"] = [str(f) for f in folders]
+    if val:
+        raw["val"] = [str(v) for v in val]
+    if out:
+        raw["out"] = str(out)
+    if raw.get("data") is None:  # given but empty or of the wrong type: TrainConfig names it and its source
+        raise UsageError("give at least one folder of HR training images")
+    if raw.get("out") is None:
+        raise UsageError("give a run directory with --out")
+    return TrainConfig.from_dict(raw)
+
+
+def _resumed_config(resume: Path, given: dict, config_file: Path | None, val: List[Path], settings: List[str],
+                    spade: bool) -> "TrainConfig":
+    """The checkpoint's settings, with the budget and resources the command line may change."""
+    from dataclasses import replace
+
+    from upscale_cli.train import resume_config
+
+    fixed = sorted(k for k in given if k not in RESUME_CAN_CHANGE)
+    fixed += [name for name, value in (("config", config_file), ("val", val), ("set", settings), ("spade", spade))
+              if value]
+    if fixed:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in fixed)
+        raise UsageError(f"--resume continues the run as its checkpoint says; {flags} cannot change it "
+                         f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_CAN_CHANGE)} can; start a new run "
+                         f"with --init {resume} to change the rest)")
+    config = resume_config(resume)
+    return replace(config, out=str(resume), **{k: given[k] for k in RESUME_CAN_CHANGE if k in given})
 
 
 @train_app.command("export", help="Write a run's EMA weights as a .safetensors file usable with `upscale -m FILE`.")
@@ -221,7 +287,6 @@ def export_command(
     no_ema: bool = typer.Option(False, "--no-ema", help="Export the raw weights instead of their EMA."),
     half: bool = typer.Option(False, "--half", help="Store float16 tensors (half the size)."),
 ) -> None:
-    from upscale_cli.errors import UsageError
     from upscale_cli.train import export
 
     if output.suffix != ".safetensors":

@@ -62,7 +62,7 @@ def init_from(model: nn.Module, source: str) -> tuple[int, int]:
 
 def resume_config(run: str | Path) -> TrainConfig:
     """The config stored in a run's checkpoint (what `--resume RUN_DIR` continues)."""
-    return TrainConfig.from_dict(load_checkpoint(run)["config"])
+    return TrainConfig.from_dict(load_checkpoint(run)["config"], ignore_unknown=True)  # maybe another version's
 
 
 def restore(ckpt: dict, model: nn.Module, optimizer, ema: nn.Module | None, scaler, gen: torch.Generator,
@@ -101,7 +101,7 @@ def export(run: str | Path, out: str | Path, use_ema: bool = True, half: bool = 
         model, arch, settings = our_model_from_weights(run)  # settings and tensors checked before it is built
     else:
         ckpt = load_checkpoint(run)
-        config = TrainConfig.from_dict(ckpt["config"])
+        config = TrainConfig.from_dict(ckpt["config"], ignore_unknown=True)
         model = build_model_for(config)
         state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
         model.load_state_dict(state)

@@ -20,6 +20,8 @@ from upscale_cli.images.formats import READ_SUFFIXES
 
 def list_images(folders: Iterable[str | Path]) -> list[Path]:
     """Image files directly inside (or below) the folders, sorted; a folder may also be a file."""
+    if isinstance(folders, (str, Path)):  # one folder, not its characters ("/data" would walk "/" whole)
+        folders = [folders]
     files: list[Path] = []
     for folder in folders:
         folder = Path(folder)
@@ -57,6 +59,8 @@ def load_image_cache(folders: Sequence[str | Path], min_size: int = 1,
     Raises DatasetError when nothing usable is left (empty folder, all unreadable, or every
     image smaller than `min_size`, the HR crop side).
     """
+    if isinstance(folders, (str, Path)):
+        folders = [folders]
     files = list_images(folders)
     if not files:
         raise DatasetError(f"no images found in {', '.join(map(str, folders))}")

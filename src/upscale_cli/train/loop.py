@@ -31,7 +31,7 @@ from upscale_cli.errors import TrainingError, UsageError
 from upscale_cli.train import data as train_data
 from upscale_cli.train.checkpoint import (CHECKPOINT, CONFIG_FILE, LOG_FILE, init_from, load_checkpoint, restore,
                                           save_checkpoint)
-from upscale_cli.train.config import EventFn, TrainConfig, TrainEvent, arch_training, build_model_for, check_config
+from upscale_cli.train.config import EventFn, TrainConfig, TrainEvent, arch_training, build_model_for, check_paths
 from upscale_cli.train.distributed import Dist, agree, rng_states, setup_distributed
 from upscale_cli.train.losses import PerceptualLoss, load_vgg16_features, pixel_loss
 from upscale_cli.train.schedule import crop_at, lr_at, update_ema
@@ -52,6 +52,12 @@ def _pick_device(name: str) -> torch.device:
             raise UsageError("--device cuda asked for, but no CUDA device is available")
         if name == "cuda" and "LOCAL_RANK" in os.environ:
             name = f"cuda:{os.environ['LOCAL_RANK']}"
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps asked for, but Apple MPS is not available here")
     return torch.device(name)
 
 
@@ -81,8 +87,9 @@ def mixed_precision(config: TrainConfig, device: torch.device) -> tuple[torch.dt
 
 
 def train(config: TrainConfig, resume: bool = False, on_event: EventFn | None = None) -> Path:
-    """Train (or resume) a run; returns the run directory."""
-    check_config(config)
+    """Train (or resume) a run; returns the run directory. The settings were checked when the
+    config was built; what they name on disk is checked here, before anything is created."""
+    check_paths(config, resume=resume)
     device = _pick_device(config.device)
     dist = setup_distributed(device)
     try:
@@ -113,8 +120,6 @@ def _train(config: TrainConfig, resume: bool, emit: EventFn, device: torch.devic
     multiple = model.info.size_multiple
     scale = config.scale
     hr_crop_max = config.crop * scale
-    if config.crop % multiple:
-        raise UsageError(f"--crop must be a multiple of {multiple} for {config.arch} (its size multiple)")
     if config.init and not resume:
         loaded, total = init_from(model, config.init)
         if dist.main:
