@@ -141,6 +141,88 @@ def test_dev_full_is_one_line_and_exit_1(tmp_path, command):
             assert path.suffix == ".png" and Image.open(path).size == (160, 120)
 
 
+def _hr_folder(tmp_path: Path) -> Path:
+    """Two HR images for a benchmark of bicubic (no weights needed)."""
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(_noise_png(tmp_path).read_bytes())
+    return folder
+
+
+# Every other command that writes data to stdout (paths, summaries, the version, a table); each but
+# benchmark imports no torch. The old code gave a traceback (OSError: No space left on device).
+MORE_STDOUT_COMMANDS = {
+    "--version": ["--version"],
+    "models path": ["models", "path", "unet", "-x", "2"],
+    "models download": ["models", "download", "upsampler", "-x", "2", "-q"],  # packaged: no network
+    "models verify": ["models", "verify"],
+    "models clear": ["models", "clear"],
+    "benchmark": ["benchmark", "HR", "-x", "2", "-m", "bicubic", "--no-lpips", "-o", "REPORT"],
+}
+
+
+@needs_dev_full
+@pytest.mark.parametrize("command", list(MORE_STDOUT_COMMANDS))
+def test_dev_full_is_one_line_and_exit_1_for_every_command(tmp_path, command):
+    cache = tmp_path / "cache"  # never the user's cache: `models clear` empties it
+    (cache / "weights").mkdir(parents=True)
+    report = tmp_path / "report"
+    args = [str(_hr_folder(tmp_path)) if a == "HR" else str(report) if a == "REPORT" else a
+            for a in MORE_STDOUT_COMMANDS[command]]
+    with open("/dev/full", "wb") as full:
+        proc = _upscale(args, stdout=full, stderr=subprocess.PIPE,
+                        env=_env(UPSCALE_CACHE_DIR=str(cache), UPSCALE_OFFLINE="1"))
+    assert proc.returncode == 1, proc.stderr.decode()
+    _one_clean_error(proc.stderr, "cannot write to stdout: disk full")
+    if command == "benchmark":  # the report is written before the table: nothing lost with stdout
+        assert {"report.md", "results.json", "results.csv"} <= {p.name for p in report.iterdir()}
+
+
+@needs_posix
+@pytest.mark.parametrize("command", ["image to stdout", "folder"])
+def test_progress_stays_off_stdout_when_stderr_is_a_terminal(tmp_path, command):
+    """With stderr a terminal, the bar and each file's line went to rich's default console, stdout:
+    after the PNG of `-o -` (a corrupt file: text after IEND) or into `> list.txt`."""
+    import pty
+
+    image = _noise_png(tmp_path, size=(12, 10))
+    args = {"image to stdout": [str(image), "-m", "bicubic", "-x", "2", "-o", "-"],
+            "folder": [str(image), str(f.make_rgb_png(tmp_path)), "-m", "bicubic", "-x", "2",
+                       "-o", str(tmp_path / "out")]}[command]
+    leader, terminal = pty.openpty()
+    try:
+        with (tmp_path / "stdout").open("wb") as out:
+            proc = _upscale(args, stdout=out, stderr=terminal)
+    finally:
+        os.close(terminal)
+        os.close(leader)
+    assert proc.returncode == 0
+    data = (tmp_path / "stdout").read_bytes()
+    if command == "image to stdout":
+        assert data.endswith(b"IEND\xaeB`\x82") and Image.open(io.BytesIO(data)).size == (24, 20)
+    else:
+        assert data == b""
+
+
+@needs_posix
+def test_fit_single_progress_follows_stderr(tmp_path):
+    """fit-single chose its bar by stdout: with stdout a terminal and stderr a log, the bar went to
+    the terminal and the log had no progress. Now, as every command, the plain lines go to a stderr
+    that is not a terminal."""
+    import pty
+
+    leader, terminal = pty.openpty()
+    try:
+        proc = _upscale(["fit-single", str(_noise_png(tmp_path, size=(12, 10))), "-x", "2", "--steps", "3",
+                         "--hidden", "8", "--depth", "1", "-o", str(tmp_path / "fit.png")],
+                        stdout=terminal, stderr=subprocess.PIPE)
+    finally:
+        os.close(terminal)
+        os.close(leader)
+    assert proc.returncode == 0 and "step 3/3: " in proc.stderr.decode(), proc.stderr.decode()
+
+
 @needs_posix
 def test_short_write_to_a_nearly_full_file_is_not_exit_0(tmp_path):
     """The issue's recipe: 45,056 bytes fit, the image is bigger. RLIMIT_FSIZE gives the same short

@@ -74,7 +74,13 @@ def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
 
-        typer.echo(f"upscale-cli {version('upscale-cli')}")
+        from upscale_cli.cli import stdout
+
+        try:
+            stdout.echo(f"upscale-cli {version('upscale-cli')}")
+        except UpscaleError as err:  # an eager option runs before ErrorHandlingGroup.invoke can catch it
+            report_error(err)
+            raise typer.Exit(err.exit_code) from None
         raise typer.Exit()
 
 

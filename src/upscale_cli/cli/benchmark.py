@@ -56,13 +56,13 @@ def benchmark_command(
     reporter = _Reporter()
     with reporter.bar():
         result = run_benchmark(config, on_progress=reporter.progress, on_error=reporter.error)
+    written = write_report(result, out, config) if out is not None else None  # before stdout, which can fail
     print_table(result)
     for skip in result.skipped:
         typer.echo(f"skipped {skip}", err=True)
     for note in result.notes:
         typer.echo(note, err=True)
-    if out is not None:
-        written = write_report(result, out, config)
+    if written is not None:
         typer.echo(f"wrote {len(written)} files to {out} (report.md, results.json, results.csv)", err=True)
     skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
     typer.echo(f"{len(result.records)} results in {result.seconds:.1f} s; {len(result.failures)} failed{skipped}", err=True)
@@ -108,8 +108,10 @@ class _Reporter:
 
 
 def print_table(result) -> None:
-    """The results table: rich on a terminal (best values bold green), plain text otherwise (best marked *)."""
+    """The results table on stdout: rich on a terminal (best values bold green), plain text otherwise (best
+    marked *); a failed write is StdoutWriteError (one line, exit 1)."""
     from upscale_cli.benchmark import table_rows
+    from upscale_cli.cli import stdout
 
     header, rows = table_rows(result)
     if not rows:
@@ -125,15 +127,16 @@ def print_table(result) -> None:
             table.add_column(name, justify="left" if i < 3 or name == "degradation" else "right")
         for row in rows:
             table.add_row(*(Text(t, style="bold green" if best else "") for t, best in row))
-        Console().print(table)
+        with stdout.checked():
+            Console().print(table)
         return
     cells = [header] + [[f"{t}*" if best else t for t, best in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     text_columns = 4 if "degradation" in header else 3
     for row in cells:
         line = "  ".join(c.ljust(w) if i < text_columns else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-        typer.echo(line.rstrip())
-    typer.echo("* = best of its dataset and scale")
+        stdout.echo(line.rstrip())
+    stdout.echo("* = best of its dataset and scale")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ import typer
 
 from upscale_cli.cli import options as common
 
-PLAIN_PROGRESS_LINES = 10  # lines of progress when stdout is not a terminal
+PLAIN_PROGRESS_LINES = 10  # lines of progress when stderr is not a terminal
 
 HELP = """Fit a small network f(x, y) -> colour to one image (no dataset) and render it at any size.
 
@@ -133,11 +133,13 @@ class _StepReporter:
         self.next_line = 0
 
     def __enter__(self) -> "_StepReporter":
-        if not self.quiet and sys.stdout.isatty():
+        if not self.quiet and sys.stderr.isatty():
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("fitting"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[psnr]}"), TimeRemainingColumn(), transient=True)
+            # stderr, as the plain lines: stdout carries nothing but data
+            self.bar = Progress(TextColumn("fitting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[psnr]}"),
+                                TimeRemainingColumn(), transient=True, console=Console(stderr=True))
             self.bar.__enter__()
             self.task = self.bar.add_task("fit", total=self.steps, psnr="PSNR -")
         return self

@@ -157,10 +157,12 @@ def download_command(
         for file in files:
             tried += 1
             try:
-                typer.echo(str(ensure_weights(file, progress=not quiet)))
+                path = ensure_weights(file, progress=not quiet)
             except UpscaleError as err:
                 failures.append(err)
                 report_error(err)
+                continue
+            stdout.echo(str(path))  # outside the try: a failed write to stdout ends the command, exit 1
     if failures:
         if tried > 1:
             typer.echo(f"{len(failures)} of {tried} downloads failed", err=True)
@@ -184,7 +186,7 @@ def path_command(
         which = ", ".join(f"x{f.scale}" for f in missing)
         raise WeightsError(f"model {name} {which} is not cached; run `upscale models download {name}`")
     for file in files:
-        typer.echo(str(cached_path(file)))
+        stdout.echo(str(cached_path(file)))
 
 
 # ---------------------------------------------------------------- OpenModelDB
@@ -233,10 +235,12 @@ def add_command(files: List[str] = typer.Argument(..., help="Weights files you d
     exit_code = 0
     for name in files:  # one bad file does not stop the others
         try:
-            typer.echo(_add_one(name))
+            line = _add_one(name)
         except UpscaleError as err:
             report_error(err)
             exit_code = max(exit_code, err.exit_code)
+            continue
+        stdout.echo(line)  # outside the try: a failed write to stdout ends the command, exit 1
     if exit_code:
         raise typer.Exit(exit_code)
 
@@ -288,7 +292,7 @@ def verify_command() -> None:
         typer.echo(f"not a regular file ({what}{', removed' if removed else ''}): {printable_path(path)}", err=True)
     partial = f", {len(report.partial)} partial download(s)" if report.partial else ""
     odd = f", {len(report.not_files)} not a regular file" if report.not_files else ""
-    typer.echo(f"{len(report.good)} good, {len(report.corrupt)} corrupt{odd}{partial} in {weights_dir()}")
+    stdout.echo(f"{len(report.good)} good, {len(report.corrupt)} corrupt{odd}{partial} in {weights_dir()}")
     if not report.ok:
         raise typer.Exit(1)
 
@@ -300,4 +304,4 @@ def clear_command() -> None:
     from upscale_cli.weights_cache import clear_cache, weights_dir
 
     count, freed = clear_cache()
-    typer.echo(f"removed {count} file(s), {format_size(freed)}, from {weights_dir()}")
+    stdout.echo(f"removed {count} file(s), {format_size(freed)}, from {weights_dir()}")

@@ -75,10 +75,13 @@ class BatchReporter:
     def _bar(self):
         if not self.use_bar:
             return nullcontext(None)
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        # stderr: rich's default console is stdout, where the bar and each file's line (echo) would
+        # follow an `-o -` image or land in `> list.txt` whenever stderr is a terminal
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn(), transient=True)
+                                  TimeRemainingColumn(), transient=True, console=Console(stderr=True))
         return self._progress
 
     def _on_tile(self, done: int, total: int) -> None:
