@@ -226,6 +226,7 @@ def test_an_output_over_the_limit_fails_that_file_in_one_line(tmp_path, option):
     assert str(big) in line and "--max-output-pixels" in line
     assert not (tmp_path / "out").exists()
     if option[-1] == "1000":  # the limit is per file: a small one still runs
+        assert f"= {16 * W * H:,} pixels, over the limit of 1,000 pixels (" in line  # not "0 MP" over "0 MP"
         result = runner.invoke(app, [str(small), str(big), *option, "-m", "nearest", "-o", str(tmp_path / "out")])
         assert (tmp_path / "out" / "b.png").exists() and "1 done, 0 skipped, 1 failed" in result.stderr
 
@@ -307,7 +308,8 @@ def test_an_output_suffix_we_cannot_write_fails_that_file_clearly(tmp_path):
 
 def test_an_output_the_tool_could_not_read_back_is_said_before_the_work(tmp_path):
     src = f.make_rgb_png(tmp_path, "a.png")
-    limit = str(3 * W * 3 * H - 1)  # the x3 output is one pixel over the input guard
+    limit_count = 3 * W * 3 * H - 1  # the x3 output is one pixel over the input guard
+    limit = str(limit_count)
     result = runner.invoke(app, [str(src), "-x", "3", "-m", "nearest", "--max-pixels", limit,
                                  "-o", str(tmp_path / "big.png")])
     assert result.exit_code == 0, result.output
@@ -315,6 +317,7 @@ def test_an_output_the_tool_could_not_read_back_is_said_before_the_work(tmp_path
     first = next(i for i, line in enumerate(lines) if "over --max-pixels" in line)
     done = next(i for i, line in enumerate(lines) if "-> " in line)
     assert first < done and "--max-pixels 0" in lines[first]
+    assert f"= {3 * W * 3 * H:,} pixels) is over --max-pixels ({limit_count:,})" in lines[first]  # not "0 MP"
     again = runner.invoke(app, [str(tmp_path / "big.png"), "-x", "1", "-m", "nearest", "--max-pixels", limit])
     assert again.exit_code == 1 and "--max-pixels" in again.stderr  # what the note warned about
     quiet = runner.invoke(app, [str(src), "-x", "3", "-m", "nearest", "--max-pixels", limit, "--json", "--overwrite",

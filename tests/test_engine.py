@@ -183,6 +183,34 @@ def test_an_output_over_the_limit_is_refused_before_any_work(kwargs):
         300, 400)[1] >= 100_000  # 0 = no limit (size only; nothing is run)
 
 
+@pytest.mark.parametrize("count,text", [
+    (0, "0 pixels"), (1, "1 pixel"), (4_000, "4,000 pixels"), (999_999, "999,999 pixels"), (1_000_000, "1 MP"),
+    (1_048_576, "1.05 MP"), (1_500_000, "1.5 MP"), (10_500_000, "10.5 MP"), (500_000_000, "500 MP"),
+    (1_234_567_890, "1,235 MP"), (10**10, "10,000 MP"),
+])
+def test_pixel_counts_read_sensibly(count, text):
+    from upscale_cli.engine import format_pixels
+
+    assert format_pixels(count) == text
+
+
+@pytest.mark.parametrize("size,limit,words", [
+    ((64, 96), 4_000, "96 x 64 = 6,144 pixels, over the limit of 4,000 pixels (--max-output-pixels"),  # was "0 MP" over "0 MP"
+    ((1_000, 1_001), 1_000_000, "1001 x 1000 = 1,001,000 pixels, over the limit of 1,000,000 pixels ("),  # both "1 MP"
+    ((4_000, 5_000), 1_000_000, "5000 x 4000 = 20 MP, over the limit of 1 MP ("),
+    ((100_000, 100_000), 500_000_000, "100000 x 100000 = 10,000 MP, over the limit of 500 MP ("),
+    ((2_000, 1_000), 1_999_999, "1000 x 2000 = 2,000,000 pixels, over the limit of 1,999,999 pixels ("),
+])
+def test_the_over_limit_message_names_both_counts_so_they_differ(size, limit, words):
+    from upscale_cli.engine import check_output_size
+    from upscale_cli.errors import OutputTooLargeError
+
+    with pytest.raises(OutputTooLargeError) as caught:
+        check_output_size(size, limit)
+    assert words in str(caught.value)
+    check_output_size(size, size[0] * size[1])  # at the limit: allowed
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_half_on_a_cpu_is_bfloat16_only_where_it_is_native(monkeypatch, native):
     """--half on the CPU: bfloat16 when the CPU computes it natively (AVX-512 BF16 / AMX), else

@@ -288,7 +288,7 @@ BAD_SIZES = [  # (arguments, exit code, words of the message)
     (["--size", -5], 2, "must be positive"),
     (["--width", 0], 2, "must be positive"),
     (["-x", 0.001], 2, "is empty"),
-    (["--size", 64, "--max-output-pixels", 4000], 1, "64 x 64 = 0 MP, over the limit"),
+    (["--size", 64, "--max-output-pixels", 4000], 1, "64 x 64 = 4,096 pixels, over the limit of 4,000 pixels ("),
     (["--size", 64, "--max-output-pixels", -1], 2, "--max-output-pixels must be 0 (no limit)"),
 ]
 

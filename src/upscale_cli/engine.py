@@ -412,13 +412,33 @@ def half_dtype(info, device: torch.device) -> tuple[torch.dtype, str]:
     return torch.float32, f"no reduced precision on {device.type}"
 
 
+MEGAPIXEL = 1_000_000  # pixels: the unit of messages above it
+
+
+def format_pixels(count: int) -> str:
+    """A pixel count for a message: "4,000 pixels" under a megapixel, else megapixels to three
+    significant figures ("1.05 MP", "500 MP", "10,000 MP"); a limit of 4,000 read "0 MP" before."""
+    if count < MEGAPIXEL:
+        return f"{count:,} pixel{'' if count == 1 else 's'}"
+    megapixels = count / MEGAPIXEL
+    text = f"{megapixels:,.{max(0, 2 - int(math.log10(megapixels)))}f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + " MP"
+
+
+def format_pixel_pair(count: int, limit: int) -> tuple[str, str]:
+    """Two counts compared in a message: exact pixels where rounding would print them alike
+    ("1,000,001 pixels" over "1,000,000 pixels", not "1 MP" over "1 MP")."""
+    shown = format_pixels(count), format_pixels(limit)
+    return shown if shown[0] != shown[1] else (f"{count:,} pixels", f"{limit:,} pixels")  # both over 1 MP here
+
+
 def check_output_size(size: tuple[int, int], limit: int) -> None:
     """Refuse an output over `limit` pixels (0 = no limit) before anything is allocated."""
     height, width = size
     if limit and height * width > limit:
-        raise OutputTooLargeError(
-            f"the output would be {width} x {height} = {height * width / 1e6:,.0f} MP, over the limit of "
-            f"{limit / 1e6:,.0f} MP (--max-output-pixels; 0 = no limit)")
+        count, cap = format_pixel_pair(height * width, limit)
+        raise OutputTooLargeError(f"the output would be {width} x {height} = {count}, over the limit of {cap} "
+                                  "(--max-output-pixels; 0 = no limit)")
 
 
 def _check_finite(out: torch.Tensor) -> torch.Tensor:

@@ -442,10 +442,12 @@ class FileReport:
     def _warn_unreadable_output(self, size: tuple[int, int], row: ReportRow) -> None:
         """An output over the input guard is written, but this tool would refuse it as an input:
         say so before the (long) work starts, and on the file's line."""
+        from upscale_cli.engine import format_pixels
+
         limit = DEFAULT_MAX_PIXELS if self.options.max_pixels is None else self.options.max_pixels
         pixels = size[0] * size[1]
         if limit and pixels > limit:
-            note = (f"the output ({size[1]} x {size[0]} = {pixels / 1e6:,.0f} MP) is over --max-pixels "
+            note = (f"the output ({size[1]} x {size[0]} = {format_pixels(pixels)}) is over --max-pixels "
                     f"({limit:,}): to read it back with upscale, pass --max-pixels 0 or a larger value")
             row.notes.append(note)
             if self.on_note is not None:
