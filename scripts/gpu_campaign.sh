@@ -5,9 +5,7 @@
 #   bash scripts/gpu_campaign.sh stage
 #       Here. Copies the training split (runs/data's links point into ../shared, which does not
 #       travel) to .device_carry/data, and adds up what the device call would send: the working
-#       tree plus that folder must stay under 64 MiB. When it does not, it names the committed
-#       files the run does not need (campaign/, about 33 MiB) and the commands that move them aside and
-#       back (git keeps them either way).
+#       tree plus that folder must stay under 64 MiB (exit 1 when it does not).
 #
 #   device run, carry [".device_carry"], timeout_s 600:
 #       bash scripts/gpu_campaign.sh train
@@ -29,7 +27,7 @@
 # where the run folders go), L1_MIN (5.5), MSE_MIN (1.5), DEVICE (cuda; cpu checks the script end to
 # end, as tests/test_gpu_campaign.py does), THREADS (5 CPU threads a process), SCALES (2 3 4),
 # BATCH (the recipe's 64), INIT_DIR (a folder of an earlier GPU run's unet_x{2,3,4}_gpu.safetensors
-# to go on from, e.g. committed under campaign/; default: the shipped weights).
+# to go on from, e.g. the files an earlier call returned; default: the shipped weights).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
@@ -53,11 +51,8 @@ print(f"working tree {mib(sum(tree.values()))} + {data} {mib(carried)} = {mib(to
 if total <= limit:
     print('fits: device run, command "bash scripts/gpu_campaign.sh train", carry [".device_carry"], timeout_s 600')
     sys.exit(0)
-aside = sum(n for p, n in tree.items() if p.startswith("campaign/"))
-print(f"too large by {mib(total - limit)}; campaign/ ({mib(aside)}) is not needed there:")
-print("  mkdir -p /tmp/gpu_aside && mv campaign /tmp/gpu_aside/     # before the device run")
-print("  mv /tmp/gpu_aside/campaign .                                # after it (or: git checkout -- campaign)")
-sys.exit(0 if total - aside <= limit else 1)
+print(f"too large by {mib(total - limit)}: the device call carries at most {mib(limit)}")
+sys.exit(1)
 EOF
 }
 
