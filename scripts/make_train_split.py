@@ -6,7 +6,7 @@ val = every 40th file of the sorted BSDS400 listing, starting at the 8th (10 ima
 training; what validation PSNR and the restore routing were measured on); train = the other 390
 BSDS400 images + T91 (named T91_<name>). Both are folders of symbolic links into shared/, so
 nothing is copied; `--copy` copies the files instead (a lent GPU machine gets the working tree,
-where a link into ../shared would point at nothing: scripts/gpu_campaign.sh stage). Never the
+where a link into ../shared would point at nothing: research/gpu_campaign.sh stage). Never the
 benchmark sets. Idempotent: an existing split is checked, not changed.
 """
 from __future__ import annotations

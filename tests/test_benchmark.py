@@ -447,7 +447,7 @@ def test_a_missing_data_folder_exits_with_the_dataset_error_code_everywhere(tmp_
 def test_restore_evaluation_script_reports_a_missing_set_as_a_dataset_error(tmp_path, monkeypatch, capsys):
     import importlib.util
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_restore.py"
+    script = Path(__file__).resolve().parents[1] / "research" / "eval_restore.py"
     spec = importlib.util.spec_from_file_location("eval_restore", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

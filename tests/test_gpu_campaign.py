@@ -1,6 +1,7 @@
-"""The GPU run of issue #18 (scripts/gpu_campaign.sh with configs/unet_gpu.toml) must work the
-first time a session is lent a GPU: that session gets one 10-minute call and no second try. So,
-here on the CPU: every recipe is a valid run of a model that builds; the GPU recipe takes every
+"""The GPU run of issue #18 (research/gpu_campaign.sh with research/configs/unet_gpu.toml) must
+work the first time a session is lent a GPU: that session gets one 10-minute call and no second try.
+So, here on the CPU: every recipe (configs/ and research/configs/) is a valid run of a model that
+builds, whose warm start is in the tree or made under runs/; the GPU recipe takes every
 tensor of the shipped weights at each scale (a mismatch would silently train from scratch); the
 split copies as files (links into ../shared do not travel); and the whole script runs end to end
 (DEVICE=cpu, seconds-long budgets, a synthetic split), failing loudly when its data is missing."""
@@ -23,8 +24,8 @@ from upscale_cli.train.checkpoint import init_from
 from upscale_cli.train.config import TrainConfig, arch_defaults, build_model_for, check_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "gpu_campaign.sh"
-RECIPES = sorted((ROOT / "configs").glob("*.toml"))
+SCRIPT = ROOT / "research" / "gpu_campaign.sh"
+RECIPES = sorted([*(ROOT / "configs").glob("*.toml"), *(ROOT / "research" / "configs").glob("*.toml")])
 
 
 def _recipe(path: Path, **override) -> TrainConfig:
@@ -39,13 +40,13 @@ def test_every_recipe_is_a_valid_run_of_a_model_that_builds(path):
     check_config(config)
     model = build_model_for(config)
     assert sum(p.numel() for p in model.parameters()) > 0
-    if config.init and not config.init.startswith("runs/"):  # runs/: an earlier recipe's output
+    if config.init and not config.init.startswith("runs/"):  # runs/: an earlier recipe's output, or git history's
         assert (ROOT / config.init).is_file(), config.init  # a committed warm start
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_gpu_recipe_starts_from_every_tensor_of_the_shipped_weights(scale):
-    config = _recipe(ROOT / "configs" / "unet_gpu.toml", scale=scale)
+    config = _recipe(ROOT / "research" / "configs" / "unet_gpu.toml", scale=scale)
     assert config.device == "cuda" and config.amp and not config.degrade  # LR made on the GPU
     model = build_model_for(config)
     shipped = ROOT / "src" / "upscale_cli" / "weights" / f"unet_x{scale}.safetensors"

@@ -55,7 +55,7 @@ INPAINT_MODEL = "unet-inpaint"
 # task -> its default model when none is named (else DEFAULT_MODEL)
 TASK_MODELS = {"jpeg": "unet-jpeg", "inpaint": INPAINT_MODEL}
 # --task auto's routing, measured on the training photos and the 10 held-out BSDS400 images (never
-# a benchmark set; RGB PSNR; `python scripts/eval_restore.py --set heldout`, figures in the model card):
+# a benchmark set; RGB PSNR; `python research/eval_restore.py --set heldout`, figures in the model card):
 # - noise: the training photos themselves (T91 + BSDS400, 481 decent photos, some with film grain)
 #   read a median 1.0 and 95% of them below 3.9; sigma-5 noise added to them read at least 4.0
 #   (held-out: clean at most 1.5, sigma 5 at least 4.8). From AUTO_NOISE_SIGMA on, unet-restore

@@ -16,7 +16,7 @@ from torch import nn
 from upscale_cli.errors import UpscaleError, UsageError
 
 # Below 1 is less noisy, 0 (greedy) is flat. Measured with the shipped model on held-out 8x8 inputs
-# (scripts/eval_pixelrec.py): 0.8 leaves visible colour grain (PSNR 21.2 dB, SSIM 0.35); 0.5 keeps
+# (research/eval_pixelrec.py): 0.8 leaves visible colour grain (PSNR 21.2 dB, SSIM 0.35); 0.5 keeps
 # answers distinct (std 18 levels between them) with less grain (22.0 dB, 0.40).
 DEFAULT_TEMPERATURE = 0.5
 MAX_SAMPLES = 64  # one batch; more answers: run again with another --seed

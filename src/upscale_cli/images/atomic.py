@@ -87,7 +87,7 @@ def _write_error(e: OSError | ValueError, target: Path, created: bool = True) ->
 # A DurableGroup's temp files wait for company at most this long, and are made durable at the
 # latest when this many wait. One fsync per file took 4.4 ms here (1-9 ms under load; 0.2-0.25 ms
 # a file with four threads fsyncing at once); one syncfs for 64 new files 0.12 ms a file, for 256
-# 0.05 ms (scripts/measure_throughput.py, docs/BENCHMARKS.md).
+# 0.05 ms (research/measure_throughput.py, docs/BENCHMARKS.md).
 GROUP_LINGER_S = 0.25
 GROUP_FILES = 256
 IDLE_CHECK_S = 0.5  # an idle group thread looks this often whether the program is ending

@@ -29,7 +29,7 @@ from upscale_cli.images.formats import (ALPHA_FORMATS, DECODE_ERRORS, LOSSY_FORM
 
 DEFAULT_QUALITY = 95  # JPEG / WebP quality when none is given
 # PNG's zlib level (0 = stored, 9 = smallest) and strategy. Measured on 1024x1024 upscaled photos
-# (scripts/measure_throughput.py, docs/BENCHMARKS.md): Pillow's default, level 6, takes 1.8 s an image on a
+# (research/measure_throughput.py, docs/BENCHMARKS.md): Pillow's default, level 6, takes 1.8 s an image on a
 # busy 2-core machine; level 1 with zlib's run-length strategy (Z_RLE: PNG's row filters leave runs,
 # not long repeats) takes a fifth of that for files only 5% larger (plain level 1: 17% larger, as fast).
 # That is the default; --png-compression N asks for zlib level N with its usual strategy.

@@ -18,7 +18,7 @@ from upscale_cli.weights_guard import ACCEPTED_FLOAT_TEXT
 from upscale_cli.models.base import TILING_DISCOURAGED, TILING_INTERNAL, TILING_SUPPORTED, ModelInfo
 
 # Tile context (input pixels on each side) for architectures whose receptive field is not a
-# small exact number. Measured with scripts/measure_tile_context.py: the smallest margin at which
+# small exact number. Measured with research/measure_tile_context.py: the smallest margin at which
 # tiled output stays within 1/255 of untiled on 8-bit photos (see the README's community section).
 # Architectures not listed get DEFAULT_CONTEXT.
 MEASURED_CONTEXT = {

@@ -2,15 +2,15 @@
 # The #18 training run for a session that is lent a GPU (device tool): minutes there are days on
 # this CPU. Two steps:
 #
-#   bash scripts/gpu_campaign.sh stage
+#   bash research/gpu_campaign.sh stage
 #       Here. Copies the training split (runs/data's links point into ../shared, which does not
 #       travel) to .device_carry/data, and adds up what the device call would send: the working
 #       tree plus that folder must stay under 64 MiB (exit 1 when it does not).
 #
 #   device run, carry [".device_carry"], timeout_s 600:
-#       bash scripts/gpu_campaign.sh train
+#       bash research/gpu_campaign.sh train
 #       There. x2, x3 and x4 train side by side on the one GPU, each from the shipped weights
-#       (configs/unet_gpu.toml): L1 for $L1_MIN minutes, then an MSE finish of $MSE_MIN minutes
+#       (research/configs/unet_gpu.toml): L1 for $L1_MIN minutes, then an MSE finish of $MSE_MIN minutes
 #       from its EMA, kept if it validates at least as well. $OUT receives
 #       unet_x{2,3,4}_gpu.safetensors (float32 EMA weights; the L1 result as soon as it exists),
 #       log_x{2,3,4}.jsonl (validation PSNR against training time, both phases) and train.log.
@@ -49,7 +49,7 @@ total = sum(tree.values()) + carried
 mib = lambda n: f"{n / 2**20:.1f} MiB"
 print(f"working tree {mib(sum(tree.values()))} + {data} {mib(carried)} = {mib(total)} (limit {mib(limit)})")
 if total <= limit:
-    print('fits: device run, command "bash scripts/gpu_campaign.sh train", carry [".device_carry"], timeout_s 600')
+    print('fits: device run, command "bash research/gpu_campaign.sh train", carry [".device_carry"], timeout_s 600')
     sys.exit(0)
 print(f"too large by {mib(total - limit)}: the device call carries at most {mib(limit)}")
 sys.exit(1)
@@ -84,9 +84,9 @@ one_scale() {  # scale, L1 minutes, MSE minutes, device, threads
     # it); the MSE finish replaces it only if its last validation PSNR is at least the L1's.
     local s=$1 run=$RUNS/gpu_x$1 result=$OUT/unet_x$1_gpu.safetensors crop
     crop=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['crop'])" \
-        "configs/unet_x${s}_campaign.toml") || return 1  # the campaign's LR crop of this scale
+        "research/configs/unet_x${s}_campaign.toml") || return 1  # the campaign's LR crop of this scale
     rm -rf "$run"
-    local common=(--config configs/unet_gpu.toml "$DATA/train" --val "$DATA/val" -x "$s" --crop "$crop"
+    local common=(--config research/configs/unet_gpu.toml "$DATA/train" --val "$DATA/val" -x "$s" --crop "$crop"
                   --device "$4" --threads "$5" --plain ${BATCH:+--batch "$BATCH"})
     local init=src/upscale_cli/weights/unet_x$s.safetensors
     [ -n "${INIT_DIR:-}" ] && init=$INIT_DIR/unet_x${s}_gpu.safetensors
@@ -125,5 +125,5 @@ EOF
 case "${1:-}" in
     stage) stage ;;
     train) train ;;
-    *) echo "usage: bash scripts/gpu_campaign.sh stage|train (read the header)" >&2; exit 2 ;;
+    *) echo "usage: bash research/gpu_campaign.sh stage|train (read the header)" >&2; exit 2 ;;
 esac

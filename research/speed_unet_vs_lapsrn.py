@@ -1,6 +1,6 @@
 """Time `upscale` with a model at x4 against OpenCV LapSRN x4 on ten 256x256 images (the speed bar).
 
-    python scripts/speed_unet_vs_lapsrn.py IMAGE_FOLDER [--model unet] [--rounds 3] [--lapsrn ../shared/weights/opencv/LapSRN_x4.pb]
+    python research/speed_unet_vs_lapsrn.py IMAGE_FOLDER [--model unet] [--rounds 3] [--lapsrn ../shared/weights/opencv/LapSRN_x4.pb]
 
 Ten 256x256 crops are cut from the first ten images of the folder (use training images, not a
 benchmark set). Both sides run as whole processes on the same files, alternated round by round

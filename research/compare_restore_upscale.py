@@ -1,6 +1,6 @@
 """Restore-then-upscale or one x4 model trained on degraded inputs: which is better on damaged photos?
 
-    python scripts/compare_restore_upscale.py --degraded-x4 runs/unet_x4_degraded [--folder runs/data/val]
+    python research/compare_restore_upscale.py --degraded-x4 runs/unet_x4_degraded [--folder runs/data/val]
 
 The restore issue asks whether `upscale photo.jpg -x 4 --restore` (unet-restore at the input
 size, then unet x4) beats a x4 unet fine-tuned with `upscale train --degrade` (see

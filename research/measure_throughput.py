@@ -1,11 +1,11 @@
 """Measure where the time of a folder upscale goes, and compare it with what the work needs.
 
-    python scripts/measure_throughput.py make unet40 /tmp/tp/unet40       # 40 PNGs of 256x256 (BSDS400 crops)
-    python scripts/measure_throughput.py make small10k /tmp/tp/small10k   # 10,000 PNGs of 64x48 in 10 subfolders
-    python scripts/measure_throughput.py make small100 /tmp/tp/small100   # 100 PNGs of 128x128
-    python scripts/measure_throughput.py run /tmp/tp/unet40 -- -x 4 -m unet
-    python scripts/measure_throughput.py run /tmp/tp/small10k --pillow nearest -- -r -x 2 -m nearest
-    python scripts/measure_throughput.py versus /tmp/tp/small100 -- -x 4 -m bicubic :: -x 4 -m nearest
+    python research/measure_throughput.py make unet40 /tmp/tp/unet40       # 40 PNGs of 256x256 (BSDS400 crops)
+    python research/measure_throughput.py make small10k /tmp/tp/small10k   # 10,000 PNGs of 64x48 in 10 subfolders
+    python research/measure_throughput.py make small100 /tmp/tp/small100   # 100 PNGs of 128x128
+    python research/measure_throughput.py run /tmp/tp/unet40 -- -x 4 -m unet
+    python research/measure_throughput.py run /tmp/tp/small10k --pillow nearest -- -r -x 2 -m nearest
+    python research/measure_throughput.py versus /tmp/tp/small100 -- -x 4 -m bicubic :: -x 4 -m nearest
 
 `run` reports, for one folder and one set of `upscale` options, in one run: the whole command
 (wall time of a fresh process, images/s, output MP/s), its start-up (`upscale --version`: Python,

@@ -1,6 +1,6 @@
 """The validation curve of a training run as a markdown table: PSNR against training time.
 
-    python scripts/campaign_curve.py campaign/unet_x4 [--rows 12] [--baseline 27.82]
+    python research/campaign_curve.py runs/campaign_x4 [--rows 12] [--baseline 27.82]
 
 Reads the run's log.jsonl (one line per checkpoint: step, elapsed training seconds, validation
 PSNR on the held-out images) and the checkpoint's config (the time budget, which a resume may have

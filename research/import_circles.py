@@ -2,7 +2,7 @@
 imports at module level only (what runs on import) and with every import, those inside
 functions too (issue #16: "no import circle").
 
-    python scripts/import_circles.py [src/upscale_cli]
+    python research/import_circles.py [src/upscale_cli]
 
 Prints one line for the imports and one per kind of circle; exits 1 when an import fails or
 a circle is found.

@@ -1,6 +1,6 @@
 """Evaluate pixel-recursive SR at 8x8 -> 32x32 on held-out images (issue #14).
 
-    python scripts/eval_pixelrec.py --model runs/pixelrec.safetensors --spade-model runs/pixelrec_spade.safetensors \
+    python research/eval_pixelrec.py --model runs/pixelrec.safetensors --spade-model runs/pixelrec_spade.safetensors \
         --logs runs/pixelrec runs/pixelrec_spade --grid runs/pixelrec_eval/grid.png
 
 Held-out images: the photos of runs/data/val (never trained on; each whole and EVAL_CROPS large

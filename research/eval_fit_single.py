@@ -5,8 +5,8 @@ downscale, SR output rounded to uint8, PSNR/SSIM on Y (BT.601, [16, 235]) with `
 border pixels cropped, mean over the images. The fit runs through the registry module, as
 `upscale in/ -m fit-single -x 4` does: build_model("coord-mlp", **settings)(lr, size=hr size).
 
-    python scripts/eval_fit_single.py                      # every encoding, with and without consistency
-    python scripts/eval_fit_single.py --encoding siren --consistency on
+    python research/eval_fit_single.py                      # every encoding, with and without consistency
+    python research/eval_fit_single.py --encoding siren --consistency on
 
 Evaluation only: defaults were chosen on synthetic and T91 images, never on these.
 """

@@ -1,8 +1,8 @@
 """Measure `upscale restore` against the issue's bars and the baselines; print a table.
 
-    python scripts/eval_restore.py                       # the model card's rows, first 10 BSD68 images
-    python scripts/eval_restore.py --set heldout --damage jpeg:80 --damage noise:10+jpeg:50
-    python scripts/eval_restore.py --damage holes --inpaint-model runs/x.safetensors
+    python research/eval_restore.py                       # the model card's rows, first 10 BSD68 images
+    python research/eval_restore.py --set heldout --damage jpeg:80 --damage noise:10+jpeg:50
+    python research/eval_restore.py --damage holes --inpaint-model runs/x.safetensors
 
 Sets: `bsd68`, the first N images of BSD68 sorted by name (final figures only: never train, tune
 or choose on it), and `heldout`, the 10 BSDS400 images held out of training (runs/data/val; what

@@ -1,7 +1,7 @@
 """--half on this CPU: PSNR and speed of float32 against the reduced precision the engine picks
 (bfloat16 on CPUs with AVX-512 BF16 or AMX), measured side by side in one run.
 
-    python scripts/measure_half.py [--model unet] [--sets Set5,Set14] [--repeats 3] [--command-size 2048x1536]
+    python research/measure_half.py [--model unet] [--sets Set5,Set14] [--repeats 3] [--command-size 2048x1536]
 
 1. Quality: the standard protocol (Y PSNR, border = scale) on the sets, through the engine.
 2. Model time: the same LR images, fp32 and --half alternated, best of --repeats.

@@ -1,7 +1,7 @@
 """Choose the U-Net's shape by measurement: inference cost on this CPU and validation PSNR per
 unit of training time, for a few candidate shapes trained the same way for the same minutes.
 
-    python scripts/shape_search.py --scale 4 --minutes 8 [--candidates base,wide,deep] [--out runs/shape_search]
+    python research/shape_search.py --scale 4 --minutes 8 [--candidates base,wide,deep] [--out runs/shape_search]
 
 For each candidate: parameters; inference time of one 128x128 input at x`scale` on one thread,
 as a ratio to the shipped shape (measured interleaved, median of several rounds, so machine load

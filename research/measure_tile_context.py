@@ -1,8 +1,8 @@
 """How much tile context a model needs: tiled against untiled output, in 8-bit levels, for
 several margins (input pixels of context on each side of a cut).
 
-    python scripts/measure_tile_context.py --model FILE.pth [--image IMG] [--tile 128] [--margins 4 8 16 32]
-    python scripts/measure_tile_context.py --random esrgan|swinir|compact [...]
+    python research/measure_tile_context.py --model FILE.pth [--image IMG] [--tile 128] [--margins 4 8 16 32]
+    python research/measure_tile_context.py --random esrgan|swinir|compact [...]
 
 --random builds the architecture with spandrel's own class and random weights (published trained
 files cannot be fetched here); trained weights usually need less context than random ones, whose

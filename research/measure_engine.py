@@ -1,8 +1,8 @@
 """Issue-2 bars through the real engine and a real model: tiled vs untiled difference on a
 1024x768 image, and wall time / peak RSS of a x4 run on a large input on the CPU.
 
-    python scripts/measure_engine.py diff [-m unet] [-x 4]
-    python scripts/measure_engine.py memory [-m unet] [--size 4000x3000] [--out big.png]
+    python research/measure_engine.py diff [-m unet] [-x 4]
+    python research/measure_engine.py memory [-m unet] [--size 4000x3000] [--out big.png]
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Measure tiled inference on a big image: wall time and peak RSS of a x4 run on a 4000x3000 input (CPU).
 
-    python scripts/measure_tiling.py [--width 4000 --height 3000 --tile 256 --features 8 --threads 0]
+    python research/measure_tiling.py [--width 4000 --height 3000 --tile 256 --features 8 --threads 0]
 
 The model is a small random conv net (three 3x3 convs, then PixelShuffle x4), so the figures measure
 the tiler (grid, blending, one float32 accumulator) rather than a real model's compute.
