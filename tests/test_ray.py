@@ -8,6 +8,7 @@ fails, the test fails and says why; UPSCALE_TEST_RAY=skip skips it, visibly, on 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from upscale_cli.cli import app
+from upscale_cli.report import ReportRow
 
 RAY_REQUIREMENT = "ray>=2.9"
 runner = CliRunner()
@@ -81,6 +83,8 @@ def test_ray_matches_a_local_run(local_ray, tmp_path):
     assert here.exit_code == there.exit_code == 1, there.output  # the broken file, as locally
     rows_here = [json.loads(line) for line in here.stdout.splitlines()]
     rows_there = [json.loads(line) for line in there.stdout.splitlines()]
+    schema = [field.name for field in dataclasses.fields(ReportRow)]  # the documented fields, in order
+    assert all(list(row) == schema for row in rows_there + rows_here), rows_there
     assert [r["input"] for r in rows_there] == [r["input"] for r in rows_here]  # input order
     assert [r["status"] for r in rows_there] == [r["status"] for r in rows_here]
     for a, b in zip(rows_here, rows_there):
