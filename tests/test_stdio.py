@@ -159,7 +159,9 @@ MORE_STDOUT_COMMANDS = {
     "models verify": ["models", "verify"],
     "models clear": ["models", "clear"],
     "benchmark": ["benchmark", "HR", "-x", "2", "-m", "bicubic", "--no-lpips", "-o", "REPORT"],
+    "train export": ["train", "export", "SHIPPED", "-o", "EXPORTED", "--half"],
 }
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "upscale_cli" / "weights" / "unet_x2.safetensors"
 
 
 @needs_dev_full
@@ -168,8 +170,9 @@ def test_dev_full_is_one_line_and_exit_1_for_every_command(tmp_path, command):
     cache = tmp_path / "cache"  # never the user's cache: `models clear` empties it
     (cache / "weights").mkdir(parents=True)
     report = tmp_path / "report"
-    args = [str(_hr_folder(tmp_path)) if a == "HR" else str(report) if a == "REPORT" else a
-            for a in MORE_STDOUT_COMMANDS[command]]
+    exported = tmp_path / "exported.safetensors"
+    stand_ins = {"REPORT": str(report), "SHIPPED": str(SHIPPED_WEIGHTS), "EXPORTED": str(exported)}
+    args = [str(_hr_folder(tmp_path)) if a == "HR" else stand_ins.get(a, a) for a in MORE_STDOUT_COMMANDS[command]]
     with open("/dev/full", "wb") as full:
         proc = _upscale(args, stdout=full, stderr=subprocess.PIPE,
                         env=_env(UPSCALE_CACHE_DIR=str(cache), UPSCALE_OFFLINE="1"))
@@ -177,6 +180,10 @@ def test_dev_full_is_one_line_and_exit_1_for_every_command(tmp_path, command):
     _one_clean_error(proc.stderr, "cannot write to stdout: disk full")
     if command == "benchmark":  # the report is written before the table: nothing lost with stdout
         assert {"report.md", "results.json", "results.csv"} <= {p.name for p in report.iterdir()}
+    if command == "train export":  # the file is whole before its path is printed
+        from safetensors.torch import load_file
+
+        assert set(load_file(exported)) == set(load_file(SHIPPED_WEIGHTS))
 
 
 @needs_posix

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
-from upscale_cli.cli import DefaultCommandGroup, options
+from upscale_cli.cli import DefaultCommandGroup, options, stdout
 from upscale_cli.errors import UsageError, printable_path
 
 if TYPE_CHECKING:
@@ -83,21 +83,23 @@ def _read_recipe(path: Path) -> dict:
 
 
 def _printer(plain: bool):
-    """An event callback: rich progress on a terminal, plain lines otherwise; and a closer."""
+    """An event callback: rich progress on a terminal, plain lines otherwise; and a closer. Both go to
+    stderr (they are for people); stdout holds only what the run made, through the checked writer."""
     if plain:
         def show(event) -> None:
             stamp = time.strftime("%H:%M:%S")
             if event.kind == "step":
                 typer.echo(f"{stamp} step {event.step} ({event.progress:.1%}) loss {event.loss:.5f} lr {event.lr:.2e} "
-                           f"{event.it_s:.2f} it/s, {event.eta_s / 60:.1f} min left")
+                           f"{event.it_s:.2f} it/s, {event.eta_s / 60:.1f} min left", err=True)
             elif event.kind == "val" and event.psnr is not None:
-                typer.echo(f"{stamp} step {event.step} {event.message or 'validation'} PSNR {event.psnr:.2f} dB")
+                typer.echo(f"{stamp} step {event.step} {event.message or 'validation'} PSNR {event.psnr:.2f} dB",
+                           err=True)
             elif event.kind == "warning":
                 typer.echo(f"warning: {event.message}", err=True)
             elif event.kind == "checkpoint":
-                typer.echo(f"{stamp} checkpoint {event.path}")
+                typer.echo(f"{stamp} checkpoint {event.path}", err=True)
             elif event.message:
-                typer.echo(f"{stamp} {event.message}")
+                typer.echo(f"{stamp} {event.message}", err=True)
         return show, lambda: None
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -193,7 +195,7 @@ def run_command(
     finally:
         close()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one closing line for the run
-        typer.echo(f"trained: {run} (export with `upscale train export {run} -o model.safetensors`)")
+        stdout.echo(f"trained: {run} (export with `upscale train export {run} -o model.safetensors`)")
 
 
 def _given(**options) -> dict:
@@ -292,7 +294,7 @@ def export_command(
     if output.suffix != ".safetensors":
         raise UsageError("export writes .safetensors files; name the output *.safetensors")
     path = export(run, output, use_ema=not no_ema, half=half)
-    typer.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    stdout.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
 
 
 def register(app: typer.Typer) -> None:
