@@ -258,6 +258,19 @@ def test_compressed_pth_bomb_is_refused_before_any_record_is_read(tmp_path, torc
                     "compression bomb")
 
 
+def test_a_training_checkpoint_bomb_is_refused_before_any_record_is_read(tmp_path, torch_never_reads):
+    """`upscale train --resume RUN` / `--init FILE.pt` read checkpoints through the same guard."""
+    from upscale_cli.errors import UpscaleError
+    from upscale_cli.train.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cf.zip_bomb(run / "checkpoint.pt", 40_000_000)
+    for source in (run, run / "checkpoint.pt"):
+        with pytest.raises(UpscaleError, match="compression bomb"):
+            load_checkpoint(source)
+
+
 def test_a_raised_size_limit_does_not_let_the_bomb_through(tmp_path, torch_never_reads, monkeypatch):
     monkeypatch.setenv(weights_guard.MAX_WEIGHTS_ENV, str(10**12))
     bomb = cf.zip_bomb(tmp_path / "bomb.pth", 40_000_000)

@@ -34,6 +34,9 @@ def load_checkpoint(run: str | Path) -> dict:
     path = Path(run) / CHECKPOINT if Path(run).is_dir() else Path(run)
     if not path.is_file():
         raise TrainingError(f"no {CHECKPOINT} to resume from", path=run)
+    from upscale_cli.weights_guard import check_weights_file
+
+    check_weights_file(path)  # declared sizes against the file and the limits, before torch reads a record
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
