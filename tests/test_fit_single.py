@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -393,3 +395,20 @@ def test_exact_fit_is_called_exact(tmp_path):
                         config=fitting.FitConfig(steps=30, hidden=16)).stats
     assert math.isinf(stats.psnr) and fitting.describe_psnr(stats.psnr) == "exact"
     assert fitting.describe_psnr(31.416) == "PSNR 31.42 dB"
+
+
+# ---- the output is never the input, and never stdout (a file command): refused before fitting
+
+
+@pytest.mark.parametrize("link", ["same path", "symbolic link", "hard link", "stdout"])
+def test_output_that_is_the_input_or_stdout_is_refused_before_fitting(tmp_path, sprite, no_fitting, link):
+    original = sprite.read_bytes()
+    target = {"same path": sprite, "symbolic link": tmp_path / "sym.png", "hard link": tmp_path / "hard.png",
+              "stdout": Path("-")}[link]
+    if link == "symbolic link":
+        target.symlink_to(sprite)
+    elif link == "hard link":
+        os.link(sprite, target)
+    line = _one_line_refusal(_cli(sprite, "--size", 32, "-o", target), 2)
+    assert ("stdout" in line) if link == "stdout" else ("refusing to overwrite the input" in line)
+    assert sprite.read_bytes() == original

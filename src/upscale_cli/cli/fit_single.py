@@ -6,6 +6,7 @@ Output name, when -o is not given: next to the input (or the --from-model file) 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -112,8 +113,11 @@ def _output_path(source: Path, output: Optional[Path], target: tuple[int, int]) 
     from upscale_cli.errors import UsageError
 
     height, width = target
+    if output is not None and str(output) == "-":
+        raise UsageError("fit-single writes a file, not stdout; for stdout use `upscale IMAGE -m fit-single -o -`")
     path = output if output is not None else source.with_name(f"{source.stem}_fit{width}x{height}.png")
-    if path.exists() and path.resolve() == source.resolve():
+    # by identity, as the batch planner compares: a symbolic or hard link to the input is the input
+    if path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source)):
         raise UsageError(f"refusing to overwrite the input {source}; pick another -o")
     return path
 
