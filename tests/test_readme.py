@@ -1,11 +1,14 @@
-"""The README against the tool it documents: every default it states is the command's real default
-and what `--help` says, every option it names exists (in the command it is documented for, where
-a table or an example says which), every UPSCALE_* variable it names is read by the code, every
-local link resolves, its `--json` field table is the report's schema, and its set-up commands are
-the ones CI runs.
+"""The README and the docs it sends users to (docs/OPTIONS.md, docs/DETAILS.md) against the tool
+they document: every default they state is the command's real default and what `--help` says,
+every option they name exists (in the command it is documented for, where a table or an example
+says which), every UPSCALE_* variable they name is read by the code, every local link resolves,
+the README's `--json` field table is the report's schema, and its set-up commands are the ones CI
+runs.
 
-How the README states defaults (the convention this test reads): each command's options are a
-table whose header is  | option of `upscale CMD` | default | what it does |.  The first cell names
+How defaults are stated (the convention this test reads): docs/OPTIONS.md has every command's
+options as a table whose header is  | option of `upscale CMD` | default | what it does |; the
+README keeps a short table of the most used ones in the same format, each row as in OPTIONS.md,
+and may state a default in prose as  `--option` default `VALUE`.  The first cell names
 the option (`-x`, `--scale`; `--lpips/--no-lpips`). A default cell that starts with a code span
 states a value (`auto`, `0`, `on`/`off` for flags, `178,956,970`, `2, 3, 4`): it must equal the
 parameter's Typer default or, where Typer's default is None because the command fills it in, the
@@ -29,6 +32,9 @@ from upscale_cli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+OPTIONS_DOC = "docs/OPTIONS.md"
+# the user's documents: the README and the pages it moved its option tables and details to
+DOCS = {name: (ROOT / name).read_text(encoding="utf-8") for name in ("README.md", OPTIONS_DOC, "docs/DETAILS.md")}
 CI_SCRIPT = ROOT / ".ci" / "run"
 INSTALL_COMMAND = ("python3 -m venv .venv && . .venv/bin/activate && bash scripts/install_torch.sh && "
                    "pip install -e . && upscale examples/sample.png -x 4 -o sample_x4.png")
@@ -221,6 +227,7 @@ def _number(text) -> float:
 
 
 class Row(NamedTuple):
+    source: str  # "docs/OPTIONS.md"
     path: str  # "upscale restore"
     options: tuple[str, ...]  # ("-m", "--model")
     stated: str | None  # the value in the default cell's leading code span; None: prose
@@ -228,9 +235,9 @@ class Row(NamedTuple):
     line: int
 
 
-def option_rows(text: str) -> list[Row]:
-    """Every row of every `option of ...` table."""
-    rows, lines = [], text.splitlines()
+def option_rows(source: str) -> list[Row]:
+    """Every row of every `option of ...` table of one document."""
+    rows, lines = [], DOCS[source].splitlines()
     for number, line in enumerate(lines, 1):
         head = TABLE_HEAD.match(line)
         if not head:
@@ -242,7 +249,7 @@ def option_rows(text: str) -> list[Row]:
             names = tuple(tok for span in CODE_SPAN.findall(cells[0]) for tok in re.split(r"[,/\s]+", span)
                           if tok.startswith("-"))
             lead = CODE_SPAN.match(cells[1])
-            rows.append(Row(head.group(1), names, lead.group(1) if lead else None, cells[1], offset))
+            rows.append(Row(source, head.group(1), names, lead.group(1) if lead else None, cells[1], offset))
     return rows
 
 
@@ -251,7 +258,7 @@ def code_blocks(text: str) -> list[str]:
 
 
 def prose(text: str) -> str:
-    """The README without its code blocks."""
+    """A document without its code blocks."""
     return re.sub(r"^```[a-z]*\n.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
 
 
@@ -303,44 +310,95 @@ def known(path: str) -> set[str]:
 # ---------------------------------------------------------------- the tests
 
 
-def test_the_readme_has_option_tables_for_every_command():
-    paths = {row.path for row in option_rows(README)}
-    wanted = {"upscale", "upscale restore", "upscale fit-single", "upscale benchmark", "upscale train"}
-    assert wanted <= paths, f"no `option of ...` table for {sorted(wanted - paths)}"
-    assert len(option_rows(README)) >= 60, "the option tables have lost rows"
+ROWS = option_rows("README.md") + option_rows(OPTIONS_DOC)
+COMMANDS = {"upscale", "upscale restore", "upscale fit-single", "upscale benchmark", "upscale train"}
 
 
-@pytest.mark.parametrize("row", option_rows(README), ids=lambda r: f"{r.path}:{'/'.join(r.options)}")
+def _row_id(row: Row) -> str:
+    return f"{row.source}:{row.path}:{'/'.join(row.options)}"
+
+
+def test_the_options_doc_has_a_table_for_every_command():
+    rows = option_rows(OPTIONS_DOC)
+    paths = {row.path for row in rows}
+    assert COMMANDS <= paths, f"{OPTIONS_DOC}: no `option of ...` table for {sorted(COMMANDS - paths)}"
+    assert len(rows) >= 60, f"{OPTIONS_DOC}: the option tables have lost rows"
+
+
+def test_the_readme_keeps_short_tables_that_agree_with_the_options_doc():
+    """The README's rows are a subset of OPTIONS.md's, cell for cell: the two cannot drift apart."""
+    full = {(row.path, row.options): row.cell for row in option_rows(OPTIONS_DOC)}
+    short = option_rows("README.md")
+    assert {"upscale", "upscale restore", "upscale fit-single", "upscale benchmark"} <= {r.path for r in short}
+    for row in short:
+        assert (row.path, row.options) in full, (f"README line {row.line}: {'/'.join(row.options)} of "
+                                                 f"`{row.path}` has no row in {OPTIONS_DOC}")
+        assert full[(row.path, row.options)] == row.cell, (
+            f"README line {row.line}: {'/'.join(row.options)} of `{row.path}`: the README's default is "
+            f"{row.cell!r}, {OPTIONS_DOC}'s {full[(row.path, row.options)]!r}")
+
+
+@pytest.mark.parametrize("row", ROWS, ids=_row_id)
 def test_table_row_names_options_of_its_command(row):
-    assert row.options, f"README line {row.line}: the first cell names no option"
+    assert row.options, f"{row.source} line {row.line}: the first cell names no option"
     missing = [o for o in row.options if o not in known(row.path)]
-    assert not missing, f"README line {row.line}: `{row.path}` has no option {', '.join(missing)}"
+    assert not missing, f"{row.source} line {row.line}: `{row.path}` has no option {', '.join(missing)}"
 
 
-@pytest.mark.parametrize("row", option_rows(README), ids=lambda r: f"{r.path}:{'/'.join(r.options)}")
-def test_stated_default_is_the_commands_default(row):
-    cmd = command(row.path)
-    params = dict.fromkeys(options_of(cmd)[o] for o in row.options)
-    for param in params:
-        value = effective_default(row.path, param)
-        if row.stated is None:
-            assert value is None, (f"README line {row.line}: {param.opts[0]} of `{row.path}` defaults to "
-                                   f"{value!r}, but the README gives no value ({row.cell!r})")
+def _check_stated(where: str, path: str, options, stated: str | None, cell: str):
+    """A default a document states for options of `path`: the command's, and what --help says."""
+    cmd = command(path)
+    for param in dict.fromkeys(options_of(cmd)[o] for o in options):
+        value = effective_default(path, param)
+        if stated is None:
+            assert value is None, (f"{where}: {param.opts[0]} of `{path}` defaults to {value!r}, but the "
+                                   f"document gives no value ({cell!r})")
         else:
-            assert value is not None, (f"README line {row.line}: {param.opts[0]} of `{row.path}` has no fixed "
-                                       f"default, but the README states `{row.stated}`")
-            assert same(row.stated, value), (f"README line {row.line}: {param.opts[0]} of `{row.path}`: the "
-                                             f"README says `{row.stated}`, the command uses {value!r}")
+            assert value is not None, (f"{where}: {param.opts[0]} of `{path}` has no fixed default, but "
+                                       f"the document states `{stated}`")
+            assert same(stated, value), (f"{where}: {param.opts[0]} of `{path}`: the document says "
+                                         f"`{stated}`, the command uses {value!r}")
 
 
-@pytest.mark.parametrize("row", option_rows(README), ids=lambda r: f"{r.path}:{'/'.join(r.options)}")
+@pytest.mark.parametrize("row", ROWS, ids=_row_id)
+def test_stated_default_is_the_commands_default(row):
+    _check_stated(f"{row.source} line {row.line}", row.path, row.options, row.stated, row.cell)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=_row_id)
 def test_stated_default_is_what_help_says(row):
     for param in dict.fromkeys(options_of(command(row.path))[o] for o in row.options):
         said = help_default(param.help)
         if said is not None:
             assert row.stated is not None and same(row.stated, said), (
-                f"README line {row.line}: {param.opts[0]} of `{row.path}`: --help says the default is "
-                f"{said!r}, the README {row.cell!r}")
+                f"{row.source} line {row.line}: {param.opts[0]} of `{row.path}`: --help says the default "
+                f"is {said!r}, the document {row.cell!r}")
+
+
+PROSE_DEFAULT = re.compile(r"`(--[\w-]+)` default `([^`]+)`")
+
+
+def prose_defaults() -> list[tuple[str, str, str, int]]:
+    """(command path, option, stated value, line) of every `--option` default `VALUE` in the README's
+    prose; the command is the one its section's heading names (`upscale train`), else `upscale`."""
+    found, path, in_code = [], "upscale", False
+    for number, line in enumerate(README.splitlines(), 1):
+        in_code ^= line.startswith("```")
+        if in_code:
+            continue
+        if line.startswith("## "):
+            spans = [s for s in CODE_SPAN.findall(line) if s.startswith("upscale ")]
+            path = _resolve(spans[0].split()[1:])[0] if spans else "upscale"
+        found += [(path, option, value, number) for option, value in PROSE_DEFAULT.findall(line)]
+    return found
+
+
+def test_defaults_stated_in_the_readmes_prose_are_the_commands():
+    stated = prose_defaults()
+    assert len(stated) >= 5, "the README's prose defaults were not found (has its shape changed?)"
+    for path, option, value, number in stated:
+        assert option in known(path), f"README line {number}: `{path}` has no option {option}"
+        _check_stated(f"README line {number}", path, [option], value, value)
 
 
 def test_help_defaults_are_the_commands_defaults():
@@ -357,41 +415,49 @@ def test_help_defaults_are_the_commands_defaults():
 
 def test_example_commands_use_options_of_their_command():
     """Every `upscale ...` in a code block or a code span: its options are its command's."""
-    lines = [line.split(" #")[0] for block in code_blocks(README) for line in block.splitlines()
-             if not line.lstrip().startswith("#")]  # comments are prose
-    lines += [span for span in CODE_SPAN.findall(prose(README)) if span.split()[0] == "upscale"]
+    lines = [line.split(" #")[0] for text in DOCS.values() for block in code_blocks(text)
+             for line in block.splitlines() if not line.lstrip().startswith("#")]  # comments are prose
+    lines += [span for text in DOCS.values() for span in CODE_SPAN.findall(prose(text))
+              if span.split()[0] == "upscale"]
     runs = [(line, path, flags) for line in lines for path, flags in invocations(line)]
-    assert len(runs) >= 40, "the examples were not found (has the README's shape changed?)"
+    assert len(runs) >= 35, "the examples were not found (has the README's shape changed?)"
     bad = [f"{line.strip()!r}: `{path}` has no {flag}" for line, path, flags in runs for flag in flags
            if flag not in known(path)]
     assert not bad, "\n".join(bad)
 
 
-def test_every_option_the_readme_names_exists():
+def test_every_option_the_docs_name_exists():
     """A code span that starts with an option (`--tile N`, `--lpips/--no-lpips`) names one that
     some command has (the tables and examples say which command)."""
     every = set(HELP_OPTIONS).union(*(options_of(cmd) for _, cmd in all_commands()))
-    named = {tok for span in CODE_SPAN.findall(prose(README)) for tok in span.split()[0].split("/")
-             if OPTION.match(tok)}
-    assert len(named) >= 40, "the README's options were not found (has its shape changed?)"
+    named = {tok for text in DOCS.values() for span in CODE_SPAN.findall(prose(text))
+             for tok in span.split()[0].split("/") if OPTION.match(tok)}
+    assert len(named) >= 60, "the documents' options were not found (has their shape changed?)"
     assert not sorted(named - every), f"options no command has: {sorted(named - every)}"
 
 
-def test_every_environment_variable_the_readme_names_is_read_by_the_code():
+def test_every_environment_variable_the_docs_name_is_read_by_the_code():
     sources = "\n".join(p.read_text(encoding="utf-8", errors="replace")
                         for folder in ("src", "scripts") for p in (ROOT / folder).rglob("*")
                         if p.is_file() and p.suffix in (".py", ".sh"))
-    named = set(re.findall(r"\bUPSCALE_[A-Z0-9_]+\b", README))
-    assert named
+    named = {v for text in DOCS.values() for v in re.findall(r"\bUPSCALE_[A-Z0-9_]+\b", text)}
+    assert len(named) >= 10
     unread = sorted(v for v in named if v not in sources)
-    assert not unread, f"the README names variables nothing reads: {unread}"
+    assert not unread, f"the documents name variables nothing reads: {unread}"
 
 
 def test_local_links_resolve():
-    targets = re.findall(r"\]\(([^)\s]+)\)", README)
-    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
-    assert local
-    broken = [t for t in local if t and not (ROOT / t).exists()]
+    broken, count = [], 0
+    for name, text in DOCS.items():
+        folder = (ROOT / name).parent
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            count += 1
+            file = target.split("#")[0]
+            if file and not (folder / file).exists():
+                broken.append(f"{name}: {target}")
+    assert count >= 20
     assert not broken, f"links to nothing: {broken}"
 
 
