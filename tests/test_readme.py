@@ -1,9 +1,9 @@
 """The README and the docs it sends users to (docs/OPTIONS.md, docs/DETAILS.md) against the tool
 they document: every default they state is the command's real default and what `--help` says,
 every option they name exists (in the command it is documented for, where a table or an example
-says which), every UPSCALE_* variable they name is read by the code, every local link resolves,
-the README's `--json` field table is the report's schema, and its set-up commands are the ones CI
-runs.
+says which), every UPSCALE_* variable they name is read by the code, the limits the README states
+are the code's, every local link resolves, the README's `--json` field table is the report's
+schema, and its set-up commands are the ones CI runs.
 
 How defaults are stated (the convention this test reads): docs/OPTIONS.md has every command's
 options as a table whose header is  | option of `upscale CMD` | default | what it does |; the
@@ -446,6 +446,42 @@ def test_every_environment_variable_the_docs_name_is_read_by_the_code():
     assert not unread, f"the documents name variables nothing reads: {unread}"
 
 
+def _limits():
+    """(what the README says, the code's value) for each limit the README states in numbers."""
+    from upscale_cli import download
+    from upscale_cli.images.read import MAX_STREAM_BYTES
+    from upscale_cli.weights_guard import DEFAULT_MAX_WEIGHTS_BYTES
+
+    return {
+        r"`UPSCALE_DOWNLOAD_RETRIES` \(([\d,]+), at most ([\d,]+)\)": (download.RETRIES, download.MAX_RETRIES),
+        r"`UPSCALE_DOWNLOAD_BACKOFF` \(([\d.]+) s, doubled up to a minute": (download.BACKOFF_S,),
+        r"`UPSCALE_DOWNLOAD_TIMEOUT` \(read, ([\d.]+) s,\s+at most ([\d,]+)\)":
+            (download.READ_TIMEOUT_S, download.MAX_TIMEOUT_S),
+        r"`UPSCALE_DOWNLOAD_DEADLINE` \(([\d,]+) s per file": (download.DEADLINE_S,),
+        r"`UPSCALE_DOWNLOAD_MIN_RATE` \(([\d,]+) bytes/s averaged over each\s+`UPSCALE_DOWNLOAD_RATE_WINDOW`, "
+        r"([\d.]+) s": (download.MIN_RATE_BPS, download.RATE_WINDOW_S),
+        r"not done within the ([\d,]+) s deadline": (download.DEADLINE_S,),
+        r"slower than the minimum ([\d,]+) bytes/s": (download.MIN_RATE_BPS,),
+        r"read up to ([\d,]+) MiB\s+\(`UPSCALE_MAX_STREAM_BYTES`": (MAX_STREAM_BYTES / 2**20,),
+        r"more than ([\d,]+) MiB": (MAX_STREAM_BYTES / 2**20,),
+        r"at most ([\d,]+) bytes of tensors \(`UPSCALE_MAX_WEIGHTS_BYTES`": (DEFAULT_MAX_WEIGHTS_BYTES,),
+    }
+
+
+def test_limits_the_readme_states_are_the_codes():
+    for pattern, values in _limits().items():
+        found = re.search(pattern, README)
+        assert found, f"the README no longer states the limit /{pattern}/"
+        stated = [_number(group) for group in found.groups()]
+        assert stated == [float(v) for v in values], f"README: {found.group(0)!r}; the code: {values}"
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown page's headings: lower case, punctuation dropped, spaces -> -."""
+    headings = re.findall(r"^#+ (.+)$", prose(text), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 def test_local_links_resolve():
     broken, count = [], 0
     for name, text in DOCS.items():
@@ -454,11 +490,14 @@ def test_local_links_resolve():
             if re.match(r"[a-z]+:", target):
                 continue
             count += 1
-            file = target.split("#")[0]
-            if file and not (folder / file).exists():
-                broken.append(f"{name}: {target}")
+            file, _, anchor = target.partition("#")
+            path = folder / file if file else ROOT / name
+            if not path.exists():
+                broken.append(f"{name}: {target} (no such file)")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path.read_text(encoding="utf-8")):
+                broken.append(f"{name}: {target} (no such heading)")
     assert count >= 20
-    assert not broken, f"links to nothing: {broken}"
+    assert not broken, "links to nothing:\n" + "\n".join(broken)
 
 
 def test_json_field_table_is_the_report_schema():
