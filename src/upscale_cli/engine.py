@@ -20,6 +20,7 @@ from torch import nn
 from upscale_cli import ensemble, tiling
 from upscale_cli.alpha import fill_transparent
 from upscale_cli.catalog import resolve
+from upscale_cli.choices import ALPHA_MODES, DEVICE_WORDS, Alpha, device_name
 from upscale_cli.errors import DeviceError, ModelOutputError, OutOfMemoryError, OutputTooLargeError, UsageError
 from upscale_cli.loader import load_model
 from upscale_cli.resize import resize
@@ -27,7 +28,6 @@ from upscale_cli.resize import resize
 DEFAULT_MODEL = "unet"
 MAX_PASSES = 4  # x2^4 = x16 is as far as repeated passes go before the final resize
 FINAL_RESIZE = "bicubic"  # antialiased when shrinking after an overshooting pass
-ALPHA_MODES = ("auto", "bicubic", "model")  # auto: through any-size models (nearest stays nearest), else bicubic
 BYTES_PER_INPUT_PIXEL = 4096  # rough peak activation memory of our models per input pixel (float32)
 # Largest output written by default: about 21 bytes of RAM per output pixel are needed (the float32
 # accumulator, 8-bit planes, the encoder), so 500 MP needs about 11 GB. --max-output-pixels changes it.
@@ -47,11 +47,11 @@ class UpscaleConfig:
     scale: float | None = None
     width: int | None = None
     height: int | None = None
-    device: str = "auto"
+    device: str = "auto"  # choices.Device, or cuda:N
     half: bool = False
     tile: int = 0  # input pixels; 0 = chosen from free memory
     tile_overlap: int | None = None  # input pixels; None = from the model's receptive field
-    alpha: str = "auto"
+    alpha: Alpha = "auto"
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS  # 0 = no limit
     ensemble: bool = False  # average the model over the 8 flips/rotations of each image (8x the time)
 
@@ -69,13 +69,17 @@ class UpscaleConfig:
         if self.tile and self.tile_overlap is not None and self.tile <= self.tile_overlap:
             raise UsageError(f"--tile {self.tile} must be larger than --tile-overlap {self.tile_overlap}")
         if self.alpha not in ALPHA_MODES:
-            raise UsageError(f"--alpha must be one of {', '.join(ALPHA_MODES)}")
+            raise UsageError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, not {self.alpha!r}")
         if self.max_output_pixels < 0:
             raise UsageError(f"--max-output-pixels must be 0 (no limit) or a number of pixels, not {self.max_output_pixels}")
 
 
 def select_device(name: str) -> torch.device:
     """'auto' picks CUDA, then Apple MPS, then the CPU; an explicit device must exist."""
+    try:
+        device_name(name)  # the command line has checked it; a library caller may not have
+    except ValueError as err:
+        raise DeviceError(f"unknown device: {err}") from None
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -89,7 +93,7 @@ def select_device(name: str) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from None
+        raise DeviceError(f"unknown device {name!r}; use {DEVICE_WORDS}") from None
 
 
 def plan_passes(native_scales: tuple[int, ...], factor: float) -> tuple[int, ...]:

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from upscale_cli.alpha import fill_transparent
+from upscale_cli.choices import TASKS, Task
 from upscale_cli.errors import UsageError
 
 DEFAULT_MODEL = "unet-restore"
@@ -74,7 +75,6 @@ AUTO_NOISE_SIGMA_FULL = 8.0
 AUTO_CLEAN_JPEG_QUALITY = 85  # a JPEG at this quality or better (and not noisy) counts as clean
 ESTIMATE_FLAT_FRACTION = 0.1  # the noise estimate reads the flattest 10% of pixels (lowest gradient)
 ESTIMATE_MAX_SAMPLES = 1_000_000  # pixels per channel: more are sampled (fixed seed)
-TASKS = ("auto", "jpeg", "denoise", "inpaint")
 MASK_THRESHOLD = 0.5  # a mask pixel brighter than half white is filled
 COARSEST_SIDE = 16  # pixels: the harmonic fill's coarsest pyramid level
 JACOBI_ITERATIONS = 40  # per pyramid level: enough to settle what the coarser level started
@@ -91,7 +91,7 @@ class RestoreConfig:
     strength 0..1, and the engine settings."""
 
     model: str | None = None
-    task: str = "auto"
+    task: Task = "auto"
     strength: float = 1.0
     device: str = "auto"
     half: bool = False

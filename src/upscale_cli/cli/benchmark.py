@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from upscale_cli.cli import options
+
 HELP = """Measure PSNR/SSIM (Y channel), speed and memory of models on datasets of HR images.
 
 DATASET is a folder of HR images (LR made by bicubic downscaling), an HR_DIR:LR_DIR pair,
@@ -28,7 +30,7 @@ def benchmark_command(
     models: Optional[List[str]] = typer.Option(None, "-m", "--model", metavar="MODEL", help="Model name or weights file (repeatable); default: bicubic, OpenCV and shipped models."),
     all_models: bool = typer.Option(False, "--all", help="Every catalogue model with the scale (downloads what is missing)."),
     degrade: Optional[List[str]] = typer.Option(None, "--degrade", metavar="KIND:AMOUNT", help="Degrade the LR input, in order: blur:SIGMA, noise:SIGMA, jpeg:QUALITY (repeatable)."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or mps (OpenCV models always run on the CPU)."),
+    device: str = typer.Option("auto", "--device", **options.DEVICE_PARSING, help="auto: CUDA, else Apple MPS, else the CPU (OpenCV models always run on the CPU)."),
     out: Optional[str] = typer.Option(None, "-o", "--out", metavar="DIR", help="Folder for results.json/.csv, report.md, comparison strips and charts."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the noise degradation."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Also run each network model with --ensemble (the mean over 8 flips/rotations), as a row MODEL+ensemble."),

@@ -1,10 +1,18 @@
 """The options `upscale`, `upscale restore` and `upscale fit-single` share, declared once (Typer
-`Annotated` aliases), so their names, defaults and help cannot drift apart. A command writes `output: options.Output = None`."""
+`Annotated` aliases), so their names, defaults and help cannot drift apart. A command writes `output: options.Output = None`.
+
+An option that takes one of a fixed set of words is typed with that set's Literal (upscale_cli.choices,
+images/formats.py): Typer lists the words in `--help` and refuses any other as a usage error (exit 2,
+one line naming them), so no command checks them by hand."""
 from __future__ import annotations
 
 from typing import Annotated, List, Optional
 
 import typer
+
+from upscale_cli import choices
+from upscale_cli.choices import DEVICES, device_name
+from upscale_cli.images.formats import FormatName
 
 # How every Typer app of ours is made (the root app, `upscale train`, `upscale models`): no shell
 # completion, errors shown as our one-line messages rather than Rich tracebacks, plain help text.
@@ -13,8 +21,9 @@ APP_SETTINGS = {"add_completion": False, "pretty_exceptions_enable": False, "ric
 Paths = Annotated[List[str], typer.Argument(metavar="PATH...", help="Files, folders, quoted globs, or - for stdin.")]
 Output = Annotated[Optional[str], typer.Option("-o", "--output", help="Output file (one input) or folder; - for stdout.")]
 Recursive = Annotated[bool, typer.Option("-r", "--recursive", help="Include subfolders of folder inputs.")]
-Format = Annotated[Optional[str], typer.Option(
-    "--format", help="png, jpg, webp, tiff or bmp. Default: -o's extension, else the input's format (GIF: png).")]
+Format = Annotated[Optional[FormatName], typer.Option(
+    "--format", case_sensitive=False, help="Output format, any case. Default: -o's extension, else the input's "
+                                           "format (GIF: png).")]
 Quality = Annotated[Optional[int], typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality (default 95).")]
 PngCompression = Annotated[Optional[int], typer.Option(
     "--png-compression", help="PNG zlib level: 0 fastest, 9 smallest files (default: level 1 with run-length "
@@ -23,7 +32,10 @@ Shard = Annotated[Optional[str], typer.Option(
     "--shard", metavar="K/N", help="Take part K (0 to N-1) of N: a stable 1/N of the inputs by relative path, "
                                    "for N machines or array-job tasks.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (inputs are never replaced).")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
+# --device: a Literal's words and cuda:N (one GPU), so it is parsed by choices.device_name
+DEVICE_METAVAR = f"<{'|'.join((*DEVICES, 'cuda:N'))}>"
+DEVICE_PARSING = {"parser": device_name, "metavar": DEVICE_METAVAR}
+Device = Annotated[str, typer.Option("--device", **DEVICE_PARSING, help="auto: CUDA, else Apple MPS, else the CPU.")]
 Half = Annotated[bool, typer.Option(
     "--half", help="Reduced precision where it is native: float16 on a GPU, bfloat16 on a CPU with AVX-512 BF16 "
                    "or AMX; otherwise float32 (said once).")]
@@ -38,3 +50,6 @@ MaxOutputPixels = Annotated[Optional[int], typer.Option(
                                 "about 11 GB of RAM; 0 = no limit).")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")]
+# fit-single's only fixed set; declared here so its command module needs no import of its own
+Encoding = Annotated[choices.Encoding, typer.Option(
+    "--encoding", help="The coordinate MLP's input: siren (default), fourier, or none (a plain ReLU MLP).")]

@@ -5,6 +5,7 @@ from typing import Optional
 
 import typer
 
+from upscale_cli.choices import Task
 from upscale_cli.cli import options as common
 from upscale_cli.cli import progress as progress_ui
 
@@ -24,7 +25,7 @@ upscale restore shots/ -r -o fixed/ --strength 0.7 ; upscale photo.jpg -x 4 --re
 def restore_command(
     paths: common.Paths,
     output: common.Output = None,
-    task: str = typer.Option("auto", "--task", help="auto (by each file's JPEG quality and noise), jpeg, denoise or inpaint (masked pixels only)."),
+    task: Task = typer.Option("auto", "--task", help="auto (by each file's JPEG quality and noise), jpeg, denoise or inpaint (masked pixels only)."),
     mask: Optional[str] = typer.Option(None, "--mask", help="Image of the pixels to fill (white = fill), same size as the input."),
     strength: float = typer.Option(1.0, "--strength", help="0 = the input, 1 = fully restored (outside the mask)."),
     model: Optional[str] = typer.Option(
@@ -51,7 +52,7 @@ def restore_command(
     from upscale_cli.report import RowDefaults
     from upscale_cli.restore import RestoreConfig, batch_restore, read_mask
 
-    check_output_options(fmt, as_json, output)
+    check_output_options(as_json, output)
     options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels, png_compression=png_compression)
     part = parse_shard(shard) if shard is not None else None
     config = RestoreConfig(model=model, task=task, strength=strength, device=device, half=half, tile=tile,

@@ -70,7 +70,7 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
         raise UsageError(f"{model} samples x{SAMPLING_SCALE} answers only; leave out -x or give -x {SAMPLING_SCALE}")
     if output == "-":
         raise UsageError("sampling writes files; -o - (stdout) is not supported with it")
-    check_output_options(fmt, as_json, output)
+    check_output_options(as_json, output)
     config = SampleConfig(samples=1 if samples is None else samples, seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
                           temperature=DEFAULT_TEMPERATURE if temperature is None else temperature)
     net = _load_sampling_model(model, device)

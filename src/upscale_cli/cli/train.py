@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
+from upscale_cli.choices import Arch, DamageMix, Loss, LossRegion
 from upscale_cli.cli import DefaultCommandGroup, options, stdout
 from upscale_cli.errors import UsageError, printable_path
 
@@ -134,7 +135,7 @@ _SET_APART = ("data", "out", "val", "settings")
 @train_app.command("run", help=RUN_HELP)
 def run_command(
     folders: List[Path] = typer.Argument(None, help="Folders (or files) of high-resolution training images."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: unet (default), upsampler or pixelrec."),
+    arch: Optional[Arch] = typer.Option(None, "--arch", help="Architecture: unet (default), upsampler or pixelrec."),
     scale: Optional[int] = typer.Option(None, "--scale", "-x", help="Upscaling factor (unet: 1, 2, 3, 4)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (checkpoints, samples, log)."),
     val: List[Path] = typer.Option([], "--val", help="Folder of held-out HR images for validation PSNR."),
@@ -147,8 +148,8 @@ def run_command(
     crop: Optional[int] = typer.Option(None, "--crop", help="LR crop side in pixels (HR crop = crop x scale)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of the one-cycle schedule."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="Pixel loss: l1 (default) or mse."),
-    loss_region: Optional[str] = typer.Option(
+    loss: Optional[Loss] = typer.Option(None, "--loss", help="Pixel loss: l1 (default) or mse."),
+    loss_region: Optional[LossRegion] = typer.Option(
         None, "--loss-region", help="image (default), or mask: loss and validation inside the mask only (inpainting)."),
     feature_weight: Optional[float] = typer.Option(None, "--feature-weight", help="VGG-16 feature loss weight."),
     gram_weight: Optional[float] = typer.Option(None, "--gram-weight", help="Gram-matrix (style) loss weight."),
@@ -159,14 +160,14 @@ def run_command(
     degrade: Optional[bool] = typer.Option(
         None, "--degrade/--no-degrade",
         help="Random blur/noise/JPEG/downscaler mix; at --scale 1, restoration damage (JPEG, noise, holes, text)."),
-    damage_mix: Optional[str] = typer.Option(
+    damage_mix: Optional[DamageMix] = typer.Option(
         None, "--damage-mix", help="Restoration damage with --scale 1 --degrade: exclusive (default), independent, jpeg (a JPEG specialist) or inpaint (holes and text, the mask as a 4th channel)."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA: bfloat16 where the GPU has it, else float16 (default on)."),
     cpu_bf16: Optional[bool] = typer.Option(
         None, "--cpu-bf16/--no-cpu-bf16",
         help="bfloat16 mixed precision on a CPU with native bf16 (AVX-512 BF16 or AMX): about 2x faster there; "
              "without it, float32 and a warning (default off)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    device: Optional[str] = typer.Option(None, "--device", **options.DEVICE_PARSING, help="auto: CUDA, else Apple MPS, else the CPU; cuda:1 picks the second GPU."),
     every: Optional[int] = typer.Option(None, "--every", help="Steps between validation/checkpoint/sample."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from a run dir or weights file (matching tensors)."),

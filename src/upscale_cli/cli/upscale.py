@@ -5,6 +5,7 @@ from typing import Optional
 
 import typer
 
+from upscale_cli.choices import Alpha
 from upscale_cli.cli import options as common
 from upscale_cli.cli import progress as progress_ui
 
@@ -35,7 +36,7 @@ def upscale_command(
     max_pixels: common.MaxPixels = None,
     max_output_pixels: common.MaxOutputPixels = None,
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the model over the 8 flips/rotations of each image: a little more quality for 8x the time (networks only)."),
-    alpha: str = typer.Option("auto", "--alpha", help="Transparency: auto (nearest/pixel-art keep hard edges, else bicubic), bicubic or model."),
+    alpha: Alpha = typer.Option("auto", "--alpha", help="Transparency: auto (nearest/pixel-art keep hard edges, else bicubic), bicubic or model."),
     quiet: common.Quiet = False,
     as_json: common.Json = False,
     restore: bool = typer.Option(False, "--restore", help="Repair JPEG artifacts and noise first (`upscale restore`), then upscale."),
@@ -56,7 +57,7 @@ def upscale_command(
     from upscale_cli.engine import UpscaleConfig, Upscaler
     from upscale_cli.report import RowDefaults
 
-    check_output_options(fmt, as_json, output)
+    check_output_options(as_json, output)
     options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels, png_compression=png_compression)
     part = parse_shard(shard) if shard is not None else None
     config = UpscaleConfig(model=model, scale=scale, width=width, height=height, device=device, half=half,

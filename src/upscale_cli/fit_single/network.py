@@ -34,12 +34,12 @@ import math
 import torch
 from torch import nn
 
+from upscale_cli.choices import ENCODINGS
 from upscale_cli.errors import UsageError
 
 RENDER_CHUNK = 65_536  # output pixels per MLP call when rendering (fewer for wide networks: render_chunk)
 RENDER_CHUNK_BYTES = 64 * 2**20  # layer outputs alive during one rendering call, at most (bytes)
 RENDER_LIVE_LAYERS = 3  # hidden-layer outputs alive at once (a layer's input, its linear output, its activation)
-ENCODINGS = ("fourier", "siren", "none")
 SIREN_OMEGA_0 = 30.0  # SIREN's frequency factor for coordinates in [-1, 1]
 OUTPUT_OFFSET = 0.5  # the last layer starts near mid-grey
 PALETTE_GAIN = 30.0  # logit scale of the palette head: a 0.1 logit margin is 95% one colour of two

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Literal, get_args
 
 from upscale_cli.errors import ImageWriteError
 
@@ -15,8 +16,11 @@ DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default; --max-pixels overrides
 # Formats we read (JPEG includes multi-picture MPO); others (EPS would start
 # Ghostscript) are refused as not images.
 READ_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
-OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP",
-                  "tif": "TIFF", "tiff": "TIFF", "bmp": "BMP"}
+# --format's words (any case) and the Pillow format each writes
+FormatName = Literal["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"]
+FORMAT_NAMES: tuple[FormatName, ...] = get_args(FormatName)
+OUTPUT_FORMATS: dict[FormatName, str] = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP",
+                                         "tif": "TIFF", "tiff": "TIFF", "bmp": "BMP"}
 # File names treated as images when a folder is expanded (anything else there is reported as
 # skipped); GIF is read but never written (256 colours would undo the upscale): PNG instead.
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")

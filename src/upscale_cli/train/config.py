@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field, fields
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Callable, Literal, get_args
+from typing import Callable
 
 from torch import nn
 
+from upscale_cli.choices import (DAMAGE_MIXES, DEVICE_NAME, DEVICE_WORDS, LOSS_REGIONS, LOSSES, TRAINABLE_ARCHS,
+                                 Arch, DamageMix, Loss, LossRegion)
 from upscale_cli.errors import DatasetError, TrainingError, UnsupportedScaleError, UsageError, printable_path
-from upscale_cli.train import degrade
 
 # Architectures trained with their own data, loss, optimiser and validation: arch -> a module with
 # DEFAULTS (TrainConfig values that differ), load_data, make_batch, loss, make_optimizer, validate.
@@ -44,16 +44,8 @@ def arch_defaults(arch: str) -> dict:
     return dict(hooks.DEFAULTS) if hooks else {}
 
 
-# The settings that take a word: one Literal each, which the checks and their messages read
-Arch = Literal["unet", "upsampler", "pixelrec"]  # the architectures `upscale train` trains
-Loss = Literal["l1", "mse"]
-# "image": the pixel loss over every pixel; "mask": over the pixels the input's mask marks (a
-# mask-channel inpainting model, whose output is used inside the mask only)
-LossRegion = Literal["image", "mask"]
-TRAINABLE_ARCHS: tuple[str, ...] = get_args(Arch)
-LOSSES: tuple[str, ...] = get_args(Loss)
-LOSS_REGIONS: tuple[str, ...] = get_args(LossRegion)
-DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")  # the form; whether it is here: the loop
+# The settings that take a word are choices' Literals (Arch, Loss, LossRegion, DamageMix): the
+# checks below and their messages read the same tuples as the command line's options.
 
 # Limits of the settings
 MAX_INT = 2**63 - 1  # any integer setting: what a checkpoint's int64 and torch's counters hold
@@ -117,7 +109,7 @@ class TrainConfig:
     clip: float = 1.0  # gradient-norm clip (0 = off)
     progressive: bool = False
     degrade: bool = False
-    damage_mix: str = "exclusive"  # restoration (scale 1) with degrade: degrade.DAMAGE_MIXES
+    damage_mix: DamageMix = "exclusive"  # restoration (scale 1) with degrade
     amp: bool = True  # mixed precision, CUDA only
     cpu_bf16: bool = False  # bfloat16 mixed precision on a CPU with native bf16 (AVX-512 BF16 or AMX)
     device: str = "auto"
@@ -231,7 +223,7 @@ def _table(name: str, value: object) -> object:
 
 def _device(name: str, value: object) -> object:
     if not (isinstance(value, str) and DEVICE_NAME.fullmatch(value)):
-        raise SettingError(name, value, "must be auto, cpu, cuda, cuda:N or mps")
+        raise SettingError(name, value, f"must be {DEVICE_WORDS}")
     return value
 
 
@@ -259,7 +251,7 @@ _RULES: dict[str, Rule] = {
     "clip": _number(lambda v: v >= 0, "a finite gradient norm >= 0 (0 = no clipping)"),
     "progressive": _flag,
     "degrade": _flag,
-    "damage_mix": _choice(degrade.DAMAGE_MIXES),
+    "damage_mix": _choice(DAMAGE_MIXES),
     "amp": _flag,
     "cpu_bf16": _flag,
     "device": _device,

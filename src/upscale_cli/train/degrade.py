@@ -19,11 +19,13 @@ pixel size with its mask (`overlay_text_with_mask`), pre-filled, mask appended.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from upscale_cli.choices import DAMAGE_MIXES, DamageMix
 from upscale_cli.metrics import quantize8 as quantize  # the protocol's 8-bit rounding, written once in metrics
 from upscale_cli.models.unet import matrix_resize
 from upscale_cli.restore import prefill
@@ -290,9 +292,9 @@ def _damage_inpaint(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return torch.cat([prefill(quantize(x), mask), mask], dim=1)
 
 
-_DAMAGE_BY_MIX = {"exclusive": _damage_exclusive, "independent": _damage_independent, "jpeg": _damage_jpeg,
-                  "inpaint": _damage_inpaint}
-DAMAGE_MIXES = tuple(_DAMAGE_BY_MIX)  # the --damage-mix names; the first is the default
+_DAMAGE_BY_MIX: dict[DamageMix, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "exclusive": _damage_exclusive, "independent": _damage_independent, "jpeg": _damage_jpeg,
+    "inpaint": _damage_inpaint}
 
 
 def restoration_degrade(x: torch.Tensor, generator: torch.Generator, mix: str = "exclusive") -> torch.Tensor:
