@@ -277,7 +277,17 @@ def _one_line_refusal(result, code: int) -> str:
     return lines[0]
 
 
-BAD_SIZES = [  # (arguments, exit code, words of the message)
+def _file_failure(result) -> str:
+    """A file the batch runner failed (a size that depends on the image): its one error line, then
+    the batch's count, exit 1, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1] == "0 done, 0 skipped, 1 failed", lines
+    return lines[0]
+
+
+BAD_SIZES = [  # (arguments, exit code, words of the message): 1 = that file failed, 2 = a usage error
     (["--size", 100000], 1, "over the limit of 500 MP (--max-output-pixels; 0 = no limit)"),
     (["--width", 100000], 1, "100000 x 100000 = 10,000 MP"),
     (["--height", 30000, "--width", 30000], 1, "--max-output-pixels"),
@@ -289,7 +299,7 @@ BAD_SIZES = [  # (arguments, exit code, words of the message)
     (["--size", 0], 2, "must be positive"),
     (["--size", -5], 2, "must be positive"),
     (["--width", 0], 2, "must be positive"),
-    (["-x", 0.001], 2, "is empty"),
+    (["-x", 0.001], 1, "is empty"),  # of a 16x16 input (not of a 2000x2000 one): that file's failure
     (["--size", 64, "--max-output-pixels", 4000], 1, "64 x 64 = 4,096 pixels, over the limit of 4,000 pixels ("),
     (["--size", 64, "--max-output-pixels", -1], 2, "--max-output-pixels must be 0 (no limit)"),
 ]
@@ -297,7 +307,8 @@ BAD_SIZES = [  # (arguments, exit code, words of the message)
 
 @pytest.mark.parametrize("args,code,words", BAD_SIZES)
 def test_output_sizes_over_the_limit_or_impossible_are_refused_before_fitting(sprite, no_fitting, args, code, words):
-    line = _one_line_refusal(_cli(sprite, *args), code)
+    result = _cli(sprite, *args)
+    line = _one_line_refusal(result, code) if code == 2 else _file_failure(result)
     assert words in line
 
 
@@ -305,7 +316,7 @@ def test_fit_single_refuses_the_same_outputs_with_the_same_message_as_the_batch_
     from upscale_cli.cli import app
     from upscale_cli.engine import DEFAULT_MAX_OUTPUT_PIXELS
 
-    fit_line = _one_line_refusal(_cli(sprite, "--width", 100000, "-o", tmp_path / "o.png"), 1)
+    fit_line = _file_failure(_cli(sprite, "--width", 100000, "-o", tmp_path / "o.png"))
     batch = CliRunner().invoke(app, [str(sprite), "-m", "fit-single", "--width", "100000", "-o", str(tmp_path / "b.png")])
     assert batch.exit_code == 1
     reason = fit_line.removeprefix("error: ")
@@ -409,6 +420,10 @@ def test_output_that_is_the_input_or_stdout_is_refused_before_fitting(tmp_path, 
         target.symlink_to(sprite)
     elif link == "hard link":
         os.link(sprite, target)
-    line = _one_line_refusal(_cli(sprite, "--size", 32, "-o", target), 2)
-    assert ("stdout" in line) if link == "stdout" else ("refusing to overwrite the input" in line)
+    result = _cli(sprite, "--size", 32, "-o", target)
+    if link == "stdout":  # a usage error
+        assert "stdout" in _one_line_refusal(result, 2)
+    else:  # as `upscale` refuses it: that file fails, exit 1 (and --overwrite never replaces an input)
+        assert "would overwrite the input" in _file_failure(result)
+        assert "would overwrite the input" in _file_failure(_cli(sprite, "--size", 32, "-o", target, "--overwrite"))
     assert sprite.read_bytes() == original

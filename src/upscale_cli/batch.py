@@ -181,8 +181,8 @@ class _EarlierOutputs:
     `photo_restored.png`) while an image named `photo` (any readable suffix) is beside it. Without
     that image it is nobody's output: an input like any other."""
 
-    def __init__(self, sources: list[Source], tag: str) -> None:
-        self.pattern = re.compile(rf"(.+)_{re.escape(tag)}(_s\d+)?")
+    def __init__(self, sources: list[Source], tag_pattern: str) -> None:
+        self.pattern = re.compile(rf"(.+)_{tag_pattern}(_s\d+)?")
         self.images: dict[tuple[Path, str], Path] = {}  # (folder, stem) -> the image found there
         for source in sources:
             if source.root is not None and source.path.suffix.lower() in READ_SUFFIXES:
@@ -196,20 +196,25 @@ class _EarlierOutputs:
         return None if match is None else self.images.get((source.path.parent, match[1]))
 
 
-def check_output_options(as_json: bool, output: str | None) -> None:
-    """The usage error every batch command shares: --json with -o - (--format is checked by its type)."""
+def check_output_options(fmt: str | None, as_json: bool, output: str | None) -> None:
+    """The usage errors every batch command shares: an unknown --format, --json with -o -."""
+    if fmt is not None and fmt.lower() not in OUTPUT_FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
     if as_json and output == "-":
         raise UsageError("--json and -o - both want stdout; choose one")
 
 
-def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | None = None,
-              overwrite: bool = False, written: Callable[[Path], list[Path]] | None = None) -> list[Job]:
+def plan_jobs(sources: list[Source], output: str | None, tag: str | Callable[[Source], str], fmt: str | None = None,
+              overwrite: bool = False, written: Callable[[Path], list[Path]] | None = None,
+              tag_pattern: str | None = None) -> list[Job]:
     """Decide every output path up front, so collisions and skips are known before any work.
 
     A target is never any input of the run (not only its own): compared by resolved path and,
     for files that exist, by device and inode, so a link or another name for an input counts too.
     --overwrite replaces earlier outputs, never inputs. `written(target)`: the files a job really
     writes for its target when they are others (several sampled answers); each is checked.
+    `tag` may name each source's own (fit-single's `fit64x48`, from the image's size); then
+    `tag_pattern` (a regex) matches every tag, for earlier outputs.
     """
     if output == STDIO and len(sources) != 1:
         raise UsageError("-o - (stdout) takes exactly one input")
@@ -217,7 +222,7 @@ def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | No
     _resolved_folder.cache_clear()  # folders may have changed since an earlier run in this process
     # earlier outputs found next to their inputs are neither inputs nor protected as inputs (a rerun
     # skips them, each with its row, and --overwrite replaces them)
-    earlier = _EarlierOutputs(sources, tag) if output is None else None
+    earlier = _EarlierOutputs(sources, tag_pattern or re.escape(str(tag))) if output is None else None
     made_from = {id(s): earlier.source_of(s) for s in sources} if earlier else {}
     inputs = _InputIndex([s for s in sources if made_from.get(id(s)) is None])
     jobs, claimed = [], {}
@@ -227,7 +232,8 @@ def plan_jobs(sources: list[Source], output: str | None, tag: str, fmt: str | No
                    "or use -o, to upscale it as an input")
             jobs.append(Job(source, None, Planned("skipped", why)))
             continue
-        jobs.append(_plan_one(source, output, folder, tag, fmt, overwrite, inputs, claimed, written))
+        own_tag = tag if isinstance(tag, str) else tag(source)
+        jobs.append(_plan_one(source, output, folder, own_tag, fmt, overwrite, inputs, claimed, written))
     return jobs
 
 

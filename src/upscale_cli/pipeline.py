@@ -416,6 +416,8 @@ class FileReport:
             row.passes = list(converter.passes_for(image.height, image.width))
             self._warn_unreadable_output(converter.target_size(image.height, image.width), row)
         out = converter.upscale_image(image, self._on_tile)
+        if hasattr(converter, "notes_for"):  # what its run found (fit-single: the fit's PSNR)
+            row.notes += converter.notes_for(image)
         _describe_output(image, out, row)
         return out
 

@@ -1,37 +1,40 @@
-"""`upscale fit-single IMAGE --size N`: fit a coordinate MLP to one image and render it at any size.
+"""`upscale fit-single PATH... --size N`: fit a coordinate MLP to each image and render it at any size.
 
-Output name, when -o is not given: next to the input (or the --from-model file) as
-`{stem}_fit{W}x{H}.png`, e.g. sprite_fit256x256.png. The input is never overwritten.
+A converter the batch runner drives (fit_single/converter.py), as `upscale restore` is: several
+inputs, folders and globs, -o as a file (one input) or a folder, existing outputs skipped unless
+--overwrite, inputs never replaced, --json rows, --shard, exit 1 if any file failed (after the
+others). Output name, when -o is not given: next to each input (or the --from-model file) as
+`{stem}_fit{W}x{H}.png`, e.g. sprite_fit256x256.png.
 """
 from __future__ import annotations
 
-import math
-import os
-import sys
+import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from upscale_cli.cli import options as common
+from upscale_cli.cli import progress as progress_ui
 
-PLAIN_PROGRESS_LINES = 10  # lines of progress when stderr is not a terminal
+PLAIN_PROGRESS_LINES = 10  # lines of progress per file when stderr is not a terminal
+STDOUT_REFUSED = "fit-single writes a file, not stdout; for stdout use `upscale IMAGE -m fit-single -o -`"
 
-HELP = """Fit a small network f(x, y) -> colour to one image (no dataset) and render it at any size.
+HELP = """Fit a small network f(x, y) -> colour to each image (no dataset) and render it at any size.
 
-Examples: upscale fit-single sprite.png --size 1024 ;
+Examples: upscale fit-single sprite.png --size 1024 ; upscale fit-single icons/ -x 4 -o big/ --json ;
 upscale fit-single logo.png -x 4 --save-model logo.safetensors ;
 upscale fit-single --from-model logo.safetensors --size 4096 -o big.png"""
 
 
 def fit_single_command(
-    image: Optional[Path] = typer.Argument(None, help="The image to fit (not needed with --from-model)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: {stem}_fit{W}x{H}.png beside the input)."),
+    paths: Optional[List[str]] = typer.Argument(None, metavar="PATH...", help="Images, folders or quoted globs to fit (not with --from-model)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (default: {stem}_fit{W}x{H}.png beside each input)."),
     size: Optional[int] = typer.Option(None, "--size", help="Output longer side in pixels (keeps the aspect ratio)."),
     width: Optional[int] = typer.Option(None, "--width", help="Output width in pixels (keeps aspect unless --height is given)."),
     height: Optional[int] = typer.Option(None, "--height", help="Output height in pixels."),
     scale: Optional[float] = typer.Option(None, "-x", "--scale", help="Output scale factor (default 4 when no size is given)."),
-    encoding: common.Encoding = "siren",
+    encoding: str = typer.Option("siren", "--encoding", help="siren (default), fourier or none (plain ReLU MLP)."),
     freq_scale: Optional[float] = typer.Option(None, "--freq-scale", help="Fourier frequency std, cycles per input pixel."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="MLP width: units per hidden layer."),
     depth: Optional[int] = typer.Option(None, "--depth", help="MLP depth: hidden layers."),
@@ -41,127 +44,123 @@ def fit_single_command(
     consistency: bool = typer.Option(True, "--consistency/--no-consistency", help="Make the output's bicubic downscale equal the input."),
     target_psnr: Optional[float] = typer.Option(None, "--target-psnr", help="Stop early once the fit reproduces the input this well (dB)."),
     palette_colours: Optional[int] = typer.Option(None, "--palette-colours", metavar="N", help="Images of at most N distinct colours (default 32; 0 = never) are fitted as a choice among their own colours: flat areas stay flat, edges crisp (sprites, icons, pixel art)."),
-    save_model: Optional[Path] = typer.Option(None, "--save-model", help="Also save the fitted network (.safetensors)."),
+    save_model: Optional[Path] = typer.Option(None, "--save-model", help="Also save the fitted network (.safetensors); one input only."),
     from_model: Optional[Path] = typer.Option(None, "--from-model", help="Render a network saved with --save-model instead of fitting."),
     max_output_pixels: common.MaxOutputPixels = None,
+    recursive: common.Recursive = False,
+    shard: common.Shard = None,
+    overwrite: common.Overwrite = False,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
+    as_json: common.Json = False,
 ) -> None:
-    from upscale_cli.fit_single import fitting
+    from upscale_cli.batch import WriteOptions, parse_shard
     from upscale_cli.errors import UsageError
+    from upscale_cli.fit_single import fitting
+    from upscale_cli.fit_single.converter import FitConverter, SizeRequest
+    from upscale_cli.report import RowDefaults
 
-    if (image is None) == (from_model is None):
-        raise UsageError("give an IMAGE to fit, or --from-model FILE to render (not both)")
-    say = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
+    if bool(paths) == (from_model is not None):
+        raise UsageError("give images to fit, or --from-model FILE to render (not both)")
+    if output == "-":
+        raise UsageError(STDOUT_REFUSED)
+    request = SizeRequest(size, width, height, scale, max_output_pixels)
+    request.check()
+    part = parse_shard(shard) if shard is not None else None
     if from_model is not None:
-        _render_saved(from_model, output, (size, width, height, scale, max_output_pixels), say)
-        return
+        return _render_saved(from_model, output, request, overwrite, part, quiet, as_json)
     overrides = dict(encoding=encoding, freq_scale=freq_scale, hidden=hidden, depth=depth, steps=steps, lr=lr,
                      seed=seed, consistency=consistency, target_psnr=target_psnr, palette_colours=palette_colours)
     config = fitting.FitConfig.for_encoding(**{k: v for k, v in overrides.items() if v is not None})
-    _fit_and_render(image, output, (size, width, height, scale, max_output_pixels), config, save_model, quiet, say)
+    jobs = _plan(paths, output, recursive, request, overwrite, save_model, part)
+    reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json,
+                                         defaults=RowDefaults(model=FitConverter.name))
+    steps_shown = None if quiet or as_json or reporter.use_bar else _PlainSteps()
+    converter = FitConverter(config, request, save_model, on_step=steps_shown)
+    reporter.finish(reporter.run(jobs, converter, WriteOptions()), [])
 
 
-def _fit_and_render(image_path: Path, output: Optional[Path], size_args, config, save_model, quiet, say) -> None:
-    from upscale_cli.fit_single import consistency, fitting, network, saved, sizes
-    from upscale_cli.images.read import read_image
-    from upscale_cli.images.write import write_image
+def _plan(paths: list[str], output: Optional[str], recursive: bool, request, overwrite: bool,
+          save_model: Optional[Path], part) -> list:
+    """The runner's planning, with fit-single's names: `{stem}_fit{W}x{H}.png` from each image's
+    header, PNG into a folder, -o's own format for a file; --save-model checked as an output (an
+    existing file is skipped unless --overwrite; an input is never replaced). An image too large to
+    fit fails before it is decoded."""
+    from upscale_cli.batch import STDIO, Planned, _output_is_folder, expand_inputs, plan_jobs, select_shard
+    from upscale_cli.errors import UsageError
+    from upscale_cli.fit_single import converter
 
-    image = read_image(image_path)
-    sizes.check_fit_size(image.height, image.width)
-    target = sizes.output_size(image.height, image.width, *size_args)  # over --max-output-pixels: refused here
-    out_path = _output_path(image_path, output, target)
-    with _StepReporter(config.steps, quiet) as reporter:
-        result = fitting.fit(image.pixels, image.alpha, config, on_step=reporter.update, target_size=target)
-    pixels, alpha = network.render_image(result.mlp, *target, colour_channels=image.pixels.shape[1])
-    write_image(image.replace(pixels=pixels, alpha=alpha), out_path)
-    stats = result.stats
-    detail = f"{fitting.describe_psnr(stats.psnr)} at the input's pixels"  # "exact at ...": nothing differs
-    if consistency.consistency_size((image.height, image.width), target, config.consistency_scale) and config.consistency:
-        import torch
-
-        source = image.pixels if alpha is None else torch.cat([image.pixels, image.alpha], dim=1)
-        rendered = pixels if alpha is None else torch.cat([pixels, alpha], dim=1)
-        back = fitting.consistency_psnr(rendered, source)
-        detail += ", output downscaled equals the input" if math.isinf(back) else f", output downscaled vs input {back:.2f} dB"
-    early = ", reached --target-psnr" if stats.stopped_early else ""
-    say(f"fitted {image.width}x{image.height} in {stats.steps} steps ({stats.seconds:.1f}s{early}): {detail}")
-    if save_model is not None:
-        saved.save_fitted(result.mlp, save_model, config, source=_source_info(image))
-        say(f"saved the network to {save_model}")
-    say(f"{image_path} -> {out_path} ({target[1]}x{target[0]})")
+    sources = expand_inputs(paths, recursive=recursive)
+    runnable = [s for s in sources if not (s.missing or s.ignored)]
+    if save_model is not None and len(runnable) > 1:
+        raise UsageError(f"--save-model saves one fitted network: give one image, not {len(runnable)} "
+                         "(or run fit-single once per image)")
+    if output is None and any(s.path is None for s in runnable):
+        raise UsageError(f"{STDOUT_REFUSED}: give -o FILE with - (stdin)")
+    size_of = {id(s): converter.header_size(s.path) for s in runnable}
+    fmt = None if output is not None and not _output_is_folder(sources, output) else "png"
+    written = (lambda target: [target, save_model]) if save_model is not None else None
+    jobs = plan_jobs(sources, output, lambda s: converter.output_tag(request, size_of.get(id(s))), fmt,
+                     overwrite, written, tag_pattern=converter.TAG_PATTERN)
+    for k, job in enumerate(jobs):
+        why = None if job.planned or output == STDIO else converter.too_large_to_fit(size_of.get(id(job.source)))
+        if why:
+            jobs[k] = dataclasses.replace(job, planned=Planned("failed", f"{job.source.label}: {why}"))
+    return select_shard(jobs, part)
 
 
-def _render_saved(model_path: Path, output: Optional[Path], size_args, say) -> None:
-    from upscale_cli.fit_single import network, saved, sizes
+def _render_saved(model_path: Path, output: Optional[str], request, overwrite: bool, part,
+                  quiet: bool, as_json: bool) -> None:
+    """--from-model: one saved network (through the checked loader) rendered at the request's size,
+    its output planned as any batch output (named, skipped if it exists, never an input)."""
+    import time
+
+    from upscale_cli.batch import Source, plan_jobs, select_shard
+    from upscale_cli.fit_single import network, saved
     from upscale_cli.images import DecodedImage
     from upscale_cli.images.write import write_image
+    from upscale_cli.pipeline import planned_row
+    from upscale_cli.report import ReportRow, RowDefaults
 
+    start = time.perf_counter()
     mlp, source = saved.load_fitted(model_path)
     height, width = source.get("height"), source.get("width")
     if not height or not width:  # an older file: the rectangle's aspect is all we know
-        width, height = [round(e * 1000) for e in mlp.extent]
-    target = sizes.output_size(int(height), int(width), *size_args)
-    out_path = _output_path(model_path, output, target)
-    colour = 1 if mlp.channels in (1, 2) else 3
-    pixels, alpha = network.render_image(mlp, *target, colour_channels=colour)
-    write_image(DecodedImage(pixels=pixels, alpha=alpha, bit_depth=int(source.get("bit_depth", 8)),
-                             source_format="PNG"), out_path)
-    say(f"{model_path} -> {out_path} ({target[1]}x{target[0]})")
+        width, height = [max(1, round(e * 1000)) for e in mlp.extent]
+    target = request.target(height, width)  # over --max-output-pixels: refused here, before rendering
+    defaults = RowDefaults(model=str(model_path))
+    jobs = select_shard(plan_jobs([Source(model_path)], output, f"fit{target[1]}x{target[0]}",
+                                  None if output is not None else "png", overwrite), part)
+    rows = []
+    for job in jobs:
+        if job.planned:
+            rows.append(planned_row(job, defaults))
+            continue
+        pixels, alpha = network.render_image(mlp, *target, colour_channels=1 if mlp.channels in (1, 2) else 3)
+        write_image(DecodedImage(pixels=pixels, alpha=alpha, bit_depth=int(source.get("bit_depth", 8)),
+                                 source_format="PNG"), job.output, format=job.format)
+        row = ReportRow.start(job.source.label, defaults)
+        row.scale, row.size, row.passes = None, [target[1], target[0]], []
+        rows.append(row.end("ok", time.perf_counter() - start, str(job.output)))
+    reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, defaults=defaults)
+    reporter.finish(reporter.show(jobs, list(enumerate(rows))), [])
 
 
-def _output_path(source: Path, output: Optional[Path], target: tuple[int, int]) -> Path:
-    from upscale_cli.errors import UsageError
+class _PlainSteps:
+    """The fit's progress as a few plain lines per file on stderr (not a terminal, not quiet, not --json)."""
 
-    height, width = target
-    if output is not None and str(output) == "-":
-        raise UsageError("fit-single writes a file, not stdout; for stdout use `upscale IMAGE -m fit-single -o -`")
-    path = output if output is not None else source.with_name(f"{source.stem}_fit{width}x{height}.png")
-    # by identity, as the batch planner compares: a symbolic or hard link to the input is the input
-    if path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source)):
-        raise UsageError(f"refusing to overwrite the input {source}; pick another -o")
-    return path
-
-
-def _source_info(image) -> dict:
-    return {"height": image.height, "width": image.width, "bit_depth": image.bit_depth}
-
-
-class _StepReporter:
-    """A rich bar with the live PSNR on a terminal; a few plain lines otherwise; nothing when quiet."""
-
-    def __init__(self, steps: int, quiet: bool) -> None:
-        self.steps = steps
-        self.quiet = quiet
-        self.bar = None
-        self.task = None
+    def __init__(self) -> None:
         self.next_line = 0
+        self.last = 0
 
-    def __enter__(self) -> "_StepReporter":
-        if not self.quiet and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            # stderr, as the plain lines: stdout carries nothing but data
-            self.bar = Progress(TextColumn("fitting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[psnr]}"),
-                                TimeRemainingColumn(), transient=True, console=Console(stderr=True))
-            self.bar.__enter__()
-            self.task = self.bar.add_task("fit", total=self.steps, psnr="PSNR -")
-        return self
-
-    def update(self, step: int, steps: int, psnr: float) -> None:
+    def __call__(self, step: int, steps: int, psnr: float) -> None:
         from upscale_cli.fit_single.fitting import describe_psnr
 
-        if self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, psnr=describe_psnr(psnr))
-        elif step >= self.next_line or step == steps:
+        if step <= self.last:  # the next file's fit began
+            self.next_line = 0
+        self.last = step
+        if step >= self.next_line or step == steps:
             typer.echo(f"step {step}/{steps}: {describe_psnr(psnr)}", err=True)
             self.next_line = step + max(1, steps // PLAIN_PROGRESS_LINES)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 def register(app: typer.Typer) -> None:

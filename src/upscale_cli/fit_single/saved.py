@@ -3,7 +3,6 @@ loads as the "coord-mlp" model (`upscale x.png -m f.safetensors`), and read back
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from torch import nn
@@ -13,6 +12,7 @@ from upscale_cli.fit_single.fitting import FitConfig
 from upscale_cli.fit_single.network import CoordMLP
 
 ARCH = "coord-mlp"
+MAX_SOURCE_SIDE = 1 << 20  # pixels: a recorded input side beyond this is ignored (the aspect comes from the network)
 
 
 def save_fitted(mlp: CoordMLP, path: str | Path, config: FitConfig, source: dict | None = None) -> None:
@@ -25,23 +25,33 @@ def save_fitted(mlp: CoordMLP, path: str | Path, config: FitConfig, source: dict
 
 
 def load_fitted(path: str | Path) -> tuple[CoordMLP, dict]:
-    """(fitted MLP, source info) saved by save_fitted; WeightsError for anything else or a damaged file."""
-    from upscale_cli.loader import META_ARCH, META_SETTINGS, read_weights
+    """(fitted MLP, source info) saved by save_fitted; WeightsError for anything else or a damaged file.
+
+    Through the checked loader `-m` uses (loader.our_model_from_weights): the file's declared sizes,
+    then its settings against models/coord_mlp.py's limits on the meta device, then its tensors
+    against that layout, before anything real is built; a crafted hidden size allocates nothing."""
+    from upscale_cli.loader import our_model_from_weights
 
     if not Path(path).is_file():
         raise WeightsError("no such model file", path=path)
-    state, metadata = read_weights(path)
-    try:
-        settings = json.loads(metadata.get(META_SETTINGS, "{}"))
-        if metadata.get(META_ARCH) != ARCH or "mlp" not in settings:
-            raise ValueError("not a fitted coord-mlp model")
-        mlp = CoordMLP(**settings["mlp"])
-        mlp.load_state_dict({k.removeprefix("mlp."): v for k, v in state.items()})
-        source = dict(settings.get("source") or {})
-    except (ValueError, TypeError, KeyError, RuntimeError, AttributeError) as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise WeightsError(f"not a fit-single model ({reason})", path=path) from None
-    return mlp.eval(), source
+    model, arch, settings = our_model_from_weights(path)
+    mlp = getattr(model, "mlp", None)
+    if arch != ARCH or mlp is None:
+        raise WeightsError(f"not a fit-single model (a {arch} model; save one with fit-single --save-model)",
+                           path=path)
+    return mlp.eval(), _source(settings.get("source"))
+
+
+def _source(found: object) -> dict:
+    """What a file says about its image, kept only where it is sensible (a name for an output and a
+    size to keep its aspect): whole sides of 1 to MAX_SOURCE_SIDE pixels, a bit depth of 8 or 16."""
+    if not isinstance(found, dict):
+        return {}
+    kept = {key: found[key] for key in ("height", "width")
+            if type(found.get(key)) is int and 1 <= found[key] <= MAX_SOURCE_SIDE}
+    if found.get("bit_depth") in (8, 16) and type(found["bit_depth"]) is int:
+        kept["bit_depth"] = found["bit_depth"]
+    return kept
 
 
 def _fit_settings(config: FitConfig) -> dict:

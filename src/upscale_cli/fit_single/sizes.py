@@ -27,12 +27,7 @@ def output_size(height: int, width: int, size: int | None = None, out_width: int
                 max_output_pixels: int | None = None) -> tuple[int, int]:
     """(h, w) to render: --size (longer side, aspect kept), --width/--height, or -x scale (default 4);
     OutputTooLargeError over max_output_pixels (None: the default limit; 0: no limit)."""
-    if size is not None and (out_width is not None or out_height is not None or scale is not None) or \
-            scale is not None and (out_width is not None or out_height is not None):
-        raise UsageError("give one of --size, --width/--height or -x")
-    for name, value in (("--size", size), ("--width", out_width), ("--height", out_height), ("-x", scale)):
-        if value is not None and not value > 0:
-            raise UsageError(f"{name} must be positive: cannot render a zero-size image")
+    check_request(size, out_width, out_height, scale, max_output_pixels)
     try:
         target = _target(height, width, size, out_width, out_height, scale)
     except (OverflowError, ValueError):  # inf, or a number too large for a float
@@ -43,6 +38,27 @@ def output_size(height: int, width: int, size: int | None = None, out_width: int
         check_output_pixels(target, max_output_pixels)
         return target
     raise UsageError(f"the output size asked for is over {MAX_OUTPUT_SIDE:,} pixels a side (a PNG's limit)")
+
+
+def check_request(size: int | None = None, out_width: int | None = None, out_height: int | None = None,
+                  scale: float | None = None, max_output_pixels: int | None = None) -> None:
+    """The usage errors of a size request that hold whatever the image (one kind of size, positive,
+    within a PNG's side even for a 1-pixel input, a valid limit): said once, before any input is
+    read; what depends on an image's size is that file's failure (output_size)."""
+    if size is not None and (out_width is not None or out_height is not None or scale is not None) or \
+            scale is not None and (out_width is not None or out_height is not None):
+        raise UsageError("give one of --size, --width/--height or -x")
+    for name, value in (("--size", size), ("--width", out_width), ("--height", out_height), ("-x", scale)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{name} must be positive: cannot render a zero-size image")
+    if max_output_pixels is not None and max_output_pixels < 0:
+        raise UsageError(f"--max-output-pixels must be 0 (no limit) or a number of pixels, not {max_output_pixels}")
+    try:
+        smallest = max(_target(1, 1, size, out_width, out_height, scale))
+    except (OverflowError, ValueError):  # inf, or a number too large for a float
+        smallest = MAX_OUTPUT_SIDE + 1
+    if smallest > MAX_OUTPUT_SIDE:
+        raise UsageError(f"the output size asked for is over {MAX_OUTPUT_SIDE:,} pixels a side (a PNG's limit)")
 
 
 def _target(height: int, width: int, size, out_width, out_height, scale) -> tuple[int, int]:
