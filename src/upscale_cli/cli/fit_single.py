@@ -34,7 +34,7 @@ def fit_single_command(
     width: Optional[int] = typer.Option(None, "--width", help="Output width in pixels (keeps aspect unless --height is given)."),
     height: Optional[int] = typer.Option(None, "--height", help="Output height in pixels."),
     scale: Optional[float] = typer.Option(None, "-x", "--scale", help="Output scale factor (default 4 when no size is given)."),
-    encoding: str = typer.Option("siren", "--encoding", help="siren (default), fourier or none (plain ReLU MLP)."),
+    encoding: common.Encoding = "siren",
     freq_scale: Optional[float] = typer.Option(None, "--freq-scale", help="Fourier frequency std, cycles per input pixel."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="MLP width: units per hidden layer."),
     depth: Optional[int] = typer.Option(None, "--depth", help="MLP depth: hidden layers."),
