@@ -19,6 +19,7 @@ from conftest import OPENCV_MODEL, RANDOM_MODEL, RANDOM_SMALL_MODEL, UNET_MODEL
 from http_server import HAS_OPENCV_WEIGHTS, NEEDS_OPENCV_WEIGHTS, OPENCV_WEIGHTS_DIR, FileServer, free_port
 from upscale_cli import download, weights_cache
 from upscale_cli.catalog import load_catalog
+from upscale_cli.download_settings import DEADLINE_S, MIN_RATE_BPS, RATE_WINDOW_S
 from upscale_cli.model_spec import WeightsFile
 from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
 
@@ -748,7 +749,7 @@ def test_limits_default_to_the_named_constants(monkeypatch):
         monkeypatch.delenv(f"UPSCALE_DOWNLOAD_{name}", raising=False)
     settings = download.download_settings()
     assert (settings.deadline_s, settings.min_rate_bps, settings.rate_window_s) == (
-        download.DEADLINE_S, download.MIN_RATE_BPS, download.RATE_WINDOW_S)
+        DEADLINE_S, MIN_RATE_BPS, RATE_WINDOW_S)
 
 
 @pytest.mark.parametrize("name,value", [("UPSCALE_DOWNLOAD_DEADLINE", "0"), ("UPSCALE_DOWNLOAD_DEADLINE", "-1"),

@@ -448,7 +448,7 @@ def test_every_environment_variable_the_docs_name_is_read_by_the_code():
 
 def _limits():
     """(what the README says, the code's value) for each limit the README states in numbers."""
-    from upscale_cli import download
+    from upscale_cli import download_settings as download
     from upscale_cli.images.read import MAX_STREAM_BYTES
     from upscale_cli.weights_guard import DEFAULT_MAX_WEIGHTS_BYTES
 

@@ -10,21 +10,10 @@ RESUME_CHECK_BYTES of the part again and compares them, and a reply that is not 
 for (a 200, a 416, another Content-Range) starts the file over; a part that was continued and
 then fails the checksum is dropped and the file fetched once more from byte 0, in the same run.
 
-Every download of a file from one URL is bounded in time: a deadline for the whole of it
-(retries and waits included), and a minimum rate over each window while bytes are awaited, so
-a server that trickles bytes (each read within the read timeout) cannot hold it forever. A
-watcher thread shuts the connection's socket down when either limit is passed.
-
-Environment (each checked; a bad value is a WeightsError that names the variable):
+Every download of a file from one URL is bounded in time, a deadline and a minimum rate
+(download_limits.py); the settings, each from an UPSCALE_* variable, are download_settings.py's:
   UPSCALE_CACHE_DIR          the cache folder (default: the platformdirs user cache dir)
-  UPSCALE_OFFLINE=1          never touch the network; a missing file is an OfflineError
-  UPSCALE_WEIGHTS_MIRROR     an http(s) base URL or a local folder to fetch files from by name
-  UPSCALE_DOWNLOAD_RETRIES   retries after a connection error or 5xx (default 3, at most 100)
-  UPSCALE_DOWNLOAD_BACKOFF   first retry delay in seconds, doubled each time up to a minute (default 1.0)
-  UPSCALE_DOWNLOAD_TIMEOUT   read timeout in seconds (default 30, at most 3600; connect timeout 10)
-  UPSCALE_DOWNLOAD_DEADLINE  seconds one file may take from one URL, retries included (default 3600)
-  UPSCALE_DOWNLOAD_MIN_RATE  bytes/s a transfer must average over each rate window (default 1000; 0: off)
-  UPSCALE_DOWNLOAD_RATE_WINDOW  seconds of that window, the grace before the first check (default 30)
+  UPSCALE_OFFLINE, UPSCALE_WEIGHTS_MIRROR, UPSCALE_DOWNLOAD_*  see download_settings.py
 
 This module owns the console only for its download progress (`_progress_reporter`).
 """
@@ -32,45 +21,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
-import os
 import re
-import socket
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote, unquote, urlparse
 
+from upscale_cli.download_limits import LimitReached, Watch, watched_session
+from upscale_cli.download_settings import CONNECT_TIMEOUT_S, DownloadSettings, download_settings
 from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
 from upscale_cli.model_spec import WeightsFile
 from upscale_cli.weights_cache import (CHUNK_BYTES, WrongSize, cached_and_good, cached_path, copy_verified, file_lock,
                                        finish, lock_path, make_folder, part_path, remove_leftovers, unlink,
                                        write_chunks, wrong_size_error)
 
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 30.0
-RETRIES = 3
-BACKOFF_S = 1.0
-MAX_RETRIES = 100
-MAX_BACKOFF_S = 600.0  # the first retry delay
 MAX_RETRY_DELAY_S = 60.0  # no single wait between attempts is longer, however many retries
-MAX_TIMEOUT_S = 3600.0
-DEADLINE_S = 3600.0  # one file from one URL, every attempt and wait included
-MAX_DEADLINE_S = 7 * 86400.0
-MIN_RATE_BPS = 1000  # bytes/s, averaged over each RATE_WINDOW_S of a transfer; 0 turns the check off
-MAX_MIN_RATE_BPS = 10**9
-RATE_WINDOW_S = 30.0  # also the grace at the start of each attempt (connect and headers included)
-MAX_RATE_WINDOW_S = 3600.0
-WATCH_TICK_S = 0.1  # how often the watcher looks at the clock: the limits are kept to this
 RESUME_CHECK_BYTES = 4096  # the end of a part fetched again and compared before it is continued
 MAX_RESTARTS = 3  # starts from byte 0 after a part could not be continued; not counted as retries
 USER_AGENT = "upscale-cli (+https://github.com/upscale-cli)"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
-_MIRROR_SCHEMES = ("http", "https", "file")
 
 
 class _Retryable(Exception):
@@ -84,84 +53,6 @@ class _Restart(Exception):
     def __init__(self, reason: str = "the server could not resume the download") -> None:
         super().__init__(reason)
 
-
-class _LimitReached(Exception):
-    """The download's deadline or minimum rate was passed; str() says which and how to change it."""
-
-
-# ---------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class DownloadSettings:
-    """The UPSCALE_* download settings, read and checked once per ensure_weights."""
-
-    offline: bool
-    mirror: str | None
-    retries: int
-    backoff_s: float
-    timeout_s: float
-    deadline_s: float
-    min_rate_bps: int
-    rate_window_s: float
-
-
-def download_settings() -> DownloadSettings:
-    """Every download setting from the environment; WeightsError naming the first bad one."""
-    return DownloadSettings(
-        offline=is_offline(),
-        mirror=mirror(),
-        retries=_env_int("UPSCALE_DOWNLOAD_RETRIES", RETRIES, MAX_RETRIES),
-        backoff_s=_env_seconds("UPSCALE_DOWNLOAD_BACKOFF", BACKOFF_S, MAX_BACKOFF_S, zero_ok=True),
-        timeout_s=_env_seconds("UPSCALE_DOWNLOAD_TIMEOUT", READ_TIMEOUT_S, MAX_TIMEOUT_S, zero_ok=False),
-        deadline_s=_env_seconds("UPSCALE_DOWNLOAD_DEADLINE", DEADLINE_S, MAX_DEADLINE_S, zero_ok=False),
-        min_rate_bps=_env_int("UPSCALE_DOWNLOAD_MIN_RATE", MIN_RATE_BPS, MAX_MIN_RATE_BPS),
-        rate_window_s=_env_seconds("UPSCALE_DOWNLOAD_RATE_WINDOW", RATE_WINDOW_S, MAX_RATE_WINDOW_S, zero_ok=False),
-    )
-
-
-def _env_int(name: str, default: int, high: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > high:
-        raise WeightsError(f"{name} must be a whole number from 0 to {high}, not {raw!r}")
-    return int(raw)
-
-
-def _env_seconds(name: str, default: float, high: float, *, zero_ok: bool) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (0.0 <= value <= high) or (value == 0.0 and not zero_ok):
-        low = "from 0" if zero_ok else "above 0 and"
-        raise WeightsError(f"{name} must be a number of seconds {low} up to {high:g}, not {raw!r}")
-    return value
-
-
-def is_offline() -> bool:
-    """UPSCALE_OFFLINE as a yes/no; WeightsError for anything else."""
-    raw = os.environ.get("UPSCALE_OFFLINE", "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise WeightsError(f"UPSCALE_OFFLINE must be 1, true, yes or on (or 0, false, no, off), not {raw!r}")
-
-
-def mirror() -> str | None:
-    """UPSCALE_WEIGHTS_MIRROR (an http(s) URL, a file:// URL or a folder), or None."""
-    raw = os.environ.get("UPSCALE_WEIGHTS_MIRROR", "").strip()
-    if not raw:
-        return None
-    parsed = urlparse(raw)
-    if "://" in raw and (parsed.scheme not in _MIRROR_SCHEMES or (parsed.scheme != "file" and not parsed.netloc)):
-        raise WeightsError(f"UPSCALE_WEIGHTS_MIRROR must be an http(s) URL or a local folder, not {raw!r}")
-    return raw
 
 
 # ---------------------------------------------------------------- the public entry point
@@ -259,7 +150,7 @@ def _download(url: str, file: WeightsFile, path: Path, settings: DownloadSetting
     (WrongSizeError for a file of another size). The progress ends with "downloaded" only once
     the file is verified and in place."""
     part = part_path(path)
-    with _Watch(settings) as watch, _watched_session(watch) as session, \
+    with Watch(settings) as watch, watched_session(watch) as session, \
             _progress_reporter(file, url, progress) as report:
         # identity: byte ranges must count the file's own bytes, not a gzip stream's
         session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
@@ -277,7 +168,7 @@ def _download(url: str, file: WeightsFile, path: Path, settings: DownloadSetting
         except WrongSize as err:
             unlink(part)
             raise wrong_size_error(file, url, err.actual) from None
-        except _LimitReached as err:
+        except LimitReached as err:
             kept = _size_of(part)
             raise DownloadError(f"could not download {url}: {err}; {kept:,} of {file.size:,} bytes arrived and "
                                 "are kept for the next run to continue") from None
@@ -291,7 +182,7 @@ def _size_of(path: Path) -> int:
 
 
 def _attempts(session, url: str, file: WeightsFile, part: Path, report: "_Silent", settings: DownloadSettings,
-              watch: "_Watch"):
+              watch: "Watch"):
     """_attempt, retried up to settings.retries times, and started over from byte 0 (at most
     MAX_RESTARTS times, not counted as retries) when the part cannot be continued; the hash of the
     whole part, and whether it holds bytes from before the last request (which may have come
@@ -337,7 +228,7 @@ def _hash_part(part: Path, size: int) -> tuple[int, "hashlib._Hash", bytes]:
 
 
 def _attempt(session, url: str, file: WeightsFile, part: Path, report: "_Silent", timeout_s: float,
-             watch: "_Watch"):
+             watch: "Watch"):
     """One HTTP request that continues the part file, or starts it over; returns the hash of the
     whole part and the byte the request's data was written from."""
     import requests
@@ -372,7 +263,7 @@ def _attempt(session, url: str, file: WeightsFile, part: Path, report: "_Silent"
     return hasher, start
 
 
-def _body(resp, watch: "_Watch") -> Iterator[bytes]:
+def _body(resp, watch: "Watch") -> Iterator[bytes]:
     """The response body as it arrives, counted for the rate check. read1 returns whatever bytes
     are there (iter_content waits for a whole chunk, which at a trickle could be hours)."""
     read1 = getattr(resp.raw, "read1", None)  # urllib3 >= 2.3
@@ -473,141 +364,6 @@ def _raise_request_error(err: Exception, url: str) -> None:
         raise _Retryable(f"connection to {host} failed") from None
     raise DownloadError(f"could not download {url}: {err}") from None
 
-
-# ---------------------------------------------------------------- the time limits
-
-
-class _Watch:
-    """The deadline and the minimum rate of one file's download from one URL.
-
-    A thread looks at the clock every WATCH_TICK_S; when a limit is passed it records which
-    and shuts down every socket the download opened, so a read blocked on a trickling server
-    (or on headers sent a byte at a time) returns at once. The download's thread then calls
-    check(), which raises _LimitReached naming the limit and its environment variable.
-    """
-
-    def __init__(self, settings: DownloadSettings) -> None:
-        self.settings = settings
-        self._deadline = time.monotonic() + settings.deadline_s
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._window_start: float | None = None  # None between transfers (retry waits are not slow reads)
-        self._window_bytes = 0
-        self._reason: str | None = None
-        self._tripped = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="upscale-download-watch", daemon=True)
-
-    def __enter__(self) -> "_Watch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def add_socket(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-        if self._reason:  # connected just as a limit passed
-            self._shut(sock)
-
-    @contextlib.contextmanager
-    def transfer(self) -> Iterator[None]:
-        """One request: its rate windows start when it starts (connecting and headers included)."""
-        with self._lock:
-            self._window_start, self._window_bytes = time.monotonic(), 0
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._window_start = None
-
-    def count(self, n: int) -> None:
-        with self._lock:
-            self._window_bytes += n
-
-    def check(self) -> None:
-        if self._reason:
-            raise _LimitReached(self._reason)
-
-    def sleep(self, seconds: float) -> None:
-        """Wait between attempts; the deadline ends the wait."""
-        self._tripped.wait(seconds)
-        self.check()
-
-    def _run(self) -> None:
-        while not self._done.wait(WATCH_TICK_S):
-            reason = self._passed(time.monotonic())
-            if reason:
-                with self._lock:
-                    self._reason, sockets = reason, list(self._sockets)
-                self._tripped.set()
-                for sock in sockets:
-                    self._shut(sock)
-                return
-
-    def _passed(self, now: float) -> str | None:
-        """Which limit has been passed, as the error's words; None while both hold."""
-        s = self.settings
-        if now >= self._deadline:
-            return (f"not done within the {s.deadline_s:g} s deadline (set UPSCALE_DOWNLOAD_DEADLINE to more "
-                    "seconds for a slow connection)")
-        with self._lock:
-            if self._window_start is None or not s.min_rate_bps or now - self._window_start < s.rate_window_s:
-                return None
-            rate = self._window_bytes / (now - self._window_start)
-            self._window_start, self._window_bytes = now, 0
-        if rate >= s.min_rate_bps:
-            return None
-        return (f"slower than the minimum {s.min_rate_bps:,} bytes/s ({rate:,.0f} bytes/s over {s.rate_window_s:g} s; "
-                "set UPSCALE_DOWNLOAD_MIN_RATE lower, or to 0 to turn the check off)")
-
-    @staticmethod
-    def _shut(sock: socket.socket) -> None:
-        # the plain socket's shutdown, also for a TLS socket: it wakes a blocked read without
-        # touching the TLS object the reading thread is using
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-@contextlib.contextmanager
-def _watched_session(watch: _Watch):
-    """A requests Session whose connections hand their sockets to `watch` as they connect."""
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    def watched(connection_class):
-        class Watched(connection_class):
-            def connect(self) -> None:
-                super().connect()
-                watch.add_socket(self.sock)
-        return Watched
-
-    class HTTPPool(HTTPConnectionPool):
-        ConnectionCls = watched(HTTPConnectionPool.ConnectionCls)
-
-    class HTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = watched(HTTPSConnectionPool.ConnectionCls)
-
-    pools = {"http": HTTPPool, "https": HTTPSPool}
-
-    class Adapter(HTTPAdapter):
-        def init_poolmanager(self, *args, **kwargs) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = pools
-
-        def proxy_manager_for(self, proxy: str, **kwargs):
-            manager = super().proxy_manager_for(proxy, **kwargs)
-            if not proxy.lower().startswith("socks"):  # SOCKS pools are their own: the reads' checks remain
-                manager.pool_classes_by_scheme = pools
-            return manager
-
-    with requests.Session() as session:
-        session.mount("http://", Adapter())
-        session.mount("https://", Adapter())
-        yield session
 
 
 # ---------------------------------------------------------------- progress (the one console user)
