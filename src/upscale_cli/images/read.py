@@ -51,11 +51,18 @@ TIFF_KEPT_TAGS = {270, 271, 272, 305, 306, 315, 33432}
 MAX_STREAM_BYTES = 256 * 2**20
 STREAM_LIMIT_ENV = "UPSCALE_MAX_STREAM_BYTES"  # a whole number of bytes; 0 = no limit
 STREAM_CHUNK_BYTES = 2**20  # one read of a stream
+# A regular file is read whole before it is parsed, so its size is checked first: no image within
+# --max-pixels needs more than this many bytes a pixel (16-bit RGBA stored uncompressed, the largest
+# form we read) plus this much metadata (ICC, EXIF, XMP, thumbnails). At the default --max-pixels
+# that is about 1.5 GB; a bigger file (junk named .png in a downloaded folder) fails alone, unread,
+# instead of taking the machine's memory and the rest of the batch with it. --max-pixels 0 lifts it.
+MAX_FILE_BYTES_PER_PIXEL = 8
+FILE_METADATA_BYTES = 64 * 2**20
 
 
 def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode a file (or bytes) into a DecodedImage; raise ImageReadError naming it."""
-    label, data = _read_source(source)
+    label, data = _read_source(source, max_file_bytes(max_pixels))
     with _pillow_pixel_limit_off():
         im = _open(data, label)
         _check_pixel_limit(im.size, max_pixels, label)
@@ -67,13 +74,18 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     return image.replace(notes=notes) if notes else image
 
 
-def _read_source(source: str | Path | bytes) -> tuple[str, bytes]:
+def max_file_bytes(max_pixels: int) -> int | None:
+    """The largest regular file that can hold an image within --max-pixels; None = no limit."""
+    return max_pixels * MAX_FILE_BYTES_PER_PIXEL + FILE_METADATA_BYTES if max_pixels else None
+
+
+def _read_source(source: str | Path | bytes, max_bytes: int | None = None) -> tuple[str, bytes]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         label, data = STDIN_LABEL, bytes(source)
     else:
         label = printable_path(source)  # a newline or escape in a name must not break the message
         try:
-            data = _read_file(Path(source), label)
+            data = _read_file(Path(source), label, max_bytes)
         except FileNotFoundError:
             raise ImageReadError("no such file", path=label) from None
         except IsADirectoryError:
@@ -89,11 +101,17 @@ def _read_source(source: str | Path | bytes) -> tuple[str, bytes]:
     return label, data
 
 
-def _read_file(path: Path, label: str) -> bytes:
+def _read_file(path: Path, label: str, max_bytes: int | None = None) -> bytes:
     with open(path, "rb") as file:
-        if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            return file.read()
-        return read_stream(file, label)
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return read_stream(file, label)
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise ImageTooLargeError(
+                f"{info.st_size:,} bytes is more than an image within --max-pixels can take ({max_bytes:,} bytes: "
+                f"{MAX_FILE_BYTES_PER_PIXEL} a pixel plus {FILE_METADATA_BYTES // 2**20} MiB of metadata); "
+                "it was not read (raise --max-pixels, or 0 = no limit)", path=label)
+        return file.read()
 
 
 def read_stream(stream: BinaryIO | None, label: str = STDIN_LABEL) -> bytes:
