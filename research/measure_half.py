@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from upscale_cli.engine import UpscaleConfig, Upscaler, cpu_has_native_bf16
+from upscale_cli.device import cpu_has_native_bf16
+from upscale_cli.engine import UpscaleConfig, Upscaler
 from upscale_cli.metrics import psnr_y
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -215,9 +215,9 @@ def test_the_over_limit_message_names_both_counts_so_they_differ(size, limit, wo
 def test_half_on_a_cpu_is_bfloat16_only_where_it_is_native(monkeypatch, native):
     """--half on the CPU: bfloat16 when the CPU computes it natively (AVX-512 BF16 / AMX), else
     float32 with one note; both detected branches run here whatever this machine has."""
-    from upscale_cli import engine
+    from upscale_cli import device
 
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
     x = torch.rand(1, 3, 40, 36)
     exact = Upscaler(UpscaleConfig(model="unet", scale=2, device="cpu"), progress=False).upscale_tensor(x)
     up = Upscaler(UpscaleConfig(model="unet", scale=2, device="cpu", half=True), progress=False)
@@ -232,7 +232,7 @@ def test_half_on_a_cpu_is_bfloat16_only_where_it_is_native(monkeypatch, native):
 
 
 def test_cpu_bf16_detection_reads_the_flags():
-    from upscale_cli.engine import cpu_has_native_bf16
+    from upscale_cli.device import cpu_has_native_bf16
 
     try:
         flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()

@@ -7,7 +7,6 @@ exact target size.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import math
@@ -20,8 +19,9 @@ from torch import nn
 from upscale_cli import ensemble, tiling
 from upscale_cli.alpha import fill_transparent
 from upscale_cli.catalog import resolve
-from upscale_cli.choices import ALPHA_MODES, DEVICE_WORDS, Alpha, device_name
-from upscale_cli.errors import DeviceError, ModelOutputError, OutOfMemoryError, OutputTooLargeError, UsageError
+from upscale_cli.choices import ALPHA_MODES, Alpha
+from upscale_cli.device import half_dtype, select_device, torch_threads, use_channels_last
+from upscale_cli.errors import ModelOutputError, OutOfMemoryError, OutputTooLargeError, UsageError
 from upscale_cli.loader import load_model
 from upscale_cli.resize import resize
 
@@ -74,28 +74,6 @@ class UpscaleConfig:
             raise UsageError(f"--max-output-pixels must be 0 (no limit) or a number of pixels, not {self.max_output_pixels}")
 
 
-def select_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then the CPU; an explicit device must exist."""
-    try:
-        device_name(name)  # the command line has checked it; a library caller may not have
-    except ValueError as err:
-        raise DeviceError(f"unknown device: {err}") from None
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError("--device cuda: no CUDA GPU is available here")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("--device mps: Apple MPS is not available here")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise DeviceError(f"unknown device {name!r}; use {DEVICE_WORDS}") from None
-
-
 def plan_passes(native_scales: tuple[int, ...], factor: float) -> tuple[int, ...]:
     """Fewest native passes whose product reaches `factor`, least overshoot first (largest pass first)."""
     if factor <= 1 + 1e-9:
@@ -142,7 +120,7 @@ class Upscaler:
             model = load_model(self.config.model, native_scale, progress=self._progress)
             device = torch.device(model.info.device_bound) if model.info.device_bound else self.device
             model = model.to(device=device, dtype=self._dtype(model, device))
-            if _use_channels_last(model.info, device):
+            if use_channels_last(model.info, device):
                 model = model.to(memory_format=torch.channels_last)
             self._models[native_scale] = model
         return self._models[native_scale]
@@ -244,7 +222,7 @@ class Upscaler:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else self.device
         light = param is None and device.type == "cpu"  # interpolation: NumPy does the work
-        with torch.set_grad_enabled(model.info.fits_at_runtime), _torch_threads(1 if light else None):
+        with torch.set_grad_enabled(model.info.fits_at_runtime), torch_threads(1 if light else None):
             out = _with_channels(model, x.to(device), lambda t: model(t, size=size))
             return _check_finite(out.float().cpu()).clamp_(0.0, 1.0)
 
@@ -263,7 +241,7 @@ class Upscaler:
         device = param.device if param is not None else torch.device(model.info.device_bound or self.device)
         dtype = param.dtype if param is not None else torch.float32
 
-        layout = torch.channels_last if _use_channels_last(model.info, device) else torch.contiguous_format
+        layout = torch.channels_last if use_channels_last(model.info, device) else torch.contiguous_format
         info = model.info
         if dtype == torch.bfloat16 and device.type == "cpu" and info.min_size < BF16_CPU_MIN_SIDE:
             info = dataclasses.replace(info, min_size=BF16_CPU_MIN_SIDE)
@@ -362,58 +340,6 @@ class Upscaler:
         out = self.upscale_tensor(torch.cat([colour, image.alpha], dim=1), on_tile, size=size)
         pixels = out[:, :3].mean(dim=1, keepdim=True) if grey else out[:, :3]
         return image.replace(pixels=pixels.contiguous(), alpha=out[:, 3:4].contiguous())
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int | None):
-    """Torch's CPU ops on `count` threads for a while (None: as they are). A weightless model
-    (interpolation) leaves torch only small steps around its NumPy work (channels, the finite
-    check, the clamp), and on a busy CPU waiting for torch's thread pool cost more than the steps
-    (2,000 files of 64x48, -m nearest: 2.9 s of 8 in those steps on 2 threads, a tenth on one)."""
-    before = torch.get_num_threads()
-    if count is None or count == before:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _use_channels_last(info, device: torch.device) -> bool:
-    """Channels-last on the CPU for models measured faster with it (oneDNN's preferred layout)."""
-    return info.channels_last and device.type == "cpu"
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX-BF16 in this CPU's flags (Linux /proc/cpuinfo; elsewhere: no)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"avx512_bf16", "amx_bf16"} & flags)
-    except OSError:
-        pass
-    return False
-
-
-def half_dtype(info, device: torch.device) -> tuple[torch.dtype, str]:
-    """(dtype for --half, why float32 when it is float32)."""
-    if device.type in ("cuda", "mps"):
-        if info.supports_half:
-            return torch.float16, ""
-        if device.type == "cuda" and info.supports_bf16 and torch.cuda.is_bf16_supported():
-            return torch.bfloat16, ""
-        return torch.float32, "the model does not support reduced precision"
-    if device.type == "cpu":
-        if not info.supports_bf16 or info.device_bound:
-            return torch.float32, "the model does not support bfloat16"
-        if not cpu_has_native_bf16():
-            return torch.float32, "this CPU has no native bfloat16 (AVX-512 BF16 or AMX), where it would be slower"
-        return torch.bfloat16, ""
-    return torch.float32, f"no reduced precision on {device.type}"
 
 
 MEGAPIXEL = 1_000_000  # pixels: the unit of messages above it

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from upscale_cli.engine import cpu_has_native_bf16
+from upscale_cli.device import cpu_has_native_bf16
 from upscale_cli.errors import TrainingError, UsageError
 from upscale_cli.train import data as train_data
 from upscale_cli.train.checkpoint import (CHECKPOINT, CONFIG_FILE, LOG_FILE, init_from, load_checkpoint, restore,

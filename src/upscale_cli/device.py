@@ -1,0 +1,90 @@
+"""Where a model runs and in what form: the device (`--device`), the dtype `--half` gets on it,
+and on the CPU the memory layout and the number of torch threads.
+
+Reduced precision is used only where the device computes it natively and the model supports
+it: float16 (or bfloat16) on a GPU, bfloat16 on a CPU with AVX-512 BF16 or AMX (read from the
+CPU's flags, never assumed); otherwise float32, and `half_dtype` says why.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from upscale_cli.choices import DEVICE_WORDS, device_name
+from upscale_cli.errors import DeviceError
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; an explicit device must exist."""
+    try:
+        device_name(name)  # the command line has checked it; a library caller may not have
+    except ValueError as err:
+        raise DeviceError(f"unknown device: {err}") from None
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("--device cuda: no CUDA GPU is available here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("--device mps: Apple MPS is not available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use {DEVICE_WORDS}") from None
+
+
+def use_channels_last(info, device: torch.device) -> bool:
+    """Channels-last on the CPU for models measured faster with it (oneDNN's preferred layout)."""
+    return info.channels_last and device.type == "cpu"
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX-BF16 in this CPU's flags (Linux /proc/cpuinfo; elsewhere: no)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+def half_dtype(info, device: torch.device) -> tuple[torch.dtype, str]:
+    """(dtype for --half, why float32 when it is float32)."""
+    if device.type in ("cuda", "mps"):
+        if info.supports_half:
+            return torch.float16, ""
+        if device.type == "cuda" and info.supports_bf16 and torch.cuda.is_bf16_supported():
+            return torch.bfloat16, ""
+        return torch.float32, "the model does not support reduced precision"
+    if device.type == "cpu":
+        if not info.supports_bf16 or info.device_bound:
+            return torch.float32, "the model does not support bfloat16"
+        if not cpu_has_native_bf16():
+            return torch.float32, "this CPU has no native bfloat16 (AVX-512 BF16 or AMX), where it would be slower"
+        return torch.bfloat16, ""
+    return torch.float32, f"no reduced precision on {device.type}"
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Torch's CPU ops on `count` threads for a while (None: as they are). A weightless model
+    (interpolation) leaves torch only small steps around its NumPy work (channels, the finite
+    check, the clamp), and on a busy CPU waiting for torch's thread pool cost more than the steps
+    (2,000 files of 64x48, -m nearest: 2.9 s of 8 in those steps on 2 threads, a tenth on one)."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
