@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 import image_factory as f
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from upscale_cli.cli import app
@@ -102,7 +104,70 @@ def test_ray_matches_a_local_run(local_ray, tmp_path):
     assert {json.loads(line)["status"] for line in again.stdout.splitlines()} <= {"skipped", "failed"}
 
 
-def test_ray_refuses_stdin(local_ray, tmp_path):
-    result = runner.invoke(app, ["-", "-o", str(tmp_path / "a.png"), "--ray", "auto", "-m", "nearest"],
-                           input=b"")
-    assert result.exit_code == 2 and "--ray" in result.output
+def _rows(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def _assert_same_run(here, there, local: Path, ray: Path, count: int) -> None:
+    """The same exit code, rows (input order, schema, statuses, every field but time and paths) and
+    files (pixel for pixel) from a local run and a --ray run of one command."""
+    assert here.exit_code == there.exit_code == 1, there.output  # the broken file, as locally
+    rows_here, rows_there = _rows(here), _rows(there)
+    schema = [field.name for field in dataclasses.fields(ReportRow)]
+    assert all(list(row) == schema for row in rows_here + rows_there), rows_there
+    for a, b in zip(rows_here, rows_there, strict=True):
+        assert {k: v for k, v in a.items() if k not in ("seconds", "output", "error")} == \
+               {k: v for k, v in b.items() if k not in ("seconds", "output", "error")}, b["error"]
+    assert [r["status"] for r in rows_there].count("ok") == count
+    failed = [r for r in rows_there if r["status"] == "failed"]
+    assert len(failed) == 1 and "broken" in failed[0]["error"] and "broken" in there.stderr
+    files = sorted(p.relative_to(local) for p in local.rglob("*.png"))
+    assert sorted(p.relative_to(ray) for p in ray.rglob("*.png")) == files and len(files) == count
+    for name in files:
+        with Image.open(local / name) as a, Image.open(ray / name) as b:
+            assert a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes(), name
+
+
+def test_restore_ray_matches_a_local_run(local_ray, tmp_path, monkeypatch):
+    """`upscale restore --ray`: unet-jpeg, then the inpainting model inside a mask the workers read
+    themselves; given as relative paths, from the folder the caller runs in."""
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    for i in range(5):
+        f.make_rgb_jpeg(Path("in"), f"img{i}.jpg")
+    (Path("in") / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    mask = np.zeros(f.SIZE[::-1], np.uint8)
+    mask[4:10, 4:12] = 255
+    Image.fromarray(mask).save("mask.png")
+    args = ["restore", "in", "--task", "jpeg", "--mask", "mask.png", "--format", "png", "--json"]
+    here = runner.invoke(app, [*args, "-o", "local"])
+    there = runner.invoke(app, [*args, "-o", "ray", "--ray", "auto"])
+    _assert_same_run(here, there, tmp_path / "local", tmp_path / "ray", 5)
+    assert {r["model"] for r in _rows(there) if r["status"] == "ok"} == {"unet-jpeg+unet-inpaint"}
+
+
+def test_fit_single_ray_matches_a_local_run(local_ray, tmp_path):
+    """`upscale fit-single --ray`: each worker fits its files; a seeded fit is the same there (the fit
+    runs on a fixed number of threads, fitting.FIT_THREADS, whatever the process)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        f.make_rgb_png(folder, f"img{i}.png", size=(12, 8))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    args = ["fit-single", str(folder), "-x", "2", "--steps", "5", "--hidden", "8", "--seed", "3", "--json"]
+    here = runner.invoke(app, [*args, "-o", str(tmp_path / "local")])
+    there = runner.invoke(app, [*args, "-o", str(tmp_path / "ray"), "--ray", "auto"])
+    _assert_same_run(here, there, tmp_path / "local", tmp_path / "ray", 3)
+    assert all(r["size"] == [24, 16] and r["notes"] for r in _rows(there) if r["status"] == "ok")
+
+
+@pytest.mark.parametrize("command", [["-m", "nearest"], ["restore", "--task", "jpeg"], ["fit-single", "--steps", "5"]])
+def test_ray_refuses_stdin(local_ray, tmp_path, command):
+    args = [*command[:1], "-", *command[1:]] if command[0] in ("restore", "fit-single") else ["-", *command]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "a.png"), "--ray", "auto"], input=b"")
+    assert result.exit_code == 2 and "--ray takes files and folders, not stdin" in result.output, result.output
+
+
+def test_fit_single_ray_refuses_from_model(tmp_path):
+    result = runner.invoke(app, ["fit-single", "--from-model", str(tmp_path / "m.safetensors"), "--ray", "auto"])
+    assert result.exit_code == 2 and "--ray" in result.output and "--from-model" in result.output

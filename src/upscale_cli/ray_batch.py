@@ -1,4 +1,6 @@
-"""Run a planned batch on a Ray cluster: `upscale in/ -o out/ --ray auto|ADDRESS`.
+"""Run a planned batch on a Ray cluster: `upscale in/ -o out/ --ray auto|ADDRESS`, and the same
+`--ray` of `upscale restore` and `upscale fit-single`, each through its recipe (UpscaleRecipe,
+RestoreRecipe, FitRecipe): the settings its workers build the command's converter from.
 
 The caller plans every job as a local run would (names, skips, collisions, --shard) and keeps
 the console: progress, output lines and --json rows come back to it in input order. Workers are
@@ -10,13 +12,21 @@ A worker that dies fails its files, each on its own line. Ray is an optional ext
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 from upscale_cli.batch import Job, WriteOptions
 from upscale_cli.errors import UpscaleError, UsageError
 from upscale_cli.report import ReportRow, RowDefaults
+
+if TYPE_CHECKING:  # settings only: the engine, restore and fit-single load on the workers, when a recipe runs
+    from upscale_cli.engine import UpscaleConfig
+    from upscale_cli.fit_single.converter import SizeRequest
+    from upscale_cli.fit_single.fitting import FitConfig
+    from upscale_cli.restore import RestoreConfig
 
 CHUNK = 8  # jobs per call to a worker: few round trips for small files, still even for large ones
 AUTO = "auto"
@@ -55,13 +65,19 @@ def _import_paths() -> list[str]:
     return [here, *[p for p in extra if p != here]]
 
 
-@dataclass(frozen=True)
-class ConverterRecipe:
-    """What each worker builds once: the Upscaler of `config` (restoring first with `restore`).
-    Plain settings travel to the workers, never a loaded model."""
+class ConverterRecipe(Protocol):
+    """What each worker builds once, its converter (pipeline.run_converted's), from plain settings:
+    a recipe is pickled to the workers, never a loaded model. One per command that runs on Ray."""
 
-    config: object  # engine.UpscaleConfig
-    restore: object | None = None  # restore.RestoreConfig for --restore
+    def __call__(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class UpscaleRecipe:
+    """`upscale --ray`: the Upscaler of `config` (restoring first with `restore`, for --restore)."""
+
+    config: UpscaleConfig
+    restore: RestoreConfig | None = None
 
     def __call__(self):
         from upscale_cli.engine import Upscaler
@@ -75,10 +91,45 @@ class ConverterRecipe:
         return RestoreThenUpscale(batch_restore(self.restore, progress=False), upscaler)
 
 
+@dataclass(frozen=True)
+class RestoreRecipe:
+    """`upscale restore --ray`: batch_restore of `config`; the --mask file (an absolute path) is read
+    on each worker, as its inputs are (same paths on every node), rather than sent as pixels."""
+
+    config: RestoreConfig
+    mask: str | None = None
+
+    def __call__(self):
+        from upscale_cli.restore import batch_restore, read_mask
+
+        return batch_restore(self.config, None if self.mask is None else read_mask(self.mask), progress=False)
+
+
+@dataclass(frozen=True)
+class FitRecipe:
+    """`upscale fit-single --ray`: a FitConverter of `config` at `request`'s size, with no progress
+    of its own (the caller's lines come from the rows); `save_model` is written by the worker."""
+
+    config: FitConfig
+    request: SizeRequest
+    save_model: Path | None = None
+
+    def __call__(self):
+        from upscale_cli.fit_single.converter import FitConverter
+
+        return FitConverter(self.config, self.request, self.save_model)
+
+
 class _Worker:
     """One model, built once on its node; runs chunks of jobs through pipeline.run_converted there."""
 
-    def __init__(self, make_converter: Callable, defaults: RowDefaults, options: WriteOptions) -> None:
+    def __init__(self, make_converter: ConverterRecipe, defaults: RowDefaults, options: WriteOptions,
+                 cwd: str) -> None:
+        # the caller's relative paths (inputs, -o, --mask, --save-model) name the same files here: a
+        # Ray worker starts elsewhere. A node without that folder still runs absolute paths; a
+        # relative one then fails its file in one line (no such file).
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
         self.converter = make_converter()
         self.defaults = defaults
         self.options = options
@@ -108,7 +159,7 @@ def worker_shape(ray) -> tuple[int, dict]:
     return max(1, int(resources.get("CPU", 1))), {"num_cpus": 1}
 
 
-def run_on_ray(address: str, jobs: list[Job], make_converter: Callable, defaults: RowDefaults,
+def run_on_ray(address: str, jobs: list[Job], make_converter: ConverterRecipe, defaults: RowDefaults,
                options: WriteOptions) -> Iterator[tuple[int, ReportRow]]:
     """Yield (index, ReportRow) in input order, as `pipeline.run_converted` does locally.
     Jobs planning already decided (skips, planned failures) never leave this process."""
@@ -127,7 +178,7 @@ def run_on_ray(address: str, jobs: list[Job], make_converter: Callable, defaults
     count, resources = worker_shape(ray)
     count = max(1, min(count, len(chunks)))
     worker = ray.remote(**resources)(_Worker)
-    actors = [worker.remote(make_converter, defaults, options) for _ in range(count)]
+    actors = [worker.remote(make_converter, defaults, options, os.getcwd()) for _ in range(count)]
     pending = {}  # chunk number -> its ObjectRef
     done: dict[int, ReportRow] = {}
     next_chunk = 0

@@ -2,9 +2,9 @@
 
 A converter the batch runner drives (fit_single/converter.py), as `upscale restore` is: several
 inputs, folders and globs, -o as a file (one input) or a folder, existing outputs skipped unless
---overwrite, inputs never replaced, --json rows, --shard, exit 1 if any file failed (after the
-others). Output name, when -o is not given: next to each input (or the --from-model file) as
-`{stem}_fit{W}x{H}.png`, e.g. sprite_fit256x256.png.
+--overwrite, inputs never replaced, --json rows, --shard, --ray (each worker fits its files), exit 1
+if any file failed (after the others). Output name, when -o is not given: next to each input (or the
+--from-model file) as `{stem}_fit{W}x{H}.png`, e.g. sprite_fit256x256.png.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ STDOUT_REFUSED = "fit-single writes a file, not stdout; for stdout use `upscale 
 HELP = """Fit a small network f(x, y) -> colour to each image (no dataset) and render it at any size.
 
 Examples: upscale fit-single sprite.png --size 1024 ; upscale fit-single icons/ -x 4 -o big/ --json ;
-upscale fit-single logo.png -x 4 --save-model logo.safetensors ;
+upscale fit-single logo.png -x 4 --save-model logo.safetensors ; upscale fit-single icons/ -o big/ --ray auto ;
 upscale fit-single --from-model logo.safetensors --size 4096 -o big.png"""
 
 
@@ -48,6 +48,7 @@ def fit_single_command(
     from_model: Optional[Path] = typer.Option(None, "--from-model", help="Render a network saved with --save-model instead of fitting."),
     max_output_pixels: common.MaxOutputPixels = None,
     recursive: common.Recursive = False,
+    ray: common.Ray = None,
     shard: common.Shard = None,
     overwrite: common.Overwrite = False,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
@@ -57,12 +58,15 @@ def fit_single_command(
     from upscale_cli.errors import UsageError
     from upscale_cli.fit_single import fitting
     from upscale_cli.fit_single.converter import FitConverter, SizeRequest
+    from upscale_cli.ray_batch import FitRecipe
     from upscale_cli.report import RowDefaults
 
     if bool(paths) == (from_model is not None):
         raise UsageError("give images to fit, or --from-model FILE to render (not both)")
     if output == "-":
         raise UsageError(STDOUT_REFUSED)
+    if ray is not None and from_model is not None:  # one render of a saved network: nothing to spread
+        raise UsageError("--ray fits images on a cluster; --from-model renders here: drop --ray")
     request = SizeRequest(size, width, height, scale, max_output_pixels)
     request.check()
     part = parse_shard(shard) if shard is not None else None
@@ -76,7 +80,8 @@ def fit_single_command(
                                          defaults=RowDefaults(model=FitConverter.name))
     steps_shown = None if quiet or as_json or reporter.use_bar else _PlainSteps()
     converter = FitConverter(config, request, save_model, on_step=steps_shown)
-    reporter.finish(reporter.run(jobs, converter, WriteOptions()), [])
+    recipe = FitRecipe(config, request, save_model) if ray is not None else None  # what each Ray worker builds
+    reporter.finish(reporter.run(jobs, converter, WriteOptions(), ray=ray, recipe=recipe), [])
 
 
 def _plan(paths: list[str], output: Optional[str], recursive: bool, request, overwrite: bool,

@@ -31,6 +31,10 @@ PngCompression = Annotated[Optional[int], typer.Option(
 Shard = Annotated[Optional[str], typer.Option(
     "--shard", metavar="K/N", help="Take part K (0 to N-1) of N: a stable 1/N of the inputs by relative path, "
                                    "for N machines or array-job tasks.")]
+Ray = Annotated[Optional[str], typer.Option(
+    "--ray", metavar="auto|ADDRESS", help="Run on a Ray cluster (pip install 'upscale-cli[ray]'): auto joins this "
+                                          "machine's cluster or starts a local one. One model per worker; files are "
+                                          "read and written by the workers (same paths on every node).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (inputs are never replaced).")]
 # --device: a Literal's words and cuda:N (one GPU), so it is parsed by choices.device_name
 DEVICE_METAVAR = f"<{'|'.join((*DEVICES, 'cuda:N'))}>"

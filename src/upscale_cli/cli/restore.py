@@ -1,6 +1,7 @@
 """`upscale restore PATH... [-o OUT] [--task auto|jpeg|denoise|inpaint] [--mask MASK.png] [--strength 0..1]`."""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
@@ -19,7 +20,8 @@ from their surroundings (holes, scratches, overlaid text). Text without a mask i
 --strength blends the input (0) and the restored image (1); masked pixels are always filled.
 
 Examples: upscale restore old.jpg ; upscale restore scan.png --mask scratches.png ;
-upscale restore shots/ -r -o fixed/ --strength 0.7 ; upscale photo.jpg -x 4 --restore"""
+upscale restore shots/ -r -o fixed/ --strength 0.7 ; upscale restore shots/ -o fixed/ --ray auto ;
+upscale photo.jpg -x 4 --restore"""
 
 
 def restore_command(
@@ -36,6 +38,7 @@ def restore_command(
     fmt: common.Format = None,
     quality: common.Quality = None,
     png_compression: common.PngCompression = None,
+    ray: common.Ray = None,
     shard: common.Shard = None,
     overwrite: common.Overwrite = False,
     device: common.Device = "auto",
@@ -49,6 +52,7 @@ def restore_command(
     from upscale_cli.batch import (WriteOptions, check_output_options, expand_inputs, parse_shard, plan_jobs,
                                    select_shard)
     from upscale_cli.errors import UsageError
+    from upscale_cli.ray_batch import RestoreRecipe
     from upscale_cli.report import RowDefaults
     from upscale_cli.restore import RestoreConfig, batch_restore, read_mask
 
@@ -66,7 +70,9 @@ def restore_command(
     defaults = RowDefaults(model=converter.name, task=task, strength=strength)
     reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, defaults=defaults,
                                          stdout_busy=output == "-")
-    results = reporter.run(jobs, converter, options)
+    # --ray: each worker builds this converter from the settings, reading the mask file itself
+    recipe = RestoreRecipe(config, os.path.abspath(mask) if mask is not None else None) if ray is not None else None
+    results = reporter.run(jobs, converter, options, ray=ray, recipe=recipe)
     reporter.finish(results, [note for r in converter.restorers for note in r.notes])
 
 

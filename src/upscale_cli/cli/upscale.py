@@ -26,7 +26,7 @@ def upscale_command(
     fmt: common.Format = None,
     quality: common.Quality = None,
     png_compression: common.PngCompression = None,
-    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Run on a Ray cluster (pip install 'upscale-cli[ray]'): auto joins this machine's cluster or starts a local one. One model per worker; files are read and written by the workers (same paths on every node)."),
+    ray: common.Ray = None,
     shard: common.Shard = None,
     overwrite: common.Overwrite = False,
     device: common.Device = "auto",
@@ -81,8 +81,8 @@ def upscale_command(
                                          stdout_busy=output == "-")
     recipe = None
     if ray is not None:  # each Ray worker builds the same converter from these settings
-        from upscale_cli.ray_batch import ConverterRecipe
+        from upscale_cli.ray_batch import UpscaleRecipe
 
-        recipe = ConverterRecipe(config, restore_config)
+        recipe = UpscaleRecipe(config, restore_config)
     results = reporter.run(jobs, converter, options, ray=ray, recipe=recipe)
     reporter.finish(results, upscaler.notes)
