@@ -99,16 +99,11 @@ def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callabl
     An image the converter left as it was (restore's "clean: left as is") is the input file's own
     bytes when the format stays and no --quality was asked: a re-encode would only lose quality
     (a q95 JPEG: about 3 dB)."""
-    from upscale_cli.images.atomic import write_bytes_atomically
+    from upscale_cli.images.atomic import make_folder, write_bytes_atomically
     from upscale_cli.images.write import encode_image, write_image
 
     if job.output is not None:
-        try:
-            job.output.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            from upscale_cli.errors import ImageWriteError
-
-            raise ImageWriteError(f"cannot create folder {job.output.parent}: {err.strerror}", path=job.output) from None
+        make_folder(job.output.parent, path=job.output)
     if unchanged and _same_file_format(job, options):
         data = job.source.path.read_bytes()
         if job.output is None:

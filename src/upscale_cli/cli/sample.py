@@ -150,6 +150,7 @@ def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, quie
                  write: dict):
     from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
     from upscale_cli.images.read import read_image
+    from upscale_cli.images.atomic import make_folder
     from upscale_cli.images.write import write_image
     from upscale_cli.resize import resize
     from upscale_cli.sampling import check_input_size, draw_samples, sample_paths
@@ -161,20 +162,11 @@ def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, quie
         answers = draw_samples(net, image.pixels, config, on_row)  # (N, C, 4H, 4W)
     size = tuple(answers.shape[-2:])
     alpha = resize(image.alpha, size, "bicubic") if image.alpha is not None else None
-    _make_folder(job.output.parent)  # -o a new folder, as every upscale makes it
+    make_folder(job.output.parent)  # -o a new folder, as every upscale makes it
     for k, target in enumerate(targets):
         write_image(image.replace(pixels=answers[k:k + 1].contiguous(), alpha=alpha), target, job.format or fmt,
                     **write)
     return targets, (image.height, image.width, *size)
-
-
-def _make_folder(folder) -> None:
-    from upscale_cli.errors import ImageWriteError
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ImageWriteError(f"cannot create folder {folder}: {err.strerror}") from None
 
 
 class _row_progress:

@@ -35,6 +35,15 @@ _sweep_lock = threading.Lock()
 _dead_leftovers: dict[str, dict[str, list[str]]] = {}  # folder -> target stem -> leftover names
 
 
+def make_folder(folder: Path, path: object | None = None) -> None:
+    """Create `folder` and its parents (an -o folder that does not exist yet); ImageWriteError, naming
+    `path` when given, if the file system refuses."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ImageWriteError(f"cannot create folder {folder}: {err.strerror}", path=path) from None
+
+
 def write_bytes_atomically(data: bytes, path: str | Path, group: "DurableGroup | None" = None) -> "Future | None":
     """Write already-encoded bytes (an input kept as it was) the same atomic way; ImageWriteError naming the path."""
     target = Path(path)
