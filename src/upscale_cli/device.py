@@ -11,7 +11,7 @@ import contextlib
 
 import torch
 
-from upscale_cli.choices import DEVICE_WORDS, device_name
+from upscale_cli.choices import device_name
 from upscale_cli.errors import DeviceError
 
 
@@ -31,10 +31,7 @@ def select_device(name: str) -> torch.device:
         raise DeviceError("--device cuda: no CUDA GPU is available here")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise DeviceError("--device mps: Apple MPS is not available here")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise DeviceError(f"unknown device {name!r}; use {DEVICE_WORDS}") from None
+    return torch.device(name)  # device_name admitted only names torch.device takes
 
 
 def use_channels_last(info, device: torch.device) -> bool:

@@ -9,10 +9,10 @@ describing the run (`model`, `task`, `strength`, `ensemble`) are on every row.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+from typing import Literal, get_args
 
 Status = Literal["ok", "skipped", "failed"]
-STATUSES: tuple[Status, ...] = ("ok", "skipped", "failed")
+STATUSES: tuple[Status, ...] = get_args(Status)
 PlannedStatus = Literal["skipped", "failed"]
 
 

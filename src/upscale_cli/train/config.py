@@ -358,9 +358,6 @@ EventFn = Callable[[TrainEvent], None]
 def build_model_for(config: TrainConfig) -> nn.Module:
     from upscale_cli.models import build_model
 
-    try:
-        return build_model(config.arch, **config.model_settings)
-    except UnsupportedScaleError as err:
-        raise UnsupportedScaleError(f"cannot train {config.arch} at x{config.scale}: {err}") from None
-    except TypeError as err:
-        raise UsageError(f"bad settings for {config.arch}: {err}") from None
+    # the settings and scale were checked against the builder when the config was made
+    # (_check_model_settings builds this model on the meta device)
+    return build_model(config.arch, **config.model_settings)
