@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from upscale_cli.cli import stdout
+from upscale_cli.cli import report_error, stdout
 from upscale_cli.errors import DatasetError, TrainingError, UpscaleError, UsageError
 from upscale_cli.metrics import psnr_y, ssim_y
 
@@ -51,7 +51,7 @@ def load(source: str) -> torch.nn.Module:
 
         ckpt = load_checkpoint(path)
         try:  # a .pt or folder that is not a training run's
-            model = build_model(ckpt["config"]["arch"], **TrainConfig.from_dict(ckpt["config"]).model_settings)
+            model = build_model(ckpt["config"]["arch"], **TrainConfig.from_dict(ckpt["config"], ignore_unknown=True).model_settings)
             model.load_state_dict(ckpt["ema"] or ckpt["model"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise TrainingError(f"not a training run's checkpoint ({type(err).__name__}: {err})", path=source) from None
@@ -134,7 +134,7 @@ def main() -> int:
 
 
 def _report(err: UpscaleError) -> int:
-    print(f"error: {err}", file=sys.stderr, flush=True)
+    report_error(err)  # the CLI's one error line
     return err.exit_code
 
 
