@@ -222,7 +222,7 @@ def _hash_part(part: Path, size: int) -> tuple[int, "hashlib._Hash", bytes]:
             if not chunk:
                 break
             hasher.update(chunk)
-            tail = (tail + chunk)[-RESUME_CHECK_BYTES:]
+            tail = (tail + chunk[-RESUME_CHECK_BYTES:])[-RESUME_CHECK_BYTES:]  # not a copy of the whole chunk
             left -= len(chunk)
     return have - left, hasher, tail
 

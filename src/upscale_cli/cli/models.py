@@ -150,10 +150,10 @@ def download_command(
         try:
             files = _files_of(name, scale)
         except UpscaleError as err:
-            files = []
             tried += 1
             failures.append(err)
             report_error(err)
+            continue
         for file in files:
             tried += 1
             try:
