@@ -167,7 +167,7 @@ def run_command(
         None, "--cpu-bf16/--no-cpu-bf16",
         help="bfloat16 mixed precision on a CPU with native bf16 (AVX-512 BF16 or AMX): about 2x faster there; "
              "without it, float32 and a warning (default off)."),
-    device: Optional[str] = typer.Option(None, "--device", **options.DEVICE_PARSING, help="auto: CUDA, else Apple MPS, else the CPU; cuda:1 picks the second GPU."),
+    device: Optional[str] = typer.Option(None, "--device", **options.DEVICE_PARSING, help="auto: CUDA, else the CPU (Apple MPS only when named); cuda:1 picks the second GPU."),
     every: Optional[int] = typer.Option(None, "--every", help="Steps between validation/checkpoint/sample."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from a run dir or weights file (matching tensors)."),
