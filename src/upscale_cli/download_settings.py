@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from upscale_cli.env import env_whole_number
 from upscale_cli.errors import WeightsError
 
 CONNECT_TIMEOUT_S = 10.0
@@ -69,12 +70,7 @@ def download_settings() -> DownloadSettings:
 
 
 def _env_int(name: str, default: int, high: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > high:
-        raise WeightsError(f"{name} must be a whole number from 0 to {high}, not {raw!r}")
-    return int(raw)
+    return env_whole_number(name, default, f"from 0 to {high}", high=high, error=WeightsError)
 
 
 def _env_seconds(name: str, default: float, high: float, *, zero_ok: bool) -> float:

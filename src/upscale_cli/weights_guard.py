@@ -20,6 +20,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+from upscale_cli.env import env_whole_number
 from upscale_cli.errors import WeightsError
 
 DEFAULT_MAX_WEIGHTS_BYTES = 2_000_000_000  # tensors in one file; the largest community SR models are a few hundred MB
@@ -70,12 +71,7 @@ def _file_kind(mode: int) -> str:
 
 def max_weights_bytes() -> int:
     """The limit on the tensor bytes one weights file may declare: UPSCALE_MAX_WEIGHTS_BYTES or the default."""
-    raw = os.environ.get(MAX_WEIGHTS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_WEIGHTS_BYTES
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-        raise WeightsError(f"{MAX_WEIGHTS_ENV} must be a whole number of bytes above 0, not {raw!r}")
-    return int(raw)
+    return env_whole_number(MAX_WEIGHTS_ENV, DEFAULT_MAX_WEIGHTS_BYTES, "of bytes above 0", low=1, error=WeightsError)
 
 
 def check_weights_file(path: Path) -> None:

@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from upscale_cli.errors import ImageReadError, ImageTooLargeError, UsageError, printable_path
+from upscale_cli.env import env_whole_number
+from upscale_cli.errors import ImageReadError, ImageTooLargeError, printable_path
 from upscale_cli.images import DecodedImage
 from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_tensor
 from upscale_cli.images.formats import (DECODE_ERRORS, DEFAULT_MAX_PIXELS, MULTI_IMAGE_KINDS, ORIENTATION_TAG,
@@ -152,12 +153,7 @@ def _read_up_to(stream: BinaryIO, size: int) -> bytes:
 
 def stream_byte_limit() -> int:
     """MAX_STREAM_BYTES, or UPSCALE_MAX_STREAM_BYTES where set (0: no limit); UsageError naming it."""
-    raw = os.environ.get(STREAM_LIMIT_ENV, "").strip()
-    if not raw:
-        return MAX_STREAM_BYTES
-    if not (raw.isascii() and raw.isdigit()):
-        raise UsageError(f"{STREAM_LIMIT_ENV} must be a whole number of bytes (0 = no limit), not {raw!r}")
-    return int(raw)
+    return env_whole_number(STREAM_LIMIT_ENV, MAX_STREAM_BYTES, "of bytes (0 = no limit)")
 
 
 def _over_stream_limit(limit: int) -> str:
