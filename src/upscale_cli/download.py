@@ -33,8 +33,8 @@ from upscale_cli.download_settings import CONNECT_TIMEOUT_S, DownloadSettings, d
 from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
 from upscale_cli.model_spec import WeightsFile
 from upscale_cli.weights_cache import (CHUNK_BYTES, WrongSize, cached_and_good, cached_path, copy_verified, file_lock,
-                                       finish, lock_path, make_folder, part_path, remove_leftovers, unlink,
-                                       write_chunks, wrong_size_error)
+                                       finish, hash_up_to, lock_path, make_folder, part_path, remove_leftovers,
+                                       unlink, write_chunks, wrong_size_error)
 
 MAX_RETRY_DELAY_S = 60.0  # no single wait between attempts is longer, however many retries
 RESUME_CHECK_BYTES = 4096  # the end of a part fetched again and compared before it is continued
@@ -214,17 +214,9 @@ def _hash_part(part: Path, size: int) -> tuple[int, "hashlib._Hash", bytes]:
         return 0, hasher, b""
     if not have:
         return 0, hasher, b""
-    tail = b""
-    with open(part, "rb") as f:
-        left = have  # read no more than stat said: the part may still be growing elsewhere
-        while left:
-            chunk = f.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            hasher.update(chunk)
-            tail = (tail + chunk[-RESUME_CHECK_BYTES:])[-RESUME_CHECK_BYTES:]  # not a copy of the whole chunk
-            left -= len(chunk)
-    return have - left, hasher, tail
+    with open(part, "rb") as f:  # no more than stat said: the part may still be growing elsewhere
+        read, tail = hash_up_to(f, have, hasher, keep=RESUME_CHECK_BYTES)
+    return read, hasher, tail
 
 
 def _attempt(session, url: str, file: WeightsFile, part: Path, report: "_Silent", timeout_s: float,

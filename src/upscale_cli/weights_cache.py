@@ -43,6 +43,7 @@ PART_SUFFIX = ".part"
 LOCK_SUFFIX = ".lock"
 # A dropped connection loses the chunk being read, so resume granularity is one chunk.
 CHUNK_BYTES = 16 * 1024
+HASH_READ_BYTES = 2**20  # one read while hashing a file already on disk
 
 # path -> (size, mtime_ns) of files hashed and found good in this process: a batch that
 # loads the same model many times hashes it once.
@@ -227,15 +228,25 @@ def hash_file(path: Path, *, follow: bool = True) -> str:
     """The sha256 of a regular file, reading no more than its size when opened (a file that grows
     meanwhile cannot keep us reading); NotARegularFile for anything else, a link too unless `follow`."""
     hasher = hashlib.sha256()
-    f, left = open_regular(path, follow=follow)
+    f, size = open_regular(path, follow=follow)
     with f:
-        while left:
-            chunk = f.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            hasher.update(chunk)
-            left -= len(chunk)
+        hash_up_to(f, size, hasher)
     return hasher.hexdigest()
+
+
+def hash_up_to(f, limit: int, hasher, keep: int = 0) -> tuple[int, bytes]:
+    """Feed at most `limit` bytes of the open file `f` to `hasher`, never more (a file that grows
+    meanwhile cannot keep us reading); (the bytes read, fewer at an early end; the last `keep` of them)."""
+    left, tail = limit, b""
+    while left:
+        chunk = f.read(min(left, HASH_READ_BYTES))
+        if not chunk:
+            break
+        hasher.update(chunk)
+        if keep:
+            tail = (tail + chunk[-keep:])[-keep:]  # not a copy of the whole chunk
+        left -= len(chunk)
+    return limit - left, tail
 
 
 def open_regular(path: Path, *, follow: bool = True):
