@@ -46,7 +46,7 @@ RECIPE_CASES = [
     ("out", '"/dev/null"', 2, "not a folder"),
     ("out", '"/proc/x"', 2, "creating a folder in /proc fails"),
     ("out", '"{tmp}/afile/run"', 2, "afile is not a folder"),
-    ("out", f'"{{tmp}}/{LONG_NAME}"', 2, "longer than"),
+    ("out", f'"{{tmp}}/{LONG_NAME}"', 2, "300 bytes, over the file system's 255-byte limit of a file name"),
     ("out", "5", 2, "non-empty string"),
     ("out", '""', 2, "non-empty string"),
     ("arch", '"interpolate"', 2, '"unet", "upsampler", "pixelrec"'),

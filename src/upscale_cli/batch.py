@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from upscale_cli.errors import InputNotFoundError, UsageError
-from upscale_cli.images.atomic import NAME_MAX_BYTES
+from upscale_cli.images.atomic import over_name_limit
 from upscale_cli.images.formats import (FALLBACK_FORMAT, OUTPUT_FORMATS, READ_SUFFIXES, WRITE_SUFFIX, output_format,
                                         writable_format)
 from upscale_cli.report import PlannedStatus
@@ -70,9 +70,8 @@ def fs_problem(err: OSError, path: Path | str) -> str:
     """What a file-system call said about a path, as the end of a file's line (no traceback): a
     name too long says which limit and by how much."""
     if err.errno == errno.ENAMETOOLONG:
-        longest = max((len(os.fsencode(part)) for part in Path(path).parts), default=0)
-        if longest > NAME_MAX_BYTES:
-            return f"a name in it is {longest} bytes, over the file system's {NAME_MAX_BYTES}-byte limit of a file name"
+        if over := over_name_limit(Path(path).parts):
+            return f"a name in it is {over}"
         return f"the path is too long for the file system ({len(os.fsencode(str(path)))} bytes)"
     return err.strerror or str(err)
 
@@ -313,12 +312,6 @@ def _target_path(source: Source, output: str | None, folder: Path | None, tag: s
     return _default_output(source, tag, fmt)
 
 
-def _name_too_long(path: Path) -> int:
-    """The byte length of the name of `path` when the file system could not hold it (else 0)."""
-    size = len(os.fsencode(path.name))
-    return size if size > NAME_MAX_BYTES else 0
-
-
 def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: bool, inputs: _InputIndex,
                  folder_output: bool, written: Callable[[Path], list[Path]] | None = None) -> Planned | None:
     """Why a source will not run (missing, not an image, its output an input or another's, a name
@@ -331,9 +324,8 @@ def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: 
         return None
     paths = written(target) if written is not None else [target]
     for path in paths:
-        if size := _name_too_long(path):  # said before any work, not after it when the write fails
-            return Planned("failed", f"{source.label}: the output's name would be {size} bytes, over the file "
-                                     f"system's {NAME_MAX_BYTES}-byte limit ({_shortened(path.name)}); "
+        if over := over_name_limit([path.name]):  # said before any work, not after it when the write fails
+            return Planned("failed", f"{source.label}: the output's name would be {over} ({_shortened(path.name)}); "
                                      "rename the input or give -o a shorter name")
         replaced = inputs.input_at(path)
         if replaced is not None:

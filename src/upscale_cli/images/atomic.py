@@ -21,6 +21,7 @@ import time
 import zlib
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Iterable
 
 from upscale_cli.errors import ImageWriteError, printable_path
 
@@ -33,6 +34,21 @@ LEFTOVER_NAME = re.compile(r"\.(.+)\.([0-9a-f]{8})-([1-9][0-9]{0,9})-[0-9a-f]{8}
 
 _sweep_lock = threading.Lock()
 _dead_leftovers: dict[str, dict[str, list[str]]] = {}  # folder -> target stem -> leftover names
+
+
+def over_name_limit(names: Iterable[str], limit: int = NAME_MAX_BYTES) -> str | None:
+    """`N bytes, over the file system's L-byte limit of a file name` for the longest of `names`
+    when it passes `limit`: the one wording of that limit, wherever a name is refused; else None."""
+    longest = max((len(os.fsencode(name)) for name in names), default=0)
+    return f"{longest} bytes, over the file system's {limit}-byte limit of a file name" if longest > limit else None
+
+
+def name_max_bytes(folder: Path) -> int:
+    """The limit on a name in `folder` as its file system says, or NAME_MAX_BYTES where it does not."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return NAME_MAX_BYTES
 
 
 def make_folder(folder: Path, path: object | None = None) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 from upscale_cli.choices import (DAMAGE_MIXES, DEVICE_NAME, DEVICE_WORDS, LOSS_REGIONS, LOSSES, TRAINABLE_ARCHS,
                                  Arch, DamageMix, Loss, LossRegion)
 from upscale_cli.errors import DatasetError, TrainingError, UnsupportedScaleError, UsageError, printable_path
+from upscale_cli.images.atomic import name_max_bytes, over_name_limit
 
 # Architectures trained with their own data, loss, optimiser and validation: arch -> a module with
 # DEFAULTS (TrainConfig values that differ), load_data, make_batch, loss, make_optimizer, validate.
@@ -319,20 +320,12 @@ def check_out(out: str) -> None:
             raise refuse(f"{printable_path(path)} is not a folder")
     except OSError as err:  # a loop of links, a name too long for the system
         raise refuse(err.strerror or str(err)) from None
-    name_max = _name_max(path)
-    if any(len(os.fsencode(name)) > name_max for name in missing):
-        raise refuse(f"a name in it is longer than the file system's {name_max} bytes")
+    if over := over_name_limit(missing, name_max_bytes(path)):
+        raise refuse(f"a name in it is {over}")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".upscale-train-probe-", dir=path))
     except OSError as err:
         raise refuse(f"creating a folder in {printable_path(path)} fails ({err.strerror or err})") from None
-
-
-def _name_max(folder: Path) -> int:
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return 255  # the usual limit, where the system does not say
 
 
 @dataclass
