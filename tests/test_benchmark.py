@@ -408,7 +408,7 @@ def test_a_named_model_that_does_not_apply_is_skipped_the_same_way(tmp_path, col
 
 def test_applicability_is_read_from_the_models_size_requirement(tmp_path):
     runner = bm.build_runner("pixel-recursive", 4, "cpu")
-    assert runner.max_input_side == 16  # from its descriptor (ModelInfo.max_input_side)
+    assert runner.max_input_side == 16  # from its descriptor (its size requirements' maximum)
     assert runner.not_applicable([("a.png", (16, 16)), ("b.png", (3, 16))]) is None
     reason = runner.not_applicable([("a.png", (16, 16)), ("wide.png", (5, 17)), ("big.png", (40, 30))])
     assert reason.startswith("not applicable: it takes inputs up to 16x16") and "2 of 3" in reason

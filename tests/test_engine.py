@@ -86,9 +86,9 @@ class _MemoryLimitedX2(torch.nn.Module):
 
     def __init__(self, budget_pixels: int):
         super().__init__()
-        from upscale_cli.models.base import ModelInfo
+        from upscale_cli.models.descriptor import FixedScale
 
-        self.info = ModelInfo(scale=2, receptive_field=1)
+        self.info = FixedScale(scale=2, receptive_field=1)
         self.conv = torch.nn.Conv2d(3, 12, 3, padding=1)
         self.shuffle = torch.nn.PixelShuffle(2)
         self.budget = budget_pixels
@@ -135,9 +135,9 @@ class _Poisoned(torch.nn.Module):
 
     def __init__(self, value: float):
         super().__init__()
-        from upscale_cli.models.base import ModelInfo
+        from upscale_cli.models.descriptor import FixedScale
 
-        self.info = ModelInfo(scale=2, receptive_field=1)
+        self.info = FixedScale(scale=2, receptive_field=1)
         self.value = value
         self.weight = torch.nn.Parameter(torch.ones(1))
 
@@ -161,9 +161,9 @@ def test_tile_plan_is_rounded_and_exact_for_a_size_multiple_model():
     """--tile 129..131 on a model with a size multiple used to fail ('overlap must be smaller')."""
     torch.manual_seed(0)
     model = _MemoryLimitedX2(budget_pixels=10**9)
-    from upscale_cli.models.base import ModelInfo
+    from upscale_cli.models.descriptor import FixedScale, SizeRequirements
 
-    model.info = ModelInfo(scale=2, receptive_field=1, size_multiple=4)
+    model.info = FixedScale(scale=2, receptive_field=1, size=SizeRequirements(multiple_of=4))
     x = torch.rand(1, 3, 301, 203)
     reference = _upscaler_with(model, tile=0).upscale_tensor(x)
     for tile in (129, 130, 131, 33):

@@ -16,6 +16,7 @@ from upscale_cli.fit_single import consistency, fitting, network, saved, sizes
 from upscale_cli.fit_single.network import axis_centres, grid_coordinates
 from upscale_cli.models import build_model
 from upscale_cli.resize import resize
+from upscale_cli.models.descriptor import Fitting
 
 TINY = dict(hidden=32, depth=2, features=32)  # a network small enough for tests
 
@@ -137,7 +138,7 @@ def test_too_large_image_is_refused():
 
 def test_registry_module_forward():
     model = build_model("coord-mlp", steps=5, **TINY)
-    assert model.info.scale is None and not model.info.tileable
+    assert isinstance(model.info, Fitting) and not model.info.tileable
     with torch.inference_mode():  # as the engine calls it when it forgets autograd
         out = model(torch.rand(1, 3, 8, 8), size=(16, 20))
     assert out.shape == (1, 3, 16, 20)

@@ -16,6 +16,7 @@ from upscale_cli.models.interpolate import build_interpolate
 from upscale_cli.models.opencv_sr import build_opencv_sr
 
 from http_server import NEEDS_OPENCV_WEIGHTS, OPENCV_WEIGHTS_DIR
+from upscale_cli.models.descriptor import AnySize
 
 PUBLISHED_ESPCN_X2 = OPENCV_WEIGHTS_DIR / "ESPCN_x2.pb"
 PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
@@ -59,7 +60,7 @@ def test_interpolate_matches_pillow(method, size):
 
 def test_interpolate_info_and_registry():
     model = build_model("interpolate", method="bicubic")
-    assert model.info.scale is None and not model.info.tileable and not model.info.supports_half
+    assert isinstance(model.info, AnySize) and not model.info.tileable and not model.info.supports_half
     assert model.info.receptive_field == 0
     with pytest.raises(ValueError):
         build_interpolate(method="sinc")

@@ -41,7 +41,7 @@ def test_unet_info_fields():
     model = build_model("unet", scale=3, width=8, levels=3, blocks=1)
     info = model.info
     assert (info.scale, info.in_channels, info.supports_half) == (3, 3, True)
-    assert info.size_multiple == 2**3
+    assert info.size.multiple_of == 2**3
     assert info.tileable and info.device_bound is None
 
 

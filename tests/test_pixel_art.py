@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from upscale_cli.models import build_model
 from upscale_cli.models.pixel_art import nearest, plan_passes, scale2x, scale3x, upscale_pixel_art
+from upscale_cli.models.descriptor import AnySize
 
 
 def plane(rows) -> torch.Tensor:
@@ -111,7 +112,7 @@ def test_alpha_follows_the_colour_decisions_and_hidden_colours_do_not_count():
 
 def test_registry_module():
     model = build_model("pixel-art")
-    assert model.info.scale is None and model.info.in_channels == 4
+    assert isinstance(model.info, AnySize) and model.info.in_channels == 4
     assert not model.info.supports_half and not model.info.supports_bf16
     x = torch.rand(2, 3, 4, 4)
     assert model(x, size=(12, 12)).shape == (2, 3, 12, 12)

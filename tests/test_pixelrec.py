@@ -12,6 +12,7 @@ from upscale_cli.models import build_model, sampling_arch
 from upscale_cli.models.pixelrec import LEVELS, nll_bits, pick_level
 from upscale_cli.sampling import SampleConfig, check_input_size, draw_samples, sample_paths
 from upscale_cli.errors import UpscaleError, UsageError
+from upscale_cli.models.descriptor import Sampling
 
 TINY = {"width": 6, "blocks": 1, "prior_width": 9, "prior_layers": 2}
 
@@ -92,7 +93,7 @@ def features(model, y: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("spade", [False, True])
 def test_shapes_loss_and_greedy_sampling_match_teacher_forcing(spade):
     model = tiny_model(spade=spade)
-    assert model.info.scale == 4 and model.info.samples and model.info.max_input_side == 16
+    assert model.info.scale == 4 and isinstance(model.info, Sampling) and model.info.size.maximum == 16
     lr = torch.rand(2, 3, 3, 5)
     hr = torch.rand(2, 3, 12, 20).mul(255).round().div(255)
     fused, cond = model(lr, hr)

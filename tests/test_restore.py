@@ -19,6 +19,7 @@ from upscale_cli.catalog import load_catalog
 from upscale_cli.cli import app
 from upscale_cli.images.arrays import uint8_to_tensor
 from upscale_cli.metrics import quantize8
+from upscale_cli.models.descriptor import Masked
 
 runner = CliRunner()
 W, H = f.SIZE
@@ -302,7 +303,7 @@ def test_unet_mask_channel_starts_as_the_colour_model_and_takes_the_mask_either_
 
     settings = dict(scale=1, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1, width_mult=1.5)
     plain, masked = build_unet(**settings), build_unet(**settings, mask_channel=True)
-    assert masked.info.takes_mask and not plain.info.takes_mask and masked.info.in_channels == 3
+    assert isinstance(masked.info, Masked) and not isinstance(plain.info, Masked) and masked.info.in_channels == 3
     masked.load_state_dict(plain.state_dict(), strict=False)  # mask_head stays at its zero start
     x, mask = torch.rand(2, 3, 16, 16), (torch.rand(2, 1, 16, 16) > 0.7).float()
     with torch.no_grad():

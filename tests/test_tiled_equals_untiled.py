@@ -32,7 +32,7 @@ def textured(height: int, width: int, channels: int = 3, seed: int = 0) -> torch
 
 def _smallest_tile(upscaler: Upscaler, native: int) -> int:
     info = upscaler.model(native).info
-    return 2 * tiling.exact_overlap(info.receptive_field, info.size_multiple)
+    return 2 * tiling.exact_overlap(info.receptive_field, info.size.multiple_of)
 
 
 def _run(model: str, scale: int, x: torch.Tensor, tile: int) -> torch.Tensor:
@@ -47,7 +47,7 @@ def test_every_shipped_model_tiled_equals_untiled_at_awkward_sizes(model, scale)
     native = max(probe.native_scales())
     info = probe.model(native).info
     smallest = _smallest_tile(probe, native)
-    multiple = info.size_multiple
+    multiple = info.size.multiple_of
     odd_tile = smallest + multiple + 1  # not a multiple of the size rule: rounded down by the plan
     long_side = smallest + smallest // 2 + 3  # two or three tiles, and not a multiple either
     cases = [((1, long_side), (smallest, odd_tile)), ((long_side, 1), (smallest, odd_tile)),
@@ -134,7 +134,7 @@ def test_a_mask_taking_model_tiled_equals_untiled(mask_unet_file, channels, whic
 
     probe = Upscaler(UpscaleConfig(model=model, scale=1, device="cpu"), progress=False)
     smallest = _smallest_tile(probe, 1)
-    multiple = probe.model(1).info.size_multiple
+    multiple = probe.model(1).info.size.multiple_of
     odd_tile = smallest + multiple + 1
     long_side = 2 * smallest + 3
     for (height, width), tiles in (((1, long_side), (smallest, odd_tile)), ((long_side, 1), (smallest,)),

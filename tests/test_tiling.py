@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from upscale_cli.errors import UsageError
+from upscale_cli.models.descriptor import FixedScale, SizeRequirements
 from upscale_cli.tiling import (
+    CPU_MAX_TILE,
     TilePlan,
     auto_tile_size,
     axis_window,
@@ -56,7 +58,8 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[tuple[i
 def run(fn, x, scale, tile, overlap, margin=None, size_multiple=1, out_device=None, on_tile=None):
     """tiled_forward with a hand-made plan (margin defaults to a quarter of the overlap)."""
     margin = overlap // 4 if margin is None else margin
-    return tiled_forward(fn, x, scale, TilePlan(tile, overlap, margin, size_multiple, out_device), on_tile=on_tile)
+    plan = TilePlan(tile, overlap, margin, SizeRequirements(multiple_of=size_multiple), out_device)
+    return tiled_forward(fn, x, scale, plan, on_tile=on_tile)
 
 
 def coverage(height: int, width: int, tile: int, overlap: int) -> torch.Tensor:
@@ -91,7 +94,7 @@ def test_a_plan_whose_overlap_is_not_smaller_than_its_tile_cannot_exist():
     with pytest.raises(ValueError):
         TilePlan(16, 16, 0)
     with pytest.raises(ValueError):
-        TilePlan(30, 8, 0, size_multiple=4)  # tile not a multiple
+        TilePlan(30, 8, 0, SizeRequirements(multiple_of=4))  # tile not a multiple
     with pytest.raises(ValueError):
         TilePlan(32, 8, 5)  # margin wider than half the overlap
 
@@ -277,9 +280,11 @@ def test_tiled_equals_untiled_on_cuda():
 # ----------------------------------------------------------------------------- the plan
 
 
-def _plan(tile=0, overlap=None, rf=48, multiple=4, height=3000, width=4000, **kw):
-    return plan_tiling(height, width, 3, 4, receptive_field=rf, bytes_per_input_pixel=4096, size_multiple=multiple,
-                       tile=tile, overlap=overlap, free_memory_bytes=kw.pop("free", 16 << 30), **kw)
+def _plan(tile=0, overlap=None, rf=48, multiple=4, height=3000, width=4000, tiling="supported", per_pixel=4096,
+          free=16 << 30, **kw):
+    info = FixedScale(scale=4, receptive_field=rf, size=SizeRequirements(multiple_of=multiple), tiling=tiling,
+                      bytes_per_input_pixel=per_pixel)
+    return plan_tiling(height, width, 3, 4, info, tile=tile, overlap=overlap, free_memory_bytes=free, **kw)
 
 
 @pytest.mark.parametrize("rf,multiple", [(48, 4), (76, 8), (13, 2), (3, 1), (0, 1), (200, 16)])
@@ -315,6 +320,33 @@ def test_an_explicit_overlap_is_kept_and_the_tile_made_room_for_it():
 
 
 def test_a_model_that_cannot_be_tiled_or_a_small_image_gets_one_tile():
-    assert _plan(64, tileable=False).tile == 0
+    assert _plan(64, tiling="internal").tile == 0
     assert _plan(256, height=255, width=250).tile == 0
     assert _plan(0, height=100, width=100).tile == 0
+
+
+# ----------------------------------------------------------------------------- the descriptor's tiling mode and memory
+
+
+@pytest.mark.parametrize("side", [600, 1000, 1300])
+def test_a_discouraged_model_runs_untiled_whenever_memory_allows(side):
+    """Tiling mode "discouraged" (global attention) is honoured: no CPU cap; one tile when its working
+    set fits, else the largest tile that fits, never smaller than a supported model's tile."""
+    free = 16 << 30
+    supported = _plan(0, height=side, width=side, rf=16, multiple=8, free=free)
+    discouraged = _plan(0, height=side, width=side, rf=16, multiple=8, free=free, tiling="discouraged")
+    assert supported.tile == CPU_MAX_TILE  # capped on the CPU
+    assert discouraged.tile == 0  # half of 16 GiB holds a 1300x1300 input at 4.4 KiB a pixel
+    tight = _plan(0, height=side, width=side, rf=16, multiple=8, free=1 << 30, tiling="discouraged")
+    assert 0 < tight.tile < side and tight.tile % 8 == 0  # does not fit: the largest tile that does
+    assert tight.tile >= _plan(0, height=side, width=side, rf=16, multiple=8, free=1 << 30).tile
+
+
+@pytest.mark.parametrize("per_pixel", [512, 4096, 65536])
+def test_the_automatic_tile_follows_the_model_memory_per_pixel(per_pixel):
+    """The descriptor's bytes_per_input_pixel sizes the tile: a model 8x as hungry gets a tile about
+    sqrt(8)x smaller, from the same free memory."""
+    plan = dict(rf=8, multiple=1, height=3000, width=3000, free=8 << 30, tiling="discouraged")
+    hungry, light = _plan(0, per_pixel=per_pixel * 8, **plan), _plan(0, per_pixel=per_pixel, **plan)
+    assert 0 < hungry.tile < light.tile < 3000
+    assert 2.0 < light.tile / hungry.tile < 3.5  # not sqrt(8) exactly: each pixel also costs its output

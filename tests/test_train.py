@@ -25,6 +25,7 @@ from upscale_cli.train.checkpoint import load_checkpoint
 from upscale_cli.train.schedule import crop_at, lr_at
 from upscale_cli.metrics import psnr_y_tensor as psnr_y
 from upscale_cli.train.losses import PerceptualLoss, build_vgg16_features, gram_matrix, pixel_loss
+from upscale_cli.models.descriptor import Masked
 
 TINY = {"width": 8, "levels": 1, "blocks": 1, "decoder_blocks": 1, "bottleneck_blocks": 1}
 
@@ -320,7 +321,7 @@ def test_cli_export_writes_a_weights_file_again_in_float16(folder, tmp_path):
     assert fp32.read_bytes() == before
     assert all(t.dtype == torch.float16 for t in load_file(str(half)).values())
     a, b = load_model(str(fp32)), load_model(str(half))
-    m = a.info.size_multiple
+    m = a.info.size.multiple_of
     x = torch.rand(1, 3, 3 * m, 2 * m)
     with torch.no_grad():
         assert torch.allclose(a(x), b(x), atol=2e-3) and b(x).shape == (1, 3, 6 * m, 4 * m)
@@ -417,7 +418,7 @@ def test_inpainting_run_trains_and_validates_inside_the_mask(folder, tmp_path):
     run = train(config, on_event=lambda e: scores.append(e.psnr) if e.kind == "val" else None)
     assert len(scores) == 2 and all(5 < s < 100 for s in scores)
     model = load_model(str(export(run, tmp_path / "inpaint.safetensors")))
-    assert model.info.takes_mask
+    assert isinstance(model.info, Masked)
     x, mask = torch.rand(1, 3, 16, 16), torch.zeros(1, 1, 16, 16)
     mask[..., 4:9, 5:11] = 1
     assert model(x, mask=mask).shape == x.shape

@@ -78,8 +78,16 @@ def parse_catalog(text: str) -> dict[str, ModelSpec]:
             description=raw.get("description", ""),
             files=files,
             options=MappingProxyType(dict(raw.get("options", {}))),
+            reference=_flag(name, raw, "reference"),
         )
     return specs
+
+
+def _flag(name: str, raw: dict, key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise CatalogError(f"weights.toml: model {name!r}: {key} must be true or false")
+    return value
 
 
 @lru_cache(maxsize=1)

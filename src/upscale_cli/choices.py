@@ -34,8 +34,7 @@ ENCODINGS: tuple[Encoding, ...] = get_args(Encoding)
 # upscale train: the architectures it trains, the pixel loss, where the loss counts ("image": every
 # pixel; "mask": the pixels the input's mask marks, for a mask-channel inpainting model, whose
 # output is used inside the mask only), and the restoration damage mix (the first is the default)
-Arch = Literal["unet", "upsampler", "pixelrec"]
-TRAINABLE_ARCHS: tuple[Arch, ...] = get_args(Arch)
+from upscale_cli.models import TRAINABLE_ARCHS, TrainableArch as Arch  # noqa: E402 - the registry owns arch names
 Loss = Literal["l1", "mse"]
 LOSSES: tuple[Loss, ...] = get_args(Loss)
 LossRegion = Literal["image", "mask"]

@@ -1,16 +1,16 @@
 """Upscaler = model + device + dtype + tiling + scale plan.
 
-The engine knows models only through their `info` (ModelInfo): it never asks which
-architecture it runs. A scale the model lacks is planned as native passes (x8 = x4 then
+The engine knows models only through their descriptor `info` (models/descriptor.py): the
+variant says how a model is called (FixedScale, Masked, Sampling, AnySize, Fitting); it never
+asks which architecture it runs. A scale the model lacks is planned as native passes (x8 = x4 then
 x2, or x2 three times for a x2-only model) followed by one high-quality resize to the
 exact target size.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -23,12 +23,12 @@ from upscale_cli.choices import ALPHA_MODES, Alpha
 from upscale_cli.device import half_dtype, select_device, torch_threads, use_channels_last
 from upscale_cli.errors import ModelOutputError, OutOfMemoryError, OutputTooLargeError, UsageError
 from upscale_cli.loader import load_model
+from upscale_cli.models.descriptor import AnySize, Fitting, Masked, ModelDescriptor, native_scale
 from upscale_cli.resize import resize
 
 DEFAULT_MODEL = "unet"
 MAX_PASSES = 4  # x2^4 = x16 is as far as repeated passes go before the final resize
 FINAL_RESIZE = "bicubic"  # antialiased when shrinking after an overshooting pass
-BYTES_PER_INPUT_PIXEL = 4096  # rough peak activation memory of our models per input pixel (float32)
 # Largest output written by default: about 21 bytes of RAM per output pixel are needed (the float32
 # accumulator, 8-bit planes, the encoder), so 500 MP needs about 11 GB. --max-output-pixels changes it.
 DEFAULT_MAX_OUTPUT_PIXELS = 500_000_000
@@ -161,7 +161,7 @@ class Upscaler:
         if self.spec.scales:
             return self.spec.scales
         if self.spec.local_path is not None:
-            scale = self.model(None).info.scale
+            scale = native_scale(self.model(None).info)
             return (scale,) if scale else ()
         return ()
 
@@ -176,8 +176,8 @@ class Upscaler:
             self._refuse_without_mask(self.model(native))
 
     def _refuse_without_mask(self, model: nn.Module) -> None:
-        """A model that fills masked pixels (info.takes_mask) has nothing to do without a mask."""
-        if model.info.takes_mask:
+        """A model that fills masked pixels (a Masked descriptor) has nothing to do without a mask."""
+        if isinstance(model.info, Masked):
             raise UsageError(f"{self.spec.name} fills the pixels a mask marks: run it with "
                              f"`upscale restore IMAGE --mask MASK.png -m {self.config.model}`")
 
@@ -222,12 +222,12 @@ class Upscaler:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else self.device
         light = param is None and device.type == "cpu"  # interpolation: NumPy does the work
-        with torch.set_grad_enabled(model.info.fits_at_runtime), torch_threads(1 if light else None):
+        with torch.set_grad_enabled(isinstance(model.info, Fitting)), torch_threads(1 if light else None):
             out = _with_channels(model, x.to(device), lambda t: model(t, size=size))
             return _check_finite(out.float().cpu()).clamp_(0.0, 1.0)
 
     def run_with_mask(self, x: torch.Tensor, mask: torch.Tensor, on_tile: TileCallback | None = None) -> torch.Tensor:
-        """A model that takes a mask (info.takes_mask; x1) on (1, C, H, W) and its (1, 1, H, W)
+        """A model that takes a mask (Masked; x1) on (1, C, H, W) and its (1, 1, H, W)
         mask (1 = fill): tiled, retried on out of memory and in the model's dtype like any pass, the
         mask cut into the same tiles as the image. (1, C, H, W) float32 on the CPU."""
         return self._run_pass(x, 1 if self.native_scales() else None, on_tile, mask)
@@ -243,8 +243,8 @@ class Upscaler:
 
         layout = torch.channels_last if use_channels_last(model.info, device) else torch.contiguous_format
         info = model.info
-        if dtype == torch.bfloat16 and device.type == "cpu" and info.min_size < BF16_CPU_MIN_SIDE:
-            info = dataclasses.replace(info, min_size=BF16_CPU_MIN_SIDE)
+        if dtype == torch.bfloat16 and device.type == "cpu" and info.size.minimum < BF16_CPU_MIN_SIDE:
+            info = replace(info, size=info.size.at_least(BF16_CPU_MIN_SIDE))
 
         def run_tile(t: torch.Tensor) -> torch.Tensor:
             if mask is None:
@@ -252,7 +252,7 @@ class Upscaler:
             colour, plane = t[:, :-1].to(dtype).contiguous(memory_format=layout), t[:, -1:].to(dtype)
             return _check_finite(_with_channels(model, colour, lambda c: model(c, mask=plane)).float())
 
-        scale = native or info.scale or 1
+        scale = native or native_scale(info) or 1
         if mask is not None:  # one more plane: tiling, padding and the views cut it with the image
             x = torch.cat([x, mask.to(x.dtype)], dim=1)
         with torch.no_grad():
@@ -267,13 +267,10 @@ class Upscaler:
 
             return ensemble.self_ensemble(run_view, x.to(device))
 
-    def _tile_plan(self, x: torch.Tensor, native: int, info, tile: int) -> tiling.TilePlan:
-        """tiling.plan_tiling for this pass, from the model's self-description and the user's options."""
-        plan = tiling.plan_tiling(
-            *x.shape[-2:], x.shape[1], native, receptive_field=info.receptive_field,
-            bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL, size_multiple=info.size_multiple,
-            tileable=info.tileable, device=x.device, tile=tile, overlap=self.config.tile_overlap,
-            min_size=info.min_size, square=info.square)
+    def _tile_plan(self, x: torch.Tensor, native: int, info: ModelDescriptor, tile: int) -> tiling.TilePlan:
+        """tiling.plan_tiling for this pass, from the model's descriptor and the user's options."""
+        plan = tiling.plan_tiling(*x.shape[-2:], x.shape[1], native, info, device=x.device, tile=tile,
+                                  overlap=self.config.tile_overlap)
         if plan.note and plan.note not in self.notes:
             self.notes.append(plan.note)
         return plan
@@ -330,7 +327,7 @@ class Upscaler:
 
     def _alpha_through_model(self) -> bool:
         if self.config.alpha == "auto":
-            return self._info().scale is None
+            return isinstance(self._info(), AnySize)
         return self.config.alpha == "model"
 
     def _upscale_rgba(self, image, size: tuple[int, int], on_tile: TileCallback | None):

@@ -12,6 +12,7 @@ from typing import Callable
 
 from upscale_cli.batch import WriteOptions
 from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
+from upscale_cli.models.descriptor import Fitting
 from upscale_cli.report import ReportRow
 
 
@@ -27,7 +28,7 @@ def can_batch(converter) -> bool:
         models = [converter.model(native) for native in (natives or (None,))]
     except Exception:  # anything unusual: one image at a time, as before
         return False
-    return not any(getattr(getattr(m, "info", None), "fits_at_runtime", True) for m in models)
+    return not any(isinstance(getattr(m, "info", None), Fitting) or not hasattr(m, "info") for m in models)
 
 
 class FileReport:

@@ -23,11 +23,12 @@ from upscale_cli.model_spec import ModelSpec, WeightsFile
 from upscale_cli.weights_cache import packaged_weights_path
 from upscale_cli.errors import UnsupportedScaleError, UpscaleError, WeightsError
 from upscale_cli.models import ARCHITECTURES, build_model, model_skeleton
+from upscale_cli.models.descriptor import native_scale
+from upscale_cli.models.opencv_sr import GRAPH_SUFFIX, graph_model
 from upscale_cli.weights_guard import ACCEPTED_FLOAT_DTYPES, ACCEPTED_FLOAT_TEXT, check_weights_file
 
 META_ARCH = "arch"
 META_SETTINGS = "settings"
-OPENCV_SUFFIX = ".pb"  # an OpenCV dnn_superres graph, read by OpenCV itself
 PICKLE_REFUSED = ("contains code or objects that are not plain tensors (a pickle that could run code when "
                   "loaded); it was not loaded")
 _WEIGHTS_ONLY_REFUSAL = "Weights only load failed"  # how torch.load(weights_only=True) refuses a pickle
@@ -130,8 +131,8 @@ def model_from_weights(path: str | Path) -> nn.Module:
     must then be exactly the model's (names and shapes) before the real model is built.
     """
     path = Path(path)
-    if path.suffix.lower() == OPENCV_SUFFIX:
-        return _opencv_model_file(path)
+    if path.suffix.lower() == GRAPH_SUFFIX:
+        return graph_model(path)
     state, metadata = read_weights(path)
     if META_ARCH not in metadata:  # not one of ours: a community model, recognised by its tensors
         from upscale_cli.models.spandrel_model import from_state_dict
@@ -198,18 +199,6 @@ def _check_tensors_fit(expected: dict[str, torch.Tensor], found: dict[str, torch
         raise refuse(f"the file has a tensor {_quoted(extra)} that the model does not")
 
 
-def _opencv_model_file(path: Path) -> nn.Module:
-    """A user's OpenCV dnn_superres graph: the file itself, its algorithm and scale from its name."""
-    from upscale_cli.models.opencv_sr import algo_and_scale_of
-
-    found = algo_and_scale_of(path.name)
-    if found is None:
-        raise WeightsError("an OpenCV .pb model must keep its published name, ALGORITHM_xSCALE.pb "
-                           "(ESPCN_x2.pb, FSRCNN-small_x3.pb, LapSRN_x8.pb), which says what it is", path=path)
-    algo, scale = found
-    return build_model(f"opencv-{algo}", algo=algo, scale=scale, model_path=str(path)).eval()
-
-
 def _shape(tensor: torch.Tensor) -> str:
     return str(tuple(tensor.shape))
 
@@ -252,15 +241,15 @@ def load_model(name_or_path: str, scale: int | None = None, progress: bool = Tru
     spec = resolve(name_or_path)
     if spec.local_path is not None:
         model = model_from_weights(spec.local_path)
-        if scale is not None and model.info.scale not in (None, scale):
-            raise UnsupportedScaleError(f"{spec.local_path} is a x{model.info.scale} model, not x{scale}")
+        own = native_scale(model.info)
+        if scale is not None and own not in (None, scale):
+            raise UnsupportedScaleError(f"{spec.local_path} is a x{own} model, not x{scale}")
         return model
     native = pick_scale(spec, scale)
     settings = dict(spec.options)
     if native is None:
         return build_model(spec.arch, **settings).eval()
     path = weights_path(spec.files[native], progress=progress)
-    if path.suffix == OPENCV_SUFFIX:  # OpenCV dnn_superres graphs are loaded by OpenCV itself
-        algo = spec.arch.removeprefix("opencv-")
-        return build_model(spec.arch, algo=algo, scale=native, model_path=str(path), **settings).eval()
+    if path.suffix == GRAPH_SUFFIX:  # OpenCV dnn_superres graphs are loaded by OpenCV itself
+        return graph_model(path, native, spec.arch, **settings)
     return model_from_weights(path)

@@ -63,6 +63,7 @@ class ModelSpec:
     files: Mapping[int, WeightsFile] = field(default_factory=dict)
     options: Mapping[str, object] = field(default_factory=dict)
     local_path: Path | None = None  # set when the model is a user's own weights file
+    reference: bool = False  # a published baseline the benchmark compares against by default (OpenCV's)
 
     @property
     def scales(self) -> tuple[int, ...]:

@@ -1,11 +1,11 @@
 """Same-size restoration: JPEG artifacts, noise, holes and overlaid text, repaired at x1.
 
-Restoration models are ordinary x1 models (ModelInfo(scale=1)); the `Restorer` runs them
+Restoration models are ordinary x1 models (a FixedScale descriptor with scale 1); the `Restorer` runs them
 through the engine's `Upscaler` (device, dtype, tiling, out-of-memory retries) at the
 input's own size, and adds what is special about restoration: masks and strength.
 
 How a mask (1 = fill, 0 = keep; (1, 1, H, W)) reaches a model:
-- A model that takes a mask itself says so in its info (`takes_mask=True`) and is
+- A model that takes a mask itself says so by its descriptor (`Masked`) and is
   called as `model(prefilled x, mask=mask)` through the engine (`Upscaler.run_with_mask`: tiled
   like any model, the mask cut into the same tiles; one tile for a model that cannot be tiled):
   opencv-inpaint, which ignores the masked pixels, and a unet with `mask_channel` (unet-inpaint),
@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from upscale_cli.alpha import fill_transparent
 from upscale_cli.choices import TASKS, Task
 from upscale_cli.errors import UsageError
+from upscale_cli.models.descriptor import Masked, native_scale
 
 DEFAULT_MODEL = "unet-restore"
 # What fills a mask when no -m is given: the mask-channel U-Net (configs/unet_inpaint.toml: fine-tuned
@@ -251,8 +252,8 @@ def check_mask_size(x: torch.Tensor, mask: torch.Tensor) -> None:
 
 
 def takes_mask(model) -> bool:
-    """Models that want the mask themselves (forward(x, mask=...)) say so in their info."""
-    return bool(model.info.takes_mask)
+    """Models that want the mask themselves (forward(x, mask=...)) have a Masked descriptor."""
+    return isinstance(model.info, Masked)
 
 
 class Restorer:
@@ -279,7 +280,7 @@ class Restorer:
     def model(self):
         """The loaded x1 model (a model of any other scale is refused: it would not restore)."""
         model = self.upscaler.model(1 if self.upscaler.native_scales() else None)
-        if model.info.scale != 1:
+        if native_scale(model.info) != 1:
             raise UsageError(f"model {self.model_name!r} is not a restoration (x1) model; see `upscale models`")
         return model
 

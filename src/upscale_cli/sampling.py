@@ -1,5 +1,5 @@
 """Several answers for one image: samples drawn from a model that models a distribution
-(ModelInfo.samples; pixel-recursive), at a temperature, from a seed.
+(a Sampling descriptor; pixel-recursive), at a temperature, from a seed.
 
 Pure tensor code: the CLI (cli/sample.py) reads, names and writes the files.
 """
@@ -40,12 +40,12 @@ class SampleConfig:
 
 
 class InputTooLargeForSamplingError(UpscaleError):
-    """An input larger than the sampling model's max_input_side."""
+    """An input larger than the sampling model's largest input side (its size requirements)."""
 
 
 def check_input_size(model: nn.Module, height: int, width: int) -> None:
     """Refuse an input the model cannot sample (pixel-recursive: at most 16x16)."""
-    side = model.info.max_input_side
+    side = model.info.size.maximum
     if side and max(height, width) > side:
         steps = 3 * height * width * model.info.scale ** 2
         raise InputTooLargeForSamplingError(

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from upscale_cli.errors import UsageError
+from upscale_cli.models.descriptor import ModelDescriptor, SizeRequirements
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) in input pixels, end exclusive
 Span = tuple[int, int]  # (start, end) in input pixels along one axis
@@ -69,11 +70,10 @@ FLOAT32_BYTES = 4
 class TilePlan:
     """How one pass is cut into tiles; built by `plan_tiling`, executed by `tiled_forward`.
 
-    tile: tile side in input pixels, a multiple of size_multiple; 0 = one tile (no cutting).
-    overlap: input pixels neighbouring tiles share, a multiple of size_multiple, < tile.
+    tile: tile side in input pixels, a multiple of size.multiple_of; 0 = one tile (no cutting).
+    overlap: input pixels neighbouring tiles share, a multiple of size.multiple_of, < tile.
     margin: input pixels of zero weight along inner tile edges (the receptive field); <= overlap / 2.
-    size_multiple: the model's size rule; the whole image is padded to it once.
-    min_size / square: the model's other size rules (padded up to a minimum side, or to a square).
+    size: the model's size requirements; the whole image is padded to them once.
     out_device: where the float32 output accumulates (None = the input's device).
     note: what the plan changed from the request, for the user (e.g. a tile raised to the minimum).
     """
@@ -81,14 +81,12 @@ class TilePlan:
     tile: int
     overlap: int
     margin: int
-    size_multiple: int = 1
+    size: SizeRequirements = SizeRequirements()
     out_device: str | None = None
     note: str | None = None
-    min_size: int = 0
-    square: bool = False
 
     def __post_init__(self) -> None:
-        m = self.size_multiple
+        m = self.size.multiple_of
         if m < 1 or self.tile < 0 or self.overlap < 0 or self.margin < 0 or 2 * self.margin > self.overlap:
             raise ValueError(f"invalid tile plan {self}")
         if self.tile and (self.tile % m or self.overlap % m or self.tile <= self.overlap):
@@ -96,7 +94,7 @@ class TilePlan:
 
     def spans(self, length: int) -> list[Span]:
         """Spans of `tile` every `tile - overlap` over a (padded) axis, the last one shifted back
-        inside it; all starts are multiples of size_multiple when `length` is."""
+        inside it; all starts are multiples of size.multiple_of when `length` is."""
         tile, overlap = self.tile, self.overlap
         if tile <= 0 or tile >= length:
             return [(0, length)]
@@ -125,27 +123,26 @@ def plan_tiling(
     width: int,
     channels: int,
     scale: int,
+    info: ModelDescriptor,
     *,
-    receptive_field: int,
-    bytes_per_input_pixel: int,
-    size_multiple: int = 1,
-    tileable: bool = True,
     device: torch.device | str = "cpu",
     tile: int = 0,
     overlap: int | None = None,
     free_memory_bytes: int | None = None,
-    min_size: int = 0,
-    square: bool = False,
 ) -> TilePlan:
-    """The tile plan for one pass of a model over a (height x width) input.
+    """The tile plan for one pass of a model (its descriptor `info`) over a (height x width) input.
 
-    tile: the user's tile (0 = chosen from free memory); overlap: the user's overlap (None = from
-    the receptive field, which keeps tiled == untiled). Everything is rounded to the size multiple
-    first and validated once; a tile too small for the model is raised to the smallest that works
-    (said in `note`). Asking again with half the tile always gives a valid, smaller plan until the
-    minimum, where it returns the same tile (so an out-of-memory retry knows it has to stop).
+    tile: the user's tile (0 = chosen from free memory and the model's memory per pixel); overlap:
+    the user's overlap (None = from the receptive field, which keeps tiled == untiled). The model's
+    tiling mode is honoured: internal is never cut; discouraged runs untiled whenever its working
+    set fits in memory, else in the largest tile that fits (no CPU cap); supported is cut as memory
+    and CPU_MAX_TILE ask. Everything is rounded to the size multiple first and validated once; a
+    tile too small for the model is raised to the smallest that works (said in `note`). Asking again
+    with half the tile always gives a valid, smaller plan until the minimum, where it returns the
+    same tile (so an out-of-memory retry knows it has to stop).
     """
-    m, rf = max(1, int(size_multiple)), max(0, int(receptive_field))
+    size = info.size
+    m, rf = size.multiple_of, max(0, int(info.receptive_field))
     device = torch.device(device)
     out_device = _out_device(height, width, channels, scale, device)
     explicit_overlap = overlap is not None
@@ -155,18 +152,17 @@ def plan_tiling(
     else:
         floor = exact_overlap(rf, m)
         overlap, margin, min_tile = max(_round_up(overlap_for(rf), m), floor), rf, 2 * floor
-    min_tile = max(min_tile, _round_up(MIN_TILE, m), _round_up(min_size, m))
-    padded_side = max(_round_up(height, m), _round_up(width, m), _round_up(min_size, m))
-    rules = {"min_size": min_size, "square": square}
-    if not tileable:
-        return TilePlan(0, overlap, margin, m, out_device, **rules)
+    min_tile = max(min_tile, _round_up(MIN_TILE, m), _round_up(size.minimum, m))
+    padded_side = max(size.padded(height, width))
+    if not info.tileable:
+        return TilePlan(0, overlap, margin, size, out_device)
     requested = tile
     if tile == 0:
-        tile = auto_tile_size(height, width, channels, scale, bytes_per_input_pixel, device=device,
+        tile = auto_tile_size(height, width, channels, scale, info.bytes_per_input_pixel, device=device,
                               free_memory_bytes=free_memory_bytes, out_device=out_device, overlap=overlap,
-                              size_multiple=m)
+                              size_multiple=m, cpu_max_tile=CPU_MAX_TILE if info.tiling == "supported" else 0)
     if tile == 0 or tile >= padded_side:
-        return TilePlan(0, overlap, margin, m, out_device, **rules)
+        return TilePlan(0, overlap, margin, size, out_device)
     tile, note = _round_down(tile, m), None
     if tile < min_tile:
         if requested:
@@ -175,8 +171,8 @@ def plan_tiling(
     if not explicit_overlap:  # a small tile keeps at least half of itself as stride, never less than exact
         overlap = max(exact_overlap(rf, m), min(overlap, _round_down(tile // 2, m)))
     if tile >= padded_side:
-        return TilePlan(0, overlap, margin, m, out_device, note, **rules)
-    return TilePlan(tile, overlap, margin, m, out_device, note, **rules)
+        return TilePlan(0, overlap, margin, size, out_device, note)
+    return TilePlan(tile, overlap, margin, size, out_device, note)
 
 
 def _out_device(height: int, width: int, channels: int, scale: int, device: torch.device) -> str | None:
@@ -243,14 +239,11 @@ def _axis_weight_sum(spans: list[Span], windows: list[Tensor], scale: int, lengt
 # ----------------------------------------------------------------------------- running tiles
 
 
-def _pad_for_model(x: Tensor, multiple: int, min_size: int = 0, square: bool = False) -> Tensor:
-    """Pad bottom/right to the model's size rules: sides at least `min_size`, equal when `square`,
-    multiples of `multiple` (reflect, replicate when too small)."""
+def pad_for_model(x: Tensor, size: SizeRequirements) -> Tensor:
+    """Pad bottom/right to the model's size requirements (reflect, replicate when too small)."""
     h, w = x.shape[-2:]
-    th, tw = max(h, min_size), max(w, min_size)
-    if square:
-        th = tw = max(th, tw)
-    ph, pw = _round_up(th, multiple) - h, _round_up(tw, multiple) - w
+    th, tw = size.padded(h, w)
+    ph, pw = th - h, tw - w
     if ph == 0 and pw == 0:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
@@ -319,7 +312,7 @@ def tiled_forward(
     """
     height, width = x.shape[-2:]
     out_device = torch.device(plan.out_device) if plan.out_device is not None else x.device
-    padded = _pad_for_model(x, plan.size_multiple, plan.min_size, plan.square)
+    padded = pad_for_model(x, plan.size)
     rows, cols = plan.spans(padded.shape[-2]), plan.spans(padded.shape[-1])
     if len(rows) == 1 and len(cols) == 1:  # one tile: no accumulator, exactly the untiled result
         y = _run_tile(fn, padded, scale, (height, width)).to(out_device).contiguous()
@@ -399,8 +392,8 @@ def auto_tile_size(
         dtype (e.g. a conv net with F feature channels holding ~3 maps at once in float32: 12 * F).
     The budget is MEMORY_SAFETY of (free memory - the input - the output accumulator when it lives
     on the same device); each tile pixel also costs its float32 output (channels * scale^2 * 4, twice:
-    the model's output and the weighted copy). On the CPU the tile is capped at `cpu_max_tile` so
-    memory stays bounded whatever the machine reports. When the accumulator alone does not fit
+    the model's output and the weighted copy). On the CPU the tile is capped at `cpu_max_tile` (0 =
+    no cap: a model whose tiling is discouraged) so memory stays bounded whatever the machine reports. When the accumulator alone does not fit
     (see `output_bytes`), pass out_device="cpu" to tiled_forward and here.
     """
     device = torch.device(device)
@@ -411,7 +404,7 @@ def auto_tile_size(
         resident += output_bytes(height, width, channels, scale)
     per_pixel = bytes_per_input_pixel + 2 * channels * scale * scale * FLOAT32_BYTES
     side = math.isqrt(max(int((free - resident) * MEMORY_SAFETY), 0) // per_pixel)
-    if device.type == "cpu":
+    if device.type == "cpu" and cpu_max_tile:
         side = min(side, cpu_max_tile)
     if side >= max(height, width):
         return 0

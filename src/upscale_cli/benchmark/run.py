@@ -155,7 +155,7 @@ def _applicable(runners: list[Runner], ds: DatasetSpec, scale: int, hr_files: li
                 tracker: _Tracker) -> list[Runner]:
     """The runners whose size requirement admits every LR input of the set; the others are
     skipped for this set and scale with one line saying why (not failures)."""
-    if not any(r.max_input_side for r in runners):
+    if not any(r.max_input_side or r.needs_mask for r in runners):
         return runners
     inputs = []
     for hr in hr_files:

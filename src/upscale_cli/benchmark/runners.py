@@ -1,8 +1,9 @@
 """Running models for the benchmark: which models by default, each one built through the engine,
 whether it applies to a dataset, and one timed call with its memory.
 
-Applies: a model whose size requirement (ModelInfo.max_input_side: pixel-recursive takes at most
-16x16) rules out a dataset's LR inputs is not applicable to that dataset at that scale. It is
+Applies: a model whose size requirement (its descriptor's size.maximum: pixel-recursive takes at most
+16x16) rules out a dataset's LR inputs, or that fills the pixels of a mask (a Masked descriptor:
+inpainting), is not applicable to that dataset at that scale. It is
 left out of that dataset's results with one "skipped ... not applicable" line (read from the
 model's descriptor, never its name), whether it came from the default set or was named with -m;
 it is not a failure.
@@ -23,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from upscale_cli.errors import UnsupportedScaleError
+from upscale_cli.models.descriptor import Masked
 
 BASELINE_MODEL = "bicubic"  # first in every table; at x1 an identity resize: the score of the degraded input
-NOT_BY_DEFAULT = ("opencv-inpaint",)  # fills the pixels of a --mask, which a benchmark has not got
 BIG_DOWNLOAD_BYTES = 20_000_000  # default runs skip uncached weights larger than this (EDSR: 38 MB)
 MB = 1024 * 1024
 KB = 1024
@@ -42,9 +43,7 @@ def _weights_available(spec, scale: int) -> bool:
 def _default_pick(spec, scale: int) -> bool:
     if spec.name == BASELINE_MODEL:
         return True
-    if spec.name in NOT_BY_DEFAULT:
-        return False
-    if spec.arch.startswith("opencv-") and scale in spec.files:
+    if spec.reference and scale in spec.files:  # the published baselines (OpenCV's), when they can be had
         return _weights_available(spec, scale)
     if spec.task == "restore" and not spec.files:  # weight-free restorers (OpenCV denoisers)
         return True
@@ -102,13 +101,16 @@ class Runner:
     name: str
     upscaler: object
     device: str
-    max_input_side: int = 0  # the model's size requirement (ModelInfo.max_input_side; 0 = any)
+    max_input_side: int = 0  # the model's largest input side (descriptor size.maximum; 0 = any)
+    needs_mask: bool = False  # a Masked descriptor: it fills the pixels of a mask, which a benchmark has not got
 
     def __call__(self, x):  # (1, C, h, w) -> (1, C, H, W)
         return self.upscaler.upscale_tensor(x)
 
     def not_applicable(self, inputs: list[tuple[str, tuple[int, int]]]) -> str | None:
         """Why this model cannot take these (name, (h, w)) inputs, or None when it takes them all."""
+        if self.needs_mask:
+            return "not applicable: it fills the pixels a mask marks (`upscale restore --mask`), and a benchmark has none"
         side = self.max_input_side
         over = [(max(hw), name, hw) for name, hw in inputs if side and max(hw) > side]
         if not over:
@@ -132,14 +134,16 @@ def build_runner(name: str, scale: int, device: str, progress: bool = False) -> 
     if native and scale not in native:
         have = ", ".join(f"x{s}" for s in native)
         raise UnsupportedScaleError(f"model {model!r} has no x{scale} (it has {have})")
-    upscaler.prepare()
     info = _model_info(upscaler, scale)
-    return Runner(name, upscaler, str(getattr(info, "device_bound", None) or upscaler.device),
-                  int(getattr(info, "max_input_side", 0) or 0))
+    needs_mask = isinstance(info, Masked)
+    if not needs_mask:
+        upscaler.prepare()
+    return Runner(name, upscaler, str(info.device_bound or upscaler.device) if info else str(upscaler.device),
+                  info.size.maximum if info else 0, needs_mask)
 
 
 def _model_info(upscaler, scale: int):
-    """The model's descriptor (ModelInfo): where it really runs (OpenCV models stay on the CPU
+    """The model's descriptor: where it really runs (OpenCV models stay on the CPU
     whatever was asked for) and what sizes it takes; None when it cannot be had here."""
     try:
         return upscaler.model(scale if upscaler.native_scales() else None).info

@@ -97,7 +97,9 @@ def _load_sampling_model(model: str, device: str):
     from upscale_cli.loader import load_model
 
     net = load_model(model, SAMPLING_SCALE, progress=True)
-    if not net.info.samples:
+    from upscale_cli.models.descriptor import Sampling
+
+    if not isinstance(net.info, Sampling):
         raise UsageError(f"--samples, --temperature and --seed need a model that samples (pixel-recursive); "
                          f"{model} gives one answer")
     import torch

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
-from upscale_cli.choices import Arch, DamageMix, Loss, LossRegion
+from upscale_cli.choices import TRAINABLE_ARCHS, Arch, DamageMix, Loss, LossRegion
 from upscale_cli.cli import DefaultCommandGroup, options, stdout
 from upscale_cli.errors import UsageError, printable_path
 
@@ -135,7 +135,7 @@ _SET_APART = ("data", "out", "val", "settings")
 @train_app.command("run", help=RUN_HELP)
 def run_command(
     folders: List[Path] = typer.Argument(None, help="Folders (or files) of high-resolution training images."),
-    arch: Optional[Arch] = typer.Option(None, "--arch", help="Architecture: unet (default), upsampler or pixelrec."),
+    arch: Optional[Arch] = typer.Option(None, "--arch", help=f"Architecture: {', '.join(TRAINABLE_ARCHS)} (the first is the default)."),
     scale: Optional[int] = typer.Option(None, "--scale", "-x", help="Upscaling factor (unet: 1, 2, 3, 4)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (checkpoints, samples, log)."),
     val: List[Path] = typer.Option([], "--val", help="Folder of held-out HR images for validation PSNR."),
@@ -246,7 +246,7 @@ def _new_config(given: dict, config_file: Path | None, folders: List[Path], out:
 
     raw = _read_recipe(config_file) if config_file else {}
     raw.update(given)
-    raw = {**arch_defaults(raw.get("arch") or "unet"), **raw}  # e.g. pixelrec's RMSProp lr and batch
+    raw = {**arch_defaults(raw.get("arch") or TRAINABLE_ARCHS[0]), **raw}  # e.g. pixelrec's RMSProp lr and batch
     model_settings = raw.get("settings", {})
     if isinstance(model_settings, dict):  # anything else: TrainConfig refuses it, naming the recipe
         raw["settings"] = {**model_settings, **_parse_settings(settings), **({"spade": True} if spade else {})}

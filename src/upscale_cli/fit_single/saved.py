@@ -10,8 +10,8 @@ from torch import nn
 from upscale_cli.errors import WeightsError
 from upscale_cli.fit_single.fitting import FitConfig
 from upscale_cli.fit_single.network import CoordMLP
+from upscale_cli.models.coord_mlp import ARCH
 
-ARCH = "coord-mlp"
 MAX_SOURCE_SIDE = 1 << 20  # pixels: a recorded input side beyond this is ignored (the aspect comes from the network)
 
 

@@ -1,7 +1,7 @@
 """The explicit registry of architectures: arch id -> builder. No folder scanning.
 
 A builder takes keyword settings (as stored in a weights file's metadata or a catalogue
-entry's options) and returns an nn.Module with an `info: ModelInfo` attribute.
+entry's options) and returns an nn.Module whose `info` is its descriptor (models/descriptor.py).
 Builders are named by import path so that importing the registry stays cheap.
 
 Settings are checked before anything is built (`check_settings`): each key must be one of
@@ -19,10 +19,10 @@ import math
 import types
 import typing
 from importlib import import_module
-from typing import Callable, Mapping
+from typing import Callable, Literal, Mapping, get_args
 
 from upscale_cli.errors import ModelNotFoundError, ModelSettingsError, UpscaleError
-from upscale_cli.models.base import Between, FilePath, KeywordsOf, ModelInfo, OneOf
+from upscale_cli.models.base import Between, FilePath, KeywordsOf, OneOf
 
 ARCHITECTURES: dict[str, str] = {
     "interpolate": "upscale_cli.models.interpolate:build_interpolate",
@@ -38,6 +38,9 @@ ARCHITECTURES: dict[str, str] = {
     "opencv-inpaint": "upscale_cli.models.opencv_restore:build_inpaint",
     "pixelrec": "upscale_cli.models.pixelrec:build_pixelrec",
 }
+# The architectures `upscale train` trains (the first is its default).
+TrainableArch = Literal["unet", "upsampler", "pixelrec"]
+TRAINABLE_ARCHS: tuple[str, ...] = get_args(TrainableArch)
 # Parameters and buffers (400 MB in float32): ~200x our largest model, far below what makes
 # an allocator fail, so no combination of in-bounds settings can exhaust memory.
 MAX_PARAMETERS = 100_000_000
@@ -234,5 +237,5 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-__all__ = ["ARCHITECTURES", "MAX_PARAMETERS", "ModelInfo", "build_model", "check_settings", "get_builder",
+__all__ = ["ARCHITECTURES", "MAX_PARAMETERS", "TRAINABLE_ARCHS", "TrainableArch", "build_model", "check_settings", "get_builder",
            "model_skeleton", "sampling_arch"]

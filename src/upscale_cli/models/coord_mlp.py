@@ -11,7 +11,8 @@ from torch import nn
 from upscale_cli.fit_single import fitting
 from upscale_cli.fit_single.fitting import FitConfig, fit
 from upscale_cli.fit_single.network import ENCODINGS, MAX_PALETTE, CoordMLP, render
-from upscale_cli.models.base import Between, KeywordsOf, ModelInfo, OneOf
+from upscale_cli.models.base import Between, KeywordsOf, OneOf
+from upscale_cli.models.descriptor import Fitting
 
 SEEDS = Between(fitting.MIN_SEED, fitting.MAX_SEED)  # what torch.Generator.manual_seed takes
 # the fit's own bounds (fitting.py), so a file cannot hold what `fit-single` refuses
@@ -20,6 +21,8 @@ _NETWORK_LIMITS = {"encoding": OneOf(ENCODINGS), "hidden": Between(1, fitting.MA
                    "freq_scale": Between(0.0, fitting.MAX_FREQ_SCALE), "seed": SEEDS}
 # Checked before anything is built (models.check_settings): a file saved by fit-single carries
 # the fitted network's settings ("mlp") and the fit's (FitConfig fields, through **fit_settings).
+ARCH = "coord-mlp"  # its id in the registry (models/__init__.py): what fit-single saves
+BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
 SETTING_LIMITS = {
     "mlp": KeywordsOf("upscale_cli.fit_single.network:CoordMLP",
                       {**_NETWORK_LIMITS, "channels": Between(1, 4), "long_side": Between(1, 1 << 20),
@@ -44,8 +47,8 @@ class CoordMLPUpscaler(nn.Module):
         self.config = FitConfig.for_encoding(**fit_settings)
         self.mlp = CoordMLP(**mlp) if mlp is not None else None
         channels = self.mlp.channels if self.mlp is not None else 3
-        self.info = ModelInfo(scale=None, in_channels=min(channels, 3), supports_half=False,
-                              receptive_field=0, fits_at_runtime=True)  # the engine keeps autograd on
+        self.info = Fitting(in_channels=min(channels, 3), supports_half=False,  # the engine keeps autograd on
+                            bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         height, width = int(size[0]), int(size[1])

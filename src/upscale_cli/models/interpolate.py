@@ -10,9 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from upscale_cli.models.base import ModelInfo, OneOf
+from upscale_cli.models.base import OneOf
+from upscale_cli.models.descriptor import AnySize
 from upscale_cli.resize import METHODS, resize
 
+BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
 SETTING_LIMITS = {"method": OneOf(tuple(METHODS))}
 
 
@@ -28,8 +30,8 @@ class Interpolate(nn.Module):
         # Nearest copies pixels, so colour and alpha go through it together (RGBA): transparent pixels
         # keep their own colour and a palette image keeps its palette. The smooth methods take RGB with
         # the hidden colour under transparency filled first, or it would bleed into the edges.
-        self.info = ModelInfo(scale=None, tileable=False, supports_half=False, receptive_field=0,
-                              in_channels=4 if method == "nearest" else 3)
+        self.info = AnySize(supports_half=False, in_channels=4 if method == "nearest" else 3,
+                            bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # (B, C, H, W) -> (B, C, h, w)
         return resize(x, (int(size[0]), int(size[1])), method=self.method)

@@ -6,7 +6,7 @@
 - opencv-inpaint: Telea (or Navier-Stokes) inpainting; it takes the mask itself
   (`info.takes_mask`: forward(x, mask=(B, 1, H, W), 1 = fill)) and changes masked pixels only.
 
-Both are x1 models (ModelInfo(scale=1)) bound to the CPU: OpenCV works on 8-bit images, so
+Both are x1 models (FixedScale(scale=1), Masked) bound to the CPU: OpenCV works on 8-bit images, so
 forward converts each (C, H, W) float image to uint8, calls OpenCV and converts back.
 `size`, when the engine passes it (it runs weightless catalogue models through its
 any-size path), must be the input's own size.
@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from upscale_cli.errors import UsageError
-from upscale_cli.models.base import Between, ModelInfo, OneOf
+from upscale_cli.models.base import Between, OneOf
+from upscale_cli.models.descriptor import FixedScale, Masked
 
 UINT8_MAX = 255.0
 NLMEANS_TEMPLATE = 7  # pixels: OpenCV's recommended template window
@@ -27,6 +28,7 @@ INPAINT_METHODS = ("telea", "ns")
 MAX_STRENGTH = 255.0  # 8-bit levels: nlmeans h beyond the whole range only blurs more slowly
 MAX_INPAINT_RADIUS = 64  # pixels
 # Checked before anything is built (models.check_settings): settings also come from weights files.
+OPENCV_BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
 SETTING_LIMITS = {
     "h": Between(0.0, MAX_STRENGTH), "h_color": Between(0.0, MAX_STRENGTH), "scale": OneOf((1,), UsageError),
     "method": OneOf(INPAINT_METHODS), "radius": Between(1, MAX_INPAINT_RADIUS),
@@ -59,8 +61,9 @@ class OpenCVNLMeans(nn.Module):
         super().__init__()
         self.h = float(h)
         self.h_color = float(h if h_color is None else h_color)
-        self.info = ModelInfo(scale=1, in_channels=3, supports_half=False, size_multiple=1,
-                              receptive_field=(NLMEANS_SEARCH + NLMEANS_TEMPLATE) // 2, device_bound="cpu")
+        self.info = FixedScale(scale=1, in_channels=3, supports_half=False, device_bound="cpu",
+                               receptive_field=(NLMEANS_SEARCH + NLMEANS_TEMPLATE) // 2,
+                               bytes_per_input_pixel=OPENCV_BYTES_PER_INPUT_PIXEL)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:  # (B, C, H, W)
         import cv2
@@ -89,9 +92,9 @@ class OpenCVInpaint(nn.Module):
             raise UsageError(f"opencv-inpaint method must be one of {', '.join(INPAINT_METHODS)}, not {method!r}")
         self.method, self.radius = method, int(radius)
         # not tileable: a hole must see all of its border at once
-        self.info = ModelInfo(scale=1, in_channels=3, supports_half=False, size_multiple=1,
-                              receptive_field=self.radius, tileable=False, device_bound="cpu",
-                              takes_mask=True)  # restore.py hands it the mask instead of pre-filling holes
+        # Masked: restore.py hands it the mask instead of pre-filling holes
+        self.info = Masked(in_channels=3, supports_half=False, receptive_field=self.radius, tiling="internal",
+                           device_bound="cpu", bytes_per_input_pixel=OPENCV_BYTES_PER_INPUT_PIXEL)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 size: tuple[int, int] | None = None) -> torch.Tensor:  # (B, C, H, W), mask (B, 1, H, W)

@@ -8,13 +8,15 @@ I/O is `readModel` of the path the builder is given (the loader fetches the file
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from upscale_cli.errors import UnsupportedScaleError, WeightsError
-from upscale_cli.models.base import FilePath, ModelInfo, OneOf
+from upscale_cli.models.base import FilePath, OneOf
+from upscale_cli.models.descriptor import FixedScale
 
 # Native scales of the published models (LapSRN is a x2 pyramid: 2, 4, 8).
 ALGO_SCALES: dict[str, tuple[int, ...]] = {
@@ -31,6 +33,7 @@ UINT8_MAX = 255.0
 # OpenCV 5 removed the TensorFlow importer that reads the published dnn_superres .pb graphs.
 FIRST_OPENCV_WITHOUT_TF = 5
 # model_path is a file OpenCV parses: models.check_settings never takes it from a weights file.
+BYTES_PER_INPUT_PIXEL: dict[str, int] = {"espcn": 4096, "fsrcnn": 4096, "lapsrn": 4096, "edsr": 4096}
 SETTING_LIMITS = {
     "algo": OneOf(tuple(ALGO_SCALES)),
     "scale": OneOf(tuple(sorted({s for scales in ALGO_SCALES.values() for s in scales})), UnsupportedScaleError),
@@ -86,9 +89,8 @@ class OpenCVSuperRes(nn.Module):
         except cv2.error as err:
             raise WeightsError(f"OpenCV cannot read the model: {str(err).strip().splitlines()[-1]}", path=model_path) from None
         self._sr.setModel(algo, self.scale)
-        self.info = ModelInfo(
-            scale=self.scale, device_bound="cpu", supports_half=False, receptive_field=RECEPTIVE_FIELD[algo]
-        )
+        self.info = FixedScale(scale=self.scale, device_bound="cpu", supports_half=False,
+                               receptive_field=RECEPTIVE_FIELD[algo], bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL[algo])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H*s, W*s)
         outs = [_from_bgr_uint8(self._sr.upsample(_to_bgr_uint8(image)), x.shape[1]) for image in x]
@@ -114,3 +116,23 @@ _FILE_NAME = re.compile(r"(?P<algo>[A-Za-z]+)(?:-small)?_x(?P<scale>\d)\.pb", re
 def build_opencv_sr(algo: str, scale: int, model_path: str) -> OpenCVSuperRes:
     """Builder for arch "opencv-<algo>": the dnn_superres model file at `model_path`."""
     return OpenCVSuperRes(algo=algo, scale=scale, model_path=model_path)
+
+
+GRAPH_SUFFIX = ".pb"  # an OpenCV dnn_superres graph, read by OpenCV itself
+ARCH_PREFIX = "opencv-"  # the registry's arch ids: "opencv-" + the algorithm
+
+
+def graph_model(path: str, scale: int | None = None, arch: str | None = None, **settings) -> OpenCVSuperRes:
+    """An OpenCV graph file as a model: a catalogue entry's (its arch names the algorithm, `scale` the
+    file's) or a user's own file, whose published name says both. WeightsError for a name that does not."""
+    from upscale_cli.models import build_model
+
+    if arch is None:
+        found = algo_and_scale_of(Path(path).name)
+        if found is None:
+            raise WeightsError("an OpenCV .pb model must keep its published name, ALGORITHM_xSCALE.pb "
+                               "(ESPCN_x2.pb, FSRCNN-small_x3.pb, LapSRN_x8.pb), which says what it is", path=path)
+        algo, scale = found
+        arch = ARCH_PREFIX + algo
+    algo = arch.removeprefix(ARCH_PREFIX)
+    return build_model(arch, algo=algo, scale=scale, model_path=str(path), **settings).eval()

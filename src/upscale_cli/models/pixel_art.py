@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upscale_cli.models.base import ModelInfo
+from upscale_cli.models.descriptor import AnySize
 
 PASS_FACTORS = (3, 2)  # native passes, tried largest first
 MAX_PASSES = 6  # 2^6 = x64: beyond that nearest-neighbour does the rest
+BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
 RECEPTIVE_FIELD = 2  # input pixels: 1 + 1/2 + 1/4 ... for a chain of passes
 ALPHA_CHANNEL_COUNTS = (2, 4)  # grey + alpha, RGBA: the last channel is alpha
 
@@ -130,8 +131,8 @@ class PixelArt(nn.Module):
         # Whole image in one pass, like the interpolation models: it is cheap and exact.
         # No float16/bfloat16: they would merge distinct colours (16-bit, or 8-bit in bfloat16) before comparing.
         # receptive_field: each pass reads 1 pixel around each pixel of its own input (< 2 input pixels in all).
-        self.info = ModelInfo(scale=None, in_channels=4, tileable=False, supports_half=False, supports_bf16=False,
-                              receptive_field=RECEPTIVE_FIELD)
+        self.info = AnySize(in_channels=4, supports_half=False, supports_bf16=False, receptive_field=RECEPTIVE_FIELD,
+                            bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # (B, C, H, W) -> (B, C, h, w)
         return upscale_pixel_art(x, (int(size[0]), int(size[1])))

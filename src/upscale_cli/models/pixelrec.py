@@ -27,7 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from upscale_cli.errors import UnsupportedScaleError
-from upscale_cli.models.base import TILING_INTERNAL, Between, ModelInfo, OneOf
+from upscale_cli.models.base import Between, OneOf
+from upscale_cli.models.descriptor import Sampling, SizeRequirements
 from upscale_cli.models.spade import make_norm
 
 LEVELS = 256  # values of an 8-bit sub-pixel
@@ -37,6 +38,7 @@ SAMPLES = True  # models.sampling_arch: the CLI draws answers with `sample` (cli
 # Largest input side sampled (16x16 -> 64x64, 12,288 sequential steps): the prior was trained on
 # 32x32 outputs; larger inputs are refused with one line (README: "Several answers for tiny images").
 MAX_INPUT_SIDE = 16
+BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
 SETTING_LIMITS = {"scale": OneOf((SCALE,), UnsupportedScaleError), "width": Between(3, 256),
                   "blocks": Between(0, 16), "prior_width": Between(3, 192), "prior_layers": Between(1, 16),
                   "kernel": OneOf((3, 5, 7))}
@@ -221,9 +223,9 @@ class PixelRecursiveSR(nn.Module):
             raise ValueError(f"prior_width must be a multiple of {COLOURS} (one group per colour)")
         self.conditioning = ConditioningNet(width, blocks, spade)
         self.prior = GatedPixelCNN(prior_width, prior_layers, kernel)
-        self.info = ModelInfo(scale=SCALE, in_channels=COLOURS, supports_half=False, supports_bf16=False,
-                              tiling=TILING_INTERNAL, receptive_field=0, samples=True,
-                              max_input_side=MAX_INPUT_SIDE)
+        self.info = Sampling(scale=SCALE, in_channels=COLOURS, supports_half=False, supports_bf16=False,
+                             receptive_field=0, size=SizeRequirements(maximum=MAX_INPUT_SIDE),
+                             bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL)
 
     def forward(self, lr: torch.Tensor, target: torch.Tensor | None = None):
         if target is None:  # the engine's call (benchmark, library): refuse what would take hours

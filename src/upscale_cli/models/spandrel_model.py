@@ -1,7 +1,7 @@
 """The community's models (Real-ESRGAN, SwinIR, HAT, DAT, SPAN, Compact, LaMa ... about 40
 architectures) through spandrel, which recognises an architecture from a state dict alone.
 
-`SpandrelModel` wraps spandrel's descriptor as a plain nn.Module whose `info` is our ModelInfo,
+`SpandrelModel` wraps spandrel's descriptor as a plain nn.Module whose `info` is our descriptor,
 so the engine, tiler, restore and benchmark treat it like any of our models. Reading the file
 (safely: safetensors or `torch.load(weights_only=True)`) is the loader's job; this module only
 turns a state dict into a model.
@@ -15,7 +15,7 @@ from torch import nn
 
 from upscale_cli.errors import WeightsError
 from upscale_cli.weights_guard import ACCEPTED_FLOAT_TEXT
-from upscale_cli.models.base import TILING_DISCOURAGED, TILING_INTERNAL, TILING_SUPPORTED, ModelInfo
+from upscale_cli.models.descriptor import DEFAULT_BYTES_PER_INPUT_PIXEL, FixedScale, Masked, SizeRequirements
 
 # Tile context (input pixels on each side) for architectures whose receptive field is not a
 # small exact number. Measured with research/measure_tile_context.py: the smallest margin at which
@@ -32,7 +32,9 @@ EXACT_FIELD = {
     "SPAN": 21,  # a 3x3 head, six blocks of three 3x3 convs, a 3x3 conv and the 3x3 upsampler conv
 }
 DEFAULT_CONTEXT = 32
-_TILING = {"SUPPORTED": TILING_SUPPORTED, "DISCOURAGED": TILING_DISCOURAGED, "INTERNAL": TILING_INTERNAL}
+# Peak memory of one float32 forward per input pixel (bytes), by spandrel architecture id, measured
+# with research/measure_memory.py (research/memory_per_pixel.md); others get the default.
+BYTES_PER_INPUT_PIXEL: dict[str, int] = {}
 
 
 def compact_receptive_field(num_conv: int) -> int:
@@ -53,7 +55,7 @@ class SpandrelModel(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # (B, C, h, w) -> (B, C', h*s, w*s); spandrel's call pads to the size rule itself if needed
-        if self.info.takes_mask:
+        if isinstance(self.info, Masked):
             if mask is None:
                 raise ValueError("this inpainting model needs a mask")
             out = torch.cat([self.descriptor(x[i : i + 1], mask[i : i + 1].to(x)) for i in range(x.shape[0])])
@@ -63,26 +65,27 @@ class SpandrelModel(nn.Module):
         return out.clone() if out.is_inference() else out
 
 
-def describe(descriptor) -> ModelInfo:
-    """spandrel's ImageModelDescriptor / MaskedImageModelDescriptor -> our ModelInfo."""
+def describe(descriptor) -> FixedScale:
+    """spandrel's ImageModelDescriptor / MaskedImageModelDescriptor -> our descriptor (Masked for
+    inpainting models); spandrel's tiling mode (supported / discouraged / internal) is kept."""
     requirements = descriptor.size_requirements
     arch = descriptor.architecture.id
     if arch == "Compact" and hasattr(descriptor.model, "num_conv"):
         context = compact_receptive_field(int(descriptor.model.num_conv))
     else:
         context = EXACT_FIELD.get(arch) or MEASURED_CONTEXT.get(arch, DEFAULT_CONTEXT)
-    return ModelInfo(
+    kind = Masked if descriptor.purpose == "Inpainting" else FixedScale
+    return kind(
         scale=int(descriptor.scale),
         in_channels=int(descriptor.input_channels),
         out_channels=int(descriptor.output_channels),
         supports_half=bool(descriptor.supports_half),
         supports_bf16=bool(descriptor.supports_bfloat16),
-        size_multiple=max(1, int(requirements.multiple_of)),
-        min_size=int(requirements.minimum),
-        square=bool(requirements.square),
+        size=SizeRequirements(minimum=int(requirements.minimum), multiple_of=max(1, int(requirements.multiple_of)),
+                              square=bool(requirements.square)),
         receptive_field=context,
-        tiling=_TILING.get(getattr(descriptor.tiling, "name", "SUPPORTED"), TILING_SUPPORTED),
-        takes_mask=descriptor.purpose == "Inpainting",
+        tiling=getattr(descriptor.tiling, "name", "SUPPORTED").lower(),
+        bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL.get(arch, DEFAULT_BYTES_PER_INPUT_PIXEL),
     )
 
 

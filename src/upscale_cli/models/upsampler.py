@@ -15,12 +15,14 @@ import torch
 from torch import nn
 
 from upscale_cli.errors import UnsupportedScaleError, UsageError
-from upscale_cli.models.base import Between, ModelInfo, OneOf
+from upscale_cli.models.base import Between, OneOf
+from upscale_cli.models.descriptor import FixedScale, SizeRequirements
 from upscale_cli.models.unet import matrix_resize
 
 SCALES = (2, 4, 8)
 OUTPUT_INIT_GAIN = 0.1  # the last conv starts small: an untrained stage is close to bicubic
 # Checked before anything is built (models.check_settings): settings also come from weights files.
+BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
 SETTING_LIMITS = {"scale": OneOf(SCALES, UnsupportedScaleError), "width": Between(1, 512), "depth": Between(0, 64)}
 
 
@@ -66,7 +68,8 @@ class StackedUpsampler(nn.Module):
         self.stages = nn.ModuleList(UpsamplerStage(width, depth) for _ in range(scale.bit_length() - 1))
         # per stage: head 1 + down 1 + body 2*depth + up1 2 (at half res) + up2/out ~2; stage k sees 2^k-times input
         stage_field = 1 + 2 + 2 * (depth + 2) + 2
-        self.info = ModelInfo(scale=scale, in_channels=3, supports_half=True, size_multiple=2, channels_last=True,
+        self.info = FixedScale(scale=scale, in_channels=3, supports_half=True, size=SizeRequirements(multiple_of=2),
+                               channels_last=True, bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL,
                               receptive_field=sum(-(-stage_field // 2**k) for k in range(len(self.stages))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, h, w) -> (B, 3, h*s, w*s)

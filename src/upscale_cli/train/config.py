@@ -26,9 +26,9 @@ from upscale_cli.choices import (DAMAGE_MIXES, DEVICE_NAME, DEVICE_WORDS, LOSS_R
 from upscale_cli.errors import DatasetError, TrainingError, UnsupportedScaleError, UsageError, printable_path
 from upscale_cli.images.atomic import name_max_bytes, over_name_limit
 
-# Architectures trained with their own data, loss, optimiser and validation: arch -> a module with
-# DEFAULTS (TrainConfig values that differ), load_data, make_batch, loss, make_optimizer, validate.
-# Every other architecture is the pixel-loss SR recipe below.
+# Architectures trained their own way: arch -> a module with DEFAULTS (TrainConfig values that
+# differ) and recipe(config, device), its TrainingRecipe (train/recipes.py: the loop's protocol).
+# Every other architecture trains with the pixel-loss recipe (recipes.PixelLossRecipe).
 ARCH_TRAINING = {"pixelrec": "upscale_cli.train.pixelrec"}
 
 
@@ -90,7 +90,7 @@ class TrainConfig:
 
     data: tuple[str, ...]
     out: str
-    arch: Arch = "unet"
+    arch: Arch = TRAINABLE_ARCHS[0]
     scale: int = 4
     settings: dict = field(default_factory=dict)  # builder settings besides scale (width, levels ...)
     val: tuple[str, ...] = ()
@@ -283,7 +283,7 @@ def _check_model_settings(config: TrainConfig) -> None:
         skeleton = model_skeleton(config.arch, config.model_settings)
     except UnsupportedScaleError as err:
         raise SettingError("scale", config.scale, f"cannot train {config.arch} at x{config.scale} ({err})") from None
-    multiple = skeleton.info.size_multiple
+    multiple = skeleton.info.size.multiple_of
     if config.crop % multiple:
         raise SettingError("crop", config.crop,
                            f"must be a multiple of {multiple} for {config.arch} (its size multiple)")

@@ -8,18 +8,15 @@ from torch import nn
 from upscale_cli.train import data as train_data
 from upscale_cli.train import degrade
 from upscale_cli.metrics import psnr_from_mse, psnr_y_tensor as psnr_y
+from upscale_cli.tiling import pad_for_model
 from upscale_cli.train.losses import pixel_loss
 
 def forward_padded(model: nn.Module, lr: torch.Tensor) -> torch.Tensor:
-    """Run a model on (1, C, h, w), reflect-padding to its size multiple and cropping back."""
-    multiple = model.info.size_multiple
+    """Run a fixed-scale model on (1, C, h, w), padded to its size requirements as the engine pads
+    (tiling's reflect-then-replicate padding) and cropped back."""
     h, w = lr.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        lr = nn.functional.pad(lr, (0, pw, 0, ph), mode=mode)
-    scale = model.info.scale or 1
-    return model(lr)[..., : h * scale, : w * scale]
+    scale = model.info.scale
+    return model(pad_for_model(lr, model.info.size))[..., : h * scale, : w * scale]
 
 
 def make_lr(hr: torch.Tensor, scale: int, random: bool, generator: torch.Generator,
