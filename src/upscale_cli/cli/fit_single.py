@@ -51,7 +51,7 @@ def fit_single_command(
     ray: common.Ray = None,
     shard: common.Shard = None,
     overwrite: common.Overwrite = False,
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing but errors."),
+    quiet: common.Quiet = False,
     as_json: common.Json = False,
 ) -> None:
     from upscale_cli.batch import WriteOptions, parse_shard

@@ -1,12 +1,20 @@
 """The options `upscale`, `upscale restore` and `upscale fit-single` share, declared once (Typer
 `Annotated` aliases), so their names, defaults and help cannot drift apart. A command writes `output: options.Output = None`.
 
+Options that always go together are a group, a frozen dataclass of such fields (BatchOptions):
+a command takes the group as one parameter, and `with_groups` shows Typer its fields in that
+parameter's place, so the list is written once and the command gets one typed value.
+
 An option that takes one of a fixed set of words is typed with that set's Literal (upscale_cli.choices,
 images/formats.py): Typer lists the words in `--help` and refuses any other as a usage error (exit 2,
 one line naming them), so no command checks them by hand."""
 from __future__ import annotations
 
-from typing import Annotated, List, Optional
+import dataclasses
+import functools
+import inspect
+import typing
+from typing import Annotated, Callable, List, Optional
 
 import typer
 
@@ -57,3 +65,52 @@ Json = Annotated[bool, typer.Option("--json", help="One JSON object per input on
 # fit-single's only fixed set; declared here so its command module needs no import of its own
 Encoding = Annotated[choices.Encoding, typer.Option(
     "--encoding", help="The coordinate MLP's input: siren (default), fourier, or none (a plain ReLU MLP).")]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchOptions:
+    """What the commands that run a model over a batch of files (`upscale`, `upscale restore`) take
+    besides their own options: the output's format, where the batch runs, the engine, the input limit."""
+
+    fmt: Format = None
+    quality: Quality = None
+    png_compression: PngCompression = None
+    ray: Ray = None
+    shard: Shard = None
+    overwrite: Overwrite = False
+    device: Device = "auto"
+    half: Half = False
+    tile: Tile = 0
+    tile_overlap: TileOverlap = None
+    max_pixels: MaxPixels = None
+
+    def engine(self) -> dict:
+        """The engine settings UpscaleConfig and RestoreConfig both take."""
+        return {"device": self.device, "half": self.half, "tile": self.tile, "tile_overlap": self.tile_overlap}
+
+
+def with_groups(command: Callable) -> Callable:
+    """The command as Typer should read it: each parameter typed with an option group (a dataclass
+    of Typer-annotated fields) is replaced, in its place, by the group's fields, and the command is
+    called with one instance of the group built from them."""
+    signature = inspect.signature(command, eval_str=True)
+    groups, params = {}, []
+    for param in signature.parameters.values():
+        group = param.annotation
+        if not (isinstance(group, type) and dataclasses.is_dataclass(group)):
+            params.append(param)
+            continue
+        hints = typing.get_type_hints(group, include_extras=True)
+        fields = dataclasses.fields(group)
+        groups[param.name] = (group, [f.name for f in fields])
+        params += [inspect.Parameter(f.name, param.kind, default=f.default, annotation=hints[f.name]) for f in fields]
+
+    @functools.wraps(command)
+    def with_groups_built(**values):
+        for name, (group, names) in groups.items():
+            values[name] = group(**{field: values.pop(field) for field in names})
+        return command(**values)
+
+    with_groups_built.__signature__ = signature.replace(parameters=params)
+    with_groups_built.__annotations__ = {param.name: param.annotation for param in params}
+    return with_groups_built

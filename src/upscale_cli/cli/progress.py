@@ -61,7 +61,7 @@ class BatchReporter:
             file_task = bar.add_task("files", total=len(jobs)) if bar else None
             for index, row in results:
                 shown.append(row)
-                self._report(row, quiet_skip=jobs[index].source.ignored is not None)
+                self.report(row, plain_line=jobs[index].source.ignored is None)
                 if bar:
                     bar.advance(file_task)
         self._summary(shown)
@@ -94,16 +94,17 @@ class BatchReporter:
             self._progress.remove_task(self._tile_task)
             self._tile_task = None
 
-    def _report(self, row: ReportRow, quiet_skip: bool = False) -> None:
+    def report(self, row: ReportRow, plain_line: bool = True) -> ReportRow:
         """One JSON row per input on stdout (--json), error lines on stderr always, a plain line
-        per file otherwise (skipped ones too); files in a folder that are not images are only
-        counted (and in --json)."""
+        per file otherwise (skipped ones too) unless not `plain_line` (files in a folder that are
+        not images are only counted, and in --json); the row."""
         if self.as_json:
             stdout.echo(json.dumps(row.as_json()))  # a failed write: one line, exit 1
         if row.status == "failed":
             typer.echo(f"error: {printable_path(row.error)}", err=True)  # one line, whatever the name holds
-        elif not (self.quiet or self.as_json or quiet_skip):
+        elif plain_line and not (self.quiet or self.as_json):
             self.echo(printable_path(self._line(row)))  # one line, whatever the names hold
+        return row
 
     def _line(self, row: ReportRow) -> str:
         """`in -> out (0.12s, ...; note: ...)`, or `in (skipped: why)`."""

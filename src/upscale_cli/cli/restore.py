@@ -8,7 +8,6 @@ import typer
 
 from upscale_cli.choices import Task
 from upscale_cli.cli import options as common
-from upscale_cli.cli import progress as progress_ui
 
 HELP = """Repair JPEG artifacts, noise, holes and overlaid text at the same size.
 
@@ -24,6 +23,7 @@ upscale restore shots/ -r -o fixed/ --strength 0.7 ; upscale restore shots/ -o f
 upscale photo.jpg -x 4 --restore"""
 
 
+@common.with_groups
 def restore_command(
     paths: common.Paths,
     output: common.Output = None,
@@ -35,45 +35,30 @@ def restore_command(
         help="Restoration model (see `upscale models`) or a weights file, for every file; default: chosen per file "
              "(--task auto), unet-restore (denoise), unet-jpeg (jpeg), unet-inpaint (inpaint and --mask)."),
     recursive: common.Recursive = False,
-    fmt: common.Format = None,
-    quality: common.Quality = None,
-    png_compression: common.PngCompression = None,
-    ray: common.Ray = None,
-    shard: common.Shard = None,
-    overwrite: common.Overwrite = False,
-    device: common.Device = "auto",
-    half: common.Half = False,
-    tile: common.Tile = 0,
-    tile_overlap: common.TileOverlap = None,
-    max_pixels: common.MaxPixels = None,
+    batch: common.BatchOptions = common.BatchOptions(),
     quiet: common.Quiet = False,
     as_json: common.Json = False,
 ) -> None:
-    from upscale_cli.batch import (WriteOptions, check_output_options, expand_inputs, parse_shard, plan_jobs,
-                                   select_shard)
+    from upscale_cli.batch import expand_inputs
+    from upscale_cli.cli.batch_run import BatchRun
     from upscale_cli.errors import UsageError
     from upscale_cli.ray_batch import RestoreRecipe
     from upscale_cli.report import RowDefaults
     from upscale_cli.restore import RestoreConfig, batch_restore, read_mask
 
-    check_output_options(as_json, output)
-    options = WriteOptions(format=fmt, quality=quality, max_pixels=max_pixels, png_compression=png_compression)
-    part = parse_shard(shard) if shard is not None else None
-    config = RestoreConfig(model=model, task=task, strength=strength, device=device, half=half, tile=tile,
-                           tile_overlap=tile_overlap)
+    run = BatchRun.start(batch, output, quiet, as_json)
+    config = RestoreConfig(model=model, task=task, strength=strength, **batch.engine())
     mask_tensor = read_mask(mask) if mask is not None else None
     converter = batch_restore(config, mask_tensor, progress=not quiet)
     restorer = converter.restorer
     if mask is None and restorer is not None and restorer.needs_mask:
         raise UsageError(f"--task {task} with model {restorer.model_name!r} needs --mask (an image, white = fill)")
-    jobs = select_shard(plan_jobs(expand_inputs(paths, recursive=recursive), output, "restored", fmt, overwrite), part)
+    jobs = run.plan(expand_inputs(paths, recursive=recursive), "restored")
     defaults = RowDefaults(model=converter.name, task=task, strength=strength)
-    reporter = progress_ui.BatchReporter(len(jobs), quiet=quiet, as_json=as_json, defaults=defaults,
-                                         stdout_busy=output == "-")
     # --ray: each worker builds this converter from the settings, reading the mask file itself
-    recipe = RestoreRecipe(config, os.path.abspath(mask) if mask is not None else None) if ray is not None else None
-    results = reporter.run(jobs, converter, options, ray=ray, recipe=recipe)
-    reporter.finish(results, [note for r in converter.restorers for note in r.notes])
+    mask_path = os.path.abspath(mask) if mask is not None else None
+    run.run(jobs, converter, defaults, recipe=lambda: RestoreRecipe(config, mask_path),
+            notes=lambda: [note for r in converter.restorers for note in r.notes])
 
 
 def register(app: typer.Typer) -> None:

@@ -9,13 +9,10 @@ atomically, so a refused or interrupted file leaves no output behind.
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 
-import typer
-
+from upscale_cli.cli.options import BatchOptions
 from upscale_cli.errors import UpscaleError, UsageError, printable_path
 from upscale_cli.report import ReportRow, RowDefaults
 
@@ -54,15 +51,14 @@ def _model_samples(model: str) -> bool:
 
 
 def sample_command(paths: list[str], model: str, scale: float | None, output: str | None, recursive: bool,
-                   fmt: str | None, overwrite: bool, device: str, max_pixels: int | None, quiet: bool,
-                   samples: int | None, temperature: float | None, seed: int | None, quality: int | None = None,
-                   png_compression: int | None = None, others: dict | None = None, as_json: bool = False) -> None:
+                   batch: BatchOptions, quiet: bool, samples: int | None, temperature: float | None,
+                   seed: int | None, others: dict, as_json: bool) -> None:
     """`others`: the default command's options that sampling does not take (refused when given)."""
     from upscale_cli.batch import check_output_options, expand_inputs, plan_jobs
-    from upscale_cli.cli import stdout
+    from upscale_cli.cli.progress import BatchReporter
     from upscale_cli.sampling import DEFAULT_TEMPERATURE, SampleConfig, sample_paths
 
-    given = [name for name, value in (others or {}).items() if value not in (None, False, 0)]
+    given = [name for name, value in others.items() if value not in (None, False, 0)]
     if given:
         raise UsageError(f"{', '.join(given)} cannot be used with a sampling model ({model}); "
                          "it generates whole images pixel by pixel, one file at a time")
@@ -73,23 +69,15 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
     check_output_options(as_json, output)
     config = SampleConfig(samples=1 if samples is None else samples, seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
                           temperature=DEFAULT_TEMPERATURE if temperature is None else temperature)
-    net = _load_sampling_model(model, device)
+    net = _load_sampling_model(model, batch.device)
     sources = expand_inputs(paths, recursive=recursive)
     if any(source.path is None for source in sources):
         raise UsageError("sampling reads image files; - (stdin) is not supported with it")
     # every answer's own name is checked against every input, other answers and existing files
-    jobs = plan_jobs(sources, output, f"x{SAMPLING_SCALE}", fmt, overwrite,
+    jobs = plan_jobs(sources, output, f"x{SAMPLING_SCALE}", batch.fmt, batch.overwrite,
                      written=lambda target: sample_paths(target, config.samples))
-    write = {"quality": quality, "png_compression": png_compression}
-    defaults = RowDefaults(model=model)
-    failed = 0
-    for job in jobs:
-        rows = _run_job(job, net, config, fmt, max_pixels, quiet or as_json, write, defaults)
-        failed += rows[0].status == "failed"
-        for row in rows if as_json else ():
-            stdout.echo(json.dumps(row.as_json()))  # a failed write: one line, exit 1
-    if failed:
-        raise typer.Exit(1)
+    reporter = BatchReporter(len(jobs), quiet=quiet, as_json=as_json, defaults=RowDefaults(model=model))
+    reporter.finish([row for job in jobs for row in _run_job(job, net, config, batch, reporter)], [])
 
 
 def _load_sampling_model(model: str, device: str):
@@ -110,32 +98,26 @@ def _load_sampling_model(model: str, device: str):
     return net.to(select_device(device))
 
 
-def _run_job(job, net, config, fmt: str | None, max_pixels: int | None, quiet: bool,
-             write: dict, defaults: RowDefaults) -> list[ReportRow]:
-    """Sample and write one file's answers, its line on stderr (an error line always); its report
-    rows: one per answer written, or the one row of a skipped or failed input."""
+def _run_job(job, net, config, batch: BatchOptions, reporter) -> list[ReportRow]:
+    """Sample and write one file's answers, each reported (a JSON row each with --json) and the
+    file's line on stderr (an error line always); its report rows: one per answer written, or the
+    one row of a skipped or failed input, said as every batch command says it (progress.BatchReporter)."""
     label = job.source.label
-    row = ReportRow.start(label, defaults)
+    row = ReportRow.start(label, reporter.defaults)
     if job.planned:
-        if job.planned.status == "failed":
-            typer.echo(f"error: {printable_path(job.planned.message)}", err=True)
-        elif not quiet:
-            typer.echo(printable_path(f"{label} (skipped: {job.planned.message})"), err=True)
-        return [row.end(job.planned.status, 0.0, error=job.planned.message)]
+        return [reporter.report(row.end(job.planned.status, 0.0, error=job.planned.message))]
     started = time.perf_counter()
     try:
-        written, size = _sample_file(job, net, config, fmt, max_pixels, quiet, write)
+        written, size = _sample_file(job, net, config, batch, reporter.use_bar)
     except UpscaleError as err:
-        message = f"{label}: {err}"
-        typer.echo(f"error: {printable_path(message)}", err=True)
-        return [row.end("failed", time.perf_counter() - started, error=message)]
+        return [reporter.report(row.end("failed", time.perf_counter() - started, error=f"{label}: {err}"))]
     seconds = time.perf_counter() - started
-    if not quiet:
+    if not (reporter.quiet or reporter.as_json):
         names = ", ".join(str(p) for p in written)
-        typer.echo(printable_path(f"{label} -> {names} ({seconds:.1f} s, temperature {config.temperature:g}, "
-                                  f"seed {config.seed})"), err=True)
-    return [_answer_row(label, defaults, path, k, len(written), size, seconds, config)
-            for k, path in enumerate(written, 1)]
+        reporter.echo(printable_path(f"{label} -> {names} ({seconds:.1f} s, temperature {config.temperature:g}, "
+                                     f"seed {config.seed})"))
+    return [reporter.report(_answer_row(label, reporter.defaults, path, k, len(written), size, seconds, config),
+                            plain_line=False) for k, path in enumerate(written, 1)]
 
 
 def _answer_row(label: str, defaults: RowDefaults, path, k: int, count: int, size: tuple[int, int, int, int],
@@ -148,8 +130,7 @@ def _answer_row(label: str, defaults: RowDefaults, path, k: int, count: int, siz
     return row.end("ok", seconds / count, output=str(path))
 
 
-def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, quiet: bool,
-                 write: dict):
+def _sample_file(job, net, config, batch: BatchOptions, show_rows: bool):
     from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
     from upscale_cli.images.read import read_image
     from upscale_cli.images.atomic import make_folder
@@ -157,25 +138,26 @@ def _sample_file(job, net, config, fmt: str | None, max_pixels: int | None, quie
     from upscale_cli.resize import resize
     from upscale_cli.sampling import check_input_size, draw_samples, sample_paths
 
-    image = read_image(job.source.path, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
+    image = read_image(job.source.path, DEFAULT_MAX_PIXELS if batch.max_pixels is None else batch.max_pixels)
     check_input_size(net, image.height, image.width)
     targets = sample_paths(job.output, config.samples)  # checked by plan_jobs: never an input, none exists
-    with _row_progress(quiet, config.samples) as on_row:
+    with _row_progress(show_rows, config.samples) as on_row:
         answers = draw_samples(net, image.pixels, config, on_row)  # (N, C, 4H, 4W)
     size = tuple(answers.shape[-2:])
     alpha = resize(image.alpha, size, "bicubic") if image.alpha is not None else None
     make_folder(job.output.parent)  # -o a new folder, as every upscale makes it
     for k, target in enumerate(targets):
-        write_image(image.replace(pixels=answers[k:k + 1].contiguous(), alpha=alpha), target, job.format or fmt,
-                    **write)
+        write_image(image.replace(pixels=answers[k:k + 1].contiguous(), alpha=alpha), target, job.format or batch.fmt,
+                    quality=batch.quality, png_compression=batch.png_compression)
     return targets, (image.height, image.width, *size)
 
 
 class _row_progress:
-    """A rich bar over the rows being generated, on a terminal and unless --quiet; else nothing."""
+    """A rich bar over the rows being generated where the batch shows a bar (a terminal, not --quiet
+    or --json); else nothing."""
 
-    def __init__(self, quiet: bool, samples: int) -> None:
-        self.show = not quiet and sys.stderr.isatty()
+    def __init__(self, show: bool, samples: int) -> None:
+        self.show = show
         self.samples = samples
         self.bar = None
 
