@@ -406,6 +406,20 @@ def test_a_named_model_that_does_not_apply_is_skipped_the_same_way(tmp_path, col
     assert alone.exit_code == 1 and "0 failed, 1 skipped" in alone.output and "error" not in alone.output
 
 
+def test_models_that_fill_a_mask_are_skipped_at_x1_not_failed(tmp_path):
+    """`benchmark -x 1` used to fail unet-inpaint, which is in the default x1 set ('fills the pixels a
+    mask marks'), and exit 1; a Masked descriptor now means not applicable, as a size limit does."""
+    hr = _hr_folder(tmp_path / "hr", count=1, size=(40, 48))
+    assert {"unet-inpaint", "opencv-inpaint"} <= set(bm.select_models(1))
+    args = ["-m", "unet-inpaint", "-m", "opencv-inpaint", "-m", "opencv-nlmeans"]
+    result = _cli(hr, "-x", 1, *args, "--degrade", "noise:10", "--no-lpips")
+    assert result.exit_code == 0, result.output
+    for name in ("unet-inpaint", "opencv-inpaint"):
+        assert f"skipped hr x1 {name}: not applicable: it fills the pixels a mask marks" in result.output
+    assert "0 failed, 2 skipped" in result.output and "error" not in result.output
+    assert {"unet-inpaint", "opencv-inpaint"} <= set(bm.select_models(1))  # in the default set, and skipped
+
+
 def test_applicability_is_read_from_the_models_size_requirement(tmp_path):
     runner = bm.build_runner("pixel-recursive", 4, "cpu")
     assert runner.max_input_side == 16  # from its descriptor (its size requirements' maximum)
