@@ -7,12 +7,15 @@ Several processes: `torchrun --nproc-per-node 2 -m upscale_cli train ...`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import asdict, make_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Annotated, Iterator, List, Optional
 
 import typer
 
@@ -110,9 +113,10 @@ def _printer(plain: bool):
                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console)
     task = progress.add_task("train", total=1.0, info="")
     state = {"psnr": None}
-    progress.start()
 
     def show(event) -> None:
+        if not progress.live.is_started:  # at the run's first event: a run refused before it draws nothing
+            progress.start()
         if event.kind == "step":
             psnr = f" val {state['psnr']:.2f} dB" if state["psnr"] is not None else ""
             progress.update(task, completed=event.progress,
@@ -125,14 +129,60 @@ def _printer(plain: bool):
             progress.console.print(f"[yellow]warning:[/] {event.message}")
         elif event.kind in ("start", "done") and event.message:
             progress.console.print(event.message)
-    return show, progress.stop
+    return show, lambda: progress.stop() if progress.live.is_started else None
 
 
 # TrainConfig fields the command sets in its own way (positional folders, --out, --val, --set).
 _SET_APART = ("data", "out", "val", "settings")
 
 
+def _setting(kind: type, help: str, **parsing) -> object:
+    """A TrainConfig setting as an option of type `kind`: named --FIELD after its field (a yes/no one
+    --FIELD/--no-FIELD), None when not given, so that the recipe's value or the default applies."""
+    return Annotated[Optional[kind], typer.Option(help=help, **parsing)]
+
+
+_whole, _number, _yes_no, _path = (functools.partial(_setting, kind) for kind in (int, float, bool, Path))
+
+# The TrainConfig settings `upscale train` takes as options besides --arch and --scale, in --help order.
+SETTING_OPTIONS = {
+    "steps": _whole("Training steps (default 10000)."),
+    "minutes": _number("Time budget; the schedule ends when it is spent."),
+    "batch": _whole("Crops per step (per process)."),
+    "crop": _whole("LR crop side in pixels (HR crop = crop x scale)."),
+    "lr": _number("Peak learning rate of the one-cycle schedule."),
+    "weight_decay": _number("AdamW weight decay."),
+    "loss": _setting(Loss, "Pixel loss: l1 (default) or mse."),
+    "loss_region": _setting(LossRegion, "image (default), or mask: loss and validation inside the mask only "
+                                        "(inpainting)."),
+    "feature_weight": _number("VGG-16 feature loss weight."),
+    "gram_weight": _number("Gram-matrix (style) loss weight."),
+    "vgg_weights": _path("VGG-16 ImageNet weights file."),
+    "ema": _number("EMA decay of the weights (0 = off; default 0.999)."),
+    "clip": _number("Gradient-norm clip (0 = off)."),
+    "progressive": _yes_no("Grow crops from half size."),
+    "degrade": _yes_no("Random blur/noise/JPEG/downscaler mix; at --scale 1, restoration damage (JPEG, noise, "
+                       "holes, text)."),
+    "damage_mix": _setting(DamageMix, "Restoration damage with --scale 1 --degrade: exclusive (default), "
+                                      "independent, jpeg (a JPEG specialist) or inpaint (holes and text, the mask "
+                                      "as a 4th channel)."),
+    "amp": _yes_no("Mixed precision on CUDA: bfloat16 where the GPU has it, else float16 (default on)."),
+    "cpu_bf16": _yes_no("bfloat16 mixed precision on a CPU with native bf16 (AVX-512 BF16 or AMX): about 2x "
+                        "faster there; without it, float32 and a warning (default off)."),
+    "device": _setting(str, "auto: CUDA, else the CPU (Apple MPS only when named); cuda:1 picks the second GPU.",
+                       **options.DEVICE_PARSING),
+    "every": _whole("Steps between validation/checkpoint/sample."),
+    "seed": _whole("Random seed."),
+    "init": _path("Start from a run dir or weights file (matching tensors)."),
+    "threads": _whole("CPU threads (torch.set_num_threads)."),
+}
+# One value of those options: the command hands on the ones given (options.with_groups builds it).
+TrainSettings = make_dataclass("TrainSettings", [(name, kind, None) for name, kind in SETTING_OPTIONS.items()],
+                               frozen=True)
+
+
 @train_app.command("run", help=RUN_HELP)
+@options.with_groups
 def run_command(
     folders: List[Path] = typer.Argument(None, help="Folders (or files) of high-resolution training images."),
     arch: Optional[Arch] = typer.Option(None, "--arch", help=f"Architecture: {', '.join(TRAINABLE_ARCHS)} (the first is the default)."),
@@ -142,57 +192,23 @@ def run_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML training recipe (see configs/)."),
     settings: List[str] = typer.Option([], "--set", help="Model setting KEY=VALUE (width=48, levels=2 ...)."),
     spade: bool = typer.Option(False, "--spade", help="pixelrec: SPADE blocks instead of batch norm (= --set spade=true)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default 10000)."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Time budget; the schedule ends when it is spent."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Crops per step (per process)."),
-    crop: Optional[int] = typer.Option(None, "--crop", help="LR crop side in pixels (HR crop = crop x scale)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of the one-cycle schedule."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay."),
-    loss: Optional[Loss] = typer.Option(None, "--loss", help="Pixel loss: l1 (default) or mse."),
-    loss_region: Optional[LossRegion] = typer.Option(
-        None, "--loss-region", help="image (default), or mask: loss and validation inside the mask only (inpainting)."),
-    feature_weight: Optional[float] = typer.Option(None, "--feature-weight", help="VGG-16 feature loss weight."),
-    gram_weight: Optional[float] = typer.Option(None, "--gram-weight", help="Gram-matrix (style) loss weight."),
-    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="VGG-16 ImageNet weights file."),
-    ema: Optional[float] = typer.Option(None, "--ema", help="EMA decay of the weights (0 = off; default 0.999)."),
-    clip: Optional[float] = typer.Option(None, "--clip", help="Gradient-norm clip (0 = off)."),
-    progressive: Optional[bool] = typer.Option(None, "--progressive/--no-progressive", help="Grow crops from half size."),
-    degrade: Optional[bool] = typer.Option(
-        None, "--degrade/--no-degrade",
-        help="Random blur/noise/JPEG/downscaler mix; at --scale 1, restoration damage (JPEG, noise, holes, text)."),
-    damage_mix: Optional[DamageMix] = typer.Option(
-        None, "--damage-mix", help="Restoration damage with --scale 1 --degrade: exclusive (default), independent, jpeg (a JPEG specialist) or inpaint (holes and text, the mask as a 4th channel)."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA: bfloat16 where the GPU has it, else float16 (default on)."),
-    cpu_bf16: Optional[bool] = typer.Option(
-        None, "--cpu-bf16/--no-cpu-bf16",
-        help="bfloat16 mixed precision on a CPU with native bf16 (AVX-512 BF16 or AMX): about 2x faster there; "
-             "without it, float32 and a warning (default off)."),
-    device: Optional[str] = typer.Option(None, "--device", **options.DEVICE_PARSING, help="auto: CUDA, else the CPU (Apple MPS only when named); cuda:1 picks the second GPU."),
-    every: Optional[int] = typer.Option(None, "--every", help="Steps between validation/checkpoint/sample."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from a run dir or weights file (matching tensors)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (torch.set_num_threads)."),
+    training: TrainSettings = TrainSettings(),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     plain: bool = typer.Option(False, "--plain", help="Plain log lines even on a terminal."),
 ) -> None:
     from upscale_cli.train import train
 
-    given = _given(arch=arch, scale=scale, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr,
-                   weight_decay=weight_decay, loss=loss, loss_region=loss_region, feature_weight=feature_weight,
-                   gram_weight=gram_weight, vgg_weights=vgg_weights, ema=ema, clip=clip, progressive=progressive,
-                   degrade=degrade, damage_mix=damage_mix, amp=amp, cpu_bf16=cpu_bf16, device=device, every=every,
-                   seed=seed, init=init, threads=threads)
-    if resume is not None:
-        if folders or out:
-            raise UsageError("--resume takes the run directory only (its data and options come from the checkpoint)")
-        config = _checked(lambda: _resumed_config(resume, given, config_file, val, settings, spade), given,
-                          source=resume, resume=True)
-    else:
-        config = _checked(lambda: _new_config(given, config_file, folders, out, val, settings, spade),
-                          {**given, **_given(data=folders or None, out=out, val=val or None)}, source=config_file)
+    given = _given(arch=arch, scale=scale, **asdict(training))
+    resumed = resume is not None
+    if resumed and (folders or out):
+        raise UsageError("--resume takes the run directory only (its data and options come from the checkpoint)")
+    named = given if resumed else {**given, **_given(data=folders or None, out=out, val=val or None)}
     show, close = _printer(plain or not sys.stderr.isatty())
     try:
-        run = train(config, resume=resume is not None, on_event=show)
+        with _as_given(named, source=resume if resumed else config_file):
+            config = (_resumed_config(resume, given, config_file, val, settings, spade) if resumed
+                      else _new_config(given, config_file, folders, out, val, settings, spade))
+            run = train(config, resume=resumed, on_event=show)  # what the settings name on disk: checked first
     finally:
         close()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one closing line for the run
@@ -208,17 +224,15 @@ def _given(**options) -> dict:
     return {name: plain(value) for name, value in options.items() if value is not None}
 
 
-def _checked(build: Callable[[], "TrainConfig"], given: dict, *, source: Path | None,
-             resume: bool = False) -> "TrainConfig":
-    """Build the config (every setting checked) and check what it names on disk, before anything
-    is created. A refused setting is named as the user wrote it: `--lr nan` when it came from the
-    command line, `recipe.toml: lr = nan` from a recipe (or the run's checkpoint)."""
-    from upscale_cli.train.config import SettingError, check_paths
+@contextmanager
+def _as_given(given: dict, *, source: Path | None) -> Iterator[None]:
+    """A setting refused while the config is built (every setting) or while train() checks what it
+    names on disk, before it creates anything, is named as the user wrote it: `--lr nan` when it came
+    from the command line, `recipe.toml: lr = nan` from a recipe (or the run's checkpoint)."""
+    from upscale_cli.train.config import SettingError
 
     try:
-        config = build()
-        check_paths(config, resume=resume)
-        return config
+        yield
     except SettingError as err:
         if err.setting in given:
             raise UsageError(f"{_flag(err.setting)} {_typed(given[err.setting])}: {err.allowed}") from None
