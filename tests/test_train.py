@@ -19,7 +19,7 @@ from upscale_cli.errors import DatasetError, TrainingError, UsageError
 from upscale_cli.loader import load_model
 from upscale_cli.metrics import quantize8
 from upscale_cli.train import TrainConfig, export, train
-from upscale_cli.train import degrade, loop, validation
+from upscale_cli.train import degrade, loop, recipes, validation
 from upscale_cli.train.data import load_image_cache, random_crops
 from upscale_cli.train.checkpoint import load_checkpoint
 from upscale_cli.train.schedule import crop_at, lr_at
@@ -469,13 +469,13 @@ def test_cpu_bf16_trains_in_bfloat16_only_where_the_cpu_has_it(folder, tmp_path,
     says so and trains in float32. The weights, optimiser and checkpoint stay float32 either way."""
     monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
     seen, warnings = [], []
-    real_pixel_loss = loop.pixel_loss
+    real_pixel_loss = recipes.pixel_loss
 
     def spy(sr, hr, kind, mask=None):
         seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
         return real_pixel_loss(sr, hr, kind, mask)
 
-    monkeypatch.setattr(loop, "pixel_loss", spy)
+    monkeypatch.setattr(recipes, "pixel_loss", spy)
     run = train(_config(folder, tmp_path / "run", cpu_bf16=True),
                 on_event=lambda e: warnings.append(e.message) if e.kind == "warning" else None)
     assert seen == [torch.bfloat16 if native else False] * 6
@@ -504,7 +504,7 @@ def test_non_finite_steps_are_skipped_then_the_run_stops(folder, tmp_path, monke
     """A step whose gradients are not finite (a bfloat16 overflow, a bad image) leaves the weights, the
     optimiser and the EMA as they were; that many in a row stops the run with one clear error."""
     calls = {"n": 0}
-    real_pixel_loss = loop.pixel_loss
+    real_pixel_loss = recipes.pixel_loss
 
     def poisoned(sr, hr, kind, mask=None):
         calls["n"] += 1
@@ -512,7 +512,7 @@ def test_non_finite_steps_are_skipped_then_the_run_stops(folder, tmp_path, monke
         return loss * float("nan") if 2 <= calls["n"] < 2 + bad_steps else loss
 
     snapshots = []
-    monkeypatch.setattr(loop, "pixel_loss", poisoned)
+    monkeypatch.setattr(recipes, "pixel_loss", poisoned)
     config = _config(folder, tmp_path / "run", steps=30, every=1, val=())
     if bad_steps < loop.MAX_NONFINITE_STEPS:
         train(config, on_event=lambda e: snapshots.append(load_checkpoint(tmp_path / "run"))

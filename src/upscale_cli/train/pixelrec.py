@@ -12,6 +12,9 @@ Loss: cross-entropy of the fused logits plus the auxiliary cross-entropy of the 
 logits alone; RMSProp (decay 0.95, momentum 0.9, eps 1e-8). Validation reports the negative
 log-likelihood in bits per sub-pixel (fused, and conditioning alone) and PSNR/SSIM of the greedy
 answer and of one sample at temperature VAL_TEMPERATURE.
+
+`recipe(config, device)` is the loop's TrainingRecipe (train/recipes.py) for pixelrec: these
+functions behind the protocol's methods.
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from upscale_cli.train import data as train_data
+from upscale_cli.train.config import EventFn, TrainConfig
 from upscale_cli.train.degrade import bicubic_degrade, quantize
+from upscale_cli.train.recipes import SkipFn, Validation
 
 HR_SIDE = 32  # output side the prior is trained at
 GLYPH_FRACTION = 0.5  # share of each batch that is generated glyphs
@@ -51,6 +56,46 @@ class TinyImages:
 
     photos: train_data.ImageCache
     fonts: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- the recipe
+class PixelRecRecipe:
+    """pixelrec's TrainingRecipe: tiny photos and glyphs, the two cross-entropies, RMSProp, NLL
+    validation. The model keeps its own memory layout."""
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        self.config, self.device = config, device
+        self.source = TinyImages(train_data.ImageCache([], []), ())
+        self.val_hr = torch.empty(0, 3, HR_SIDE, HR_SIDE)
+
+    def setup(self, model: nn.Module, emit: EventFn) -> tuple[nn.Module, torch.optim.Optimizer]:
+        return model, make_optimizer(model, self.config)
+
+    def load_data(self, on_skip: SkipFn) -> tuple[int, int]:
+        self.source, self.val_hr = load_data(self.config, on_skip)
+        return len(self.source.photos.images), len(self.val_hr)
+
+    def baseline(self) -> float | None:
+        return None  # no bicubic line: the figures are the NLL and the greedy / sampled scores
+
+    def batch(self, progress: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        lr, hr = make_batch(self.source, self.config, gen)
+        return lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
+
+    def loss(self, net: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return loss(net, inputs, target)
+
+    def validate(self, model: nn.Module) -> Validation:
+        figures = validate(model, self.val_hr, self.device)
+        psnr, sample = figures.pop("psnr"), figures.pop("sample")
+        message = (f"validation NLL {figures['nll_bits']:.3f} bits/sub-pixel (conditioning alone "
+                   f"{figures['nll_cond_bits']:.3f}), greedy")
+        return Validation(psnr, sample, figures, message)
+
+
+def recipe(config: TrainConfig, device: torch.device) -> PixelRecRecipe:
+    """The loop's recipe for pixelrec (config.ARCH_TRAINING names this module)."""
+    return PixelRecRecipe(config, device)
 
 
 # ---------------------------------------------------------------- data
