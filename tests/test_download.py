@@ -893,3 +893,46 @@ def test_clear_counts_links_without_following_them(server, weights, cache, tmp_p
     (folder / "zero.pb").symlink_to("/dev/zero")
     assert weights_cache.clear_cache() == (3, weights.size)
     assert Path("/dev/zero").exists()
+
+
+class _OddHeaderServer(_EndlessServer):
+    """Serves `body` with a Content-Length (or, answering a Range, a 206 whose Content-Range total) of
+    Latin-1 byte 0xB2: '²' after decoding, which str.isdigit takes and int() refuses."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        from http.server import BaseHTTPRequestHandler
+
+        from http_server import _QuietServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                start = int(self.headers.get("Range", "bytes=0-")[6:].split("-")[0] or 0)
+                head = (f"HTTP/1.0 206 Partial Content\r\nContent-Range: bytes {start}-{len(body) - 1}/".encode()
+                        + b"\xb2\r\n") if start else b"HTTP/1.0 200 OK\r\n"
+                self.wfile.write(head + b"Content-Length: \xb2\r\n\r\n" + body[start:])
+
+        self._httpd.server_close()
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
+        import threading
+
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+
+@pytest.mark.parametrize("resume_from", [0, 1000])
+def test_a_length_header_that_is_not_ascii_digits_is_ignored_not_a_traceback(resume_from, weights, data, cache):
+    """Content-Length / Content-Range totals were read with str.isdigit, then int(): '²' (byte 0xB2)
+    passed the first and crashed the second with a ValueError traceback. The size and hash checks
+    still decide."""
+    if resume_from:
+        part = cache / "weights" / weights.sha256 / (NAME + ".part")
+        part.parent.mkdir(parents=True)
+        part.write_bytes(data[:resume_from])
+    with _OddHeaderServer(data) as odd:
+        path = download.ensure_weights(dataclasses.replace(weights, url=f"{odd.url}/{NAME}"), progress=False)
+    assert path.read_bytes() == data

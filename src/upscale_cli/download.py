@@ -29,6 +29,7 @@ from typing import Iterator
 from urllib.parse import quote, unquote, urlparse
 
 from upscale_cli.download_limits import LimitReached, Watch, watched_session
+from upscale_cli.env import whole_number
 from upscale_cli.download_settings import CONNECT_TIMEOUT_S, DownloadSettings, download_settings
 from upscale_cli.errors import ChecksumError, DownloadError, OfflineError, WeightsError
 from upscale_cli.model_spec import WeightsFile
@@ -292,12 +293,13 @@ def _check_declared_size(resp, offset: int, size: int) -> None:
     """A 206's Content-Range total, or a plain 200's Content-Length, that is not the catalogue's size."""
     if resp.status_code == 206:
         total = resp.headers.get("Content-Range", "").rpartition("/")[2].strip()
-        if total.isdigit() and int(total) != size:
-            raise WrongSize(int(total))
+        declared = whole_number(total)
+        if declared is not None and declared != size:
+            raise WrongSize(declared)
     elif _body_length_known(resp) and "Content-Length" in resp.headers:
-        length = resp.headers["Content-Length"].strip()
-        if length.isdigit() and int(length) != size:
-            raise WrongSize(int(length))
+        declared = whole_number(resp.headers["Content-Length"].strip())
+        if declared is not None and declared != size:
+            raise WrongSize(declared)
 
 
 def _body_length_known(resp) -> bool:
@@ -334,8 +336,8 @@ def _range_is(resp, start: int, size: int) -> bool:
     match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
     if not match or int(match[1]) != start or not start <= int(match[2]) < size:
         return False
-    length = resp.headers.get("Content-Length", "").strip()
-    return not length.isdigit() or int(length) == int(match[2]) - start + 1
+    length = whole_number(resp.headers.get("Content-Length", "").strip())
+    return length is None or length == int(match[2]) - start + 1
 
 
 def _raise_request_error(err: Exception, url: str) -> None:

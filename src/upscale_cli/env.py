@@ -19,14 +19,15 @@ def env_whole_number(name: str, default: int, allowed: str, *, low: int = 0, hig
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    value = _whole_number(raw)
+    value = whole_number(raw)
     if value is None or value < low or (high is not None and value > high):
         raise error(f"{name} must be a whole number {allowed}, not {raw!r}")
     return value
 
 
-def _whole_number(raw: str) -> int | None:
-    """ASCII digits as an int; None for anything else (str.isdigit alone also takes '²' and '٣')."""
+def whole_number(raw: str) -> int | None:
+    """ASCII digits as an int; None for anything else (str.isdigit alone also takes '²', which int()
+    refuses: an environment variable, or an HTTP header decoded as Latin-1 where byte 0xB2 is '²')."""
     if not (raw.isascii() and raw.isdigit()):
         return None
     try:
