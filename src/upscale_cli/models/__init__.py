@@ -55,6 +55,14 @@ def sampling_arch(arch: str) -> bool:
     return bool(getattr(import_module(ARCHITECTURES[arch].split(":")[0]), "SAMPLES", False))
 
 
+def training_module(arch: str) -> str | None:
+    """The module that trains an architecture its own way (its module says TRAINING = "module"),
+    or None: it trains with the pixel-loss recipe (train/recipes.py)."""
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        return None
+    return getattr(import_module(ARCHITECTURES[arch].split(":")[0]), "TRAINING", None)
+
+
 def get_builder(arch: str) -> Callable:
     """The builder function for an architecture id."""
     try:
@@ -238,4 +246,4 @@ def _first_line(err: BaseException) -> str:
 
 
 __all__ = ["ARCHITECTURES", "MAX_PARAMETERS", "TRAINABLE_ARCHS", "TrainableArch", "build_model", "check_settings", "get_builder",
-           "model_skeleton", "sampling_arch"]
+           "model_skeleton", "sampling_arch", "training_module"]

@@ -1,5 +1,5 @@
 """What a training run is: TrainConfig (everything a run needs, stored in its checkpoint), the
-events the loop reports (TrainEvent), and the architectures trained their own way (ARCH_TRAINING).
+events the loop reports (TrainEvent), and the module of an architecture trained its own way.
 
 Every setting is checked when a TrainConfig is built, whether from a TOML recipe, the command line
 or a checkpoint (one place: `check_config`, which __post_init__ calls): its type (an integer is not
@@ -26,23 +26,22 @@ from upscale_cli.choices import (DAMAGE_MIXES, DEVICE_NAME, DEVICE_WORDS, LOSS_R
 from upscale_cli.errors import DatasetError, TrainingError, UnsupportedScaleError, UsageError, printable_path
 from upscale_cli.images.atomic import name_max_bytes, over_name_limit
 
-# Architectures trained their own way: arch -> a module with DEFAULTS (TrainConfig values that
-# differ) and recipe(config, device), its TrainingRecipe (train/recipes.py: the loop's protocol).
-# Every other architecture trains with the pixel-loss recipe (recipes.PixelLossRecipe).
-ARCH_TRAINING = {"pixelrec": "upscale_cli.train.pixelrec"}
-
-
 def arch_training(arch: str):
-    """The module that trains `arch` its own way, or None for the pixel-loss recipe."""
+    """The module that trains `arch` its own way (its model module names it: models.training_module),
+    with DEFAULTS (TrainConfig values that differ) and recipe(config, device), its TrainingRecipe
+    (train/recipes.py: the loop's protocol); None: the pixel-loss recipe (recipes.PixelLossRecipe)."""
     from importlib import import_module
 
-    return import_module(ARCH_TRAINING[arch]) if isinstance(arch, str) and arch in ARCH_TRAINING else None
+    from upscale_cli.models import training_module
+
+    name = training_module(arch)
+    return import_module(name) if name else None
 
 
 def arch_defaults(arch: str) -> dict:
     """TrainConfig values an architecture's recipe changes (pixelrec: RMSProp's lr, batch 32 ...)."""
-    hooks = arch_training(arch)
-    return dict(hooks.DEFAULTS) if hooks else {}
+    own = arch_training(arch)
+    return dict(own.DEFAULTS) if own else {}
 
 
 # The settings that take a word are choices' Literals (Arch, Loss, LossRegion, DamageMix): the

@@ -94,7 +94,7 @@ class PixelRecRecipe:
 
 
 def recipe(config: TrainConfig, device: torch.device) -> PixelRecRecipe:
-    """The loop's recipe for pixelrec (config.ARCH_TRAINING names this module)."""
+    """The loop's recipe for pixelrec (models/pixelrec.py names this module as its TRAINING)."""
     return PixelRecRecipe(config, device)
 
 

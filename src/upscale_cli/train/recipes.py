@@ -7,7 +7,7 @@ model's memory layout and optimiser, the data, the batch, the loss and the valid
 calls `setup` once, `load_data` once, `baseline` once (a new run), then `batch` and `loss` every
 step and `validate` at every checkpoint, the same way for every recipe.
 
-An architecture trained its own way names a module in config.ARCH_TRAINING whose
+An architecture trained its own way names a module (TRAINING in its model module) whose
 `recipe(config, device)` builds its recipe (pixelrec: train/pixelrec.py); every other architecture
 trains with `PixelLossRecipe`. (Not to be confused with a TOML recipe, a file of settings.)
 """
@@ -72,7 +72,7 @@ RecipeFactory = Callable[[TrainConfig, torch.device], TrainingRecipe]
 
 
 def recipe_for(config: TrainConfig, device: torch.device) -> TrainingRecipe:
-    """The run's recipe, from its architecture: the module config.ARCH_TRAINING names for it
+    """The run's recipe, from its architecture: the module its model module names (TRAINING)
     builds its own; every other architecture trains with the pixel-loss recipe."""
     module = arch_training(config.arch)
     return module.recipe(config, device) if module else PixelLossRecipe(config, device)
