@@ -1,16 +1,15 @@
 """Same-size restoration: JPEG artifacts, noise, holes and overlaid text, repaired at x1.
 
-Restoration models are ordinary x1 models (a FixedScale descriptor with scale 1); the `Restorer` runs them
-through the engine's `Upscaler` (device, dtype, tiling, out-of-memory retries) at the
-input's own size, and adds what is special about restoration: masks and strength.
+Restoration models are ordinary x1 models (a descriptor of scale 1); the `Restorer` runs them through
+the engine's `Upscaler` (device, dtype, tiling, out-of-memory retries) at the input's own size, and
+adds what is special about restoration: masks and strength.
 
 How a mask (1 = fill, 0 = keep; (1, 1, H, W)) reaches a model:
-- A model that takes a mask itself says so by its descriptor (`Masked`) and is
-  called as `model(prefilled x, mask=mask)` through the engine (`Upscaler.run_with_mask`: tiled
-  like any model, the mask cut into the same tiles; one tile for a model that cannot be tiled):
-  opencv-inpaint, which ignores the masked pixels, and a unet with `mask_channel` (unet-inpaint),
-  which takes the mask as an input channel of its own (configs/unet_inpaint.toml trains one on
-  pre-filled holes and overlaid text, its loss inside the mask only).
+- A model that takes a mask itself (a `Masked` descriptor) is called as `model(prefilled x,
+  mask=mask)` through the engine (`Upscaler.run_with_mask`: tiled like any model, the mask cut into
+  the same tiles; one tile for a model that cannot be tiled): opencv-inpaint, which ignores the
+  masked pixels, and unet-inpaint, which takes the mask as an input channel of its own
+  (configs/unet_inpaint.toml trains one on pre-filled holes and text, its loss inside the mask only).
 - Every other model never sees the mask: `prefill` first replaces the masked pixels by a
   smooth harmonic fill from the pixels around them (coarse-to-fine Jacobi iterations of
   Laplace's equation), so the model starts from a plausible image rather than from
