@@ -55,6 +55,7 @@ class Job:
     planned: Planned | None = None  # set when planning already decided not to run it
     format: str | None = None  # Pillow format to write; None = decided from the image (stdout)
     notes: tuple[str, ...] = ()  # what planning chose that the user did not ask for
+    answers: tuple[Path, ...] = ()  # a converter's several outputs (answers.py), in order; () = output alone
 
 
 @dataclass

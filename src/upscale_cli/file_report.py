@@ -2,14 +2,15 @@
 
 `FileReport` is the `convert` (and, for a plain Upscaler, the `convert_many`) that
 pipeline.run_converted drives: it runs the converter (an engine.Upscaler, restore's converters,
-fit-single's) and records in the file's report.ReportRow its notes (reading's, an output too
-large to read back), the model that ran, what restore --task auto found, the passes, the real
-scale and size. `can_batch` says which converters may take several small images as one batch.
+fit-single's, sampling's several answers.Answers) and records in the file's report.ReportRow its
+notes (reading's, an output too large to read back), the model that ran, what restore --task auto
+found, the passes, the real scale and size. `can_batch` says which converters may take several small images as one batch.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+from upscale_cli.answers import Answers
 from upscale_cli.batch import WriteOptions
 from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
 from upscale_cli.models.descriptor import Fitting
@@ -64,7 +65,7 @@ class FileReport:
         out = converter.upscale_image(image, self._on_tile)
         if hasattr(converter, "notes_for"):  # what its run found (fit-single: the fit's PSNR)
             row.notes += converter.notes_for(image)
-        _describe_output(image, out, row)
+        _describe_output(image, out.images[0] if isinstance(out, Answers) else out, row)  # answers: one size
         return out
 
     def convert_many(self, images: list, rows: list[ReportRow]) -> list:

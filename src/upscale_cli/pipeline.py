@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from upscale_cli.answers import Answers, answer_paths, answer_rows, write_answers
 from upscale_cli.batch import Job, JobResult, Source, WriteOptions
 from upscale_cli.errors import UpscaleError
 from upscale_cli.file_report import FileReport, can_batch
@@ -147,7 +148,8 @@ def planned_result(job: Job) -> JobResult:
     if status == "skipped" and job.output is not None:  # an existing output is kept: still tidy
         from upscale_cli.images.atomic import remove_dead_leftovers  # what a killed earlier run left beside it
 
-        remove_dead_leftovers(job.output)
+        for path in answer_paths(job):  # its one output, or each of its answers
+            remove_dead_leftovers(path)
     return JobResult(job.source.label, None, status, error=reason)
 
 
@@ -323,8 +325,11 @@ def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable
         if err is not None:
             slots.append(_Slot(index, job, _failed(job, err, read_s + convert_s)))
             continue
-        write = writers.submit(_timed, _write_result, out, job, options, stdout_writer, unchanged, durable)
-        pixels = out.width * out.height
+        if isinstance(out, Answers):  # several outputs: all in place, or none of them
+            write, pixels = writers.submit(_timed, write_answers, out, job, options, durable), out.pixels
+        else:
+            write = writers.submit(_timed, _write_result, out, job, options, stdout_writer, unchanged, durable)
+            pixels = out.width * out.height
         slots.append(_Slot(index, job, seconds=read_s + convert_s, write=write, pixels=pixels,
                            big=pixels > BIG_OUTPUT_PIXELS, durable=durable))
     return slots
@@ -370,16 +375,26 @@ def run_converted(jobs: list[Job], converter, options: WriteOptions, defaults: R
                   on_note: Callable[[str], None] | None = None) -> Iterator[tuple[int, ReportRow]]:
     """run_jobs with a converter: yields (index, the file's ReportRow) in input order, each as soon
     as it and all before it are done; consecutive small images go through the model together when
-    can_batch(converter)."""
+    can_batch(converter). A converter that gives several outputs (answers.Answers) has them written
+    to the job's planned answers, and a row per answer written (the same index each)."""
     files = FileReport(converter, options, on_tile, on_note)
     rows = [ReportRow.start(job.source.label, defaults) for job in jobs]
+    answer_notes: dict[int, list[tuple[str, ...]]] = {}  # the jobs whose converter gave several answers
 
     def convert(index, image):
-        return files.convert(image, rows[index])
+        out = files.convert(image, rows[index])
+        if isinstance(out, Answers):
+            answer_notes[index] = [out.notes_of(k) for k in range(len(out.images))]
+        return out
 
     def convert_many(indices, images):
         return files.convert_many(images, [rows[i] for i in indices])
 
     batching = convert_many if can_batch(converter) else None
     for index, result in run_jobs(jobs, convert, options, stdin_reader, stdout_writer, batching):
-        yield index, report_row(jobs[index], result, rows[index])
+        notes = answer_notes.pop(index, None)
+        if notes is not None and result.status == "ok":  # a row per answer written
+            for row in answer_rows(jobs[index], result, rows[index], notes):
+                yield index, row
+        else:
+            yield index, report_row(jobs[index], result, rows[index])

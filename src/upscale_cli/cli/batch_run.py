@@ -1,10 +1,11 @@
-"""What `upscale` and `upscale restore` do around their converter, written once: check the output
-options and --shard before any model is loaded, plan the jobs and keep this shard's, then run them
-through the batch runner (here, or on Ray), report each file, and close with the notes and the exit
-code."""
+"""What `upscale` (sampling models too) and `upscale restore` do around their converter, written
+once: check the output options and --shard before any model is loaded, plan the jobs and keep this
+shard's, then run them through the batch runner (here, or on Ray), report each file, and close with
+the notes and the exit code."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterable
 
 from upscale_cli.batch import WriteOptions, check_output_options, parse_shard, plan_jobs, select_shard
@@ -32,9 +33,13 @@ class BatchRun:
         part = parse_shard(batch.shard) if batch.shard is not None else None
         return cls(batch, output, quiet, as_json, write, part)
 
-    def plan(self, sources: list, tag: str) -> list:
-        """This shard's jobs: every input named, skipped or failed before any work (batch.plan_jobs)."""
-        return select_shard(plan_jobs(sources, self.output, tag, self.batch.fmt, self.batch.overwrite), self.part)
+    def plan(self, sources: list, tag: str, answers: Callable[[Path], list[Path]] | None = None) -> list:
+        """This shard's jobs: every input named, skipped or failed before any work (batch.plan_jobs).
+        `answers(target)`: the names of a converter's several outputs (sampling), each checked as an output."""
+        jobs = plan_jobs(sources, self.output, tag, self.batch.fmt, self.batch.overwrite, written=answers)
+        if answers is not None:
+            jobs = [job if job.output is None else replace(job, answers=tuple(answers(job.output))) for job in jobs]
+        return select_shard(jobs, self.part)
 
     def run(self, jobs: list, converter, defaults, recipe: Callable[[], object],
             notes: Callable[[], Iterable[str]]) -> None:

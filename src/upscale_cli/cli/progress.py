@@ -37,6 +37,7 @@ class BatchReporter:
         self.use_bar = not (quiet or as_json) and sys.stderr.isatty()
         self._progress = None
         self._tile_task = None
+        self._tile_label = "tiles"  # the bar's line for a file's progress: the converter may name its own
 
     def run(self, jobs, upscaler, options, ray: str | None = None, recipe=None) -> list:
         """Report each file as the batch runs it, in input order as soon as it and those before it
@@ -49,22 +50,26 @@ class BatchReporter:
         else:
             from upscale_cli.pipeline import run_converted
 
+            self._tile_label = getattr(upscaler, "progress_label", self._tile_label)  # sampling: "sampling N x rows"
             results = run_converted(jobs, upscaler, options, self.defaults, _read_stdin, _write_stdout,
                                     on_tile=self._on_tile, on_note=self._early_note)
         return self.show(jobs, results)
 
     def show(self, jobs, results) -> list[ReportRow]:
-        """Show (index, ReportRow) pairs as they come: the bar, each file's line or JSON row, then
-        the summary; the rows, in order."""
-        shown = []
+        """Show (index, ReportRow) pairs as they come: the bar, each row's line or JSON row, then the
+        summary; the rows, in order. A file with several answers has a row each (one index): the bar
+        and the summary count files."""
+        shown, first_rows = [], {}
         with self._bar() as bar:
             file_task = bar.add_task("files", total=len(jobs)) if bar else None
             for index, row in results:
                 shown.append(row)
                 self.report(row, plain_line=jobs[index].source.ignored is None)
-                if bar:
-                    bar.advance(file_task)
-        self._summary(shown)
+                if index not in first_rows:
+                    first_rows[index] = row
+                    if bar:
+                        bar.advance(file_task)
+        self._summary(list(first_rows.values()))
         return shown
 
     def _early_note(self, note: str) -> None:
@@ -88,16 +93,16 @@ class BatchReporter:
         if self._progress is None or total <= 1:
             return
         if self._tile_task is None:
-            self._tile_task = self._progress.add_task("tiles", total=total)
+            self._tile_task = self._progress.add_task(self._tile_label, total=total)
         self._progress.update(self._tile_task, completed=done, total=total)
         if done >= total:
             self._progress.remove_task(self._tile_task)
             self._tile_task = None
 
     def report(self, row: ReportRow, plain_line: bool = True) -> ReportRow:
-        """One JSON row per input on stdout (--json), error lines on stderr always, a plain line
-        per file otherwise (skipped ones too) unless not `plain_line` (files in a folder that are
-        not images are only counted, and in --json); the row."""
+        """One JSON row per input (per answer written) on stdout (--json), error lines on stderr
+        always, a plain line per row otherwise (skipped ones too) unless not `plain_line` (files in
+        a folder that are not images are only counted, and in --json); the row."""
         if self.as_json:
             stdout.echo(json.dumps(row.as_json()))  # a failed write: one line, exit 1
         if row.status == "failed":
