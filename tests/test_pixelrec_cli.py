@@ -84,8 +84,9 @@ def test_too_large_input_is_one_line_and_writes_nothing(tmp_path, weights):
     big = write_png(tmp_path / "big.png", 17, 5)
     result = run(big, "-m", weights, "--samples", "2", "--seed", "1")
     assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "16x16" in lines[0], result.output
+    lines = result.output.strip().splitlines()  # the file's error line, then the batch's count, as every upscale
+    assert len(lines) == 2 and lines[0].startswith("error: ") and "16x16" in lines[0], result.output
+    assert lines[1] == "0 done, 0 skipped, 1 failed"
     assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "pixelrec.safetensors"]  # no output, no temp
 
@@ -146,7 +147,8 @@ def test_one_real_process_reports_a_refusal_without_traceback(tmp_path, weights)
     proc = subprocess.run([sys.executable, "-m", "upscale_cli", str(big), "-m", str(weights), "--samples", "2"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert proc.stderr.endswith("\n0 done, 0 skipped, 1 failed\n")
 
 
 def test_answers_go_into_a_new_output_folder_and_their_own_names_decide_skips(tmp_path, weights):

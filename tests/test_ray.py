@@ -171,3 +171,28 @@ def test_ray_refuses_stdin(local_ray, tmp_path, command):
 def test_fit_single_ray_refuses_from_model(tmp_path):
     result = runner.invoke(app, ["fit-single", "--from-model", str(tmp_path / "m.safetensors"), "--ray", "auto"])
     assert result.exit_code == 2 and "--ray" in result.output and "--from-model" in result.output
+
+
+def test_sampling_ray_matches_a_local_run(local_ray, tmp_path):
+    """A sampling model's --ray (-m pixel-recursive): each worker loads the weights file and draws
+    with the caller's seed, so the same answers, rows (one per answer) and files as a local run."""
+    import torch
+
+    from upscale_cli.loader import save_weights
+    from upscale_cli.models import build_model
+
+    settings = {"scale": 4, "width": 6, "blocks": 1, "prior_width": 9, "prior_layers": 2}
+    torch.manual_seed(0)
+    weights = tmp_path / "pixelrec.safetensors"
+    save_weights(build_model("pixelrec", **settings), weights, "pixelrec", settings)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        f.make_rgb_png(folder, f"img{i}.png", size=(3, 2))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    args = [str(folder), "-m", str(weights), "--samples", "2", "--seed", "4", "--json"]
+    here = runner.invoke(app, [*args, "-o", str(tmp_path / "local")])
+    there = runner.invoke(app, [*args, "-o", str(tmp_path / "ray"), "--ray", "auto"])
+    _assert_same_run(here, there, tmp_path / "local", tmp_path / "ray", 6)
+    assert [r["notes"] for r in _rows(there) if r["status"] == "ok"] == [
+        [f"answer {k} of 2: temperature 0.5, seed 4"] for _ in range(3) for k in (1, 2)]

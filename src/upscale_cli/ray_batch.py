@@ -1,6 +1,7 @@
 """Run a planned batch on a Ray cluster: `upscale in/ -o out/ --ray auto|ADDRESS`, and the same
-`--ray` of `upscale restore` and `upscale fit-single`, each through its recipe (UpscaleRecipe,
-RestoreRecipe, FitRecipe): the settings its workers build the command's converter from.
+`--ray` of `upscale restore`, `upscale fit-single` and sampling models, each through its recipe
+(UpscaleRecipe, RestoreRecipe, FitRecipe, SampleRecipe): the settings its workers build the
+command's converter from.
 
 The caller plans every job as a local run would (names, skips, collisions, --shard) and keeps
 the console: progress, output lines and --json rows come back to it in input order. Workers are
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # settings only: the engine, restore and fit-single load on t
     from upscale_cli.fit_single.converter import SizeRequest
     from upscale_cli.fit_single.fitting import FitConfig
     from upscale_cli.restore import RestoreConfig
+    from upscale_cli.sampling import SampleConfig
 
 CHUNK = 8  # jobs per call to a worker: few round trips for small files, still even for large ones
 AUTO = "auto"
@@ -120,6 +122,21 @@ class FitRecipe:
         return FitConverter(self.config, self.request, self.save_model)
 
 
+@dataclass(frozen=True)
+class SampleRecipe:
+    """A sampling model's --ray (-m pixel-recursive): the model loaded on each worker, drawing with
+    `config` (its seed chosen once, by the caller), so the answers are a local run's."""
+
+    model: str
+    config: SampleConfig
+    device: str = "auto"
+
+    def __call__(self):
+        from upscale_cli.sample_converter import SampleConverter, load_sampler
+
+        return SampleConverter(load_sampler(self.model, self.device, progress=False), self.config)
+
+
 class _Worker:
     """One model, built once on its node; runs chunks of jobs through pipeline.run_converted there."""
 
@@ -134,11 +151,14 @@ class _Worker:
         self.defaults = defaults
         self.options = options
 
-    def run(self, jobs: list[Job]) -> list[ReportRow]:
+    def run(self, jobs: list[Job]) -> list[list[ReportRow]]:
+        """Each job's rows (one, or one per answer written), in order."""
         from upscale_cli.pipeline import run_converted
 
-        return [row for _, row in
-                run_converted(jobs, self.converter, self.options, self.defaults, _no_stdin, _no_stdout)]
+        rows: list[list[ReportRow]] = [[] for _ in jobs]
+        for index, row in run_converted(jobs, self.converter, self.options, self.defaults, _no_stdin, _no_stdout):
+            rows[index].append(row)
+        return rows
 
 
 def _no_stdin() -> bytes:
@@ -180,7 +200,7 @@ def run_on_ray(address: str, jobs: list[Job], make_converter: ConverterRecipe, d
     worker = ray.remote(**resources)(_Worker)
     actors = [worker.remote(make_converter, defaults, options, os.getcwd()) for _ in range(count)]
     pending = {}  # chunk number -> its ObjectRef
-    done: dict[int, ReportRow] = {}
+    done: dict[int, list[ReportRow]] = {}  # a job's rows: one, or one per answer written
     next_chunk = 0
     try:
         for index, job in enumerate(jobs):
@@ -192,7 +212,8 @@ def run_on_ray(address: str, jobs: list[Job], make_converter: ConverterRecipe, d
                     pending[next_chunk] = actors[next_chunk % count].run.remote([jobs[i] for i in chunks[next_chunk]])
                     next_chunk += 1
                 _collect(ray, chunk_of[index], pending, chunks, jobs, done, defaults)
-            yield index, done.pop(index)
+            for row in done.pop(index):
+                yield index, row
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -208,6 +229,6 @@ def _collect(ray, chunk_no: int, pending: dict, chunks: list, jobs: list[Job], d
         results = ray.get(ref)
     except Exception as err:  # RayActorError, WorkerCrashedError, ...
         reason = f"the Ray worker failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        results = [failed_row(jobs[i], defaults, f"{jobs[i].source.label}: {reason}") for i in chunks[chunk_no]]
+        results = [[failed_row(jobs[i], defaults, f"{jobs[i].source.label}: {reason}")] for i in chunks[chunk_no]]
     for i, item in zip(chunks[chunk_no], results):
         done[i] = item

@@ -1,7 +1,8 @@
 """Several answers for one image: samples drawn from a model that models a distribution
 (a Sampling descriptor; pixel-recursive), at a temperature, from a seed.
 
-Pure tensor code: the CLI (cli/sample.py) reads, names and writes the files.
+Pure tensor code: sample_converter.py makes it a converter the batch runner drives, which reads,
+names and writes the files.
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def upscale_command(
     from upscale_cli.cli import sample
 
     if sample.wants_sampling(model, samples, temperature, seed):  # several answers per input (pixel-recursive)
-        others = {"--width": width, "--height": height, "--ray": batch.ray, "--shard": batch.shard,
+        others = {"--width": width, "--height": height,
                   "--half": batch.half, "--tile": batch.tile, "--tile-overlap": batch.tile_overlap,
                   "--ensemble": ensemble, "--restore": restore, "--alpha": alpha != "auto"}
         return sample.sample_command(paths, model, scale, output, recursive, batch, quiet, samples, temperature, seed,
