@@ -22,7 +22,7 @@ _NETWORK_LIMITS = {"encoding": OneOf(ENCODINGS), "hidden": Between(1, fitting.MA
 # Checked before anything is built (models.check_settings): a file saved by fit-single carries
 # the fitted network's settings ("mlp") and the fit's (FitConfig fields, through **fit_settings).
 ARCH = "coord-mlp"  # its id in the registry (models/__init__.py): what fit-single saves
-BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
+BYTES_PER_INPUT_PIXEL = 64  # bytes per input pixel of a render (research/memory_per_pixel.md)
 SETTING_LIMITS = {
     "mlp": KeywordsOf("upscale_cli.fit_single.network:CoordMLP",
                       {**_NETWORK_LIMITS, "channels": Between(1, 4), "long_side": Between(1, 1 << 20),

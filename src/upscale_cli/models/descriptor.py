@@ -23,8 +23,8 @@ TilingMode = Literal["supported", "discouraged", "internal"]
 # quality (global attention): untiled when memory allows, else the largest tile that fits.
 # internal: the model must see the whole image (fit-single, pixel art) or tiles itself.
 TILING_MODES: tuple[str, ...] = get_args(TilingMode)
-# Peak activation memory per input pixel (bytes, float32) assumed for a model nobody measured:
-# above every conv net of research/memory_per_pixel.md at x4, so the automatic tile errs small.
+# Peak activation memory per input pixel (bytes, float32) assumed for a model nobody measured: above
+# every conv net of research/memory_per_pixel.md at x4 (not the attention models, which are listed).
 DEFAULT_BYTES_PER_INPUT_PIXEL = 4096
 DEFAULT_CONTEXT = 16  # input pixels of context assumed for a model that does not say
 
@@ -69,8 +69,10 @@ class ModelDescriptor:
     receptive_field: input pixels of context an output pixel depends on, on each side (for
         attention models, a measured safe context); the tile margin and overlap come from it.
     supports_half / supports_bf16: float16 (CUDA) / bfloat16 give correct results.
-    bytes_per_input_pixel: peak activation memory of one float32 forward per input pixel (measured:
-        research/memory_per_pixel.md); the automatic tile size is chosen from it.
+    bytes_per_input_pixel: peak activation memory of one float32 forward per input pixel, its output
+        left out (the tiler adds that): the figure measured on one thread in
+        research/memory_per_pixel.md with 25% headroom (thread buffers, the allocator); the
+        automatic tile size is chosen from it.
     device_bound: None when it runs on any torch device, else the one device it runs on ("cpu"
         for OpenCV models), whatever the user picked.
     channels_last: it runs faster with channels-last tensors on the CPU (measured per model).

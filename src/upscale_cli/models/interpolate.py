@@ -14,7 +14,7 @@ from upscale_cli.models.base import OneOf
 from upscale_cli.models.descriptor import AnySize
 from upscale_cli.resize import METHODS, resize
 
-BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
+BYTES_PER_INPUT_PIXEL = 128  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
 SETTING_LIMITS = {"method": OneOf(tuple(METHODS))}
 
 

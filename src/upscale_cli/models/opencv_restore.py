@@ -28,7 +28,7 @@ INPAINT_METHODS = ("telea", "ns")
 MAX_STRENGTH = 255.0  # 8-bit levels: nlmeans h beyond the whole range only blurs more slowly
 MAX_INPAINT_RADIUS = 64  # pixels
 # Checked before anything is built (models.check_settings): settings also come from weights files.
-OPENCV_BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
+OPENCV_BYTES_PER_INPUT_PIXEL = 64  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
 SETTING_LIMITS = {
     "h": Between(0.0, MAX_STRENGTH), "h_color": Between(0.0, MAX_STRENGTH), "scale": OneOf((1,), UsageError),
     "method": OneOf(INPAINT_METHODS), "radius": Between(1, MAX_INPAINT_RADIUS),

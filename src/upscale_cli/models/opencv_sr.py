@@ -33,7 +33,10 @@ UINT8_MAX = 255.0
 # OpenCV 5 removed the TensorFlow importer that reads the published dnn_superres .pb graphs.
 FIRST_OPENCV_WITHOUT_TF = 5
 # model_path is a file OpenCV parses: models.check_settings never takes it from a weights file.
-BYTES_PER_INPUT_PIXEL: dict[str, int] = {"espcn": 4096, "fsrcnn": 4096, "lapsrn": 4096, "edsr": 4096}
+# Peak activation per input pixel, over scale^2 (bytes): measured (research/memory_per_pixel.md: espcn and
+# fsrcnn at x4, lapsrn at x2/x4/x8) with 25% headroom; edsr (its 38 MB graph was not measured) from its
+# layer shapes: 256-channel float maps at the output resolution while it upsamples.
+BYTES_PER_PIXEL_OVER_SCALE2: dict[str, int] = {"espcn": 48, "fsrcnn": 87, "lapsrn": 450, "edsr": 2048}
 SETTING_LIMITS = {
     "algo": OneOf(tuple(ALGO_SCALES)),
     "scale": OneOf(tuple(sorted({s for scales in ALGO_SCALES.values() for s in scales})), UnsupportedScaleError),
@@ -90,7 +93,8 @@ class OpenCVSuperRes(nn.Module):
             raise WeightsError(f"OpenCV cannot read the model: {str(err).strip().splitlines()[-1]}", path=model_path) from None
         self._sr.setModel(algo, self.scale)
         self.info = FixedScale(scale=self.scale, device_bound="cpu", supports_half=False,
-                               receptive_field=RECEPTIVE_FIELD[algo], bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL[algo])
+                               receptive_field=RECEPTIVE_FIELD[algo],
+                               bytes_per_input_pixel=BYTES_PER_PIXEL_OVER_SCALE2[algo] * self.scale**2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H*s, W*s)
         outs = [_from_bgr_uint8(self._sr.upsample(_to_bgr_uint8(image)), x.shape[1]) for image in x]

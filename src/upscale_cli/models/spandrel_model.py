@@ -33,8 +33,15 @@ EXACT_FIELD = {
 }
 DEFAULT_CONTEXT = 32
 # Peak memory of one float32 forward per input pixel (bytes), by spandrel architecture id, measured
-# with research/measure_memory.py (research/memory_per_pixel.md); others get the default.
-BYTES_PER_INPUT_PIXEL: dict[str, int] = {}
+# with research/measure_memory.py (research/memory_per_pixel.md: the largest of an id's models, with 25%
+# headroom); others get the default.
+BYTES_PER_INPUT_PIXEL: dict[str, int] = {
+    "ESRGAN": 15_040, "Compact": 640, "SwinIR": 16_256, "HAT": 47_040, "DAT": 14_848, "OmniSR": 5_760,
+    "SPAN": 4_672, "RealCUGAN": 9_408, "PLKSR": 1_984, "SAFMN": 1_280, "RCAN": 12_224, "DRCT": 29_440,
+    "ATD": 15_680, "Swin2SR": 13_696, "RGT": 18_944, "CRAFT": 6_272, "DITN": 5_376, "SeemoRe": 2_624,
+    "MoSR": 3_072, "DCTLSA": 11_904, "FDAT": 9_088, "MoESR": 5_568, "SwiftSRGAN": 15_424, "SCUNet": 3_840,
+    "DRUNet": 1_984, "NAFNet": 1_600, "DnCNN": 832,
+}
 
 
 def compact_receptive_field(num_conv: int) -> int:

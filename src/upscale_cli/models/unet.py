@@ -18,6 +18,8 @@ nearest-neighbour upsampler, so the untrained model has no checkerboard.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from functools import lru_cache
@@ -195,8 +197,10 @@ class UNetSR(nn.Module):
 
 
 def bytes_per_input_pixel(width: int, scale: int) -> int:
-    """Peak memory of one float32 forward per input pixel (research/memory_per_pixel.md)."""
-    return 4096
+    """Peak activation memory of one float32 forward per input pixel (bytes): 19 x width + 12 x scale^2
+    bounds every shipped shape measured in research/memory_per_pixel.md (309 at x1 width 16; 568, 598
+    and 780 at x2, x3, x4 width 32), times 1.25 for headroom."""
+    return math.ceil(1.25 * (19 * width + 12 * scale**2))
 
 
 def level_widths(width: int, levels: int, width_mult: float) -> list[int]:

@@ -22,7 +22,9 @@ from upscale_cli.models.unet import matrix_resize
 SCALES = (2, 4, 8)
 OUTPUT_INIT_GAIN = 0.1  # the last conv starts small: an untrained stage is close to bicubic
 # Checked before anything is built (models.check_settings): settings also come from weights files.
-BYTES_PER_INPUT_PIXEL = 4096  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
+# Peak activation per input pixel and channel of width, times scale^2: 281 x s^2 measured at width 32
+# (x4, x8: research/memory_per_pixel.md) is 8.8 x width x s^2; with 25% headroom:
+BYTES_PER_PIXEL_PER_WIDTH = 11
 SETTING_LIMITS = {"scale": OneOf(SCALES, UnsupportedScaleError), "width": Between(1, 512), "depth": Between(0, 64)}
 
 
@@ -69,7 +71,7 @@ class StackedUpsampler(nn.Module):
         # per stage: head 1 + down 1 + body 2*depth + up1 2 (at half res) + up2/out ~2; stage k sees 2^k-times input
         stage_field = 1 + 2 + 2 * (depth + 2) + 2
         self.info = FixedScale(scale=scale, in_channels=3, supports_half=True, size=SizeRequirements(multiple_of=2),
-                               channels_last=True, bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL,
+                               channels_last=True, bytes_per_input_pixel=BYTES_PER_PIXEL_PER_WIDTH * width * scale**2,
                               receptive_field=sum(-(-stage_field // 2**k) for k in range(len(self.stages))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, h, w) -> (B, 3, h*s, w*s)
