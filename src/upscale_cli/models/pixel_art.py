@@ -28,7 +28,7 @@ from upscale_cli.models.descriptor import AnySize
 
 PASS_FACTORS = (3, 2)  # native passes, tried largest first
 MAX_PASSES = 6  # 2^6 = x64: beyond that nearest-neighbour does the rest
-BYTES_PER_INPUT_PIXEL = 896  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
+BYTES_PER_INPUT_PIXEL = 960  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
 RECEPTIVE_FIELD = 2  # input pixels: 1 + 1/2 + 1/4 ... for a chain of passes
 ALPHA_CHANNEL_COUNTS = (2, 4)  # grey + alpha, RGBA: the last channel is alpha
 

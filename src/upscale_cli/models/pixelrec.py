@@ -39,7 +39,7 @@ TRAINING = "upscale_cli.train.pixelrec"  # models.training_module: it trains wit
 # Largest input side sampled (16x16 -> 64x64, 12,288 sequential steps): the prior was trained on
 # 32x32 outputs; larger inputs are refused with one line (README: "Several answers for tiny images").
 MAX_INPUT_SIDE = 16
-BYTES_PER_INPUT_PIXEL = 12_608  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
+BYTES_PER_INPUT_PIXEL = 73_216  # bytes per input pixel: its logits live through sampling (research/memory_per_pixel.md: 58.5 KB)
 SETTING_LIMITS = {"scale": OneOf((SCALE,), UnsupportedScaleError), "width": Between(3, 256),
                   "blocks": Between(0, 16), "prior_width": Between(3, 192), "prior_layers": Between(1, 16),
                   "kernel": OneOf((3, 5, 7))}
