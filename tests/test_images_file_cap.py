@@ -38,7 +38,7 @@ def test_a_file_over_the_cap_is_refused_unread(tmp_path, max_pixels, over):
         read_image(path, max_pixels=max_pixels)
 
 
-@pytest.mark.parametrize("head", [PNG_SIGNATURE, *SIGNATURES[1:4], b""])
+@pytest.mark.parametrize("head", [PNG_SIGNATURE, *SIGNATURES[1:], b""])
 def test_a_file_at_the_cap_is_read_and_judged_by_its_content(tmp_path, head):
     path = _sparse(tmp_path / "edge.png", max_file_bytes(100), head)
     with pytest.raises(Exception) as caught:  # zeros after a signature: not an image, but read

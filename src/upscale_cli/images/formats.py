@@ -1,44 +1,189 @@
-"""The one format table: which formats are read and written, their suffixes, what each can hold
-(alpha, 16 bits, ICC/EXIF, a palette), and the file-layout facts reading and writing share
-(signatures, PNG header offsets and chunks, EXIF tags). Every other module asks here; nothing
-here imports Pillow, OpenCV or torch, so a folder can be listed without loading them.
+"""The one home of format knowledge: one ImageFormat record per format (FORMATS) says which are read
+and written, their --format words and suffixes, what a written file can hold (alpha, 16 bits, ICC/EXIF,
+a palette), how a file starts and whether it holds several images; every lookup the program uses is
+derived from those records (derive_tables), so a new format is one record plus its --format words in
+FormatName. Also here: the file-layout facts reading and writing share (PNG header offsets and chunks,
+EXIF tags). Nothing here imports Pillow, OpenCV or torch, so a folder can be listed without loading them.
 """
 from __future__ import annotations
 
 import struct
 import zlib
-from typing import Literal, get_args
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, cast, get_args
 
 from upscale_cli.errors import ImageWriteError
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default; --max-pixels overrides it
+SNIFF_BYTES = 16  # read from a pipe or device before deciding it could be an image
 
-# Formats we read (JPEG includes multi-picture MPO); others (EPS would start
-# Ghostscript) are refused as not images.
-READ_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
-# --format's words (any case) and the Pillow format each writes
+
+@dataclass(frozen=True)
+class Signature:
+    """How a file of the format starts: `prefix` at byte 0, and `then` at byte `then_at` too where the
+    prefix is a container's (RIFF holds WebP, but also WAVE and AVI). A file that starts like an image
+    but will not open is reported corrupt, not "not an image"."""
+
+    prefix: bytes
+    then: bytes = b""
+    then_at: int = 0
+
+    @property
+    def end(self) -> int:
+        """Bytes needed to tell: every signature must fit in SNIFF_BYTES."""
+        return max(len(self.prefix), self.then_at + len(self.then))
+
+    def matches(self, data: bytes) -> bool:
+        return data.startswith(self.prefix) and data[self.then_at:self.then_at + len(self.then)] == self.then
+
+
+class MultiImage(NamedTuple):
+    """A format that can hold several images: we read the first and say how many there were."""
+
+    kind: str  # "multi-page TIFF"
+    unit: str  # "page"
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """Everything the program knows about one format. Capabilities (alpha ... palette) are what a
+    file we WRITE in it can hold, so a read-only format has none."""
+
+    pillow_name: str  # Image.format, and the name Image.open(formats=...) and save() take
+    names: tuple[str, ...]  # --format words (lower case); () when never written. FormatName lists them.
+    suffixes: tuple[str, ...]  # file names read as this format when a folder is expanded (lower case)
+    write_suffix: str | None  # the suffix a written file gets; None: read only
+    signatures: tuple[Signature, ...]
+    alpha: bool = False
+    sixteen_bit: bool = False
+    metadata: bool = False  # can hold ICC and EXIF
+    lossy: bool = False  # takes --quality
+    palette: bool = False  # a palette source is written back as a palette where possible
+    multi_image: MultiImage | None = None
+
+    def __post_init__(self) -> None:
+        problem = _record_problem(self)
+        if problem:
+            raise ValueError(f"format record {self.pillow_name}: {problem}")
+
+    @property
+    def written(self) -> bool:
+        return self.write_suffix is not None
+
+
+def _record_problem(f: ImageFormat) -> str | None:
+    """Why a record contradicts itself (a programming error, caught at import), or None."""
+    if any(not s.startswith(".") or s != s.lower() for s in f.suffixes):
+        return f"suffixes {f.suffixes} must be lower case and start with '.'"
+    if any(n != n.lower() for n in f.names):
+        return f"names {f.names} must be lower case"
+    if f.written != bool(f.names):
+        return "a written format needs --format words, and only a written one has them"
+    if f.write_suffix is not None and f.write_suffix not in f.suffixes:
+        return f"writes {f.write_suffix}, which it does not read back"
+    if not f.written and (f.alpha or f.sixteen_bit or f.metadata or f.lossy or f.palette):
+        return "capabilities are what a written file holds; this format is never written"
+    if not f.signatures:
+        return "no signature: a corrupt file could not be told from a non-image"
+    return None
+
+
+_TIFF_SIGNATURES = (Signature(b"II*\x00"), Signature(b"MM\x00*"),
+                    Signature(b"II+\x00"), Signature(b"MM\x00+"))  # TIFF, BigTIFF (either byte order)
+
+# Every format we read, in the order --help, messages and Pillow's plugin search see them. JPEG includes
+# multi-picture MPO; others (EPS would start Ghostscript) are refused as not images. GIF is read but
+# never written (256 colours would undo the upscale): FALLBACK_FORMAT instead.
+FORMATS: tuple[ImageFormat, ...] = (
+    ImageFormat("PNG", names=("png",), suffixes=(".png",), write_suffix=".png",
+                signatures=(Signature(b"\x89PNG"),), alpha=True, sixteen_bit=True, metadata=True, palette=True,
+                multi_image=MultiImage("animated PNG", "frame")),
+    ImageFormat("JPEG", names=("jpg", "jpeg"), suffixes=(".jpg", ".jpeg"), write_suffix=".jpg",
+                signatures=(Signature(b"\xff\xd8\xff"),), metadata=True, lossy=True),
+    ImageFormat("WEBP", names=("webp",), suffixes=(".webp",), write_suffix=".webp",
+                signatures=(Signature(b"RIFF", then=b"WEBP", then_at=8),), alpha=True, metadata=True,
+                lossy=True, multi_image=MultiImage("animated WebP", "frame")),
+    ImageFormat("TIFF", names=("tif", "tiff"), suffixes=(".tif", ".tiff"), write_suffix=".tiff",
+                signatures=_TIFF_SIGNATURES, alpha=True, sixteen_bit=True, metadata=True, palette=True,
+                multi_image=MultiImage("multi-page TIFF", "page")),
+    ImageFormat("BMP", names=("bmp",), suffixes=(".bmp",), write_suffix=".bmp",
+                signatures=(Signature(b"BM"),), palette=True),
+    ImageFormat("GIF", names=(), suffixes=(".gif",), write_suffix=None,
+                signatures=(Signature(b"GIF8"),), multi_image=MultiImage("animated GIF", "frame")),
+)
+FALLBACK_FORMAT = "PNG"  # for inputs whose own format is not written (GIF, stdin of unknown kind)
+
+
+@dataclass(frozen=True)
+class FormatTables:
+    """The lookups the rest of the program uses, all read off the records (derive_tables)."""
+
+    read_formats: tuple[str, ...]  # for Image.open(formats=...)
+    format_names: tuple[str, ...]
+    output_formats: dict[str, str]  # --format word -> Pillow name
+    read_suffixes: tuple[str, ...]
+    write_suffix: dict[str, str]  # Pillow name -> suffix
+    alpha: frozenset[str]
+    sixteen_bit: frozenset[str]
+    metadata: frozenset[str]
+    lossy: frozenset[str]
+    palette: frozenset[str]
+    signatures: tuple[Signature, ...]
+    multi_image_kinds: dict[str, MultiImage]
+
+    def starts_like_image(self, data: bytes) -> bool:
+        return any(s.matches(data) for s in self.signatures)
+
+
+def derive_tables(records: tuple[ImageFormat, ...]) -> FormatTables:
+    """Every table, from `records`; ValueError when two records claim one word, suffix or name."""
+    written = [f for f in records if f.written]
+    for what, values in (("format", [f.pillow_name for f in records]),
+                         ("--format word", [n for f in records for n in f.names]),
+                         ("suffix", [s for f in records for s in f.suffixes])):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{what} {', '.join(repeated)} claimed by two format records")
+
+    def having(flag: str) -> frozenset[str]:
+        return frozenset(f.pillow_name for f in records if getattr(f, flag))
+
+    return FormatTables(
+        read_formats=tuple(f.pillow_name for f in records),
+        format_names=tuple(n for f in written for n in f.names),
+        output_formats={n: f.pillow_name for f in written for n in f.names},
+        read_suffixes=tuple(s for f in records for s in f.suffixes),
+        write_suffix={f.pillow_name: str(f.write_suffix) for f in written},
+        alpha=having("alpha"), sixteen_bit=having("sixteen_bit"), metadata=having("metadata"),
+        lossy=having("lossy"), palette=having("palette"),
+        signatures=tuple(s for f in records for s in f.signatures),
+        multi_image_kinds={f.pillow_name: f.multi_image for f in records if f.multi_image})
+
+
+TABLES = derive_tables(FORMATS)
+# --format's words (any case), as the Literal Typer lists in --help and checks; a test keeps it equal
+# to the records' names.
 FormatName = Literal["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"]
 FORMAT_NAMES: tuple[FormatName, ...] = get_args(FormatName)
-OUTPUT_FORMATS: dict[FormatName, str] = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP",
-                                         "tif": "TIFF", "tiff": "TIFF", "bmp": "BMP"}
-# File names treated as images when a folder is expanded (anything else there is reported as
-# skipped); GIF is read but never written (256 colours would undo the upscale): PNG instead.
-READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
-WRITE_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tiff", "BMP": ".bmp"}
-FALLBACK_FORMAT = "PNG"  # for inputs whose own format is not written (GIF, stdin of unknown kind)
-ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
-SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
-METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}  # can hold ICC and EXIF
-LOSSY_FORMATS = {"JPEG", "WEBP"}
-PALETTE_FORMATS = {"PNG", "BMP", "TIFF"}  # a palette source is written back as a palette where possible
-# File signatures: a file that starts like an image but will not open is corrupt,
-# not "not an image".
-SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM",
-              b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF, BigTIFF
-SNIFF_BYTES = 16  # read from a pipe or device before deciding it could be an image
-# Formats that can hold several images; we read the first and say so.
-MULTI_IMAGE_KINDS = {"TIFF": ("multi-page TIFF", "page"), "GIF": ("animated GIF", "frame"),
-                     "PNG": ("animated PNG", "frame"), "WEBP": ("animated WebP", "frame")}
+# The tables under the names the rest of the program imports.
+READ_FORMATS = TABLES.read_formats
+OUTPUT_FORMATS = cast("dict[FormatName, str]", TABLES.output_formats)
+READ_SUFFIXES = TABLES.read_suffixes  # a folder's other files are reported as skipped
+WRITE_SUFFIX = TABLES.write_suffix
+ALPHA_FORMATS = TABLES.alpha
+SIXTEEN_BIT_FORMATS = TABLES.sixteen_bit
+METADATA_FORMATS = TABLES.metadata
+LOSSY_FORMATS = TABLES.lossy
+PALETTE_FORMATS = TABLES.palette
+# Signatures a file is told by from its first bytes alone (bytes.startswith takes the tuple).
+SIGNATURES = tuple(s.prefix for s in TABLES.signatures if not s.then)
+MULTI_IMAGE_KINDS = TABLES.multi_image_kinds
+
+
+def starts_like_image(data: bytes) -> bool:
+    """Whether `data` begins with a signature of a format we read (a stream's first SNIFF_BYTES, say)."""
+    return TABLES.starts_like_image(data)
+
 
 ORIENTATION_TAG = 0x0112  # EXIF orientation: applied on read, written as 1
 

@@ -33,7 +33,7 @@ from upscale_cli.images import DecodedImage
 from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_tensor
 from upscale_cli.images.formats import (DECODE_ERRORS, DEFAULT_MAX_PIXELS, MULTI_IMAGE_KINDS, ORIENTATION_TAG,
                                         PNG_BIT_DEPTH_OFFSET, PNG_COLOUR_TYPE_OFFSET, PNG_GREY_ALPHA, READ_FORMATS,
-                                        SIGNATURES, SNIFF_BYTES, png_chunk)
+                                        SNIFF_BYTES, png_chunk, starts_like_image)
 
 STDIN_LABEL = "<stdin>"  # the name used in messages for images given as bytes
 PNG_COLOUR_TYPES_FOR_OPENCV = {2, 4, 6}  # RGB, grey+alpha, RGBA at 16 bits
@@ -130,7 +130,7 @@ def read_stream(stream: BinaryIO | None, label: str = STDIN_LABEL) -> bytes:
 
 def _read_limited(stream: BinaryIO, limit: int, label: str) -> bytes:
     head = _read_up_to(stream, SNIFF_BYTES)
-    if head and not _has_image_signature(head):
+    if head and not starts_like_image(head):
         raise ImageReadError("not an image (unrecognised format)", path=label)
     buffer = io.BytesIO()  # grows in place (realloc), and getvalue() hands over its bytes uncopied
     chunk = head
@@ -160,10 +160,6 @@ def _over_stream_limit(limit: int) -> str:
     size = f"{limit // 2**20} MiB ({limit:,} bytes)" if limit % 2**20 == 0 else f"{limit:,} bytes"
     return (f"more than {size} without reaching the end: stdin, pipes and devices are read up to that "
             f"limit ({STREAM_LIMIT_ENV}=BYTES raises it, 0 = no limit)")
-
-
-def _has_image_signature(data: bytes) -> bool:
-    return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 _limit_lock = threading.Lock()
@@ -198,7 +194,7 @@ def _open(data: bytes, label: str) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=READ_FORMATS)
     except UnidentifiedImageError:
-        if _has_image_signature(data):
+        if starts_like_image(data):
             raise ImageReadError("truncated or corrupt image: unreadable header", path=label) from None
         raise ImageReadError("not an image (unrecognised format)", path=label) from None
     except Image.DecompressionBombError as e:
