@@ -62,7 +62,9 @@ def load(source: str) -> torch.nn.Module:
 
 
 def _one_scale(model: torch.nn.Module, source: str) -> torch.nn.Module:
-    if model.info.scale is None:  # bicubic and the like: nothing fixes the LR size
+    from upscale_cli.models.descriptor import FixedScale
+
+    if not isinstance(model.info, FixedScale):  # bicubic and the like: nothing fixes the LR size
         raise UsageError(f"{source} has no fixed scale: eval_sr.py evaluates SR weights of one scale "
                          "(`upscale benchmark -m MODEL -x N` measures any model)")
     return model

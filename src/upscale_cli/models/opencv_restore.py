@@ -4,7 +4,7 @@
   images through cv2.fastNlMeansDenoising). `h` is the filter strength in 8-bit levels
   (about sigma for Gaussian noise of standard deviation sigma); `h_color` defaults to h.
 - opencv-inpaint: Telea (or Navier-Stokes) inpainting; it takes the mask itself
-  (`info.takes_mask`: forward(x, mask=(B, 1, H, W), 1 = fill)) and changes masked pixels only.
+  (a Masked descriptor: forward(x, mask=(B, 1, H, W), 1 = fill)) and changes masked pixels only.
 
 Both are x1 models (FixedScale(scale=1), Masked) bound to the CPU: OpenCV works on 8-bit images, so
 forward converts each (C, H, W) float image to uint8, calls OpenCV and converts back.
