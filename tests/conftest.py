@@ -225,3 +225,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     counts = Counter(_skip_reason(r) for r in reports)
     for reason, count in counts.most_common():
         terminalreporter.write_line(f"skipped {count}: {reason}", yellow=True)
+
+
+@pytest.fixture()
+def tiny_pixelrec(tmp_path):
+    """A random-init pixel-recursive weights file (seed 0), small enough to sample in a second."""
+    import torch
+
+    from upscale_cli.loader import save_weights
+    from upscale_cli.models import build_model
+
+    settings = {"scale": 4, "width": 6, "blocks": 1, "prior_width": 9, "prior_layers": 2}
+    torch.manual_seed(0)
+    weights = tmp_path / "pixelrec.safetensors"
+    save_weights(build_model("pixelrec", **settings), weights, "pixelrec", settings)
+    return weights

@@ -176,18 +176,10 @@ def test_the_row_dataclass_is_the_schema():
         ReportRow("a.png").end("done", 0.0)
 
 
-def test_sampled_answers_have_one_row_each_in_the_same_schema(tmp_path):
+def test_sampled_answers_have_one_row_each_in_the_same_schema(tmp_path, tiny_pixelrec):
     """pixel-recursive --samples N: a row per answer file written (which answer, temperature and
     seed in its notes), one row for a skipped or failed input, lines on stderr only."""
-    import torch
-
-    from upscale_cli.loader import save_weights
-    from upscale_cli.models import build_model
-
-    settings = {"scale": 4, "width": 6, "blocks": 1, "prior_width": 9, "prior_layers": 2}
-    torch.manual_seed(0)
-    weights = tmp_path / "pixelrec.safetensors"
-    save_weights(build_model("pixelrec", **settings), weights, "pixelrec", settings)
+    weights = tiny_pixelrec
     folder = tmp_path / "in"
     folder.mkdir()
     f.make_rgb_png(folder, "tiny.png", size=(3, 2))

@@ -173,18 +173,10 @@ def test_fit_single_ray_refuses_from_model(tmp_path):
     assert result.exit_code == 2 and "--ray" in result.output and "--from-model" in result.output
 
 
-def test_sampling_ray_matches_a_local_run(local_ray, tmp_path):
+def test_sampling_ray_matches_a_local_run(local_ray, tmp_path, tiny_pixelrec):
     """A sampling model's --ray (-m pixel-recursive): each worker loads the weights file and draws
     with the caller's seed, so the same answers, rows (one per answer) and files as a local run."""
-    import torch
-
-    from upscale_cli.loader import save_weights
-    from upscale_cli.models import build_model
-
-    settings = {"scale": 4, "width": 6, "blocks": 1, "prior_width": 9, "prior_layers": 2}
-    torch.manual_seed(0)
-    weights = tmp_path / "pixelrec.safetensors"
-    save_weights(build_model("pixelrec", **settings), weights, "pixelrec", settings)
+    weights = tiny_pixelrec
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(3):
