@@ -22,7 +22,7 @@ from upscale_cli.catalog import resolve
 from upscale_cli.choices import ALPHA_MODES, Alpha
 from upscale_cli.device import half_dtype, select_device, torch_threads, use_channels_last
 from upscale_cli.errors import ModelOutputError, OutOfMemoryError, OutputTooLargeError, UsageError
-from upscale_cli.loader import load_model
+from upscale_cli.loader import load_spec
 from upscale_cli.models.descriptor import AnySize, Fitting, Masked, ModelDescriptor, native_scale
 from upscale_cli.resize import resize
 
@@ -117,7 +117,7 @@ class Upscaler:
         """The model for one native scale, loaded once and moved to its device and dtype."""
         if native_scale not in self._models:
             self._note_licence(native_scale)
-            model = load_model(self.config.model, native_scale, progress=self._progress)
+            model = load_spec(self.spec, native_scale, progress=self._progress)  # resolved once, in __init__
             device = torch.device(model.info.device_bound) if model.info.device_bound else self.device
             model = model.to(device=device, dtype=self._dtype(model, device))
             if use_channels_last(model.info, device):

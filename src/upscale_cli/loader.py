@@ -238,7 +238,11 @@ def pick_scale(spec: ModelSpec, scale: int | None) -> int | None:
 
 def load_model(name_or_path: str, scale: int | None = None, progress: bool = True) -> nn.Module:
     """Catalogue name or weights path (+ native scale for multi-scale entries) -> model in eval mode."""
-    spec = resolve(name_or_path)
+    return load_spec(resolve(name_or_path), scale, progress)
+
+
+def load_spec(spec: ModelSpec, scale: int | None = None, progress: bool = True) -> nn.Module:
+    """A resolved catalogue entry or weights file (+ native scale) -> model in eval mode."""
     if spec.local_path is not None:
         model = model_from_weights(spec.local_path)
         own = native_scale(model.info)
