@@ -86,25 +86,27 @@ def _read_recipe(path: Path) -> dict:
     return raw
 
 
+def _plain_line(event) -> None:
+    """One training event as a plain line on stderr (not a terminal)."""
+    stamp = time.strftime("%H:%M:%S")
+    if event.kind == "step":
+        typer.echo(f"{stamp} step {event.step} ({event.progress:.1%}) loss {event.loss:.5f} lr {event.lr:.2e} "
+                   f"{event.it_s:.2f} it/s, {event.eta_s / 60:.1f} min left", err=True)
+    elif event.kind == "val" and event.psnr is not None:
+        typer.echo(f"{stamp} step {event.step} {event.message or 'validation'} PSNR {event.psnr:.2f} dB", err=True)
+    elif event.kind == "warning":
+        typer.echo(f"warning: {event.message}", err=True)
+    elif event.kind == "checkpoint":
+        typer.echo(f"{stamp} checkpoint {event.path}", err=True)
+    elif event.message:
+        typer.echo(f"{stamp} {event.message}", err=True)
+
+
 def _printer(plain: bool):
     """An event callback: rich progress on a terminal, plain lines otherwise; and a closer. Both go to
     stderr (they are for people); stdout holds only what the run made, through the checked writer."""
     if plain:
-        def show(event) -> None:
-            stamp = time.strftime("%H:%M:%S")
-            if event.kind == "step":
-                typer.echo(f"{stamp} step {event.step} ({event.progress:.1%}) loss {event.loss:.5f} lr {event.lr:.2e} "
-                           f"{event.it_s:.2f} it/s, {event.eta_s / 60:.1f} min left", err=True)
-            elif event.kind == "val" and event.psnr is not None:
-                typer.echo(f"{stamp} step {event.step} {event.message or 'validation'} PSNR {event.psnr:.2f} dB",
-                           err=True)
-            elif event.kind == "warning":
-                typer.echo(f"warning: {event.message}", err=True)
-            elif event.kind == "checkpoint":
-                typer.echo(f"{stamp} checkpoint {event.path}", err=True)
-            elif event.message:
-                typer.echo(f"{stamp} {event.message}", err=True)
-        return show, lambda: None
+        return _plain_line, lambda: None
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
