@@ -210,7 +210,8 @@ def plan_jobs(sources: list[Source], output: str | None, tag: str | Callable[[So
     A target is never any input of the run (not only its own): compared by resolved path and,
     for files that exist, by device and inode, so a link or another name for an input counts too.
     --overwrite replaces earlier outputs, never inputs. `written(target)`: the files a job really
-    writes for its target when they are others (several sampled answers); each is checked.
+    writes for its target when they are others (several sampled answers); each is checked, and they
+    are the job's `answers`.
     `tag` may name each source's own (fit-single's `fit64x48`, from the image's size); then
     `tag_pattern` (a regex) matches every tag, for earlier outputs.
     """
@@ -241,17 +242,18 @@ def _plan_one(source: Source, output: str | None, folder: Path | None, tag: str,
     """One source's job. Whatever the file system says while looking (a name too long, a path it
     cannot reach) fails this file alone, in one line."""
     target = _target_path(source, output, folder, tag, fmt)
+    answers = tuple(written(target)) if written is not None and target is not None else ()
     try:
         planned = _skip_reason(source, target, claimed, overwrite, inputs, folder_output=folder is not None,
-                               written=written)
+                               paths=answers or (target,))
     except OSError as err:
         planned = Planned("failed", f"{source.label}: the output {_shortened(str(target))}: {fs_problem(err, target)}")
     if planned is not None:
-        return Job(source, target, planned)
+        return Job(source, target, planned, answers=answers)
     chosen, notes, failure = _output_format(source, target, fmt)
     if failure:
-        return Job(source, target, Planned("failed", f"{source.label}: {failure}"))
-    return Job(source, target, None, chosen, notes)
+        return Job(source, target, Planned("failed", f"{source.label}: {failure}"), answers=answers)
+    return Job(source, target, None, chosen, notes, answers)
 
 
 class _InputIndex:
@@ -314,16 +316,16 @@ def _target_path(source: Source, output: str | None, folder: Path | None, tag: s
 
 
 def _skip_reason(source: Source, target: Path | None, claimed: dict, overwrite: bool, inputs: _InputIndex,
-                 folder_output: bool, written: Callable[[Path], list[Path]] | None = None) -> Planned | None:
-    """Why a source will not run (missing, not an image, its output an input or another's, a name
-    the file system cannot hold, an output that exists), or None. OSError from looking: the caller's."""
+                 folder_output: bool, paths: tuple[Path, ...]) -> Planned | None:
+    """Why a source will not run (missing, not an image, one of the `paths` it writes for `target` an
+    input or another's, a name the file system cannot hold, an output that exists), or None. OSError
+    from looking: the caller's."""
     if source.missing:
         return Planned("failed", source.missing)
     if source.ignored:
         return Planned("skipped", source.ignored)
     if target is None:
         return None
-    paths = written(target) if written is not None else [target]
     for path in paths:
         if over := over_name_limit([path.name]):  # said before any work, not after it when the write fails
             return Planned("failed", f"{source.label}: the output's name would be {over} ({_shortened(path.name)}); "

@@ -4,7 +4,7 @@ shard's, then run them through the batch runner (here, or on Ray), report each f
 the notes and the exit code."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -36,10 +36,8 @@ class BatchRun:
     def plan(self, sources: list, tag: str, answers: Callable[[Path], list[Path]] | None = None) -> list:
         """This shard's jobs: every input named, skipped or failed before any work (batch.plan_jobs).
         `answers(target)`: the names of a converter's several outputs (sampling), each checked as an output."""
-        jobs = plan_jobs(sources, self.output, tag, self.batch.fmt, self.batch.overwrite, written=answers)
-        if answers is not None:
-            jobs = [job if job.output is None else replace(job, answers=tuple(answers(job.output))) for job in jobs]
-        return select_shard(jobs, self.part)
+        return select_shard(plan_jobs(sources, self.output, tag, self.batch.fmt, self.batch.overwrite, written=answers),
+                            self.part)
 
     def run(self, jobs: list, converter, defaults, recipe: Callable[[], object],
             notes: Callable[[], Iterable[str]]) -> None:
