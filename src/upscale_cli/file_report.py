@@ -29,7 +29,7 @@ def can_batch(converter) -> bool:
         models = [converter.model(native) for native in (natives or (None,))]
     except Exception:  # anything unusual: one image at a time, as before
         return False
-    return not any(isinstance(getattr(m, "info", None), Fitting) or not hasattr(m, "info") for m in models)
+    return not any(isinstance(m.info, Fitting) for m in models)  # the engine reads .info of every model it loads
 
 
 class FileReport:
