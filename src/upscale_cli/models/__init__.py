@@ -48,19 +48,22 @@ ANY_KEYWORDS = "**"  # the SETTING_LIMITS key that checks what a builder takes t
 _SHOWN_CHARS = 40  # a refused value is quoted up to this many characters
 
 
+def _module_says(arch: object, name: str, default: object) -> object:
+    """What an architecture's module declares as `name` (default when it is silent, or the id unknown)."""
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        return default
+    return getattr(import_module(ARCHITECTURES[arch].split(":")[0]), name, default)
+
+
 def sampling_arch(arch: str) -> bool:
     """Whether an architecture's models sample their answers (its module says SAMPLES = True)."""
-    if arch not in ARCHITECTURES:
-        return False
-    return bool(getattr(import_module(ARCHITECTURES[arch].split(":")[0]), "SAMPLES", False))
+    return bool(_module_says(arch, "SAMPLES", False))
 
 
 def training_module(arch: str) -> str | None:
     """The module that trains an architecture its own way (its module says TRAINING = "module"),
     or None: it trains with the pixel-loss recipe (train/recipes.py)."""
-    if not isinstance(arch, str) or arch not in ARCHITECTURES:
-        return None
-    return getattr(import_module(ARCHITECTURES[arch].split(":")[0]), "TRAINING", None)
+    return _module_says(arch, "TRAINING", None)
 
 
 def get_builder(arch: str) -> Callable:
