@@ -86,14 +86,12 @@ class Entry:
 # ---------------------------------------------------------------- ours
 
 def _info_fields(model) -> dict:
-    """Size rule, layout, channels and mask use, from either the old ModelInfo or the new descriptor."""
+    """Size rule, layout, channels and mask use, from the model's descriptor."""
+    from upscale_cli.models.descriptor import Masked
+
     info = model.info
-    size = getattr(info, "size", None)
-    multiple = getattr(size, "multiple_of", None) or getattr(info, "size_multiple", 1) or 1
-    return {"multiple": int(multiple), "channels_last": bool(getattr(info, "channels_last", False)),
-            "channels": int(getattr(info, "in_channels", 3) or 3),
-            "out_channels": int(getattr(info, "out_channels", 0) or getattr(info, "in_channels", 3) or 3),
-            "takes_mask": bool(getattr(info, "takes_mask", False)) or type(info).__name__ == "Masked"}
+    return {"multiple": info.size.multiple_of, "channels_last": info.channels_last, "channels": info.in_channels,
+            "out_channels": info.out_channels, "takes_mask": isinstance(info, Masked)}
 
 
 def _fixed(model, key: str, scale: int) -> Built:
@@ -113,7 +111,7 @@ def catalogue(name: str, scale: int | None, arch: str) -> Callable[[], Built]:
         from upscale_cli.loader import load_model
 
         model = load_model(name, scale, progress=False).eval()
-        if getattr(model.info, "channels_last", False):
+        if model.info.channels_last:
             import torch
 
             model = model.to(memory_format=torch.channels_last)  # as the engine does on the CPU
