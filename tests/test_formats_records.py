@@ -119,6 +119,8 @@ def test_a_read_only_record_adds_no_format_word():
     dict(names=("HEIC",)),  # --format words are looked up lower-cased
     dict(write_suffix=None),  # --format words for a format never written
     dict(signatures=()),  # nothing to tell a corrupt file from a non-image
+    dict(signatures=(formats.Signature(b"", then=(b"ftypheic", b""), then_at=4),)),  # an alternative every file has
+    dict(signatures=(formats.Signature(b"", then=b"ftypheic" + bytes(8), then_at=4),)),  # longer than a stream's sniff
 ])
 def test_an_inconsistent_record_is_refused_where_it_is_written(broken):
     with pytest.raises(ValueError):

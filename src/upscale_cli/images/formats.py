@@ -20,21 +20,32 @@ SNIFF_BYTES = 16  # read from a pipe or device before deciding it could be an im
 
 @dataclass(frozen=True)
 class Signature:
-    """How a file of the format starts: `prefix` at byte 0, and `then` at byte `then_at` too where the
-    prefix is a container's (RIFF holds WebP, but also WAVE and AVI). A file that starts like an image
-    but will not open is reported corrupt, not "not an image"."""
+    """How a file of the format starts: `prefix` at byte 0, and `then` (or one of several) at byte
+    `then_at` too where the prefix is a container's (RIFF holds WebP, but also WAVE and AVI; an ISO
+    media file, HEIF or AVIF, has no fixed first bytes but says `ftyp` and its brand at byte 4). A
+    file that starts like an image but will not open is reported corrupt, not "not an image"."""
 
     prefix: bytes
-    then: bytes = b""
+    then: bytes | tuple[bytes, ...] = b""
     then_at: int = 0
+
+    @property
+    def alternatives(self) -> tuple[bytes, ...]:
+        return self.then if isinstance(self.then, tuple) else (self.then,)
 
     @property
     def end(self) -> int:
         """Bytes needed to tell: every signature must fit in SNIFF_BYTES."""
-        return max(len(self.prefix), self.then_at + len(self.then))
+        return max(len(self.prefix), self.then_at + max(len(t) for t in self.alternatives))
 
     def matches(self, data: bytes) -> bool:
-        return data.startswith(self.prefix) and data[self.then_at:self.then_at + len(self.then)] == self.then
+        return data.startswith(self.prefix) and data.startswith(self.alternatives, self.then_at)
+
+
+def iso_media(*brands: bytes) -> Signature:
+    """An ISO base media file (HEIF, AVIF) whose `ftyp` box, first in the file, names one of `brands`
+    as its major brand. The box's size (bytes 0-3) varies, so the signature starts at byte 4."""
+    return Signature(b"", then=tuple(b"ftyp" + brand for brand in brands), then_at=4)
 
 
 class MultiImage(NamedTuple):
@@ -85,6 +96,10 @@ def _record_problem(f: ImageFormat) -> str | None:
         return "capabilities are what a written file holds; this format is never written"
     if not f.signatures:
         return "no signature: a corrupt file could not be told from a non-image"
+    if any(not s.prefix and not all(s.alternatives) for s in f.signatures):
+        return "a signature that every file matches"
+    if any(s.end > SNIFF_BYTES for s in f.signatures):
+        return f"a signature longer than the {SNIFF_BYTES} bytes a stream is told by"
     return None
 
 
