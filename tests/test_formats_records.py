@@ -30,26 +30,46 @@ OLD_MULTI_IMAGE_KINDS = {"TIFF": ("multi-page TIFF", "page"), "GIF": ("animated 
                          "PNG": ("animated PNG", "frame"), "WEBP": ("animated WebP", "frame")}
 
 WEBP_HEAD = b"RIFF\x24\x00\x00\x00WEBPVP8 "
+# The records of those tables; issue 28 then added HEIF, AVIF and JPEG XL, a record each (their codecs:
+# tests/test_modern_formats.py).
+OLD_RECORDS = tuple(f for f in formats.FORMATS if f.pillow_name in OLD_READ_FORMATS)
+NEW_FORMATS = ("HEIF", "AVIF", "JXL")
+NEW_NAMES = ("heic", "heif", "avif", "jxl")
 
 
 def test_the_derived_tables_hold_what_the_hand_written_ones_held():
     # Sequences compare in order: the order is visible (--help's choices, the suffix list in messages,
     # which plugin Pillow tries first).
-    assert formats.READ_FORMATS == OLD_READ_FORMATS
-    assert formats.FORMAT_NAMES == OLD_FORMAT_NAMES
-    assert list(formats.OUTPUT_FORMATS.items()) == list(OLD_OUTPUT_FORMATS.items())
-    assert formats.READ_SUFFIXES == OLD_READ_SUFFIXES
-    assert list(formats.WRITE_SUFFIX.items()) == list(OLD_WRITE_SUFFIX.items())
+    old = formats.derive_tables(OLD_RECORDS)
+    assert old.read_formats == OLD_READ_FORMATS
+    assert old.format_names == OLD_FORMAT_NAMES
+    assert list(old.output_formats.items()) == list(OLD_OUTPUT_FORMATS.items())
+    assert old.read_suffixes == OLD_READ_SUFFIXES
+    assert list(old.write_suffix.items()) == list(OLD_WRITE_SUFFIX.items())
     assert formats.FALLBACK_FORMAT == "PNG"
-    assert formats.ALPHA_FORMATS == OLD_ALPHA_FORMATS
-    assert formats.SIXTEEN_BIT_FORMATS == OLD_SIXTEEN_BIT_FORMATS
-    assert formats.METADATA_FORMATS == OLD_METADATA_FORMATS
-    assert formats.LOSSY_FORMATS == OLD_LOSSY_FORMATS
-    assert formats.PALETTE_FORMATS == OLD_PALETTE_FORMATS
+    assert old.alpha == OLD_ALPHA_FORMATS
+    assert old.sixteen_bit == OLD_SIXTEEN_BIT_FORMATS
+    assert old.metadata == OLD_METADATA_FORMATS
+    assert old.lossy == OLD_LOSSY_FORMATS
+    assert old.palette == OLD_PALETTE_FORMATS
     # Matched with startswith (any of them) and looked up by key: order carries no meaning.
-    assert sorted(formats.SIGNATURES) == sorted(OLD_SIGNATURES)
-    assert formats.MULTI_IMAGE_KINDS == OLD_MULTI_IMAGE_KINDS
+    assert sorted(s.prefix for s in old.signatures if not s.then) == sorted(OLD_SIGNATURES)
+    assert old.multi_image_kinds == OLD_MULTI_IMAGE_KINDS
     assert formats.SNIFF_BYTES == 16
+
+
+def test_the_program_reads_the_old_tables_and_the_new_records_after_them():
+    assert formats.READ_FORMATS == (*OLD_READ_FORMATS, *NEW_FORMATS)
+    assert formats.FORMAT_NAMES == (*OLD_FORMAT_NAMES, *NEW_NAMES)
+    assert formats.OUTPUT_FORMATS == {**OLD_OUTPUT_FORMATS, "heic": "HEIF", "heif": "HEIF", "avif": "AVIF", "jxl": "JXL"}
+    assert formats.READ_SUFFIXES == (*OLD_READ_SUFFIXES, ".heic", ".heif", ".hif", ".avif", ".jxl")
+    assert formats.WRITE_SUFFIX == {**OLD_WRITE_SUFFIX, "HEIF": ".heic", "AVIF": ".avif", "JXL": ".jxl"}
+    assert formats.ALPHA_FORMATS == OLD_ALPHA_FORMATS | set(NEW_FORMATS)
+    assert formats.SIXTEEN_BIT_FORMATS == OLD_SIXTEEN_BIT_FORMATS | {"HEIF", "JXL"}  # AVIF: 8 bits here
+    assert formats.METADATA_FORMATS == OLD_METADATA_FORMATS | set(NEW_FORMATS)
+    assert formats.LOSSY_FORMATS == OLD_LOSSY_FORMATS | set(NEW_FORMATS)
+    assert formats.PALETTE_FORMATS == OLD_PALETTE_FORMATS
+    assert sorted(formats.SIGNATURES) == sorted((*OLD_SIGNATURES, b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n"))
 
 
 @pytest.mark.parametrize("head", [*OLD_SIGNATURES, WEBP_HEAD, b"\x89PNG\r\n\x1a\n", b"BM" + bytes(14)])
@@ -87,7 +107,7 @@ def _heic() -> formats.ImageFormat:
 
 
 def test_one_more_record_is_all_a_format_needs():
-    tables = formats.derive_tables((*formats.FORMATS, _heic()))
+    tables = formats.derive_tables((*OLD_RECORDS, _heic()))
     assert tables.read_formats == (*OLD_READ_FORMATS, "HEIF")
     assert tables.format_names == (*OLD_FORMAT_NAMES, "heic", "heif")
     assert tables.output_formats == {**OLD_OUTPUT_FORMATS, "heic": "HEIF", "heif": "HEIF"}
@@ -99,12 +119,12 @@ def test_one_more_record_is_all_a_format_needs():
     assert tables.palette == OLD_PALETTE_FORMATS
     assert tables.multi_image_kinds == {**OLD_MULTI_IMAGE_KINDS, "HEIF": ("HEIF sequence", "image")}
     head = b"\x00\x00\x00\x18ftypheic" + bytes(4)
-    assert tables.starts_like_image(head) and not formats.starts_like_image(head)
+    assert tables.starts_like_image(head) and not formats.derive_tables(OLD_RECORDS).starts_like_image(head)
     assert not tables.starts_like_image(b"\x00\x00\x00\x18ftypavif" + bytes(4))
 
 
 def test_a_read_only_record_adds_no_format_word():
-    tables = formats.derive_tables((*formats.FORMATS, replace(_heic(), names=(), write_suffix=None, alpha=False,
+    tables = formats.derive_tables((*OLD_RECORDS, replace(_heic(), names=(), write_suffix=None, alpha=False,
                                                               sixteen_bit=False, metadata=False, lossy=False)))
     assert tables.read_suffixes[-2:] == (".heic", ".heif") and tables.read_formats[-1] == "HEIF"
     assert tables.format_names == OLD_FORMAT_NAMES and "HEIF" not in tables.write_suffix
@@ -129,9 +149,9 @@ def test_an_inconsistent_record_is_refused_where_it_is_written(broken):
 
 def test_a_record_repeating_another_formats_word_or_suffix_is_refused():
     with pytest.raises(ValueError, match="jpg"):
-        formats.derive_tables((*formats.FORMATS, replace(_heic(), names=("heic", "jpg"))))
+        formats.derive_tables((*OLD_RECORDS, replace(_heic(), names=("heic", "jpg"))))
     with pytest.raises(ValueError, match=r"\.png"):
-        formats.derive_tables((*formats.FORMATS, replace(_heic(), suffixes=(".heic", ".png"))))
+        formats.derive_tables((*OLD_RECORDS, replace(_heic(), suffixes=(".heic", ".png"))))
 
 
 def test_every_signature_fits_in_what_a_stream_is_sniffed_with():

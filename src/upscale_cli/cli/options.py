@@ -20,7 +20,8 @@ import typer
 
 from upscale_cli import choices
 from upscale_cli.choices import DEVICES, device_name
-from upscale_cli.images.formats import FormatName
+from upscale_cli.images.codecs import missing_help, unavailable_names
+from upscale_cli.images.formats import FORMAT_NAMES, FormatName
 
 # How every Typer app of ours is made (the root app, `upscale train`, `upscale models`): no shell
 # completion, errors shown as our one-line messages rather than Rich tracebacks, plain help text.
@@ -29,10 +30,14 @@ APP_SETTINGS = {"add_completion": False, "pretty_exceptions_enable": False, "ric
 Paths = Annotated[List[str], typer.Argument(metavar="PATH...", help="Files, folders, quoted globs, or - for stdin.")]
 Output = Annotated[Optional[str], typer.Option("-o", "--output", help="Output file (one input) or folder; - for stdout.")]
 Recursive = Annotated[bool, typer.Option("-r", "--recursive", help="Include subfolders of folder inputs.")]
+# --format lists the words this installation writes (HEIC, AVIF, JPEG XL need codecs that may be missing:
+# images/codecs.py); the Literal still takes every word, so a missing codec's is one line naming its package.
 Format = Annotated[Optional[FormatName], typer.Option(
-    "--format", case_sensitive=False, help="Output format, any case. Default: -o's extension, else the input's "
-                                           "format (GIF: png).")]
-Quality = Annotated[Optional[int], typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality (default 95).")]
+    "--format", case_sensitive=False, metavar=f"[{'|'.join(n for n in FORMAT_NAMES if n not in unavailable_names())}]",
+    help="Output format, any case; each is read too, as is GIF. Default: -o's extension, else the input's format "
+         "(GIF: png)." + missing_help())]
+Quality = Annotated[Optional[int], typer.Option(
+    "--quality", min=1, max=100, help="JPEG/WebP/HEIC/AVIF/JXL quality (default 95; 100: lossless HEIC and JXL).")]
 PngCompression = Annotated[Optional[int], typer.Option(
     "--png-compression", help="PNG zlib level: 0 fastest, 9 smallest files (default: level 1 with run-length "
                               "matching, about 5x faster than 6 for files about 5% larger).")]

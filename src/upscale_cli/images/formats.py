@@ -125,6 +125,26 @@ FORMATS: tuple[ImageFormat, ...] = (
                 signatures=(Signature(b"BM"),), palette=True),
     ImageFormat("GIF", names=(), suffixes=(".gif",), write_suffix=None,
                 signatures=(Signature(b"GIF8"),), multi_image=MultiImage("animated GIF", "frame")),
+    # The three below are read and written through codecs Pillow may lack (codecs.py loads them when
+    # first needed and names the package when one is missing). HEIF's brands are HEVC stills and
+    # sequences; mif1/msf1 are the generic brands either format may carry, so both records list them
+    # (HEIF is tried first: its plugin turns a file it cannot open into "try the next one").
+    # HEIF: a 16-bit image is written at 10 bits (HEIF_DEEP_BITS in write.py), read back as 16.
+    ImageFormat("HEIF", names=("heic", "heif"), suffixes=(".heic", ".heif", ".hif"), write_suffix=".heic",
+                signatures=(iso_media(b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
+                                      b"mif1", b"msf1"),),
+                alpha=True, sixteen_bit=True, metadata=True, lossy=True,
+                multi_image=MultiImage("HEIF image collection", "image")),
+    # AVIF: Pillow's codec (and pillow-avif-plugin's) reads and writes 8 bits a channel only.
+    ImageFormat("AVIF", names=("avif",), suffixes=(".avif",), write_suffix=".avif",
+                signatures=(iso_media(b"avif", b"avis", b"mif1", b"msf1"),), alpha=True, metadata=True,
+                lossy=True, multi_image=MultiImage("animated AVIF", "frame")),
+    # JPEG XL, a bare codestream or in its ISO container. pillow-jxl-plugin writes 16 bits for grey
+    # without alpha only (colour at 8), and cannot embed an ICC profile: write.py converts the pixels
+    # to the sRGB the file declares instead.
+    ImageFormat("JXL", names=("jxl",), suffixes=(".jxl",), write_suffix=".jxl",
+                signatures=(Signature(b"\xff\x0a"), Signature(b"\x00\x00\x00\x0cJXL \r\n\x87\n")),
+                alpha=True, sixteen_bit=True, metadata=True, lossy=True),
 )
 FALLBACK_FORMAT = "PNG"  # for inputs whose own format is not written (GIF, stdin of unknown kind)
 
@@ -178,7 +198,7 @@ def derive_tables(records: tuple[ImageFormat, ...]) -> FormatTables:
 TABLES = derive_tables(FORMATS)
 # --format's words (any case), as the Literal Typer lists in --help and checks; a test keeps it equal
 # to the records' names.
-FormatName = Literal["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"]
+FormatName = Literal["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "heic", "heif", "avif", "jxl"]
 FORMAT_NAMES: tuple[FormatName, ...] = get_args(FormatName)
 # The tables under the names the rest of the program imports.
 READ_FORMATS = TABLES.read_formats
@@ -207,9 +227,9 @@ PNG_BIT_DEPTH_OFFSET = 24
 PNG_COLOUR_TYPE_OFFSET = 25
 PNG_GREY_ALPHA = 4
 
-# Exceptions Pillow and its codecs raise for broken data.
+# Exceptions Pillow and its codecs raise for broken data (RuntimeError: libjxl's and libheif's own).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
-                 zlib.error, IndexError, KeyError, TypeError)
+                 zlib.error, IndexError, KeyError, TypeError, RuntimeError)
 
 
 def writable_format(name: str) -> str | None:
@@ -218,11 +238,15 @@ def writable_format(name: str) -> str | None:
 
 
 def output_format(name: str) -> str:
-    """'png', '.JPG', 'tiff' ... -> Pillow's format name; ImageWriteError if unknown."""
+    """'png', '.JPG', 'tiff' ... -> Pillow's format name; ImageWriteError if unknown, or when its
+    codec is missing here (one line naming the package: --format heic fails before any work)."""
     key = name.lower().lstrip(".")
     if key not in OUTPUT_FORMATS:
         known = ", ".join(sorted(OUTPUT_FORMATS))
         raise ImageWriteError(f"unknown output format {name!r} (use one of: {known})")
+    from upscale_cli.images.codecs import require_writer  # imports a codec only for its own format
+
+    require_writer(OUTPUT_FORMATS[key])
     return OUTPUT_FORMATS[key]
 
 

@@ -1,7 +1,9 @@
 """Decoding: a file (or bytes from stdin) -> a DecodedImage.
 
 The bytes are sniffed, the header checked against --max-pixels before anything is decoded, then
-Pillow decodes them, or OpenCV for 16-bit colour PNG/TIFF (Pillow would cut those to 8 bits).
+Pillow decodes them, or OpenCV for 16-bit colour PNG/TIFF (Pillow would cut those to 8 bits),
+or libheif itself for HEIF deeper than 8 bits (pillow-heif's Pillow plugin cuts those to 8).
+HEIF, AVIF and JPEG XL need a codec Pillow may lack: codecs.py loads it when bytes start like one.
 EXIF orientation is applied here, ICC and EXIF are kept for the write, CMYK goes to RGB through
 its profile, a palette image keeps its palette, only the first page or frame is read (with a
 note), and a JPEG's quality is estimated from its tables.
@@ -29,11 +31,11 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from upscale_cli.env import env_whole_number
 from upscale_cli.errors import ImageReadError, ImageTooLargeError, printable_path
-from upscale_cli.images import DecodedImage
+from upscale_cli.images import DecodedImage, codecs
 from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_tensor
 from upscale_cli.images.formats import (DECODE_ERRORS, DEFAULT_MAX_PIXELS, MULTI_IMAGE_KINDS, ORIENTATION_TAG,
-                                        PNG_BIT_DEPTH_OFFSET, PNG_COLOUR_TYPE_OFFSET, PNG_GREY_ALPHA, READ_FORMATS,
-                                        SNIFF_BYTES, png_chunk, starts_like_image)
+                                        PNG_BIT_DEPTH_OFFSET, PNG_COLOUR_TYPE_OFFSET, PNG_GREY_ALPHA, SNIFF_BYTES,
+                                        png_chunk, starts_like_image)
 
 STDIN_LABEL = "<stdin>"  # the name used in messages for images given as bytes
 PNG_COLOUR_TYPES_FOR_OPENCV = {2, 4, 6}  # RGB, grey+alpha, RGBA at 16 bits
@@ -65,7 +67,7 @@ def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     """Decode a file (or bytes) into a DecodedImage; raise ImageReadError naming it."""
     label, data = _read_source(source, max_file_bytes(max_pixels))
     with _pillow_pixel_limit_off():
-        im = _open(data, label)
+        im = _open(data, label, max_pixels)
         _check_pixel_limit(im.size, max_pixels, label)
         notes = _unread_pages_note(im)
         if _needs_opencv(im, data):
@@ -189,11 +191,17 @@ def _pillow_pixel_limit_off() -> Iterator[None]:
                 Image.MAX_IMAGE_PIXELS = _saved_limit
 
 
-def _open(data: bytes, label: str) -> Image.Image:
-    """Parse the header only (Pillow decodes lazily)."""
+def _open(data: bytes, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Parse the header only (Pillow decodes lazily; pillow-jxl-plugin does not, so a JPEG XL's
+    size is read from its header and checked first)."""
+    formats = codecs.formats_to_open(data, label)
+    jxl_size = jxl_header_size(data)
+    if jxl_size is not None:
+        _check_pixel_limit(jxl_size, max_pixels, label)
     try:
-        return Image.open(io.BytesIO(data), formats=READ_FORMATS)
+        return Image.open(io.BytesIO(data), formats=formats)
     except UnidentifiedImageError:
+        codecs.check_unopened(data, label)
         if starts_like_image(data):
             raise ImageReadError("truncated or corrupt image: unreadable header", path=label) from None
         raise ImageReadError("not an image (unrecognised format)", path=label) from None
@@ -201,6 +209,64 @@ def _open(data: bytes, label: str) -> Image.Image:
         raise ImageReadError(f"image too large: {e}", path=label) from e
     except DECODE_ERRORS as e:
         raise _corrupt(e, label) from e
+
+
+JXL_CODESTREAM = b"\xff\x0a"
+JXL_SIZE_BITS = (9, 13, 18, 30)  # a SizeHeader dimension's width, by its 2-bit selector
+# A SizeHeader's ratio codes 1-7: the width as a fraction of the height (0: the width is coded too).
+JXL_RATIOS = ((1, 1), (12, 10), (4, 3), (3, 2), (16, 9), (5, 4), (2, 1))
+
+
+def jxl_header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG XL file from its SizeHeader (ISO/IEC 18181-1), right after the
+    codestream's FF 0A, which the ISO container holds in a jxlc box or the first jxlp box; None
+    when `data` is not JPEG XL. Orientations that swap the sides keep the pixel count."""
+    stream = _jxl_codestream(data)
+    if stream is None:
+        return None
+    # At most 68 bits; read least significant bit first. Bits past a cut-short end read as 0, and the
+    # decoder then refuses the file.
+    bits = int.from_bytes(stream[2:2 + 12], "little")
+
+    def take(count: int) -> int:
+        nonlocal bits
+        value, bits = bits & ((1 << count) - 1), bits >> count
+        return value
+
+    def dimension(small: bool) -> int:
+        return (take(5) + 1) * 8 if small else take(JXL_SIZE_BITS[take(2)]) + 1
+
+    small = bool(take(1))
+    height = dimension(small)
+    ratio = take(3)
+    if ratio:
+        numerator, denominator = JXL_RATIOS[ratio - 1]
+        return height * numerator // denominator, height
+    return dimension(small), height
+
+
+def _jxl_codestream(data: bytes) -> bytes | None:
+    """The start of a JPEG XL codestream: `data` itself, or the payload of its container's box."""
+    if data.startswith(JXL_CODESTREAM):
+        return data
+    if not data.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
+        return None
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        header = 8
+        if size == 1:  # a 64-bit size follows the type
+            size, header = int.from_bytes(data[at + 8:at + 16], "big"), 16
+        elif size == 0:  # the last box: to the end of the file
+            size = len(data) - at
+        if kind == b"jxlc":
+            return data[at + header:at + size]
+        if kind == b"jxlp":
+            return data[at + header + 4:at + size]  # after the part's 4-byte index
+        if size < header:
+            return None  # a box shorter than its own header: corrupt
+        at += size
+    return None
 
 
 def _unread_pages_note(im: Image.Image) -> tuple[str, ...]:
@@ -225,7 +291,9 @@ def _unread_pages_note(im: Image.Image) -> tuple[str, ...]:
 
 
 def _corrupt(error: BaseException, label: str) -> ImageReadError:
-    detail = str(error).strip() or type(error).__name__
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if isinstance(error, RuntimeError):  # a codec library's own error, worded for its developers
+        detail = "the decoder refused it"
     return ImageReadError(f"truncated or corrupt image: {detail}", path=label)
 
 
@@ -251,6 +319,8 @@ def _needs_opencv(im: Image.Image, data: bytes) -> bool:
 
 
 def _decode_with_pillow(im: Image.Image, label: str) -> DecodedImage:
+    if im.format == "HEIF" and int(im.info.get("bit_depth", 8)) > 8:
+        return _decode_deep_heif(im, label)
     icc = None if im.mode == "CMYK" else im.info.get("icc_profile")  # a CMYK profile is wrong for RGB
     try:
         im.load()  # full decode here, so truncation fails now and not later
@@ -264,6 +334,28 @@ def _decode_with_pillow(im: Image.Image, label: str) -> DecodedImage:
     return DecodedImage(to_tensor(colour), None if alpha is None else to_tensor(alpha),
                         bit_depth, icc, exif, _format_name(im), estimate_jpeg_quality(im),
                         palette=_palette_rgba(upright))
+
+
+def _decode_deep_heif(im: Image.Image, label: str) -> DecodedImage:
+    """A 10- or 12-bit HEIF at full depth, as bit_depth 16: pillow-heif's Pillow plugin would give 8
+    bits, so libheif decodes the primary image again, unconverted. It applies the file's rotation
+    and mirroring itself, and the plugin has set the EXIF orientation to 1 to match."""
+    import pillow_heif
+
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(im.fp.getvalue()), convert_hdr_to_8bit=False, hdr_to_16bit=False)
+        frame = heif[heif.primary_index]
+        array = np.asarray(frame)
+    except (*DECODE_ERRORS, RuntimeError) as e:
+        raise _corrupt(e, label) from e
+    width, height = frame.size
+    array = array.reshape(array.shape[0], -1, len(frame.mode.split(";")[0]))[:height, :width]
+    planes = array.astype(np.float32) / float(2 ** int(frame.info["bit_depth"]) - 1)
+    alpha = planes[..., -1:] if frame.has_alpha else None
+    colour = planes[..., :-1] if frame.has_alpha else planes
+    exif, _ = _read_exif(im)
+    return DecodedImage(to_tensor(colour), None if alpha is None else to_tensor(alpha), 16,
+                        im.info.get("icc_profile"), exif, _format_name(im))
 
 
 def _palette_rgba(im: Image.Image) -> bytes | None:
@@ -312,6 +404,8 @@ def _pillow_planes(im: Image.Image, label: str) -> tuple[np.ndarray, np.ndarray 
     if mode.startswith("I;16") or mode == "I":
         grey = np.asarray(im).astype(np.float32)
         return np.clip(grey / U16_MAX, 0.0, 1.0)[..., None], None, 16
+    if mode == "F" and im.format == "JXL":  # libjxl's float grey, 0..1 (a float TIFF's range is anyone's)
+        return np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)[..., None], None, 16
     if mode == "CMYK":
         return _cmyk_to_rgb(im), None, 8
     has_alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or im.has_transparency_data
@@ -398,11 +492,20 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(operation(array)) if operation else array
 
 
+# Formats whose decoder applies the orientation the file itself declares, where an EXIF orientation
+# is only a copy (JPEG XL: the codestream's, which libjxl applies, is the one that counts; the spec
+# says to ignore the EXIF one). HEIF's and AVIF's rotations reach us as the EXIF orientation already:
+# pillow-heif applies them and sets it to 1, Pillow's AVIF plugin writes them into it.
+DECODER_ORIENTED = frozenset({"JXL"})
+
+
 def _read_exif(im: Image.Image) -> tuple[bytes | None, int]:
     """(EXIF to carry along, orientation to apply); broken EXIF must not cost
     the pixels, so it reads as none."""
     try:
         orientation = int(im.getexif().get(ORIENTATION_TAG, 1))
+        if im.format in DECODER_ORIENTED:
+            orientation = 1
         return _exif_bytes(im), orientation if 1 <= orientation <= 8 else 1
     except DECODE_ERRORS:
         return None, 1

@@ -1,9 +1,14 @@
 """Encoding: a DecodedImage -> bytes in a format, or a file written atomically (atomic.py).
 
-Alpha is composited over white where the format has none, 16 bits are kept only in PNG and
-TIFF (OpenCV writes 16-bit colour, which Pillow cannot), a palette source is written back as
-a palette when every pixel is one of its colours, JPEG at quality >= 90 is 4:4:4, and ICC and
-EXIF (orientation 1) go with the image where the format holds them.
+Alpha is composited over white where the format has none, 16 bits are kept in PNG and TIFF
+(OpenCV writes 16-bit colour, which Pillow cannot), in HEIF at HEIF_DEEP_BITS and in grey JPEG XL,
+a palette source is written back as a palette when every pixel is one of its colours, JPEG and AVIF
+at quality >= 90 are 4:4:4, quality 100 is lossless in HEIF and JPEG XL, and ICC and EXIF
+(orientation 1) go with the image where the format holds them (JPEG XL: the pixels are converted to
+sRGB instead of carrying the profile, which pillow-jxl-plugin cannot write).
+
+HEIF, AVIF and JPEG XL need codecs Pillow may lack: formats.output_format asks codecs.py for the
+encoder first, so a missing one is one line naming the package, before any work.
 """
 from __future__ import annotations
 
@@ -17,11 +22,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageCms
 
 from upscale_cli.errors import ImageWriteError, printable_path
 from upscale_cli.images import DecodedImage
-from upscale_cli.images.arrays import quantise_planes, to_planes
+from upscale_cli.images.arrays import U16_MAX, quantise_planes, to_planes
 from upscale_cli.images.atomic import DurableGroup, write_atomically, write_error_message
 from upscale_cli.images.formats import (ALPHA_FORMATS, DECODE_ERRORS, LOSSY_FORMATS, METADATA_FORMATS,
                                         ORIENTATION_TAG, PALETTE_FORMATS, PNG_IHDR_END, SIXTEEN_BIT_FORMATS,
@@ -36,8 +41,14 @@ DEFAULT_QUALITY = 95  # JPEG / WebP quality when none is given
 DEFAULT_PNG_COMPRESSION = 1
 DEFAULT_PNG_STRATEGY = zlib.Z_RLE
 PNG_COMPRESSION_LEVELS = range(0, 10)
-FULL_CHROMA_QUALITY = 90  # JPEG at this quality or above keeps full-resolution colour
+FULL_CHROMA_QUALITY = 90  # JPEG and AVIF at this quality or above keep full-resolution colour
 JPEG_SUBSAMPLING_444 = 0  # Pillow's code for 4:4:4 (no chroma subsampling)
+LOSSLESS_QUALITY = 100  # --quality 100: lossless where the codec has a lossless mode (HEIF, JPEG XL)
+# The depth a 16-bit image is written at in HEIF. libheif's x265 takes 12 too, but 10 is the Main 10
+# profile phones write and every HEIF viewer decodes; 12 needs the range extensions few do.
+HEIF_DEEP_BITS = 10
+HEIF_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # pillow-heif's raw modes by channel count
+HEIF_LOSSLESS = {"quality": -1, "chroma": 444, "matrix_coefficients": 0}  # x265 lossless, RGB kept as RGB
 
 ENCODE_ERRORS = (OSError, ValueError, TypeError, KeyError, struct.error, cv2.error)
 
@@ -70,7 +81,11 @@ def encode_image(image: DecodedImage, format: str, quality: int | None = None,
         raise ImageWriteError(f"PNG compression must be 0..9, not {png_compression}")
     colour, alpha = _output_planes(image, fmt)
     sixteen = image.bit_depth == 16 and fmt in SIXTEEN_BIT_FORMATS
+    if fmt == "JXL" and (colour.shape[2] == 3 or alpha is not None):
+        sixteen = False  # pillow-jxl-plugin writes 16 bits for grey without alpha only
     try:
+        if fmt == "HEIF":
+            return _encode_heif(colour, alpha, image, quality, sixteen)
         if sixteen and (colour.shape[2] == 3 or alpha is not None):
             return _encode_with_opencv(colour, alpha, fmt, image, level)
         default_png = fmt == "PNG" and png_compression is None and not sixteen
@@ -81,8 +96,10 @@ def encode_image(image: DecodedImage, format: str, quality: int | None = None,
             pil = _as_palette(pil, image.palette) or pil
         if default_png and pil.mode in ("L", "RGB", "RGBA"):
             return _default_png(np.asarray(pil), image)
+        if fmt == "JXL" and image.icc_profile:
+            pil = _in_srgb(pil, image.icc_profile)
         buffer = io.BytesIO()
-        pil.save(buffer, fmt, **_save_options(image, fmt, quality, level))
+        pil.save(buffer, fmt, **_save_options(image, fmt, quality, level, grey=pil.mode in ("L", "I;16")))
         return buffer.getvalue()
     except ENCODE_ERRORS as e:
         raise ImageWriteError(f"cannot encode as {fmt}: {e}") from e
@@ -131,7 +148,8 @@ def _as_palette(pil: Image.Image, palette: bytes) -> Image.Image | None:
     return out
 
 
-def _save_options(image: DecodedImage, fmt: str, quality: int | None, png_level: tuple[int, int | None]) -> dict:
+def _save_options(image: DecodedImage, fmt: str, quality: int | None, png_level: tuple[int, int | None],
+                  grey: bool = False) -> dict:
     options: dict = {}
     if fmt == "PNG":
         options["compress_level"] = png_level[0]
@@ -142,13 +160,68 @@ def _save_options(image: DecodedImage, fmt: str, quality: int | None, png_level:
     if fmt == "JPEG" and options["quality"] >= FULL_CHROMA_QUALITY:
         # 4:2:0 smears colour over fine detail, which is what an upscale adds.
         options["subsampling"] = JPEG_SUBSAMPLING_444
+    if fmt == "AVIF" and options["quality"] >= FULL_CHROMA_QUALITY and not grey:
+        options["subsampling"] = "4:4:4"  # as for JPEG (grey is written as monochrome, 4:0:0)
+    if fmt == "JXL" and options["quality"] >= LOSSLESS_QUALITY:
+        options["lossless"] = True
     if fmt in METADATA_FORMATS:
         if image.icc_profile:
             options["icc_profile"] = image.icc_profile
         exif = _exif_for_output(image.exif)
         if exif is not None:
-            options["exif"] = exif
+            options["exif"] = exif.tobytes() if fmt == "JXL" else exif  # the JXL plugin takes bytes only
     return options
+
+
+def _encode_heif(colour: np.ndarray, alpha: np.ndarray | None, image: DecodedImage, quality: int | None,
+                 sixteen: bool) -> bytes:
+    """HEIF through pillow-heif itself, not its Pillow plugin: only that takes more than 8 bits.
+    A 16-bit image is written at HEIF_DEEP_BITS (rounded, not cut); quality 100 is x265 lossless."""
+    import pillow_heif
+
+    array = quantise_planes(colour, alpha, sixteen)
+    mode = HEIF_MODES[array.shape[2]]
+    if sixteen:
+        peak, full = 2**HEIF_DEEP_BITS - 1, int(U16_MAX)
+        array = ((array.astype(np.uint32) * peak + full // 2) // full).astype("<u2")
+        mode += f";{HEIF_DEEP_BITS}"
+    level = DEFAULT_QUALITY if quality is None else quality
+    options: dict = HEIF_LOSSLESS.copy() if level >= LOSSLESS_QUALITY else {"quality": level}
+    if sixteen:
+        options["bit_depth"] = HEIF_DEEP_BITS
+    if image.icc_profile:
+        options["icc_profile"] = image.icc_profile
+    exif = _exif_for_output(image.exif)
+    if exif is not None:
+        options["exif"] = exif.tobytes()
+    height, width = array.shape[:2]
+    buffer = io.BytesIO()
+    try:
+        pillow_heif.from_bytes(mode, (width, height), np.ascontiguousarray(array).tobytes()).save(buffer, **options)
+    except RuntimeError as e:  # libheif's errors (an encoder that refuses a size, say)
+        raise ImageWriteError(f"cannot encode as HEIF: {e}") from e
+    return buffer.getvalue()
+
+
+def _in_srgb(pil: Image.Image, icc: bytes) -> Image.Image:
+    """The image converted from its ICC profile to sRGB (for JPEG XL, whose encoder here cannot embed
+    a profile but declares sRGB); alpha is kept as it is. A profile littlecms cannot apply (broken,
+    or not for this kind of image), and 16-bit grey, which it cannot take, are left as they are."""
+    colour_mode = {"RGB": "RGB", "RGBA": "RGB", "L": "L", "LA": "L"}.get(pil.mode)
+    if colour_mode is None:
+        return pil
+    colour = pil.convert(colour_mode)
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        converted = ImageCms.profileToProfile(colour, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return pil
+    if colour_mode == "L":
+        converted = converted.convert("L")  # a grey profile's neutral greys stay neutral in sRGB
+    if "A" in pil.mode:
+        converted = converted.convert(pil.mode)
+        converted.putalpha(pil.getchannel("A"))
+    return converted
 
 
 def _exif_for_output(exif_bytes: bytes | None) -> Image.Exif | None:
