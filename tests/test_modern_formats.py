@@ -325,3 +325,20 @@ def test_help_lists_only_what_is_installed_and_a_png_does_not_load_a_codec(tmp_p
             "print(sorted(m for m in ('pillow_heif', 'pillow_jxl', 'pillow_avif') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", lazy, str(png)], capture_output=True, text=True, timeout=120)
     assert loaded.stdout.strip() == "[]", loaded.stderr
+
+
+def test_load_for_lets_a_plain_pillow_open_read_a_codec_file(tmp_path):
+    """For code that opens files with Pillow itself (training data, benchmark sets): in a fresh
+    process Image.open cannot identify a .heic or .jxl until codecs.load_for(path) has run."""
+    names = []
+    for fmt in ("heic", "jxl"):
+        path = tmp_path / f"a{SUFFIX[fmt]}"
+        path.write_bytes(encode_image(_image((5, 3), "rgb", 8), fmt))
+        names.append(str(path))
+    script = ("import sys; from PIL import Image, UnidentifiedImageError; from upscale_cli.images import codecs\n"
+              "for name in sys.argv[1:]:\n"
+              "    try: Image.open(name); print('opened')\n"
+              "    except UnidentifiedImageError: print('unidentified')\n"
+              "    codecs.load_for(name); print(Image.open(name).size)\n")
+    out = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split("\n")[:4] == ["unidentified", "(5, 3)", "unidentified", "(5, 3)"], out.stderr

@@ -10,6 +10,8 @@ The package, by concern:
   formats.py  the one format table (what is read, what is written, suffixes, what each format
               can hold) and the file-layout facts reading and writing share; no Pillow, no torch
   read.py     decoding: sniffing, the pixel limit, Pillow or OpenCV, EXIF orientation, ICC, pages
+  codecs.py   HEIF, AVIF and JPEG XL codecs (pillow-heif, Pillow's AVIF, pillow-jxl-plugin):
+              loaded when first needed, and one line naming the package when one is missing
   write.py    encoding: alpha over white, 8/16 bits, palettes, quality, PNG compression, metadata
   atomic.py   the atomic write (temp file beside the target, then rename) and the leftovers of
               killed runs
@@ -19,7 +21,8 @@ Choices worth knowing:
 - EXIF orientation is applied on read, so the pixels are upright and the EXIF
   kept on the image says orientation 1.
 - Formats without alpha (JPEG, BMP) get the image composited over white.
-- 16 bits survive only in PNG and TIFF; other formats are quantised to 8 bits.
+- 16 bits survive in PNG and TIFF, as 10 bits in HEIF, and in grey JPEG XL; other formats
+  (AVIF included: its codec here is 8-bit) are quantised to 8 bits.
 - WebP has no greyscale mode: a grey image comes back from WebP as RGB.
 - 16-bit grey with alpha is written as 16-bit RGBA (no encoder here writes
   16-bit grey+alpha), keeping depth and alpha rather than greyscale.

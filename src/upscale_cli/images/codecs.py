@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from upscale_cli.errors import ImageReadError, ImageWriteError
-from upscale_cli.images.formats import FORMATS, ImageFormat
+from upscale_cli.images.formats import FORMATS, SNIFF_BYTES, ImageFormat
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,19 @@ def formats_to_open(data: bytes, path: str) -> tuple[str, ...]:
     if wanted and not usable:
         raise ImageReadError(missing_message(wanted[0].pillow_name, "read"), path=path)
     return tuple(f.pillow_name for f in FORMATS if f.pillow_name not in CODECS or f.pillow_name in usable)
+
+
+def load_for(path: str | Path) -> None:
+    """Load the codecs a file's first bytes call for, so that a plain Image.open(path) reads it (for
+    code that opens files with Pillow directly: training folders, benchmark sets). A missing codec,
+    or a file that cannot be read, is left for Image.open to report."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(SNIFF_BYTES)
+    except (OSError, ValueError):
+        return
+    for record in _starting(head):
+        loaded(record.pillow_name)
 
 
 def check_unopened(data: bytes, path: str) -> None:
