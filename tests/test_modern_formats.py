@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from upscale_cli.cli import app
 from upscale_cli.errors import ImageReadError, ImageTooLargeError, ImageWriteError
-from upscale_cli.images import DecodedImage, codecs
+from upscale_cli.images import DecodedImage, codecs, formats
 from upscale_cli.images.read import jxl_header_size, read_image
 from upscale_cli.images.write import encode_image
 
@@ -190,6 +190,15 @@ def test_a_heif_with_several_images_says_only_the_first_was_used():
     buffer = io.BytesIO()
     pillow_heif.from_pillow(frames[0]).save(buffer, append_images=[pillow_heif.from_pillow(frames[1])[0]])
     assert read_image(buffer.getvalue()).notes == ("HEIF image collection: only image 1 of 2 was used",)
+
+
+def test_an_avif_sequence_says_only_the_first_image_was_used_and_is_no_animation_target():
+    codecs.loaded("AVIF")
+    frames = [Image.fromarray(f.gradient_rgb((9, 7))), Image.fromarray(f.gradient_rgb((9, 7))[::-1].copy())]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "AVIF", save_all=True, append_images=frames[1:], duration=100)
+    assert read_image(buffer.getvalue()).notes == ("AVIF sequence: only image 1 of 2 was used",)
+    assert "AVIF" not in getattr(formats, "ANIMATED_FORMATS", ())  # no animation writer does AVIF
 
 
 # Every width-to-height ratio code (1:1, 12:10, 4:3, 3:2, 16:9, 5:4, 2:1), sizes in multiples of 8 (the

@@ -135,10 +135,12 @@ FORMATS: tuple[ImageFormat, ...] = (
                                       b"mif1", b"msf1"),),
                 alpha=True, sixteen_bit=True, metadata=True, lossy=True,
                 multi_image=MultiImage("HEIF image collection", "image")),
-    # AVIF: Pillow's codec (and pillow-avif-plugin's) reads and writes 8 bits a channel only.
+    # AVIF: Pillow's codec (and pillow-avif-plugin's) reads and writes 8 bits a channel only. Its
+    # sequences count as "image"s, not "frame"s: ANIMATED_FORMATS (the formats animations are written
+    # in) takes every written format with frames, and no animation writer does AVIF yet.
     ImageFormat("AVIF", names=("avif",), suffixes=(".avif",), write_suffix=".avif",
                 signatures=(iso_media(b"avif", b"avis", b"mif1", b"msf1"),), alpha=True, metadata=True,
-                lossy=True, multi_image=MultiImage("animated AVIF", "frame")),
+                lossy=True, multi_image=MultiImage("AVIF sequence", "image")),
     # JPEG XL, a bare codestream or in its ISO container. pillow-jxl-plugin writes 16 bits for grey
     # without alpha only (colour at 8), and cannot embed an ICC profile: write.py converts the pixels
     # to the sRGB the file declares instead.
