@@ -160,12 +160,13 @@ def _zlib_rows(rgba: np.ndarray) -> bytes:
     return zlib.compress(rows)
 
 
-def apng_bytes(size, frames: list[dict], plays: int = 0, default: np.ndarray | None = None) -> bytes:
+def apng_bytes(size, frames: list[dict], plays: int = 0, default: np.ndarray | None = None,
+               chunks: tuple[bytes, ...] = ()) -> bytes:
     """An RGBA APNG: each frame a dict of left, top, rgba (h, w, 4), dispose, blend, delay (num, den).
-    `default`: an IDAT image before the first fcTL (not part of the animation)."""
+    `default`: an IDAT image before the first fcTL (not part of the animation); `chunks` go before it."""
     width, height = size
     out = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)),
-           _chunk(b"acTL", struct.pack(">II", len(frames), plays))]
+           *chunks, _chunk(b"acTL", struct.pack(">II", len(frames), plays))]
     sequence = 0
     if default is not None:
         out.append(_chunk(b"IDAT", _zlib_rows(default)))
@@ -475,6 +476,10 @@ def _cut(data: bytes, fraction: float) -> bytes:
     pytest.param(lambda: _bad_zlib(apng_bytes(APNG_SIZE, apng_frames())), id="APNG bad frame data"),
     pytest.param(lambda: apng_bytes(APNG_SIZE, apng_frames())[:-60], id="APNG missing frames"),
     pytest.param(lambda: _cut(webp_bytes(WEBP_SIZE, webp_frames()), 0.7), id="WebP cut short"),
+    pytest.param(lambda: gif_bytes(twelve_frames()[:2] + [dict(left=0, top=0, indices=_pattern(9, 2, 1))]),
+                 id="GIF frame taller than the canvas"),
+    pytest.param(lambda: apng_bytes(APNG_SIZE, apng_frames()[:2] + [dict(left=5, top=0, rgba=_rgba_pattern(2, 5, 1))]),
+                 id="APNG frame outside the canvas"),
 ])
 def test_a_broken_frame_is_one_line(broken):
     """Refused at open, before any frame reaches the model, with one line naming the file."""
@@ -582,7 +587,7 @@ def test_gif_with_new_colours_gets_a_palette_per_frame_without_dithering(tmp_pat
         assert (got == got[:1]).all()  # every row identical, as in the source: no dither pattern
         assert (got[:, :32, 3] == 0).all() and (got[:, 32:, 3] == 255).all()
         want = np.rint(image.pixels[0].permute(1, 2, 0).numpy() * 255)
-        assert np.abs(got[:, 32:, :3] - want[:, 32:]).max() <= 4  # 255 colours for 288
+        assert np.abs(got[:, 32:, :3] - want[:, 32:]).max() <= 8  # 255 colours for 288: close
 
 
 def test_opaque_gif_writes_only_what_changed(tmp_path):
@@ -658,11 +663,30 @@ def test_webp_round_trip_is_lossless(tmp_path):
         assert same_shown(rgba_of(frame.image), rgba_of(original)), f"frame {k + 1}"
 
 
-def test_webp_with_quality_is_lossy_and_smaller(tmp_path):
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_icc_and_exif_are_kept(fmt, tmp_path):
+    from image_factory import camera_exif, srgb_icc_profile
+
+    icc, exif = srgb_icc_profile(), camera_exif(orientation=1).tobytes()
+    chunks = (_chunk(b"iCCP", b"sRGB\x00\x00" + zlib.compress(icc)),
+              _chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
+    source = open_animation(apng_bytes(APNG_SIZE, apng_frames()[:2], chunks=chunks), "a.png", 0, MAX_FRAMES)
+    assert source.icc_profile == icc
+    target = tmp_path / f"out.{fmt.lower()}"
+    write_all(source, target, fmt)
+    again = open_animation(target.read_bytes(), "out", 0, MAX_FRAMES)
+    assert again.icc_profile == icc
+    with Image.open(target) as im:
+        assert im.info["icc_profile"] == icc and im.getexif()[0x010F] == "TestCam"
+
+
+def test_webp_with_quality_is_lossy(tmp_path):
     source = open_animation(webp_bytes(WEBP_SIZE, webp_frames()), "a.webp", 0, MAX_FRAMES)
     write_all(source, tmp_path / "lossless.webp", "WEBP")
     write_all(source, tmp_path / "lossy.webp", "WEBP", quality=30)
-    assert len(frames_of((tmp_path / "lossy.webp").read_bytes())) == 4
+    lossless, lossy = (frames_of((tmp_path / name).read_bytes()) for name in ("lossless.webp", "lossy.webp"))
+    assert len(lossy) == 4
+    assert not all(same_shown(a, b, tolerance=2) for a, b in zip(lossy, lossless))
     with Image.open(tmp_path / "lossy.webp") as im:
         assert im.n_frames == 4
 
