@@ -489,6 +489,65 @@ def test_a_broken_frame_is_one_line(broken):
     assert line.startswith("broken: truncated or corrupt animated ") and "\n" not in line, line
 
 
+def _mutations(data: bytes, seed: int, count: int) -> list[bytes]:
+    """`count` damaged copies: bytes changed, cut, zeroed, repeated or inserted anywhere."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        b, at = bytearray(data), int(rng.integers(len(data)))
+        kind = rng.integers(5)
+        if kind == 0:
+            b[at] = int(rng.integers(256))
+        elif kind == 1:
+            b = b[:at]
+        elif kind == 2:
+            b[at:at + 16] = bytes(len(b[at:at + 16]))
+        elif kind == 3:
+            b[at:at] = b[int(rng.integers(len(b))):][:32]
+        else:
+            b[at:at] = bytes(rng.integers(0, 256, 4).tolist())
+        out.append(bytes(b))
+    return out
+
+
+def _apng_chunk_mutations(data: bytes, seed: int, count: int) -> list[bytes]:
+    """APNGs with one chunk's body changed and its CRC made right again (so only parsing and
+    decoding can find what is wrong)."""
+    rng = np.random.default_rng(seed)
+    chunks, pos = [], 8
+    while pos < len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        chunks.append((kind, data[pos + 8: pos + 8 + length]))
+        pos += length + 12
+    out = []
+    for _ in range(count):
+        k = int(rng.integers(len(chunks)))
+        body = bytearray(chunks[k][1])
+        if body:
+            body[int(rng.integers(len(body)))] = int(rng.integers(256))
+        changed = chunks[:k] + [(chunks[k][0], bytes(body))] + chunks[k + 1:]
+        out.append(b"\x89PNG\r\n\x1a\n" + b"".join(_chunk(kind, body) for kind, body in changed))
+    return out
+
+
+def test_damaged_files_open_as_an_animation_a_still_or_one_line():
+    """A grid of damaged GIF, APNG and WebP files: each opens (and every frame decodes), is not an
+    animation (None: the still reader says what it is), or fails in one ImageReadError line."""
+    damaged = (_mutations(gif_bytes(twelve_frames()), 1, 60)
+               + _mutations(webp_bytes(WEBP_SIZE, webp_frames()), 2, 60)
+               + _mutations(apng_bytes(APNG_SIZE, apng_frames()), 3, 30)
+               + _apng_chunk_mutations(apng_bytes(APNG_SIZE, apng_frames()), 4, 60))
+    outcomes = set()
+    for data in damaged:
+        try:
+            source = open_animation(data, "damaged", 10_000, 100)
+            outcomes.add("none" if source is None else f"{sum(1 for _ in source.frames())} frames")
+        except ImageReadError as e:
+            assert str(e).startswith("damaged: ") and "\n" not in str(e), str(e)
+            outcomes.add("refused")
+    assert "refused" in outcomes and "none" in outcomes and len(outcomes) > 2, outcomes
+
+
 def _bad_crc(data: bytes) -> bytes:
     at = data.index(b"fdAT") + 8
     return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
@@ -678,6 +737,20 @@ def test_icc_and_exif_are_kept(fmt, tmp_path):
     assert again.icc_profile == icc
     with Image.open(target) as im:
         assert im.info["icc_profile"] == icc and im.getexif()[0x010F] == "TestCam"
+
+
+def test_exif_orientation_is_applied_to_every_frame(tmp_path):
+    from image_factory import camera_exif
+
+    frames = apng_frames()[:3]
+    exif = camera_exif(orientation=6).tobytes().removeprefix(b"Exif\x00\x00")  # a quarter turn clockwise
+    source = open_animation(apng_bytes(APNG_SIZE, frames, chunks=(_chunk(b"eXIf", exif),)), "r.png", 0, MAX_FRAMES)
+    assert (source.width, source.height) == (APNG_SIZE[1], APNG_SIZE[0])
+    for frame, want in zip(source.frames(), browser_composite(APNG_SIZE, frames)):
+        assert same_shown(rgba_of(frame.image), np.rot90(want, -1), tolerance=1)
+    write_all(source, tmp_path / "r.webp", "WEBP")
+    with Image.open(tmp_path / "r.webp") as im:
+        assert im.size == (2 * APNG_SIZE[1], 2 * APNG_SIZE[0]) and im.getexif()[0x0112] == 1
 
 
 def test_webp_with_quality_is_lossy(tmp_path):

@@ -33,8 +33,9 @@ PNG-encoded (write.py's fast default PNG) and their IDAT data rewritten as fdAT 
 frames go one by one into libwebp's animation encoder. What is held is the encoded output (the file
 appears atomically at finish, from bytes), plus one output frame for GIF's unchanged-area cropping.
 Kept: every frame's duration, the loop count, transparency (GIF: alpha below one half is the
-transparent index), ICC (APNG, WebP) and EXIF (APNG, WebP). APNG is always lossless, WebP lossless
-unless --quality is given.
+transparent index), ICC (APNG, WebP) and EXIF (APNG, WebP; its orientation is applied to every frame
+on read, as for stills, and written as 1). APNG is always lossless, WebP lossless unless --quality is
+given.
 
 GIF colours (`_GifEncoder`): when every opaque colour of a frame is in the source's palette (-m
 nearest and the pixel-art scalers only copy pixels), the frame is written in that palette, each index
@@ -65,8 +66,8 @@ from upscale_cli.frames import Frame, MediaSummary
 from upscale_cli.images import DecodedImage
 from upscale_cli.images.arrays import U8_MAX, quantise, quantise_planes, to_planes, to_tensor
 from upscale_cli.images.atomic import write_bytes_atomically
-from upscale_cli.images.formats import DECODE_ERRORS, png_chunk
-from upscale_cli.images.read import _check_pixel_limit, _pillow_pixel_limit_off, _pillow_planes
+from upscale_cli.images.formats import DECODE_ERRORS, ORIENTATION_TAG, png_chunk
+from upscale_cli.images.read import _check_pixel_limit, _orient, _pillow_pixel_limit_off, _pillow_planes
 from upscale_cli.images.write import ENCODE_ERRORS, _as_palette, _default_png, _exif_for_output
 
 # Frames in one animation, unless --max-frames says otherwise (0 = no limit). Checked from the file's
@@ -197,7 +198,10 @@ class AnimationSource:
         self.source_format: str = reader.format
         self.kind = KINDS[reader.format]
         self.frame_count: int | None = reader.count
+        self._orientation = _exif_orientation(reader.exif)  # applied to every frame, as to stills
         self.width, self.height = reader.width, reader.height
+        if self._orientation >= 5:  # a quarter turn
+            self.width, self.height = self.height, self.width
         self.loop: int = reader.loop
         self.background: tuple[int, int, int, int] | None = reader.background
         self.palette: bytes | None = reader.palette
@@ -217,7 +221,7 @@ class AnimationSource:
             raise _read_error(e, self.kind, self.label) from None
 
     def _image(self, canvas: np.ndarray) -> DecodedImage:
-        planes = canvas.astype(np.float32) / U8_MAX
+        planes = _orient(canvas, self._orientation).astype(np.float32) / U8_MAX
         alpha = to_tensor(planes[..., 3:]) if self.has_alpha else None
         return DecodedImage(to_tensor(planes[..., :3]), alpha, 8, self.icc_profile, self.exif,
                             self.source_format, palette=self.palette)
@@ -230,6 +234,19 @@ class AnimationSource:
 
     def close(self) -> None:
         self._reader = None
+
+
+def _exif_orientation(exif: bytes | None) -> int:
+    """The EXIF orientation (1-8; 1 without EXIF, or when it is broken or out of range)."""
+    if not exif:
+        return 1
+    try:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        orientation = int(parsed.get(ORIENTATION_TAG, 1))
+    except DECODE_ERRORS:
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
 
 
 # --------------------------------------------------------------------------------------------- GIF
@@ -809,8 +826,10 @@ def _encoder_for(source: AnimationSource, fmt: str, quality: int | None):
         return _GifEncoder(_gif_usable(source.palette), source.loop, source.has_alpha)
     if fmt == "PNG":
         return _ApngEncoder(source.loop, source.icc_profile, source.exif)
-    return _WebpEncoder(source.loop, quality, source.icc_profile, source.exif, source.background,
-                        source.has_alpha)
+    if fmt == "WEBP":
+        return _WebpEncoder(source.loop, quality, source.icc_profile, source.exif, source.background,
+                            source.has_alpha)
+    raise ImageWriteError(f"{fmt} holds one image, not an animation (use GIF, PNG or WebP)")
 
 
 def _gif_usable(palette: bytes | None) -> bytes | None:
