@@ -196,6 +196,15 @@ def test_webm_keeps_vp9_opus_and_webvtt(media, tmp_path):
     assert frame_times(target) == frame_times(media["webm"])
 
 
+def test_prores_mov_keeps_its_codec_depth_and_time_across_segments(tmp_path):
+    path = make_video(tmp_path / "edit.mov", frames=12, codec="prores_ks", pix_fmt="yuv422p10le")
+    summary, _, _ = convert(path, tmp_path / "edit_x2.mov", VideoSettings(segment_frames=5))  # segments in .mov
+    facts = video_stream_facts(tmp_path / "edit_x2.mov")
+    assert (facts["codec"], facts["pix_fmt"], summary.frames) == ("prores", "yuv422p10le", 12)
+    assert frame_times(tmp_path / "edit_x2.mov") == frame_times(path)
+    assert packets(tmp_path / "edit_x2.mov", "audio") == packets(path, "audio")
+
+
 def test_interrupted_run_resumes_and_equals_an_uninterrupted_one(media, tmp_path):
     settings = VideoSettings(segment_frames=8)
     whole = tmp_path / "whole" / "clip.mp4"

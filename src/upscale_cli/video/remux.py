@@ -8,8 +8,9 @@ timestamps. An audio or subtitle stream the target's container cannot hold stops
 before any work (one line naming a container that can); a data stream or attachment it cannot
 hold is left out with a note.
 
-Video timestamps: the segments keep each frame's pts; the decode timestamps (which NUT does not
-store) are rebuilt here from the pts, each segment being a closed run that starts with a keyframe.
+Video timestamps: each frame's pts is the input's (a segment is moved back to its recorded first
+pts where its container rounded its start: mov); the decode timestamps (which NUT does not store)
+are rebuilt here from the pts, each segment being a closed run that starts with a keyframe.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def _kept(tags: dict) -> dict:
     return {key: value for key, value in tags.items() if key.lower() not in DROPPED_TAGS}
 
 
-def join_segments(paths: list[Path], info: VideoInfo, copies: list[int], container: str, target: Path) -> JoinStats:
+def join_segments(paths: list[tuple[Path, int]], info: VideoInfo, copies: list[int], container: str, target: Path) -> JoinStats:
     """Write the whole output to a temp file beside `target`, then rename it there."""
     remove_dead_leftovers(target)
     temp = _temp_path(target)
@@ -106,22 +107,22 @@ def join_segments(paths: list[Path], info: VideoInfo, copies: list[int], contain
         os.replace(temp, target)
     except BaseException as err:
         temp.unlink(missing_ok=True)
-        if isinstance(err, av.FFmpegError):
-            raise ImageWriteError(f"cannot write the {container} file ({err.strerror})",
-                                  path=printable_path(target)) from None
+        if isinstance(err, (av.FFmpegError, ValueError)):  # ValueError: what PyAV checks itself
+            reason = getattr(err, "strerror", None) or str(err)
+            raise ImageWriteError(f"cannot write the {container} file ({reason})", path=printable_path(target)) from None
         if isinstance(err, OSError):
             raise ImageWriteError(write_error_message(err), path=printable_path(target)) from None
         raise
     return stats
 
 
-def _write(temp: Path, paths: list[Path], info: VideoInfo, copies: list[int], container: str) -> JoinStats:
-    with av.open(str(paths[0])) as first, av.open(str(info.path)) as source, \
+def _write(temp: Path, paths: list[tuple[Path, int]], info: VideoInfo, copies: list[int], container: str) -> JoinStats:
+    with av.open(str(paths[0][0])) as first, av.open(str(info.path)) as source, \
             av.open(str(temp), "w", format=container) as out:
         out.metadata.update(_kept(source.metadata))
         video = _video_stream(out, first.streams.video[0], source.streams[info.stream_index], info)
         mapped = {index: _add_copy(out, source.streams[index]) for index in copies}
-        packets = _VideoPackets(paths, first.streams.video[0].codec_context.extradata, video)
+        packets = _VideoPackets(paths, first.streams.video[0].codec_context.extradata, video, info.time_base)
         copied = tuple(describe(source.streams[index]) for index in copies)
         for packet in heapq.merge(packets, _copied_packets(source, mapped), key=_time):
             out.mux(packet)
@@ -166,8 +167,8 @@ def _copied_packets(source, mapped: dict) -> Iterator["av.Packet"]:
 class _VideoPackets:
     """The segments' packets in decode order with rebuilt decode timestamps; counts frames and time."""
 
-    def __init__(self, paths: list[Path], extradata: bytes | None, stream) -> None:
-        self.paths, self.extradata, self.stream = paths, extradata, stream
+    def __init__(self, paths: list[tuple[Path, int]], extradata: bytes | None, stream, time_base: Fraction) -> None:
+        self.paths, self.extradata, self.stream, self.time_base = paths, extradata, stream, time_base
         self.frames = 0
         self.start: Fraction | None = None
         self.end: Fraction | None = None
@@ -178,18 +179,29 @@ class _VideoPackets:
 
     def __iter__(self) -> Iterator["av.Packet"]:
         last_dts = None
-        for path in self.paths:
+        for path, first_pts in self.paths:
             with av.open(str(path)) as segment:
                 stream = segment.streams.video[0]
                 if stream.codec_context.extradata != self.extradata:
                     raise ImageWriteError(f"segment {path.name} was encoded with other headers than the first")
                 packets = [p for p in segment.demux(stream) if p.size]
+                self._restore_start(packets, first_pts)
                 for packet, dts in zip(packets, _decode_stamps([p.pts for p in packets])):
                     packet.dts = dts if last_dts is None else max(dts, last_dts + 1)
                     last_dts = packet.dts
                     self._count(packet)
                     packet.stream = self.stream
                     yield packet
+
+    def _restore_start(self, packets: list, first_pts: int) -> None:
+        """Move a segment's packets so its first frame is at `first_pts` again (a mov segment's
+        start is rounded to the movie's time scale; NUT's is exact, so nothing moves)."""
+        if not packets:
+            return
+        time_base = packets[0].time_base
+        shift = round((first_pts * self.time_base - min(p.pts for p in packets) * time_base) / time_base)
+        for packet in packets:
+            packet.pts += shift
 
     def _count(self, packet) -> None:
         self.frames += 1

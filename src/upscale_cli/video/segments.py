@@ -5,9 +5,10 @@ which input and which settings made them.
   manifest.json   the input's identity (size, mtime, sha256 of its first MiB, frame count), the
                   resolved settings, the output frame size, and the finished segments in order
   000000.nut ...  one finished segment each: a complete NUT file of SEGMENT_FRAMES frames (the
-                  last one fewer) starting with a keyframe. NUT keeps any codec and exact
-                  timestamps in any time base (mp4 edit lists round the start to 1 ms, Matroska
-                  stores milliseconds).
+                  last one fewer) starting with a keyframe. NUT keeps exact timestamps in any
+                  time base (Matroska stores milliseconds); the few codecs NUT cannot hold
+                  (ProRes, DNxHD, QuickTime RLE) go in .mov segments, whose start the mov muxer
+                  rounds to its movie time scale, so each segment's first pts is recorded too.
   *.part          a segment being written (a killed run's is removed by the next run)
   lock            flock-ed by the run writing the folder, so two runs never share it
 
@@ -35,7 +36,6 @@ except ImportError:  # Windows: no advisory lock; one run at a time is then the 
 WORK_SUFFIX = ".upscale-segments"
 MANIFEST = "manifest.json"
 LOCK = "lock"
-SEGMENT_SUFFIX = ".nut"
 PART_SUFFIX = ".part"
 IDENTITY_BYTES = 2**20  # the input's first MiB is hashed: a changed file is noticed without reading it all
 MANIFEST_VERSION = 1
@@ -59,14 +59,15 @@ class Segment:
     name: str  # file name in the work folder
     first: int  # index of its first frame
     frames: int
+    first_pts: int  # its first frame's pts in the input stream's time base
 
 
 class SegmentStore:
     """The work folder of one target, locked while this object holds it."""
 
-    def __init__(self, target: Path, identity: dict, settings: dict) -> None:
+    def __init__(self, target: Path, identity: dict, settings: dict, suffix: str) -> None:
         self.folder = work_folder(target)
-        self.target = target
+        self.target, self.suffix = target, suffix
         self.notes: list[str] = []
         self._header = {"version": MANIFEST_VERSION, "input": identity, "settings": settings}
         self._lock_fd: int | None = None
@@ -88,7 +89,7 @@ class SegmentStore:
         if earlier is not None:
             reason = self._mismatch(earlier)
             if reason is None:
-                self.segments = [Segment(**entry) for entry in earlier["segments"]]
+                self.segments = [Segment(**entry) for entry in earlier.get("segments", [])]
                 self.output_size = tuple(earlier["output_size"]) if earlier.get("output_size") else None
             elif earlier.get("segments"):
                 self.notes.append(f"earlier segments discarded: {reason}")
@@ -156,13 +157,13 @@ class SegmentStore:
 
     def part_path(self) -> Path:
         """Where the next segment is written until it is complete."""
-        return self.folder / f"{len(self.segments):06d}{SEGMENT_SUFFIX}{PART_SUFFIX}"
+        return self.folder / f"{len(self.segments):06d}{self.suffix}{PART_SUFFIX}"
 
-    def commit(self, part: Path, frames: int, output_size: tuple[int, int]) -> None:
+    def commit(self, part: Path, frames: int, first_pts: int, output_size: tuple[int, int]) -> None:
         """A finished segment: made durable, renamed, then listed in the manifest."""
-        self._guarded(self._commit, part, frames, output_size)
+        self._guarded(self._commit, part, frames, first_pts, output_size)
 
-    def _commit(self, part: Path, frames: int, output_size: tuple[int, int]) -> None:
+    def _commit(self, part: Path, frames: int, first_pts: int, output_size: tuple[int, int]) -> None:
         fd = os.open(part, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -170,12 +171,13 @@ class SegmentStore:
             os.close(fd)
         final = part.with_name(part.name[: -len(PART_SUFFIX)])
         os.replace(part, final)
-        self.segments.append(Segment(name=final.name, first=self.frames_done, frames=frames))
+        self.segments.append(Segment(name=final.name, first=self.frames_done, frames=frames, first_pts=first_pts))
         self.output_size = output_size
         self._write_manifest()
 
-    def paths(self) -> list[Path]:
-        return [self.folder / s.name for s in self.segments]
+    def paths(self) -> list[tuple[Path, int]]:
+        """Each finished segment's file and its first frame's pts."""
+        return [(self.folder / s.name, s.first_pts) for s in self.segments]
 
     def release(self) -> None:
         """Unlock; the folder stays for a later run."""

@@ -29,10 +29,12 @@ from upscale_cli.images.arrays import quantise, to_planes
 from upscale_cli.video.read import SWS_FLAGS, FrameTime, VideoInfo
 from upscale_cli.video.remux import copy_plan, join_segments
 from upscale_cli.video.segments import SegmentStore, input_identity
-from upscale_cli.video.settings import (VideoSettings, bit_depth_of, container_for, encoder_options, resolve_encoder,
-                                        resolve_pix_fmt)
+from upscale_cli.video.settings import (VideoSettings, bit_depth_of, container_for, container_takes, encoder_options,
+                                        resolve_encoder, resolve_pix_fmt)
 
-SEGMENT_CONTAINER = "nut"
+# Segments are NUT files (exact timestamps in any time base, any codec but a few); the codecs NUT
+# cannot hold (ProRes, DNxHD, QuickTime RLE: all intra-only, mov's own) go in .mov segments.
+SEGMENT_CONTAINERS = (("nut", ".nut"), ("mov", ".mov"))
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,13 @@ class EncodePlan:
     colour: tuple[int, int, int, int]  # range, primaries, transfer, matrix
     global_header: bool  # the target's container wants headers out of band (mp4, mkv)
     container: str
+    segment_container: str  # nut, or mov for what NUT cannot hold
+    segment_suffix: str
 
     def record(self, settings: VideoSettings) -> dict:
         return {"encoder": self.encoder, "options": dict(self.options), "pix_fmt": self.pix_fmt,
                 "time_base": str(self.time_base), "colour": list(self.colour), "container": self.container,
+                "segment_container": self.segment_container,
                 "conversion": settings.conversion, "segment_frames": settings.segment_frames}
 
 
@@ -59,8 +64,10 @@ def make_plan(info: VideoInfo, settings: VideoSettings, container: str) -> tuple
     options = encoder_options(settings, encoder)
     pix_fmt, more = resolve_pix_fmt(settings, encoder, info.pix_fmt)
     global_header = bool(av.format.ContainerFormat(container, "w").flags & av.format.Flags.global_header.value)
+    segment_container, suffix = next(((name, suffix) for name, suffix in SEGMENT_CONTAINERS
+                                      if container_takes(name, encoder)), SEGMENT_CONTAINERS[0])
     plan = EncodePlan(encoder, tuple(sorted(options.items())), pix_fmt, info.time_base, info.rate, info.colour,
-                      global_header, container)
+                      global_header, container, segment_container, suffix)
     return plan, notes + more
 
 
@@ -109,7 +116,9 @@ class SegmentWriter:
         _quiet(plan.encoder)
         # Timestamps as given: by default the muxer shifts a segment whose first decode time is
         # negative (B-frames), which would move the first segment's frames later than the input's.
-        self.container = av.open(str(path), "w", format=SEGMENT_CONTAINER, options={"avoid_negative_ts": "disabled"})
+        self.container = av.open(str(path), "w", format=plan.segment_container,
+                                 options={"avoid_negative_ts": "disabled"})
+        self.first_pts: int | None = None
         self.stream = self.container.add_stream(plan.encoder, rate=plan.rate, options=dict(plan.options))
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = plan.pix_fmt
@@ -126,6 +135,7 @@ class SegmentWriter:
         frame = self._frame(image)
         frame.pts, frame.duration, frame.time_base = timing.pts, timing.duration, timing.time_base
         self.container.mux(self.stream.encode(frame))
+        self.first_pts = timing.pts if self.first_pts is None else self.first_pts  # frames come in pts order
         self.frames += 1
 
     def _frame(self, image: DecodedImage) -> "av.VideoFrame":
@@ -150,6 +160,10 @@ class SegmentWriter:
         self.path.unlink(missing_ok=True)
 
 
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err)
+
+
 class VideoSink:
     """The converted frames of one video -> `target` (see the module docstring)."""
 
@@ -165,7 +179,7 @@ class VideoSink:
             identity = input_identity(info.path, info.frame_count)
         except OSError as err:
             raise ImageReadError(f"cannot read: {err.strerror}", path=printable_path(info.path)) from None
-        self.store = SegmentStore(target, identity, self.plan.record(settings))
+        self.store = SegmentStore(target, identity, self.plan.record(settings), self.plan.segment_suffix)
         self.frames_done = self.store.frames_done
         self.notes = list(notes) + list(left_out) + self.store.notes
         if self.frames_done:
@@ -192,8 +206,8 @@ class VideoSink:
                 if self._writer is None:
                     self._writer = SegmentWriter(self.store.part_path(), self.plan, size)
                 self._writer.add(image, frame.timing)
-            except av.FFmpegError as err:
-                raise ImageWriteError(f"{self.plan.encoder} failed at frame {frame.index} ({err.strerror})",
+            except (av.FFmpegError, ValueError) as err:  # PyAV raises ValueError for what it checks itself
+                raise ImageWriteError(f"{self.plan.encoder} failed at frame {frame.index} ({_reason(err)})",
                                       path=printable_path(self.target)) from None
             self._next += 1
             if self._writer.frames >= self.settings.segment_frames:
@@ -215,11 +229,11 @@ class VideoSink:
         writer, self._writer = self._writer, None
         try:
             writer.close()
-        except av.FFmpegError as err:
+        except (av.FFmpegError, ValueError) as err:
             writer.discard()
-            raise ImageWriteError(f"{self.plan.encoder} failed finishing a segment ({err.strerror})",
+            raise ImageWriteError(f"{self.plan.encoder} failed finishing a segment ({_reason(err)})",
                                   path=printable_path(self.target)) from None
-        self.store.commit(writer.path, writer.frames, size)
+        self.store.commit(writer.path, writer.frames, writer.first_pts, size)
 
     def finish(self) -> MediaSummary:
         """Join every segment and the copied streams into `target` (atomically); the work folder goes."""
