@@ -205,6 +205,18 @@ def test_prores_mov_keeps_its_codec_depth_and_time_across_segments(tmp_path):
     assert packets(tmp_path / "edit_x2.mov", "audio") == packets(path, "audio")
 
 
+def test_a_timecode_track_is_rebuilt_from_the_videos_tag(tmp_path):
+    path = make_video(tmp_path / "camera.mov", frames=6, timecode="01:02:03:04")
+    with av.open(str(path)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio", "data"]  # the tmcd track
+    summary, _, _ = convert(path, tmp_path / "camera_x2.mov")
+    assert summary.streams_copied == ("audio: aac",) and any("timecode 01:02:03:04" in n for n in summary.notes)
+    with av.open(str(tmp_path / "camera_x2.mov")) as container:
+        assert [(s.type, s.metadata.get("timecode")) for s in container.streams] == [
+            ("video", "01:02:03:04"), ("audio", None), ("data", "01:02:03:04")]
+        assert container.streams.video[0].average_rate == 24
+
+
 def test_interrupted_run_resumes_and_equals_an_uninterrupted_one(media, tmp_path):
     settings = VideoSettings(segment_frames=8)
     whole = tmp_path / "whole" / "clip.mp4"

@@ -31,9 +31,11 @@ def gradient_frame(index: int, width: int, height: int, sixteen: bool = False) -
 
 def make_video(path: Path, frames: int = 48, size: tuple[int, int] = (64, 48), fps: int = 24,
                codec: str = "libx264", pix_fmt: str = "yuv420p", audio: str | None = "aac", vfr: bool = False,
-               rotation: int | None = None, subtitles: str | None = None, options: dict | None = None) -> Path:
+               rotation: int | None = None, subtitles: str | None = None, options: dict | None = None,
+               timecode: str | None = None) -> Path:
     """A video at `path` (the container follows the suffix). `vfr`: timestamps in milliseconds,
-    VFR_STEPS apart; `subtitles`: a codec (subrip, webvtt, mov_text) whose packets are muxed as is."""
+    VFR_STEPS apart; `subtitles`: a codec (subrip, webvtt, mov_text) whose packets are muxed as is;
+    `timecode` ("01:00:00:00"): mov and mp4 write it as a timecode (tmcd) data track."""
     width, height = size
     with av.open(str(path), "w") as container:
         video = container.add_stream(codec, rate=fps, options=options or {})
@@ -44,6 +46,8 @@ def make_video(path: Path, frames: int = 48, size: tuple[int, int] = (64, 48), f
         context.color_range, context.color_primaries, context.color_trc, context.colorspace = LIMITED, BT709, BT709, BT709
         if rotation is not None:
             video.set_display_rotation(rotation)
+        if timecode is not None:
+            video.metadata["timecode"] = timecode
         sound = _audio_stream(container, audio)
         text = container.add_mux_stream(subtitles) if subtitles else None
         if text is not None:

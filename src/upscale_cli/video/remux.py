@@ -60,7 +60,10 @@ def copy_plan(info: VideoInfo, container: str, target: Path) -> tuple[list[int],
         for stream in source.streams:
             if stream.index == info.stream_index or stream.type not in COPIED_TYPES:
                 continue
-            if _container_holds(container, stream):
+            if _is_timecode_track(stream):
+                notes.append(f"timecode {stream.metadata['timecode']} kept as the video's tag (mov and mp4 rebuild "
+                             f"their timecode track from it)")
+            elif _container_holds(container, stream):
                 copies.append(stream.index)
             elif stream.type in MUST_COPY:
                 raise ImageWriteError(f"the {container} container cannot hold its {describe(stream)} without "
@@ -69,6 +72,12 @@ def copy_plan(info: VideoInfo, container: str, target: Path) -> tuple[list[int],
             else:
                 notes.append(f"{describe(stream)} left out: the {container} container cannot hold it")
     return copies, notes
+
+
+def _is_timecode_track(stream) -> bool:
+    """A mov/mp4 timecode (tmcd) track: its muxer cannot take it copied beside the video, and
+    rebuilds it from the video stream's `timecode` tag, which is copied (as `ffmpeg -c copy` does)."""
+    return stream.type == "data" and "timecode" in stream.metadata
 
 
 def _container_holds(container: str, stream) -> bool:
@@ -136,6 +145,8 @@ def _video_stream(out, template, original, info: VideoInfo):
     video.time_base = info.time_base
     context = video.codec_context
     context.color_range, context.color_primaries, context.color_trc, context.colorspace = info.colour
+    if info.rate:
+        context.framerate = info.rate  # the stream's average rate: mov/mp4 need it for a timecode track
     if info.display_matrix:
         video.set_display_matrix(info.display_matrix)
     video.metadata.update(_kept(original.metadata))
