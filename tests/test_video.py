@@ -337,6 +337,16 @@ def test_every_bad_input_is_one_line(media, tmp_path, case):
     assert expected in message and "\n" not in message and message.startswith(str(path))
 
 
+def test_corrupt_data_inside_the_file_is_one_line_while_decoding(media, tmp_path):
+    data = bytearray(media["mp4"].read_bytes())
+    start = data.find(b"mdat") + 3000  # some frames in: the header and first frames intact
+    data[start : start + 2000] = bytes(2000)
+    path = _write(tmp_path / "damaged.mp4", bytes(data))
+    source = open_video(path, max_pixels=0, max_frames=0)
+    with pytest.raises(ImageReadError, match=r"corrupt or undecodable h264 video after frame \d+ \(Invalid data"):
+        list(source.frames())
+
+
 def test_frame_limits_name_their_options(media):
     with pytest.raises(ImageReadError, match=r"48 frames is over the limit of 40 \(--max-frames\)"):
         open_video(media["mp4"], max_pixels=0, max_frames=40)  # mp4 says its count: refused before work
@@ -371,12 +381,12 @@ def test_settings_out_of_range_are_refused_when_made():
 
 def test_an_odd_output_size_is_one_line_before_or_at_the_first_frame(media, tmp_path):
     source = open_video(media["short"], 0, 0)
-    with pytest.raises(UsageError, match=r"libx264 cannot write 129 x 97 in yuv420p, which needs an even width and "
-                                         r"height: .* --pix-fmt yuv444p"):
+    with pytest.raises(ImageWriteError, match=r"libx264 cannot write 129 x 97 in yuv420p, which needs an even width "
+                                              r"and height: .* --pix-fmt yuv444p"):
         source.sink(tmp_path / "out.mp4", VideoSettings(), output_size=(129, 97))
     sink = source.sink(tmp_path / "out.mp4", VideoSettings())
     frame = next(source.frames())
-    with pytest.raises(UsageError, match="cannot write 65 x 49"):
+    with pytest.raises(ImageWriteError, match="cannot write 65 x 49"):
         sink.add(frame.image.replace(pixels=torch.zeros(1, 3, 49, 65)), frame)
     sink.abort()
     source.close()

@@ -22,8 +22,9 @@ Choices worth knowing:
   hevc -> libx265, vp9 -> libvpx-vp9, av1 -> libsvtav1, ...), else H.264 (VP9 for webm).
 - Bit depth: the input's pixel format where the encoder takes it (10-bit HEVC stays 10-bit);
   libvpx-vp9 here has no 10-bit format, so a 10-bit VP9 input is written at 8 bits, with a note.
-- A frame size the encoder refuses (an odd size in 4:2:0) is one UsageError line, checked on
-  the first frame (or at sink() when output_size is given): no padding or cropping.
+- A frame size the encoder refuses (an odd size in 4:2:0) is one ImageWriteError line for that
+  video, checked on the first frame (or at sink() when output_size is given): no padding or
+  cropping, which would change the picture; `--pix-fmt yuv444p` takes any size.
 - Resume: segments of SEGMENT_FRAMES frames; a rerun with the same input and settings continues
   after the last finished one. Audio is copied whole at the end, independent of segments.
 """

@@ -10,6 +10,7 @@ pixels: the frames come as stored, and the display matrix travels to the output 
 from __future__ import annotations
 
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -86,23 +87,19 @@ def _too_many(frames: int, limit: int) -> str:
     return f"{frames} frames is over the limit of {limit} ({MAX_FRAMES_OPTION})"
 
 
-class _opened:
-    """av.open as a context manager whose failures are one ImageReadError line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> "av.container.InputContainer":
-        try:
-            self.container = av.open(str(self.path), "r")
-        except av.FFmpegError as err:
-            raise ImageReadError(_open_error(err), path=printable_path(self.path)) from None
-        except OSError as err:  # PyAV raises FileNotFoundError etc. as FFmpegError, others plain
-            raise ImageReadError(f"cannot read: {err.strerror or err}", path=printable_path(self.path)) from None
-        return self.container
-
-    def __exit__(self, *exc: object) -> None:
-        self.container.close()
+@contextmanager
+def _opened(path: Path) -> Iterator["av.container.InputContainer"]:
+    """av.open whose failures are one ImageReadError line; closed on leaving."""
+    try:
+        container = av.open(str(path), "r")
+    except av.FFmpegError as err:
+        raise ImageReadError(_open_error(err), path=printable_path(path)) from None
+    except OSError as err:  # PyAV raises FileNotFoundError etc. as FFmpegError, others plain
+        raise ImageReadError(f"cannot read: {err.strerror or err}", path=printable_path(path)) from None
+    try:
+        yield container
+    finally:
+        container.close()
 
 
 def _open_error(err: av.FFmpegError) -> str:

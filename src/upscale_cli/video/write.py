@@ -22,7 +22,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from upscale_cli.errors import ImageReadError, ImageWriteError, UsageError, printable_path
+from upscale_cli.errors import ImageReadError, ImageWriteError, printable_path
+from upscale_cli.images.atomic import write_error_message
 from upscale_cli.frames import Frame, MediaSummary
 from upscale_cli.images import DecodedImage
 from upscale_cli.images.arrays import quantise, to_planes
@@ -190,9 +191,10 @@ class VideoSink:
         self._lock = threading.Lock()
 
     def _check_size(self, size: tuple[int, int]) -> None:
+        """A size the encoder refuses fails this video alone (it comes from the input's size), not the batch."""
         refusal = size_refusal(self.plan, *size)
         if refusal:
-            raise UsageError(refusal)
+            raise ImageWriteError(refusal, path=printable_path(self.target))
 
     def add(self, image: DecodedImage, frame: Frame) -> None:
         with self._lock:
@@ -209,6 +211,8 @@ class VideoSink:
             except (av.FFmpegError, ValueError) as err:  # PyAV raises ValueError for what it checks itself
                 raise ImageWriteError(f"{self.plan.encoder} failed at frame {frame.index} ({_reason(err)})",
                                       path=printable_path(self.target)) from None
+            except OSError as err:  # the segment file cannot be created (disk full, permissions)
+                raise ImageWriteError(write_error_message(err), path=printable_path(self.target)) from None
             self._next += 1
             if self._writer.frames >= self.settings.segment_frames:
                 self._close_segment(size)
