@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from upscale_cli.errors import ImageReadError, ImageTooLargeError, ImageWriteError, UsageError
+from upscale_cli.images.atomic import _owner_tag
 from upscale_cli.video import VideoSettings, open_video
 from upscale_cli.video.segments import work_folder
 
@@ -262,13 +263,15 @@ def test_killed_run_leaves_no_output_and_a_rerun_continues(media, tmp_path):
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     assert only_files(tmp_path) == {work_folder(target).name}
-    # x264's look-ahead had not written segment 2 yet; a killed run can leave one, as here:
+    # x264's look-ahead had not written segment 2 yet; a killed run can leave one, as here, and a
+    # run killed while joining leaves atomic.py's temp file beside the target:
     (work_folder(target) / "000002.nut.part").write_bytes(b"half a segment")
+    (tmp_path / f".clip.mp4.{_owner_tag()}-{child.pid}-0badf00d.upscale-part").write_bytes(b"half a video")
 
     summary, converted, sink = convert(media["mp4"], target, VideoSettings(segment_frames=8))
     assert (sink.frames_done, converted, summary.frames) == (16, 32, 48)
     assert frame_times(target) == frame_times(media["mp4"])
-    assert only_files(tmp_path) == {"clip.mp4"}  # the .part and the work folder are gone
+    assert only_files(tmp_path) == {"clip.mp4"}  # the .part files and the work folder are gone
 
 
 @pytest.mark.parametrize("change, note", [
