@@ -119,11 +119,12 @@ def resolve_encoder(settings: VideoSettings, input_codec: str, container: str) -
             raise UsageError(f"the {container} container cannot hold {settings.codec} video (--video-codec)")
         return encoder, ()
     encoder = ENCODERS.get(input_codec, input_codec)
-    if encoder_exists(encoder) and container_takes(container, encoder):
-        return encoder, ()
     fallback = FALLBACK_BY_CONTAINER.get(container, FALLBACK_ENCODER)
-    return fallback, (f"written as {fallback}: this installation cannot write the input's {input_codec} "
-                      f"into {container}",)
+    if not encoder_exists(encoder):
+        return fallback, (f"written as {fallback}: this installation has no {input_codec} encoder",)
+    if not container_takes(container, encoder):
+        return fallback, (f"written as {fallback}: {container} cannot hold the input's {input_codec}",)
+    return encoder, ()
 
 
 def encoder_options(settings: VideoSettings, encoder: str) -> dict[str, str]:
@@ -163,7 +164,7 @@ def resolve_pix_fmt(settings: VideoSettings, encoder: str, input_pix_fmt: str) -
         if candidate in supported:
             if deep and bit_depth_of(candidate) == 8:
                 return candidate, (f"written at 8 bits: {encoder} here has no {bit_depth_of(input_pix_fmt)}-bit "
-                                   f"format (--video-codec hevc keeps it)",)
+                                   f"format (--video-codec hevc, or av1 in webm, keeps it)",)
             return candidate, ()
     return supported[0], ()
 
