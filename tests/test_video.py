@@ -399,6 +399,18 @@ def test_an_odd_output_size_is_one_line_before_or_at_the_first_frame(media, tmp_
     assert summary.frames == 12 and video_stream_facts(tmp_path / "odd.mp4")["size"] == (127, 95)
 
 
+def test_a_codec_the_container_cannot_hold_falls_back_with_a_note(tmp_path):
+    silent = make_video(tmp_path / "silent.mp4", frames=4, audio=None)
+    summary, _, _ = convert(silent, tmp_path / "silent.webm")
+    assert video_stream_facts(tmp_path / "silent.webm")["codec"] == "vp9"
+    assert summary.notes == ("written as libvpx-vp9: webm cannot hold the input's h264",)
+    ten_bit = make_video(tmp_path / "deep.mp4", frames=4, codec="libx265", pix_fmt="yuv420p10le", audio=None,
+                         options={"x265-params": "log-level=error"})
+    deep, _, _ = convert(ten_bit, tmp_path / "deep.webm")
+    assert "written at 8 bits: libvpx-vp9 here has no 10-bit format (--video-codec hevc, or av1 in webm, keeps it)" \
+        in deep.notes
+
+
 def test_audio_the_container_cannot_hold_stops_before_work(media, tmp_path):
     source = open_video(media["short"], 0, 0)
     with pytest.raises(ImageWriteError, match=r"the webm container cannot hold its audio: aac without re-encoding: "
