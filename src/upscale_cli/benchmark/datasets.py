@@ -127,6 +127,9 @@ def lr_size(hr: Path, scale: int, lr: Path | None = None) -> tuple[int, int] | N
     (the image then fails on its own when it is loaded)."""
     from PIL import Image
 
+    from upscale_cli.images.codecs import load_for
+
+    load_for(lr or hr)  # a HEIC/AVIF/JPEG XL file's codec
     try:
         with Image.open(lr or hr) as image:
             width, height = image.size

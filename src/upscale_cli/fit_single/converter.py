@@ -49,11 +49,13 @@ def header_size(path: Path | None) -> tuple[int, int] | None:
     cannot be told (stdin, a pipe, which reading a header would consume, or an unreadable file)."""
     from PIL import Image
 
+    from upscale_cli.images.codecs import load_for
     from upscale_cli.images.formats import DECODE_ERRORS, ORIENTATION_TAG, READ_FORMATS
 
     try:
         if path is None or not stat.S_ISREG(os.stat(path).st_mode):
             return None
+        load_for(path)  # a HEIC/AVIF/JPEG XL file's codec
         with Image.open(path, formats=READ_FORMATS) as im:
             width, height = im.size
             orientation = int(im.getexif().get(ORIENTATION_TAG, 1))

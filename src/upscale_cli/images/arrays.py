@@ -74,6 +74,9 @@ def load_rgb_uint8(path: str | Path) -> np.ndarray:
     No EXIF rotation and no colour management on purpose: the published
     protocol reads dataset files exactly like this.
     """
+    from upscale_cli.images.codecs import load_for
+
+    load_for(path)  # a HEIC/AVIF/JPEG XL file's codec
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))

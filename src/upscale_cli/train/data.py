@@ -38,6 +38,9 @@ def decode_rgb(path: Path) -> torch.Tensor:
     """One image file -> (3, H, W) uint8 RGB (greyscale and palette images are converted)."""
     from PIL import Image
 
+    from upscale_cli.images.codecs import load_for
+
+    load_for(path)  # a HEIC/AVIF/JPEG XL file's codec
     with Image.open(path) as img:
         array = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
