@@ -21,7 +21,8 @@ from PIL import Image
 from upscale_cli.errors import ImageReadError, ImageWriteError
 from upscale_cli.frames import FrameSink, FrameSource
 from upscale_cli.images import DecodedImage
-from upscale_cli.images.animation import MAX_FRAMES, AnimationSource, encode_gif, open_animation
+from upscale_cli.frames import DEFAULT_MAX_FRAMES as MAX_FRAMES
+from upscale_cli.images.animation import AnimationSource, encode_gif, open_animation
 
 # ----------------------------------------------------------------------------------- GIF builder
 

@@ -111,7 +111,7 @@ def test_json_lines_and_quiet(tmp_path):
 def test_usage_errors_exit_2_with_one_line(tmp_path):
     src = f.make_rgb_png(tmp_path, "a.png")
     for args, words in [(["-m", "nosuchmodel"], "unknown model"), (["-x", "0.5"], "--scale"),
-                        (["--format", "gif"], "--format"), (["--device", "cuda"] if not _has_cuda() else ["--alpha", "z"], "")]:
+                        (["--format", "xcf"], "--format"), (["--device", "cuda"] if not _has_cuda() else ["--alpha", "z"], "")]:
         result = runner.invoke(app, [str(src), *args])
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output and words in result.stderr
@@ -281,7 +281,7 @@ def test_json_scale_is_the_real_factor_and_size_options_do_not_conflict(tmp_path
 
 @pytest.mark.parametrize("make,name,args,expected_format,note", [
     (f.make_bmp, "rgb.bmp", [], "BMP", None),  # BMP is written, so it stays BMP
-    (f.make_gif, "anim.gif", [], "PNG", "GIF is not written: wrote PNG"),
+    (f.make_gif, "anim.gif", [], "GIF", None),  # GIF is written (every frame of an animation)
     (f.make_rgb_png, "a.png", ["--format", "bmp"], "BMP", None),
     (f.make_rgb_png, "a.png", ["-o", "{tmp}/newname"], "PNG", "newname has no extension: wrote PNG"),
     (f.make_rgb_jpeg, "a.jpg", ["-o", "{tmp}/newname"], "JPEG", "no extension"),

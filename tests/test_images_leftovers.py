@@ -82,7 +82,7 @@ def test_write_removes_only_a_dead_runs_leftover_for_that_target(tmp_path):
 
 def test_leftover_of_a_very_long_name_is_found_too(tmp_path):
     name = "n" * 240 + ".png"  # its temp name must be shortened to stay under 255 bytes
-    stem = atomic._temp_stem(name)
+    stem = atomic.temp_stem(name)
     assert stem != name and len(stem) < 20
     leftover = temp_name(stem, dead_pid())
     (tmp_path / leftover).write_bytes(b"partial")

@@ -31,8 +31,12 @@ SCHEMA = {
     "strength": (float, type(None)),
     "found": (dict, type(None)),
     "ensemble": (bool,),
+    "frames": (int, type(None)),
+    "fps": (float, type(None)),
+    "duration": (float, type(None)),
+    "streams_copied": (list, type(None)),
 }
-OUTPUT_FIELDS = ("output", "scale", "size", "passes", "found")  # null on a row that wrote nothing
+OUTPUT_FIELDS = ("output", "scale", "size", "passes", "found", "frames", "fps", "duration", "streams_copied")  # null on a row that wrote nothing
 
 
 def _mixed_folder(tmp_path: Path, tag: str) -> Path:
@@ -45,8 +49,7 @@ def _mixed_folder(tmp_path: Path, tag: str) -> Path:
     (folder / "notes.txt").write_text("a sidecar")
     f.make_rgb_png(folder, "c.png")
     f.make_rgb_png(folder, f"c_{tag}.png")  # c.png's output from an earlier run
-    f.make_gif(folder, "d.gif")  # d.gif and d.png both want d_{tag}.png
-    f.make_rgb_png(folder, "d.png")
+    f.make_gif(folder, "d.gif")  # an animation: d_{tag}.gif, every frame
     f.make_rgb_png(folder, f"e_{tag}.png")  # named like an output, but there is no e.*: an input
     return folder
 
@@ -59,7 +62,6 @@ EXPECTED = {  # name -> (status, what its error says)
     "c.png": ("skipped", "output exists"),
     "c_{tag}.png": ("skipped", "an earlier output of"),
     "d.gif": ("ok", None),
-    "d.png": ("failed", "would also be written by"),
     "e_{tag}.png": ("ok", None),
     "gone.png": ("failed", "no such file or folder"),
 }
@@ -104,7 +106,9 @@ def test_every_row_of_a_mixed_batch_has_one_schema(tmp_path, command):
         status, says = expected[Path(row["input"]).name]
         assert row["status"] == status and (says is None or says in row["error"]), row
     by_name = {Path(r["input"]).name: r for r in rows}
-    assert "GIF is not written: wrote PNG" in by_name["d.gif"]["notes"]  # said only where it was written
+    animation = by_name["d.gif"]  # every frame, into a GIF: the rows of animations say how many
+    assert animation["frames"] == 2 and animation["output"].endswith(f"d_{tag}.gif") and animation["streams_copied"] == []
+    assert by_name["a.png"]["frames"] is None and by_name["a.png"]["fps"] is None
     assert by_name["notes.txt"]["notes"] == [] and by_name["corrupt.png"]["notes"] == []
     if command == "upscale":
         assert by_name["a.png"]["scale"] == 2.0 and by_name["a.png"]["passes"] == []
@@ -131,7 +135,7 @@ def test_every_input_left_out_has_its_own_line_for_a_human(tmp_path, command):
         (line,) = [line for line in lines if line.startswith((f"{folder / name} ", f"error: {folder / name}:"))]
         assert says in line
         assert line.startswith("error: ") == (status == "failed")
-    assert "4 done, 3 skipped, 3 failed" in lines[-1]
+    assert "4 done, 3 skipped, 2 failed" in lines[-1]
 
 
 def test_an_image_named_like_an_output_without_its_source_is_upscaled(tmp_path):

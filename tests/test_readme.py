@@ -78,6 +78,12 @@ def _png_compression():
     return DEFAULT_PNG_COMPRESSION
 
 
+def _max_frames():
+    from upscale_cli.frames import DEFAULT_MAX_FRAMES
+
+    return DEFAULT_MAX_FRAMES
+
+
 def _max_pixels():
     from upscale_cli.images.formats import DEFAULT_MAX_PIXELS
 
@@ -119,6 +125,7 @@ RESOLVED: dict[tuple[str, str], Callable[[], object]] = {
     **{(cmd, "quality"): _quality for cmd in ("upscale", "upscale restore")},
     **{(cmd, "png_compression"): _png_compression for cmd in ("upscale", "upscale restore")},
     **{(cmd, "max_pixels"): _max_pixels for cmd in ("upscale", "upscale restore")},
+    **{(cmd, "max_frames"): _max_frames for cmd in ("upscale", "upscale restore")},
     **{(cmd, "max_output_pixels"): _max_output_pixels for cmd in ("upscale", "upscale fit-single")},
     ("upscale", "samples"): _samples,
     ("upscale", "temperature"): _temperature,

@@ -14,13 +14,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from upscale_cli.errors import InputNotFoundError, UsageError
+from upscale_cli.video.settings import VIDEO_SUFFIXES, is_video_name
 from upscale_cli.images.atomic import over_name_limit
 from upscale_cli.images.formats import (FALLBACK_FORMAT, OUTPUT_FORMATS, READ_SUFFIXES, WRITE_SUFFIX, output_format,
                                         writable_format)
 from upscale_cli.report import PlannedStatus
+
+if TYPE_CHECKING:
+    from upscale_cli.video.settings import VideoSettings
 
 STDIO = "-"
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -82,12 +86,25 @@ def _is_visible_file(path: Path) -> bool:
     return not path.name.startswith(".") and os.path.isfile(path)  # os.path.isfile never raises
 
 
-def _expand_folder(folder: Path, recursive: bool) -> list[Source]:
-    """Every visible file of a folder: images to read, anything else to report as skipped."""
+VIDEO_IN_FOLDER = "a video: pass --video to include a folder's videos"
+
+
+def _expand_folder(folder: Path, recursive: bool, videos: bool) -> list[Source]:
+    """Every visible file of a folder: images (and with `videos`, videos) to read, anything else to
+    report as skipped. A folder of photos and phone clips is upscaled as photos unless asked: a video
+    takes minutes where a photo takes a second."""
     pattern = "**/*" if recursive else "*"
     files = sorted(p for p in folder.glob(pattern) if _is_visible_file(p))
-    return [Source(p, root=folder, ignored=None if p.suffix.lower() in READ_SUFFIXES
-                   else f"not an image file name ({p.suffix or 'no extension'})") for p in files]
+    return [Source(p, root=folder, ignored=_not_read(p, videos)) for p in files]
+
+
+def _not_read(path: Path, videos: bool) -> str | None:
+    """Why a folder's file is not read, or None."""
+    if path.suffix.lower() in READ_SUFFIXES:
+        return None
+    if is_video_name(path):
+        return None if videos else VIDEO_IN_FOLDER
+    return f"not an image file name ({path.suffix or 'no extension'})"
 
 
 def _kind_of(path: Path) -> str:
@@ -98,8 +115,9 @@ def _kind_of(path: Path) -> str:
         return "none"
 
 
-def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
-    """Command-line paths -> sources. A missing path, an empty glob or a path the file system
+def expand_inputs(args: Iterable[str], recursive: bool = False, videos: bool = False) -> list[Source]:
+    """Command-line paths -> sources (a folder's videos only with `videos`; a video named on the
+    command line always). A missing path, an empty glob or a path the file system
     refuses (a name too long) becomes a source that fails (so the other inputs still run); only
     when nothing at all is found is it an error."""
     sources: list[Source] = []
@@ -114,7 +132,7 @@ def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
             sources.append(Source(path, missing=f"{arg}: {fs_problem(err, path)}"))
             continue
         if kind == "dir":
-            sources.extend(_expand_folder(path, recursive))
+            sources.extend(_expand_folder(path, recursive, videos))
         elif kind == "file":
             sources.append(Source(path))
         elif GLOB_CHARS.search(arg):
@@ -131,8 +149,10 @@ def expand_inputs(args: Iterable[str], recursive: bool = False) -> list[Source]:
 
 
 def output_suffix(source: Source, fmt: str | None) -> str:
-    """The suffix of a planned output: --format's, else the input's own when we write that format,
-    else PNG's (GIF inputs, stdin)."""
+    """The suffix of a planned output: a video's own (its container; --format is for images), else
+    --format's, else the input's own when we write that format, else PNG's (stdin)."""
+    if source.path is not None and is_video_name(source.path):
+        return source.path.suffix
     if fmt:
         return WRITE_SUFFIX[output_format(fmt)]
     if source.path is not None and writable_format(source.path.suffix):
@@ -153,6 +173,8 @@ def _output_format(source: Source, target: Path | None, fmt: str | None) -> tupl
     """(format, notes, failure) of one planned write. One rule for every format: --format wins;
     else the target's suffix when we write it; else (no suffix, or a folder/default name for an
     input whose format we do not write) the input's format or PNG, said on the file's line."""
+    if source.path is not None and is_video_name(source.path):
+        return _video_output(target)
     if target is None:
         return (output_format(fmt) if fmt else None), (), None
     if fmt:
@@ -167,6 +189,16 @@ def _output_format(source: Source, target: Path | None, fmt: str | None) -> tupl
     if source.path is not None and source.path.suffix and own is None:
         return chosen, (f"{source.path.suffix.lstrip('.').upper()} is not written: wrote {chosen}",), None
     return chosen, (), None
+
+
+def _video_output(target: Path | None) -> tuple[None, tuple[str, ...], str | None]:
+    """A video is written as a video, in the container -o's suffix names (format None: no image format)."""
+    if target is None:
+        return None, (), "a video is written to a file, not to stdout (-o -); give -o FILE"
+    if not is_video_name(target):
+        return None, (), (f"a video is written as a video ({', '.join(VIDEO_SUFFIXES)}), not as "
+                          f"{target.suffix or 'a file with no extension'} ({target.name})")
+    return None, (), None
 
 
 def _output_is_folder(sources: list[Source], output: str) -> bool:
@@ -185,7 +217,7 @@ class _EarlierOutputs:
         self.pattern = re.compile(rf"(.+)_{tag_pattern}(_s\d+)?")
         self.images: dict[tuple[Path, str], Path] = {}  # (folder, stem) -> the image found there
         for source in sources:
-            if source.root is not None and source.path.suffix.lower() in READ_SUFFIXES:
+            if source.root is not None and (source.path.suffix.lower() in READ_SUFFIXES or is_video_name(source.path)):
                 self.images.setdefault((source.path.parent, source.path.stem), source.path)
 
     def source_of(self, source: Source) -> Path | None:
@@ -372,10 +404,14 @@ class WriteOptions:
     quality: int | None = None
     max_pixels: int | None = None  # inputs over this are refused unread; 0 = no limit; None = the default
     png_compression: int | None = None  # PNG zlib level 0-9; None = images.write.DEFAULT_PNG_COMPRESSION
+    max_frames: int | None = None  # animations and videos with more frames are refused; 0 = no limit; None = the default
+    video: "VideoSettings | None" = None  # how a video is encoded; None = the defaults
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels < 0:
             raise UsageError(f"--max-pixels must be 0 (no limit) or a number of pixels, not {self.max_pixels}")
+        if self.max_frames is not None and self.max_frames < 0:
+            raise UsageError(f"--max-frames must be 0 (no limit) or a number of frames, not {self.max_frames}")
         if self.png_compression is not None and not 0 <= self.png_compression <= 9:
             raise UsageError(f"--png-compression must be 0 (fastest, largest) to 9 (slowest, smallest), "
                              f"not {self.png_compression}")

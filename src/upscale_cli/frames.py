@@ -14,11 +14,14 @@ Nothing here imports torch, Pillow or PyAV.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from upscale_cli.images import DecodedImage
+
+DEFAULT_MAX_FRAMES = 100_000  # --max-frames: an input with more frames is refused (about 69 min at 24 fps)
+FRAMES_LIMIT_OPTION = "--max-frames"
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,3 @@ class FrameSource(Protocol):
     def frames(self, start: int = 0) -> Iterator[Frame]: ...
 
     def close(self) -> None: ...
-
-
-@dataclass
-class FrameCounts:
-    """Frames converted so far, for progress (done of total)."""
-
-    done: int = 0
-    total: int | None = None
-    notes: list[str] = field(default_factory=list)

@@ -22,6 +22,9 @@ from upscale_cli.answers import Answers, answer_paths, answer_rows, write_answer
 from upscale_cli.batch import Job, JobResult, Source, WriteOptions
 from upscale_cli.errors import UpscaleError
 from upscale_cli.file_report import FileReport, can_batch
+from upscale_cli.frame_runner import MediaWritten, convert_frames
+from upscale_cli.frames import FrameSource
+from upscale_cli.images import DecodedImage
 from upscale_cli.images.formats import DEFAULT_MAX_PIXELS, FALLBACK_FORMAT, writable_format
 from upscale_cli.report import ReportRow, RowDefaults
 
@@ -78,20 +81,20 @@ class _ReadBudget:
             self._cond.notify_all()
 
 
-def _read_when_room(budget: _ReadBudget, source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):
+def _read_when_room(budget: _ReadBudget, source: Source, options: WriteOptions, stdin_reader: Callable[[], bytes]):
     if not budget.wait_for_room():
         return None  # the run is ending
-    image = _read_source(source, max_pixels, stdin_reader)
+    image = _read_source(source, options, stdin_reader)
     budget.hold(image.width * image.height)
     return image
 
 
-def _read_source(source: Source, max_pixels: int | None, stdin_reader: Callable[[], bytes]):
-    from upscale_cli.images.read import read_image
+def _read_source(source: Source, options: WriteOptions, stdin_reader: Callable[[], bytes]):
+    """The decoded image, or a frames.FrameSource (an animation, a video) opened to be read frame by frame."""
+    from upscale_cli.frame_runner import open_input
 
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    data = stdin_reader() if source.path is None else source.path
-    return read_image(data, max_pixels=limit)
+    limit = DEFAULT_MAX_PIXELS if options.max_pixels is None else options.max_pixels
+    return open_input(source, limit, options.max_frames, stdin_reader)
 
 
 def _write_result(image, job: Job, options: WriteOptions, stdout_writer: Callable[[bytes], None],
@@ -263,7 +266,7 @@ class _Pipe:
         for ahead in range(index, min(len(self.jobs), index + BATCH_MAX + 1)):
             if ahead not in self.reads and not self.jobs[ahead].planned:
                 self.reads[ahead] = self.pool.submit(_timed, _read_when_room, self.budget, self.jobs[ahead].source,
-                                                     self.options.max_pixels, self.stdin_reader)
+                                                     self.options, self.stdin_reader)
 
     def _pop(self, index: int) -> tuple:
         """(index, job, image or None, read seconds, error); a decoded image leaves the budget."""
@@ -282,7 +285,7 @@ class _Pipe:
         first = group[0][2]
         if not batch or first is None or not _batchable(first):
             return group
-        most = BATCH_MAX if first.width * first.height <= TINY_PIXELS else BATCH_LARGER
+        most = batch_size_for(first.width * first.height)
         while len(group) < most and index + len(group) < len(self.jobs):
             following = index + len(group)
             if self.jobs[following].planned:
@@ -296,7 +299,14 @@ class _Pipe:
 
 
 def _batchable(image) -> bool:
-    return image.alpha is None and image.width * image.height <= BATCH_MAX_PIXELS
+    return isinstance(image, DecodedImage) and image.alpha is None and image.width * image.height <= BATCH_MAX_PIXELS
+
+
+def batch_size_for(pixels: int) -> int:
+    """How many images (or frames) of `pixels` each go through the model at once."""
+    if pixels <= TINY_PIXELS:
+        return BATCH_MAX
+    return BATCH_LARGER if pixels <= BATCH_MAX_PIXELS else 1
 
 
 def _same_kind(a, b) -> bool:
@@ -324,6 +334,10 @@ def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable
         del image  # the decoded input is not held while the output waits to be written
         if err is not None:
             slots.append(_Slot(index, job, _failed(job, err, read_s + convert_s)))
+            continue
+        if isinstance(out, MediaWritten):  # an animation or a video: written as it was converted
+            output = None if out.output is None else str(out.output)
+            slots.append(_Slot(index, job, JobResult(job.source.label, output, "ok", read_s + convert_s)))
             continue
         if isinstance(out, Answers):  # several outputs: all in place, or none of them
             write, pixels = writers.submit(_timed, write_answers, out, job, options, durable), out.pixels
@@ -372,16 +386,21 @@ class _Slot:
 def run_converted(jobs: list[Job], converter, options: WriteOptions, defaults: RowDefaults,
                   stdin_reader: Callable[[], bytes], stdout_writer: Callable[[bytes], None],
                   on_tile: Callable[[int, int], None] | None = None,
-                  on_note: Callable[[str], None] | None = None) -> Iterator[tuple[int, ReportRow]]:
+                  on_note: Callable[[str], None] | None = None,
+                  on_frame: Callable[[str, int, int | None], None] | None = None) -> Iterator[tuple[int, ReportRow]]:
     """run_jobs with a converter: yields (index, the file's ReportRow) in input order, each as soon
     as it and all before it are done; consecutive small images go through the model together when
     can_batch(converter). A converter that gives several outputs (answers.Answers) has them written
-    to the job's planned answers, and a row per answer written (the same index each)."""
+    to the job's planned answers, and a row per answer written (the same index each). An input of
+    several frames (an animation, a video) is converted frame by frame into its one output
+    (frame_runner.py), on_frame(label, frames done, frames in all) following it."""
     files = FileReport(converter, options, on_tile, on_note)
     rows = [ReportRow.start(job.source.label, defaults) for job in jobs]
     answer_notes: dict[int, list[tuple[str, ...]]] = {}  # the jobs whose converter gave several answers
 
     def convert(index, image):
+        if isinstance(image, FrameSource):  # every frame, into the job's output, as they are converted
+            return convert_frames(files, image, jobs[index], rows[index], options, stdout_writer, on_frame)
         out = files.convert(image, rows[index])
         if isinstance(out, Answers):
             answer_notes[index] = [out.notes_of(k) for k in range(len(out.images))]

@@ -2,7 +2,8 @@
 each file, on its line and as its `--json` object. One dataclass, one schema: every row carries
 every field, null where it does not apply.
 
-Fields describing the output (`output`, `scale`, `size`, `passes`, `found`) are set only on an "ok"
+Fields describing the output (`output`, `scale`, `size`, `passes`, `found`, and for an animation or a
+video `frames`, `fps`, `duration`, `streams_copied`) are set only on an "ok"
 row; a skipped or failed row wrote nothing, so they are null and `error` says why. Fields
 describing the run (`model`, `task`, `strength`, `ensemble`) are on every row.
 """
@@ -44,6 +45,10 @@ class ReportRow:
     strength: float | None = None
     found: dict | None = None  # restore --task auto: what it measured in the file and what it ran
     ensemble: bool = False
+    frames: int | None = None  # an animation or a video: frames written
+    fps: float | None = None  # a video's average frame rate (an animation's, from its durations)
+    duration: float | None = None  # seconds of media
+    streams_copied: list[str] | None = None  # a video's other streams, carried over unchanged ("audio: aac")
 
     @classmethod
     def start(cls, label: str, defaults: RowDefaults) -> "ReportRow":
@@ -60,6 +65,7 @@ class ReportRow:
         self.output = output if status == "ok" else None
         if status != "ok":
             self.scale = self.size = self.passes = self.found = None
+            self.frames = self.fps = self.duration = self.streams_copied = None
         return self
 
     def as_json(self) -> dict:

@@ -29,9 +29,16 @@ class BatchRun:
         """The options checked before any work: -o with --json, the write options, --shard."""
         check_output_options(as_json, output)
         write = WriteOptions(format=batch.fmt, quality=batch.quality, max_pixels=batch.max_pixels,
-                             png_compression=batch.png_compression)
+                             png_compression=batch.png_compression, max_frames=batch.max_frames,
+                             video=_video_settings(batch))
         part = parse_shard(batch.shard) if batch.shard is not None else None
         return cls(batch, output, quiet, as_json, write, part)
+
+    def sources(self, paths: list[str], recursive: bool) -> list:
+        """The inputs the paths name (a folder's videos with --video)."""
+        from upscale_cli.batch import expand_inputs
+
+        return expand_inputs(paths, recursive=recursive, videos=self.batch.videos)
 
     def plan(self, sources: list, tag: str, answers: Callable[[Path], list[Path]] | None = None) -> list:
         """This shard's jobs: every input named, skipped or failed before any work (batch.plan_jobs).
@@ -48,3 +55,13 @@ class BatchRun:
         ray = self.batch.ray
         results = reporter.run(jobs, converter, self.write, ray=ray, recipe=recipe() if ray is not None else None)
         reporter.finish(results, notes())
+
+
+def _video_settings(batch: BatchOptions):
+    """--video-codec, --crf, --pix-fmt as the video writer's settings (checked there: one line each);
+    None (the writer's defaults) when none is given, so a run of images never loads the video code."""
+    if batch.video_codec is None and batch.crf is None and batch.pix_fmt is None:
+        return None
+    from upscale_cli.video.settings import VideoSettings
+
+    return VideoSettings(codec=batch.video_codec, crf=batch.crf, pix_fmt=batch.pix_fmt)

@@ -65,6 +65,17 @@ MaxPixels = Annotated[Optional[int], typer.Option(
 MaxOutputPixels = Annotated[Optional[int], typer.Option(
     "--max-output-pixels", help="Refuse outputs with more pixels than this, before any work (default 500 MP, "
                                 "about 11 GB of RAM; 0 = no limit).")]
+MaxFrames = Annotated[Optional[int], typer.Option(
+    "--max-frames", help="Refuse animations and videos with more frames than this (default 100000; 0 = no limit).")]
+Videos = Annotated[bool, typer.Option("--video", help="Include the videos of folder inputs (a video named on its own "
+                                                      "always runs).")]
+VideoCodec = Annotated[Optional[str], typer.Option(
+    "--video-codec", help="Video encoder (libx264, libx265, libvpx-vp9, ...). Default: the input's codec where "
+                          "there is an encoder for it, else H.264 (VP9 in .webm).")]
+Crf = Annotated[Optional[int], typer.Option(
+    "--crf", help="Video quality: the encoder's constant rate factor (lower is better; default the encoder's).")]
+PixFmt = Annotated[Optional[str], typer.Option(
+    "--pix-fmt", help="Video pixel format (yuv420p, yuv420p10le, ...). Default: the input's, where the encoder takes it.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")]
 # fit-single's only fixed set; declared here so its command module needs no import of its own
@@ -75,7 +86,8 @@ Encoding = Annotated[choices.Encoding, typer.Option(
 @dataclasses.dataclass(frozen=True)
 class BatchOptions:
     """What the commands that run a model over a batch of files (`upscale`, `upscale restore`) take
-    besides their own options: the output's format, where the batch runs, the engine, the input limit."""
+    besides their own options: the output's format, where the batch runs, the engine, the input
+    limits, and how videos are found and encoded."""
 
     fmt: Format = None
     quality: Quality = None
@@ -88,6 +100,11 @@ class BatchOptions:
     tile: Tile = 0
     tile_overlap: TileOverlap = None
     max_pixels: MaxPixels = None
+    max_frames: MaxFrames = None
+    videos: Videos = False
+    video_codec: VideoCodec = None
+    crf: Crf = None
+    pix_fmt: PixFmt = None
 
     def engine(self) -> dict:
         """The engine settings UpscaleConfig and RestoreConfig both take."""

@@ -1,9 +1,11 @@
-"""Console reporting for batch commands: a rich bar (files, and tiles within a file) on a terminal,
-one plain line per file otherwise, JSON lines for scripts, and the closing summary."""
+"""Console reporting for batch commands: a rich bar (files, tiles within a file, and the frames of an
+animation or a video with their rate and time left) on a terminal, one plain line per file otherwise
+(and a video's progress every FRAME_LINE_SECONDS), JSON lines for scripts, and the closing summary."""
 from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import nullcontext
 
 import typer
@@ -11,6 +13,9 @@ import typer
 from upscale_cli.cli import stdout
 from upscale_cli.errors import printable_path
 from upscale_cli.report import ReportRow, RowDefaults
+
+
+FRAME_LINE_SECONDS = 10.0  # without a terminal, a long video's progress line at most this often
 
 
 def _read_stdin() -> bytes:
@@ -38,6 +43,7 @@ class BatchReporter:
         self._progress = None
         self._tile_task = None
         self._tile_label = "tiles"  # the bar's line for a file's progress: the converter may name its own
+        self._frames: _FrameRate | None = None  # the animation or video being converted
 
     def run(self, jobs, upscaler, options, ray: str | None = None, recipe=None) -> list:
         """Report each file as the batch runs it, in input order as soon as it and those before it
@@ -52,7 +58,7 @@ class BatchReporter:
 
             self._tile_label = getattr(upscaler, "progress_label", self._tile_label)  # sampling: "sampling N x rows"
             results = run_converted(jobs, upscaler, options, self.defaults, _read_stdin, _write_stdout,
-                                    on_tile=self._on_tile, on_note=self._early_note)
+                                    on_tile=self._on_tile, on_note=self._early_note, on_frame=self._on_frame)
         return self.show(jobs, results)
 
     def show(self, jobs, results) -> list[ReportRow]:
@@ -98,6 +104,27 @@ class BatchReporter:
         if done >= total:
             self._progress.remove_task(self._tile_task)
             self._tile_task = None
+
+    def _on_frame(self, label: str, done: int, total: int | None) -> None:
+        """An animation's or a video's frames: a bar with the rate and the time left on a terminal,
+        else a plain line every FRAME_LINE_SECONDS (none with -q or --json)."""
+        if self._frames is None or self._frames.label != label:
+            self._frames = _FrameRate(label, done)
+        rate = self._frames.update(done)
+        if self._progress is not None:
+            self._frames_bar(label, done, total, rate)
+        elif not (self.quiet or self.as_json) and self._frames.line_due(done, total):
+            self.echo(printable_path(self._frames.line(done, total, rate)))
+
+    def _frames_bar(self, label: str, done: int, total: int | None, rate: float | None) -> None:
+        frames = self._frames
+        title = f"frames{f' ({rate:.1f} fps)' if rate else ''}"
+        if frames.task is None:
+            frames.task = self._progress.add_task(title, total=total, completed=done)
+        self._progress.update(frames.task, completed=done, total=total, description=title)
+        if total is not None and done >= total:
+            self._progress.remove_task(frames.task)
+            frames.task = None
 
     def report(self, row: ReportRow, plain_line: bool = True) -> ReportRow:
         """One JSON row per input (per answer written) on stdout (--json), error lines on stderr
@@ -147,3 +174,30 @@ class BatchReporter:
             return
         if len(results) > 1 or counts["failed"]:
             typer.echo(f"{counts['ok']} done, {counts['skipped']} skipped, {counts['failed']} failed", err=True)
+
+
+class _FrameRate:
+    """One input's frames over time: the rate since it started (frames resumed from an earlier run
+    do not count), and when the next plain progress line is due."""
+
+    def __init__(self, label: str, done: int) -> None:
+        self.label, self.first, self.start = label, done, time.monotonic()
+        self.next_line = self.start + FRAME_LINE_SECONDS
+        self.task = None
+
+    def update(self, done: int) -> float | None:
+        seconds = time.monotonic() - self.start
+        return (done - self.first) / seconds if seconds > 0 and done > self.first else None
+
+    def line_due(self, done: int, total: int | None) -> bool:
+        now = time.monotonic()
+        if now < self.next_line or (total is not None and done >= total):
+            return False
+        self.next_line = now + FRAME_LINE_SECONDS
+        return True
+
+    def line(self, done: int, total: int | None, rate: float | None) -> str:
+        of = f" of {total:,}" if total else ""
+        speed = f", {rate:.1f} fps" if rate else ""
+        left = f", about {(total - done) / rate:.0f} s left" if rate and total else ""
+        return f"{self.label}: {done:,}{of} frames{speed}{left}"

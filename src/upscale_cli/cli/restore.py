@@ -39,7 +39,6 @@ def restore_command(
     quiet: common.Quiet = False,
     as_json: common.Json = False,
 ) -> None:
-    from upscale_cli.batch import expand_inputs
     from upscale_cli.cli.batch_run import BatchRun
     from upscale_cli.errors import UsageError
     from upscale_cli.ray_batch import RestoreRecipe
@@ -53,7 +52,7 @@ def restore_command(
     restorer = converter.restorer
     if mask is None and restorer is not None and restorer.needs_mask:
         raise UsageError(f"--task {task} with model {restorer.model_name!r} needs --mask (an image, white = fill)")
-    jobs = run.plan(expand_inputs(paths, recursive=recursive), "restored")
+    jobs = run.plan(run.sources(paths, recursive), "restored")
     defaults = RowDefaults(model=converter.name, task=task, strength=strength)
     # --ray: each worker builds this converter from the settings, reading the mask file itself
     mask_path = os.path.abspath(mask) if mask is not None else None

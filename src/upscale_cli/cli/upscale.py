@@ -42,7 +42,7 @@ def upscale_command(
                   "--ensemble": ensemble, "--restore": restore, "--alpha": alpha != "auto"}
         return sample.sample_command(paths, model, scale, output, recursive, batch, quiet, samples, temperature, seed,
                                      others, as_json)
-    from upscale_cli.batch import expand_inputs, scale_tag
+    from upscale_cli.batch import scale_tag
     from upscale_cli.cli.batch_run import BatchRun
     from upscale_cli.engine import UpscaleConfig, Upscaler
     from upscale_cli.ray_batch import UpscaleRecipe
@@ -52,7 +52,7 @@ def upscale_command(
     config = UpscaleConfig(model=model, scale=scale, width=width, height=height, alpha=alpha, ensemble=ensemble,
                            **batch.engine(),
                            **({} if max_output_pixels is None else {"max_output_pixels": max_output_pixels}))
-    sources = expand_inputs(paths, recursive=recursive)
+    sources = run.sources(paths, recursive)
     upscaler = Upscaler(config, progress=not quiet)
     jobs = run.plan(sources, scale_tag(scale, width, height, upscaler.default_scale))
     upscaler.prepare()

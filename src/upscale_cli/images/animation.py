@@ -62,11 +62,11 @@ import numpy as np
 from PIL import GifImagePlugin, Image
 
 from upscale_cli.errors import ImageReadError, ImageWriteError, printable_path
-from upscale_cli.frames import Frame, MediaSummary
+from upscale_cli.frames import DEFAULT_MAX_FRAMES, FRAMES_LIMIT_OPTION, Frame, MediaSummary
 from upscale_cli.images import DecodedImage
 from upscale_cli.images.arrays import U8_MAX, quantise, quantise_planes, to_planes, to_tensor
 from upscale_cli.images.atomic import write_bytes_atomically
-from upscale_cli.images.formats import DECODE_ERRORS, ORIENTATION_TAG, png_chunk
+from upscale_cli.images.formats import ANIMATED_FORMATS, DECODE_ERRORS, ORIENTATION_TAG, png_chunk
 from upscale_cli.images.read import _check_pixel_limit, _orient, _pillow_pixel_limit_off, _pillow_planes
 from upscale_cli.images.write import ENCODE_ERRORS, _as_palette, _default_png, _exif_for_output
 
@@ -74,8 +74,6 @@ from upscale_cli.images.write import ENCODE_ERRORS, _as_palette, _default_png, _
 # structure before a frame is decoded: a GIF frame can take 20 bytes, so a small file can hold a
 # million frames, each costing a whole canvas to composite and a model run. 10,000 frames is over five
 # minutes at 30 frames a second, longer than the animations people keep as GIF, APNG or WebP.
-MAX_FRAMES = 10_000
-MAX_FRAMES_OPTION = "--max-frames"
 KINDS = {"GIF": "animated GIF", "PNG": "animated PNG", "WEBP": "animated WebP"}
 STDOUT_LABEL = "<stdout>"
 
@@ -109,7 +107,6 @@ WEBP_KEYFRAMES_LOSSLESS, WEBP_KEYFRAMES_LOSSY = (9, 17), (3, 5)
 WEBP_MAX_SIDE = 16383
 WEBP_VP8X_END = 30  # RIFF header, VP8X chunk header and its 10 bytes
 WEBP_ANIMATION_FLAG, WEBP_ALPHA_FLAG = 0x02, 0x10  # VP8X flags (byte 20)
-ANIMATED_OUTPUTS = ("GIF", "PNG", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -127,7 +124,7 @@ class _Corrupt(Exception):
 # ------------------------------------------------------------------------------------------ reading
 
 
-def open_animation(data: bytes, label: str, max_pixels: int, max_frames: int = MAX_FRAMES) -> "AnimationSource | None":
+def open_animation(data: bytes, label: str, max_pixels: int, max_frames: int = DEFAULT_MAX_FRAMES) -> "AnimationSource | None":
     """The animation in `data` as a frames.FrameSource, or None when it is not one (a still image, or a
     format other than GIF, PNG and WebP). ImageReadError (one line naming `label`) when it has more
     frames than `max_frames` (0 = no limit), a canvas over `max_pixels` (0 = no limit), or a frame
@@ -176,7 +173,7 @@ def _reader_for(data: bytes, max_frames: int) -> "_GifReader | _ApngReader | _We
 
 def _check_frames(count: int, max_frames: int, label: str) -> None:
     if max_frames and count > max_frames:
-        raise ImageReadError(f"{count:,} frames is over {MAX_FRAMES_OPTION} {max_frames:,} "
+        raise ImageReadError(f"{count:,} frames is over {FRAMES_LIMIT_OPTION} {max_frames:,} "
                              f"(raise it, or 0 = no limit)", path=label)
 
 
@@ -773,7 +770,7 @@ class AnimationSink:
 
     def __init__(self, source: AnimationSource, target: Path | None, fmt: str, quality: int | None,
                  write: Callable[[bytes], None] | None) -> None:
-        if fmt not in ANIMATED_OUTPUTS:
+        if fmt not in ANIMATED_FORMATS:
             raise ImageWriteError(f"{fmt} holds one image, not an animation (use GIF, PNG or WebP)")
         if quality is not None and not 1 <= quality <= 100:
             raise ImageWriteError(f"quality must be 1..100, not {quality}")
@@ -879,7 +876,7 @@ class _GifEncoder:
         self._parts: list[bytes] = []
         self._previous: np.ndarray | None = None  # the last frame's RGB (opaque animations only)
         self._clock = _Clock(GIF_TIME_UNIT_MS)
-        self._own_palettes = self._quantised = self._count = 0
+        self._quantised = self._count = 0
         self._partial_alpha = False
 
     def add(self, pixels: np.ndarray, timing: FrameTiming) -> None:
@@ -918,7 +915,6 @@ class _GifEncoder:
             indexed = self._in_global(pixels[..., :3], opaque)
             if indexed is not None:
                 return indexed, False, self._transparent
-        self._own_palettes += 1
         indexed, transparent, quantised = _own_palette(pixels[..., :3], opaque)
         self._quantised += quantised
         return indexed, True, transparent
@@ -954,10 +950,7 @@ class _GifEncoder:
         return parts
 
     def notes(self) -> tuple[str, ...]:
-        notes = []
-        if self._own_palettes and self._rows is not None:
-            notes.append(f"GIF: {self._own_palettes} of {self._count} frames had colours outside the "
-                         "source's palette and got a palette of their own")
+        notes = []  # a frame given a palette of its own with its exact colours lost nothing: not said
         if self._quantised:
             notes.append(f"GIF: {self._quantised} of {self._count} frames had over 256 colours and were "
                          "reduced to 256 (median cut, no dithering)")

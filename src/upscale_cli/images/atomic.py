@@ -78,7 +78,7 @@ def write_atomically(target: Path, data: bytes, group: "DurableGroup | None" = N
     that runs no Python code leaves it, for the next write of the target to remove.
     """
     remove_dead_leftovers(target)
-    temp = _temp_path(target)
+    temp = temp_path(target)
     created = False
     try:
         # os.open with 0o666 lets the umask decide the mode, like a plain open().
@@ -249,12 +249,12 @@ def _syncfs():
         return None
 
 
-def _temp_path(target: Path) -> Path:
+def temp_path(target: Path) -> Path:
     owner = f"{_owner_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
-    return target.parent / f".{_temp_stem(target.name)}.{owner}{TEMP_SUFFIX}"
+    return target.parent / f".{temp_stem(target.name)}.{owner}{TEMP_SUFFIX}"
 
 
-def _temp_stem(name: str) -> str:
+def temp_stem(name: str) -> str:
     """The target's name inside its temp file's name; a hash where the name is so long
     that the temp file's name would pass the file system's limit."""
     encoded = os.fsencode(name)
@@ -288,7 +288,7 @@ def remove_dead_leftovers(target: str | Path) -> None:
     with _sweep_lock:
         if folder not in _dead_leftovers:
             _dead_leftovers[folder] = _find_dead_leftovers(folder)
-        names = _dead_leftovers[folder].pop(_temp_stem(target.name), [])
+        names = _dead_leftovers[folder].pop(temp_stem(target.name), [])
     for name in names:
         _remove_quietly(Path(folder) / name)
 

@@ -71,6 +71,7 @@ class ImageFormat:
     lossy: bool = False  # takes --quality
     palette: bool = False  # a palette source is written back as a palette where possible
     multi_image: MultiImage | None = None
+    animated: bool = False  # several frames in are written as an animation (images/animation.py)
 
     def __post_init__(self) -> None:
         problem = _record_problem(self)
@@ -96,6 +97,8 @@ def _record_problem(f: ImageFormat) -> str | None:
         return "capabilities are what a written file holds; this format is never written"
     if not f.signatures:
         return "no signature: a corrupt file could not be told from a non-image"
+    if f.animated and not (f.written and f.multi_image and f.multi_image.unit == "frame"):
+        return "an animation is written only in a written format that reads several frames"
     if any(not s.prefix and not all(s.alternatives) for s in f.signatures):
         return "a signature that every file matches"
     if any(s.end > SNIFF_BYTES for s in f.signatures):
@@ -107,24 +110,25 @@ _TIFF_SIGNATURES = (Signature(b"II*\x00"), Signature(b"MM\x00*"),
                     Signature(b"II+\x00"), Signature(b"MM\x00+"))  # TIFF, BigTIFF (either byte order)
 
 # Every format we read, in the order --help, messages and Pillow's plugin search see them. JPEG includes
-# multi-picture MPO; others (EPS would start Ghostscript) are refused as not images. GIF is read but
-# never written (256 colours would undo the upscale): FALLBACK_FORMAT instead.
+# multi-picture MPO; others (EPS would start Ghostscript) are refused as not images. GIF is written
+# with up to 256 colours a frame (a source's palette kept where every colour is in it: animation.py).
 FORMATS: tuple[ImageFormat, ...] = (
     ImageFormat("PNG", names=("png",), suffixes=(".png",), write_suffix=".png",
                 signatures=(Signature(b"\x89PNG"),), alpha=True, sixteen_bit=True, metadata=True, palette=True,
-                multi_image=MultiImage("animated PNG", "frame")),
+                multi_image=MultiImage("animated PNG", "frame"), animated=True),
     ImageFormat("JPEG", names=("jpg", "jpeg"), suffixes=(".jpg", ".jpeg"), write_suffix=".jpg",
                 signatures=(Signature(b"\xff\xd8\xff"),), metadata=True, lossy=True),
     ImageFormat("WEBP", names=("webp",), suffixes=(".webp",), write_suffix=".webp",
                 signatures=(Signature(b"RIFF", then=b"WEBP", then_at=8),), alpha=True, metadata=True,
-                lossy=True, multi_image=MultiImage("animated WebP", "frame")),
+                lossy=True, multi_image=MultiImage("animated WebP", "frame"), animated=True),
     ImageFormat("TIFF", names=("tif", "tiff"), suffixes=(".tif", ".tiff"), write_suffix=".tiff",
                 signatures=_TIFF_SIGNATURES, alpha=True, sixteen_bit=True, metadata=True, palette=True,
                 multi_image=MultiImage("multi-page TIFF", "page")),
     ImageFormat("BMP", names=("bmp",), suffixes=(".bmp",), write_suffix=".bmp",
                 signatures=(Signature(b"BM"),), palette=True),
-    ImageFormat("GIF", names=(), suffixes=(".gif",), write_suffix=None,
-                signatures=(Signature(b"GIF8"),), multi_image=MultiImage("animated GIF", "frame")),
+    ImageFormat("GIF", names=("gif",), suffixes=(".gif",), write_suffix=".gif",
+                signatures=(Signature(b"GIF8"),), alpha=True, palette=True,
+                multi_image=MultiImage("animated GIF", "frame"), animated=True),
     # The three below are read and written through codecs Pillow may lack (codecs.py loads them when
     # first needed and names the package when one is missing). HEIF's brands are HEVC stills and
     # sequences; mif1/msf1 are the generic brands either format may carry, so both records list them
@@ -136,8 +140,7 @@ FORMATS: tuple[ImageFormat, ...] = (
                 alpha=True, sixteen_bit=True, metadata=True, lossy=True,
                 multi_image=MultiImage("HEIF image collection", "image")),
     # AVIF: Pillow's codec (and pillow-avif-plugin's) reads and writes 8 bits a channel only. Its
-    # sequences count as "image"s, not "frame"s: ANIMATED_FORMATS (the formats animations are written
-    # in) takes every written format with frames, and no animation writer does AVIF yet.
+    # sequences are read at their first image (with a note): no animation reader or writer does AVIF yet.
     ImageFormat("AVIF", names=("avif",), suffixes=(".avif",), write_suffix=".avif",
                 signatures=(iso_media(b"avif", b"avis", b"mif1", b"msf1"),), alpha=True, metadata=True,
                 lossy=True, multi_image=MultiImage("AVIF sequence", "image")),
@@ -148,7 +151,7 @@ FORMATS: tuple[ImageFormat, ...] = (
                 signatures=(Signature(b"\xff\x0a"), Signature(b"\x00\x00\x00\x0cJXL \r\n\x87\n")),
                 alpha=True, sixteen_bit=True, metadata=True, lossy=True),
 )
-FALLBACK_FORMAT = "PNG"  # for inputs whose own format is not written (GIF, stdin of unknown kind)
+FALLBACK_FORMAT = "PNG"  # for inputs whose own format is not written (stdin of unknown kind)
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def derive_tables(records: tuple[ImageFormat, ...]) -> FormatTables:
 TABLES = derive_tables(FORMATS)
 # --format's words (any case), as the Literal Typer lists in --help and checks; a test keeps it equal
 # to the records' names.
-FormatName = Literal["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "heic", "heif", "avif", "jxl"]
+FormatName = Literal["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif", "heic", "heif", "avif", "jxl"]
 FORMAT_NAMES: tuple[FormatName, ...] = get_args(FormatName)
 # The tables under the names the rest of the program imports.
 READ_FORMATS = TABLES.read_formats
@@ -215,6 +218,27 @@ PALETTE_FORMATS = TABLES.palette
 # Signatures a file is told by from its first bytes alone (bytes.startswith takes the tuple).
 SIGNATURES = tuple(s.prefix for s in TABLES.signatures if not s.then)
 MULTI_IMAGE_KINDS = TABLES.multi_image_kinds
+
+
+# Formats that hold an animation when written: their records read several images as frames.
+ANIMATED_FORMATS = frozenset(f.pillow_name for f in FORMATS if f.animated)
+APNG_CONTROL_CHUNK = b"acTL"  # before the first IDAT of an animated PNG
+WEBP_ANIMATION_FLAG_AT, WEBP_ANIMATION_FLAG = 20, 0x02  # in a VP8X header's flags byte
+WEBP_EXTENDED_AT, WEBP_EXTENDED = 12, b"VP8X"
+
+
+def could_be_animated(data: bytes) -> bool:
+    """Whether a file's bytes may hold an animation, told from its header without decoding (a still
+    PNG or WebP: False, so a folder of stills pays nothing). A GIF always may: only its frames tell."""
+    if data.startswith(b"GIF8"):
+        return True
+    if data.startswith(b"\x89PNG"):
+        first_image = data.find(b"IDAT")
+        return APNG_CONTROL_CHUNK in data[:first_image if first_image > 0 else len(data)]
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return (data[WEBP_EXTENDED_AT:WEBP_EXTENDED_AT + 4] == WEBP_EXTENDED
+                and len(data) > WEBP_ANIMATION_FLAG_AT and bool(data[WEBP_ANIMATION_FLAG_AT] & WEBP_ANIMATION_FLAG))
+    return False
 
 
 def starts_like_image(data: bytes) -> bool:

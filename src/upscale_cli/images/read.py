@@ -65,7 +65,17 @@ FILE_METADATA_BYTES = 64 * 2**20
 
 def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode a file (or bytes) into a DecodedImage; raise ImageReadError naming it."""
-    label, data = _read_source(source, max_file_bytes(max_pixels))
+    return decode_image(*read_bytes(source, max_pixels), max_pixels)
+
+
+def read_bytes(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, bytes]:
+    """(the name messages use, the bytes) of a file, or of bytes given (stdin), read as read_image
+    reads them: bounded by what an image within `max_pixels` can take."""
+    return _read_source(source, max_file_bytes(max_pixels))
+
+
+def decode_image(label: str, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode a file's bytes (read_bytes) into a DecodedImage; raise ImageReadError naming `label`."""
     with _pillow_pixel_limit_off():
         im = _open(data, label, max_pixels)
         _check_pixel_limit(im.size, max_pixels, label)

@@ -76,6 +76,10 @@ def encode_image(image: DecodedImage, format: str, quality: int | None = None,
     fmt = output_format(format)
     if quality is not None and not 1 <= quality <= 100:
         raise ImageWriteError(f"quality must be 1..100, not {quality}")
+    if fmt == "GIF":  # a palette of at most 256 colours: the animation writer's rules for one frame
+        from upscale_cli.images.animation import encode_gif  # it imports this module
+
+        return encode_gif(image)
     level = (DEFAULT_PNG_COMPRESSION, DEFAULT_PNG_STRATEGY) if png_compression is None else (png_compression, None)
     if level[0] not in PNG_COMPRESSION_LEVELS:
         raise ImageWriteError(f"PNG compression must be 0..9, not {png_compression}")

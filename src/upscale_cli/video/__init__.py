@@ -8,7 +8,7 @@ and `finish()` remuxes them with the input's audio, subtitle and data streams (c
 re-encoded) into the target, atomically.
 
 The package, by concern:
-  settings.py  VideoSettings, the limits (MAX_FRAMES, SEGMENT_FRAMES) and the tables that pick
+  settings.py  VideoSettings, the segment length (SEGMENT_FRAMES) and the tables that pick
                the container, encoder, pixel format and quality; no PyAV import at load time
   read.py      probing and decoding: YUV -> RGB with the stream's matrix and range, timestamps
   write.py     encoding: one encoder per segment, RGB -> YUV, the encoder's size rules
@@ -33,15 +33,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from upscale_cli.video.settings import MAX_FRAMES, SEGMENT_FRAMES, VIDEO_SUFFIXES, VideoSettings
+from upscale_cli.frames import DEFAULT_MAX_FRAMES
+from upscale_cli.video.settings import SEGMENT_FRAMES, VIDEO_SUFFIXES, VideoSettings, is_video_name
 
 if TYPE_CHECKING:
     from upscale_cli.video.read import VideoSource
 
-__all__ = ["MAX_FRAMES", "SEGMENT_FRAMES", "VIDEO_SUFFIXES", "VideoSettings", "open_video"]
+__all__ = ["SEGMENT_FRAMES", "VIDEO_SUFFIXES", "VideoSettings", "is_video_name", "open_video"]
 
 
-def open_video(path: Path, max_pixels: int, max_frames: int = MAX_FRAMES) -> "VideoSource":
+def open_video(path: Path, max_pixels: int, max_frames: int = DEFAULT_MAX_FRAMES) -> "VideoSource":
     """See read.open_video (imported here on first use: PyAV and torch load only for a video)."""
     from upscale_cli.video.read import open_video as _open_video
 

@@ -23,7 +23,7 @@ from upscale_cli.errors import ImageReadError, ImageTooLargeError, printable_pat
 from upscale_cli.frames import Frame
 from upscale_cli.images import DecodedImage
 from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_tensor
-from upscale_cli.video.settings import MAX_FRAMES, MAX_FRAMES_OPTION
+from upscale_cli.frames import DEFAULT_MAX_FRAMES, FRAMES_LIMIT_OPTION
 
 if TYPE_CHECKING:
     from upscale_cli.video.settings import VideoSettings
@@ -68,7 +68,7 @@ class VideoInfo:
     duration: float | None
 
 
-def open_video(path: Path, max_pixels: int, max_frames: int = MAX_FRAMES) -> "VideoSource":
+def open_video(path: Path, max_pixels: int, max_frames: int = DEFAULT_MAX_FRAMES) -> "VideoSource":
     """Probe `path`; ImageReadError (one line) for anything that cannot be decoded, or is over
     max_pixels (a frame) or max_frames (0: no limit for either)."""
     label = printable_path(path)
@@ -84,7 +84,7 @@ def open_video(path: Path, max_pixels: int, max_frames: int = MAX_FRAMES) -> "Vi
 
 
 def _too_many(frames: int, limit: int) -> str:
-    return f"{frames} frames is over the limit of {limit} ({MAX_FRAMES_OPTION})"
+    return f"{frames} frames is over the limit of {limit} ({FRAMES_LIMIT_OPTION})"
 
 
 @contextmanager

@@ -26,7 +26,7 @@ import av
 
 from upscale_cli.errors import ImageWriteError, printable_path
 # The temp file's name is atomic.py's, so the leftovers of a killed run are found and removed the same way.
-from upscale_cli.images.atomic import _temp_path, remove_dead_leftovers, write_error_message
+from upscale_cli.images.atomic import temp_path, remove_dead_leftovers, write_error_message
 from upscale_cli.video.read import VideoInfo
 
 COPIED_TYPES = ("audio", "subtitle", "data", "attachment", "video")
@@ -105,7 +105,7 @@ def _kept(tags: dict) -> dict:
 def join_segments(paths: list[tuple[Path, int]], info: VideoInfo, copies: list[int], container: str, target: Path) -> JoinStats:
     """Write the whole output to a temp file beside `target`, then rename it there."""
     remove_dead_leftovers(target)
-    temp = _temp_path(target)
+    temp = temp_path(target)
     try:
         stats = _write(temp, paths, info, copies, container)
         fd = os.open(temp, os.O_RDONLY)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from upscale_cli.errors import ImageWriteError, printable_path
-from upscale_cli.images.atomic import _temp_stem, write_error_message
+from upscale_cli.images.atomic import temp_stem, write_error_message
 
 try:
     import fcntl
@@ -43,7 +43,7 @@ MANIFEST_VERSION = 1
 
 def work_folder(target: Path) -> Path:
     """The hidden folder beside `target` that holds its segments (atomic.py's short form of a long name)."""
-    return target.parent / f".{_temp_stem(target.name)}{WORK_SUFFIX}"
+    return target.parent / f".{temp_stem(target.name)}{WORK_SUFFIX}"
 
 
 def input_identity(path: Path, frame_count: int | None) -> dict:

@@ -13,10 +13,7 @@ from pathlib import Path
 from upscale_cli.errors import UsageError
 
 # A decompression bomb of a video (a tiny file declaring millions of frames) is refused before any
-# work; 100 000 frames is 69 minutes at 24 fps (frames.DEFAULT_MAX_FRAMES says the same for the
-# CLI). --max-frames changes it, 0 lifts it.
-MAX_FRAMES = 100_000
-MAX_FRAMES_OPTION = "--max-frames"
+# work: frames.DEFAULT_MAX_FRAMES, the limit of every input of several frames (--max-frames).
 
 # Frames per resumable segment. Each segment is a separate encode that starts with a keyframe, so
 # it costs one extra keyframe per segment; 240 is under x264's and x265's default keyframe
@@ -26,7 +23,11 @@ SEGMENT_FRAMES = 240
 
 # Output container by the target's suffix (FFmpeg muxer names).
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".webm": "webm", ".mov": "mov"}
-VIDEO_SUFFIXES = tuple(CONTAINERS)
+VIDEO_SUFFIXES = tuple(CONTAINERS)  # read as video (a folder's only with --video)
+
+
+def is_video_name(path: Path) -> bool:
+    return path.suffix.lower() in CONTAINERS
 
 # A codec name as users say it -> the encoder that writes it. Also the input codec (decoder
 # name) -> the encoder used by default to write the same codec again.
