@@ -2,7 +2,7 @@
 
     python research/measure_video.py make 96 /tmp/vid          # clip.mp4 (H.264 + AAC, 160x120, 24 fps) + frames/
     python research/measure_video.py versus /tmp/vid --rounds 3 -- -x 2 -m unet
-    python research/measure_video.py memory 48 144 /tmp/vidmem -- -x 2 -m unet
+    python research/measure_video.py memory /tmp/vidmem 48 480 -- -x 2 -m bicubic
 
 `make` writes a clip of N frames panning over a training photo (BSDS400, never a benchmark image)
 with a 440 Hz tone, and `frames/`: each decoded frame of that clip as a PNG, so both runs convert the
@@ -135,12 +135,13 @@ def main() -> None:
     v = sub.add_parser("versus")
     v.add_argument("folder", type=Path)
     v.add_argument("--rounds", type=int, default=3)
-    v.add_argument("options", nargs="*")
     mem = sub.add_parser("memory")
-    mem.add_argument("counts", type=int, nargs="+")
     mem.add_argument("folder", type=Path)
-    args, rest = parser.parse_known_args()
-    options = [*getattr(args, "options", []), *[a for a in rest if a != "--"]]
+    mem.add_argument("counts", type=int, nargs="+")
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    options = argv[cut + 1:]
     if args.what == "make":
         print(make(args.count, args.folder))
     elif args.what == "versus":

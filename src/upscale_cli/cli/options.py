@@ -73,7 +73,8 @@ VideoCodec = Annotated[Optional[str], typer.Option(
     "--video-codec", help="Video encoder (libx264, libx265, libvpx-vp9, ...). Default: the input's codec where "
                           "there is an encoder for it, else H.264 (VP9 in .webm).")]
 Crf = Annotated[Optional[int], typer.Option(
-    "--crf", help="Video quality: the encoder's constant rate factor (lower is better; default the encoder's).")]
+    "--crf", help="Video quality: the encoder's constant rate factor, lower is better (when not given: x264 18, "
+                  "x265 20, VP9 24, AV1 28).")]
 PixFmt = Annotated[Optional[str], typer.Option(
     "--pix-fmt", help="Video pixel format (yuv420p, yuv420p10le, ...). Default: the input's, where the encoder takes it.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
