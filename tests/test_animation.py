@@ -1,4 +1,4 @@
-"""images/animation.py: every frame of an animated GIF, APNG and WebP read composited as a browser
+"""images/animation/: every frame of an animated GIF, APNG and WebP read composited as a browser
 shows it, and written back frame by frame.
 
 The animations here are assembled byte by byte by this file (GIF with an LZW encoder of its own,

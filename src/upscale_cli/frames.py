@@ -1,9 +1,11 @@
 """Inputs of several frames (an animated GIF, PNG or WebP; a video) as the batch runner sees them:
 one input that yields one output, its frames decoded, converted in batches and encoded as a stream.
 
-A reader (images/animation.py for animations, video/ for video) opens the input as a `FrameSource`:
+A reader (images/animation/ for animations, video/ for video) opens the input as a `FrameSource`:
 it yields each `Frame` in order, full size and composited (a frame that draws only a region is
-already drawn over what came before), upright, as a DecodedImage the converter takes like any image.
+already drawn over what came before), as a DecodedImage the converter takes like any image (an
+animation's EXIF orientation is applied to every frame; a video's rotation stays metadata, carried
+to the output, so its frames come as stored).
 Its `sink(...)` is the matching `FrameSink`: the converted frames go in, in order, each with the
 `Frame` it was made from (whose `timing` is the reader's own: a duration and disposal for an
 animation, a timestamp for video, handed back unchanged), and `finish()` puts the complete output at

@@ -71,7 +71,7 @@ class ImageFormat:
     lossy: bool = False  # takes --quality
     palette: bool = False  # a palette source is written back as a palette where possible
     multi_image: MultiImage | None = None
-    animated: bool = False  # several frames in are written as an animation (images/animation.py)
+    animated: bool = False  # several frames in are written as an animation (images/animation/)
 
     def __post_init__(self) -> None:
         problem = _record_problem(self)
@@ -111,7 +111,7 @@ _TIFF_SIGNATURES = (Signature(b"II*\x00"), Signature(b"MM\x00*"),
 
 # Every format we read, in the order --help, messages and Pillow's plugin search see them. JPEG includes
 # multi-picture MPO; others (EPS would start Ghostscript) are refused as not images. GIF is written
-# with up to 256 colours a frame (a source's palette kept where every colour is in it: animation.py).
+# with up to 256 colours a frame (a source's palette kept where every colour is in it: images/animation/gif.py).
 FORMATS: tuple[ImageFormat, ...] = (
     ImageFormat("PNG", names=("png",), suffixes=(".png",), write_suffix=".png",
                 signatures=(Signature(b"\x89PNG"),), alpha=True, sixteen_bit=True, metadata=True, palette=True,
