@@ -600,20 +600,7 @@ class _Descriptor:
 
 def _gif_descriptors(data: bytes) -> list[_Descriptor]:
     """Each image descriptor of a GIF: whether it has a local colour table."""
-    flags = data[10]
-    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-    found = []
-    while data[pos] != 0x3B:
-        if data[pos] == 0x21:
-            pos += 2
-        else:
-            image_flags = data[pos + 9]
-            found.append(_Descriptor(bool(image_flags & 0x80)))
-            pos += 10 + (3 << ((image_flags & 7) + 1) if image_flags & 0x80 else 0) + 1
-        while data[pos]:
-            pos += data[pos] + 1
-        pos += 1
-    return found
+    return [_Descriptor(bool(data[pos + 9] & 0x80)) for pos in _descriptor_offsets(data)]
 
 
 def _gradient_frames(count: int, size=(320, 4), alpha=False) -> list[DecodedImage]:
@@ -672,7 +659,7 @@ def test_opaque_gif_writes_only_what_changed(tmp_path):
 
 
 def _descriptor_offsets(data: bytes) -> list[int]:
-    """Offsets of the image descriptors of a GIF (own writer's output: a global table)."""
+    """Offsets of the image descriptors of a GIF."""
     flags = data[10]
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
     found = []
