@@ -403,11 +403,29 @@ def test_a_folders_video_runs_only_with_video(tmp_path):
     assert entries(folder) == {"a.mp4", "b.png", "b_x2.png", "a_x2.mp4"}
 
 
-@pytest.mark.xfail(strict=True, reason="a video into an -o folder that does not exist yet fails with 'error: "
-                                       "NEW/a.mp4: cannot write: the folder does not exist (work folder "
-                                       ".a.mp4.upscale-segments)', where an image creates the folder (and "
-                                       "-o deep/er/x.png its parents)")
+def test_a_folders_video_left_out_is_said_and_format_is_for_images(tmp_path):
+    """Without --json too, a folder's video left out has its own line (a .txt is only counted); a
+    --format for the batch's images is said not to apply to a video, which keeps its container."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    make_video(folder / "a.mp4", frames=4, audio=None)
+    (folder / "notes.txt").write_text("a sidecar")
+    alone = upscale(folder, "-x", "2", "-m", "nearest")  # nothing else to do: one line says why
+    assert alone.exit_code == 1 and "1 video left out: pass --video" in alone.stderr
+    image_factory.make_rgb_png(folder, "b.png")
+    result = upscale(folder, "-x", "2", "-m", "nearest")
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.stderr.splitlines() if "a.mp4" in line]
+    assert "skipped" in line and "--video" in line
+    assert not [line for line in result.stderr.splitlines() if "notes.txt" in line]
+    result = upscale(folder / "a.mp4", "-x", "2", "-m", "nearest", "--format", "png", "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json_rows(result)
+    assert row["output"].endswith("a_x2.mp4") and any("--format png is for images" in n for n in row["notes"])
+
+
 def test_a_video_into_a_new_output_folder(tmp_path):
+    """Its folder is made as an image's is (it failed: the work folder beside it had no parent)."""
     folder = tmp_path / "shots"
     folder.mkdir()
     make_video(folder / "a.mp4", frames=4, audio=None)  # before b.png: the first output of the batch

@@ -144,7 +144,9 @@ def expand_inputs(args: Iterable[str], recursive: bool = False, videos: bool = F
             sources.append(Source(path, missing=f"{arg}: no such file or folder"))
     if all(s.missing or s.ignored for s in sources):
         missing = "; ".join(s.missing for s in sources if s.missing)
-        raise InputNotFoundError(missing or "no image files found in the given inputs")
+        videos = sum(s.ignored == VIDEO_IN_FOLDER for s in sources)
+        left_out = f"; {videos} video{'s' * (videos > 1)} left out: pass --video to include a folder's videos"
+        raise InputNotFoundError(missing or f"no image files found in the given inputs{left_out if videos else ''}")
     return sources
 
 
@@ -174,7 +176,7 @@ def _output_format(source: Source, target: Path | None, fmt: str | None) -> tupl
     else the target's suffix when we write it; else (no suffix, or a folder/default name for an
     input whose format we do not write) the input's format or PNG, said on the file's line."""
     if source.path is not None and is_video_name(source.path):
-        return _video_output(target)
+        return _video_output(target, fmt)
     if target is None:
         return (output_format(fmt) if fmt else None), (), None
     if fmt:
@@ -191,14 +193,16 @@ def _output_format(source: Source, target: Path | None, fmt: str | None) -> tupl
     return chosen, (), None
 
 
-def _video_output(target: Path | None) -> tuple[None, tuple[str, ...], str | None]:
-    """A video is written as a video, in the container -o's suffix names (format None: no image format)."""
+def _video_output(target: Path | None, fmt: str | None) -> tuple[None, tuple[str, ...], str | None]:
+    """A video is written as a video, in the container -o's suffix names (format None: no image format);
+    --format, for the batch's images, is said not to apply."""
     if target is None:
         return None, (), "a video is written to a file, not to stdout (-o -); give -o FILE"
     if not is_video_name(target):
         return None, (), (f"a video is written as a video ({', '.join(VIDEO_SUFFIXES)}), not as "
                           f"{target.suffix or 'a file with no extension'} ({target.name})")
-    return None, (), None
+    notes = (f"--format {fmt} is for images: a video keeps its container ({target.suffix})",) if fmt else ()
+    return None, notes, None
 
 
 def _output_is_folder(sources: list[Source], output: str) -> bool:

@@ -20,6 +20,7 @@ from upscale_cli.answers import Answers
 from upscale_cli.errors import UpscaleError
 from upscale_cli.frames import DEFAULT_MAX_FRAMES, Frame, FrameSink, FrameSource, MediaSummary
 from upscale_cli.video.settings import is_video_name
+from upscale_cli.images.atomic import make_folder
 from upscale_cli.images.formats import ANIMATED_FORMATS, FALLBACK_FORMAT, OUTPUT_FORMATS, could_be_animated
 from upscale_cli.report import ReportRow
 
@@ -60,6 +61,8 @@ def convert_frames(files, source: FrameSource, job, row: ReportRow, options, std
                    on_frame: FrameCallback | None = None) -> MediaWritten:
     """run_frames into the job's output (a file, or stdout for an animation)."""
     try:
+        if job.output is not None:
+            make_folder(job.output.parent, path=job.output)  # as an image's output folder is made
         sink = _sink_for(source, job, options, stdout_writer, files.converter, row)
     except BaseException:
         source.close()

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from upscale_cli.video.write import VideoSink
 
 # Accurate rounding: swscale's fast path is off by up to 2/255 on a YUV -> RGB -> YUV round trip.
-SWS_FLAGS = av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.Interpolation.ACCURATE_RND
+# Bicubic chroma, FFmpeg's default and what players show: on a 4:2:0 H.264 clip of a known sequence
+# it decodes 0.46 dB closer to the truth than bilinear (31.13 against 30.67 dB; area 30.67, point 30.99).
+SWS_FLAGS = av.video.reformatter.Interpolation.BICUBIC | av.video.reformatter.Interpolation.ACCURATE_RND
 DISPLAY_MATRIX_BYTES = 36  # nine int32 (libavutil/display.h)
 PROBE_PACKETS = 256  # packets read at most while looking for the first frame (a decoder's delay)
 
