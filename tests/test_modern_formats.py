@@ -327,7 +327,7 @@ def test_help_lists_only_what_is_installed_and_a_png_does_not_load_a_codec(tmp_p
     help_text = subprocess.run([sys.executable, "-c", hidden], capture_output=True, text=True,
                                env={**os.environ, "COLUMNS": "300"}, timeout=120).stdout
     line = next(line for line in help_text.splitlines() if line.strip().startswith("--format"))
-    assert "[png|jpg|jpeg|webp|tif|tiff|bmp|gif|avif]" in line
+    assert "<png|jpg|jpeg|webp|tif|tiff|bmp|gif|avif>" in line
     flat = " ".join(help_text.split())
     assert "heic, heif (pip install pillow-heif); jxl (pip install pillow-jxl-plugin)" in flat
     lazy = ("import sys; from upscale_cli.images.read import read_image; read_image(sys.argv[1]); "

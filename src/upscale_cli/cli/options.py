@@ -33,9 +33,9 @@ Recursive = Annotated[bool, typer.Option("-r", "--recursive", help="Include subf
 # --format lists the words this installation writes (HEIC, AVIF, JPEG XL need codecs that may be missing:
 # images/codecs.py); the Literal still takes every word, so a missing codec's is one line naming its package.
 Format = Annotated[Optional[FormatName], typer.Option(
-    "--format", case_sensitive=False, metavar=f"[{'|'.join(n for n in FORMAT_NAMES if n not in unavailable_names())}]",
-    help="Output format, any case; each is read too, as is GIF. Default: -o's extension, else the input's format "
-         "(GIF: png)." + missing_help())]
+    "--format", case_sensitive=False, metavar=f"<{'|'.join(n for n in FORMAT_NAMES if n not in unavailable_names())}>",
+    help="Output format, any case; each is read too. An animation: gif, png or webp; a video keeps its container. "
+         "Default: -o's extension, else the input's format." + missing_help())]
 Quality = Annotated[Optional[int], typer.Option(
     "--quality", min=1, max=100, help="JPEG/WebP/HEIC/AVIF/JXL quality (default 95; 100: lossless HEIC and JXL).")]
 PngCompression = Annotated[Optional[int], typer.Option(
@@ -56,6 +56,9 @@ Device = Annotated[str, typer.Option("--device", **DEVICE_PARSING, help="auto: C
 Half = Annotated[bool, typer.Option(
     "--half", help="Reduced precision where it is native: float16 on a GPU, bfloat16 on a CPU with AVX-512 BF16 "
                    "or AMX; otherwise float32 (said once).")]
+Runtime = Annotated[choices.Runtime, typer.Option(
+    "--runtime", help="What runs the model on the CPU: auto (OpenVINO where it is installed and the model converts, "
+                      "compiled once per tile shape and cached; else PyTorch), torch, or openvino.")]
 Tile = Annotated[int, typer.Option("--tile", help="Tile size in input pixels; 0 = automatic.")]
 TileOverlap = Annotated[Optional[int], typer.Option(
     "--tile-overlap", help="Tile overlap in input pixels (default from the model, which keeps tiled equal to untiled).")]
@@ -98,6 +101,7 @@ class BatchOptions:
     overwrite: Overwrite = False
     device: Device = "auto"
     half: Half = False
+    runtime: Runtime = "auto"
     tile: Tile = 0
     tile_overlap: TileOverlap = None
     max_pixels: MaxPixels = None
@@ -109,7 +113,8 @@ class BatchOptions:
 
     def engine(self) -> dict:
         """The engine settings UpscaleConfig and RestoreConfig both take."""
-        return {"device": self.device, "half": self.half, "tile": self.tile, "tile_overlap": self.tile_overlap}
+        return {"device": self.device, "half": self.half, "tile": self.tile, "tile_overlap": self.tile_overlap,
+                "runtime": self.runtime}
 
 
 def with_groups(command: Callable) -> Callable:
