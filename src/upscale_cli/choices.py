@@ -23,6 +23,11 @@ DEVICES: tuple[Device, ...] = get_args(Device)
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")  # the form; whether it is here: select_device
 DEVICE_WORDS = "auto, cpu, cuda, cuda:N or mps"  # how messages and help name them
 
+# --runtime: what runs the model on a tile on the CPU; auto = OpenVINO where it is installed and the
+# model converts (src/upscale_cli/compiled.py), else PyTorch; torch never imports OpenVINO
+Runtime = Literal["auto", "torch", "openvino"]
+RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
+
 # upscale restore --task
 Task = Literal["auto", "jpeg", "denoise", "inpaint"]
 TASKS: tuple[Task, ...] = get_args(Task)

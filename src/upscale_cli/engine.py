@@ -19,7 +19,7 @@ from torch import nn
 from upscale_cli import ensemble, tiling
 from upscale_cli.alpha import fill_transparent
 from upscale_cli.catalog import resolve
-from upscale_cli.choices import ALPHA_MODES, Alpha
+from upscale_cli.choices import ALPHA_MODES, RUNTIMES, Alpha, Runtime
 from upscale_cli.device import half_dtype, select_device, torch_threads, use_channels_last
 from upscale_cli.errors import ModelOutputError, OutOfMemoryError, OutputTooLargeError, UsageError
 from upscale_cli.loader import load_spec
@@ -54,6 +54,7 @@ class UpscaleConfig:
     alpha: Alpha = "auto"
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS  # 0 = no limit
     ensemble: bool = False  # average the model over the 8 flips/rotations of each image (8x the time)
+    runtime: Runtime = "auto"  # what runs a tile on the CPU: compiled.py (OpenVINO) or PyTorch
 
     def __post_init__(self) -> None:
         if self.scale is not None and not (math.isfinite(self.scale) and self.scale >= 1):
@@ -70,6 +71,8 @@ class UpscaleConfig:
             raise UsageError(f"--tile {self.tile} must be larger than --tile-overlap {self.tile_overlap}")
         if self.alpha not in ALPHA_MODES:
             raise UsageError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, not {self.alpha!r}")
+        if self.runtime not in RUNTIMES:
+            raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
         if self.max_output_pixels < 0:
             raise UsageError(f"--max-output-pixels must be 0 (no limit) or a number of pixels, not {self.max_output_pixels}")
 
@@ -110,6 +113,7 @@ class Upscaler:
         self.device = select_device(config.device)
         self._progress = progress
         self._models: dict[int | None, nn.Module] = {}
+        self._runners: dict[int | None, Callable] = {}  # the model's call on a tile (compiled.runner_for)
         self.notes: list[str] = []  # things the user may want to know (e.g. --half ignored)
 
     # -- models ---------------------------------------------------------------
@@ -246,9 +250,11 @@ class Upscaler:
         if dtype == torch.bfloat16 and device.type == "cpu" and info.size.minimum < BF16_CPU_MIN_SIDE:
             info = replace(info, size=info.size.at_least(BF16_CPU_MIN_SIDE))
 
+        forward = self._runner(native, model, device, dtype) if mask is None else model
+
         def run_tile(t: torch.Tensor) -> torch.Tensor:
             if mask is None:
-                return _check_finite(_with_channels(model, t.to(dtype).contiguous(memory_format=layout), model).float())
+                return _check_finite(_with_channels(model, t.to(dtype).contiguous(memory_format=layout), forward).float())
             colour, plane = t[:, :-1].to(dtype).contiguous(memory_format=layout), t[:, -1:].to(dtype)
             return _check_finite(_with_channels(model, colour, lambda c: model(c, mask=plane)).float())
 
@@ -266,6 +272,18 @@ class Upscaler:
                 return self._tile_with_retries(run_tile, view, scale, info, on_tile and on_view_tile)
 
             return ensemble.self_ensemble(run_view, x.to(device))
+
+    def _runner(self, native: int | None, model: nn.Module, device: torch.device, dtype: torch.dtype) -> Callable:
+        """The model's call on one tile: compiled (compiled.py) where --runtime allows it, else the
+        model. Made once per model, so its compiled shapes last the whole batch."""
+        if native not in self._runners:
+            if self.config.runtime == "torch":  # never imports OpenVINO (nor compiled.py's checks)
+                self._runners[native] = model
+            else:
+                from upscale_cli.compiled import runner_for
+
+                self._runners[native] = runner_for(model, self.config.runtime, device, dtype, self.notes)
+        return self._runners[native]
 
     def _tile_plan(self, x: torch.Tensor, native: int, info: ModelDescriptor, tile: int) -> tiling.TilePlan:
         """tiling.plan_tiling for this pass, from the model's descriptor and the user's options."""

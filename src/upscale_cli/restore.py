@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from upscale_cli.alpha import fill_transparent
-from upscale_cli.choices import TASKS, Task
+from upscale_cli.choices import TASKS, Runtime, Task
 from upscale_cli.errors import UsageError
 from upscale_cli.models.descriptor import Masked, native_scale
 
@@ -97,6 +97,7 @@ class RestoreConfig:
     half: bool = False
     tile: int = 0
     tile_overlap: int | None = None
+    runtime: Runtime = "auto"  # engine.UpscaleConfig.runtime
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -265,7 +266,8 @@ class Restorer:
         self.model_name = config.model or TASK_MODELS.get(config.task, DEFAULT_MODEL)
         self.upscaler = Upscaler(UpscaleConfig(model=self.model_name, scale=1.0, device=config.device,
                                                half=config.half, tile=config.tile,
-                                               tile_overlap=config.tile_overlap), progress=progress)
+                                               tile_overlap=config.tile_overlap, runtime=config.runtime),
+                                  progress=progress)
         if self.upscaler.spec.scales and 1 not in self.upscaler.spec.scales:  # fail before any download
             raise UsageError(f"model {self.model_name!r} is not a restoration (x1) model; see `upscale models`")
         self.notes = self.upscaler.notes

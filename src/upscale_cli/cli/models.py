@@ -299,9 +299,13 @@ def verify_command() -> None:
 
 @models_app.command("clear")
 def clear_command() -> None:
-    """Delete every cached weights file (packaged weights stay)."""
+    """Delete every cached weights file and compiled model (packaged weights stay)."""
+    from upscale_cli.compiled import clear_compiled, compiled_dir
     from upscale_cli.download import format_size
     from upscale_cli.weights_cache import clear_cache, weights_dir
 
     count, freed = clear_cache()
     stdout.echo(f"removed {count} file(s), {format_size(freed)}, from {weights_dir()}")
+    models, freed = clear_compiled()  # converted for --runtime: rebuilt by the next run that needs them
+    if models:
+        stdout.echo(f"removed {models} compiled model(s), {format_size(freed)}, from {compiled_dir()}")

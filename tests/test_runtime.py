@@ -1,0 +1,211 @@
+"""--runtime: the compiled CPU runtime (src/upscale_cli/compiled.py, OpenVINO) beside PyTorch eager.
+
+Real models only (tiny random-init ones of ours and spandrel's, the shipped unet once), run through
+the engine with its tiler, against the same engine with --runtime torch. Each distinct tile shape is a
+conversion (about a second for a tiny model), so the grids are chosen to need few shapes.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from upscale_cli.engine import UpscaleConfig, Upscaler
+
+ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: the compiled runtime has nothing to run")
+
+from upscale_cli import compiled  # noqa: E402 - after the skip
+from upscale_cli.compiled import CompiledRunner, runner_for  # noqa: E402
+
+STEP = 1 / 255  # outputs within one 8-bit step of PyTorch's
+TINY = dict(scale=2, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    """A compiled cache of this test's own (UPSCALE_CACHE_DIR moves the weights cache and it)."""
+    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / compiled.COMPILED_SUBDIR
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(tmp_path_factory) -> str:
+    from upscale_cli.loader import save_weights
+    from upscale_cli.models.unet import build_unet
+
+    path = tmp_path_factory.mktemp("unet") / "tiny-unet.safetensors"
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        save_weights(build_unet(**TINY), path, "unet", TINY)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_compact(tmp_path_factory) -> str:
+    from community_factory import compact
+
+    return str(compact(tmp_path_factory.mktemp("compact"), scale=2)[0])
+
+
+def upscale(model: str, x: torch.Tensor, runtime: str, tile: int = 0) -> tuple[torch.Tensor, Upscaler]:
+    upscaler = Upscaler(UpscaleConfig(model=model, device="cpu", runtime=runtime, tile=tile), progress=False)
+    return upscaler.upscale_tensor(x), upscaler
+
+
+def image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("model_fixture, size, tile", [
+    ("tiny_unet", (1, 37), 32), ("tiny_unet", (45, 67), 32), ("tiny_compact", (37, 1), 16),
+    ("tiny_compact", (45, 67), 0),
+])
+def test_tiled_compiled_equals_untiled_torch(model_fixture, size, tile, request):
+    """Tiles through OpenVINO agree with PyTorch untiled within one 8-bit step, at odd sizes and
+    1-pixel strips, tiled and untiled (tiles of one pass share a shape: one conversion each)."""
+    model = request.getfixturevalue(model_fixture)
+    x = image(*size)
+    reference, _ = upscale(model, x, "torch")
+    out, upscaler = upscale(model, x, "openvino", tile)
+    runner = upscaler._runners[upscaler.passes_for(*size)[0]]
+    assert isinstance(runner, CompiledRunner) and runner._requests and not runner._torch_shapes
+    assert out.shape == reference.shape
+    assert float((out - reference).abs().max()) <= STEP, upscaler.notes
+    assert not [n for n in upscaler.notes if "runtime" in n], upscaler.notes
+
+
+def test_shipped_unet_within_a_step():
+    """The shipped default, on a strip padded to its multiple of 8."""
+    x = image(5, 29, seed=1)
+    reference, _ = upscale("unet", x, "torch")
+    out, upscaler = upscale("unet", x, "openvino")
+    assert float((out - reference).abs().max()) <= STEP and not upscaler.notes
+
+
+def test_batch_runs_image_by_image_through_one_shape(tiny_unet):
+    """A batch of same-size images needs one conversion, and gives each image's own output."""
+    x = torch.cat([image(24, 40, seed=s) for s in range(3)])
+    before = CompiledRunner.conversions
+    out, _ = upscale(tiny_unet, x, "openvino")
+    assert CompiledRunner.conversions == before + 1
+    reference, _ = upscale(tiny_unet, x, "torch")
+    assert float((out - reference).abs().max()) <= STEP
+
+
+def test_second_run_reuses_the_cache_and_auto_waits_for_a_second_call(tiny_unet, cache):
+    x = image(20, 30)
+    before = CompiledRunner.conversions
+    auto, upscaler = upscale(tiny_unet, x, "auto")  # a shape seen once in a process: PyTorch, nothing cached
+    assert CompiledRunner.conversions == before and not cache.exists()
+    upscaler.upscale_tensor(x)  # seen twice: converted and cached
+    assert CompiledRunner.conversions == before + 1 and len(list(cache.iterdir())) == 1
+    entry = next(cache.iterdir())
+    mtime = (entry / "model.bin").stat().st_mtime_ns
+    for runtime in ("auto", "openvino"):  # a new engine (as the next process): loaded, not converted
+        out, upscaler = upscale(tiny_unet, x, runtime)
+        assert isinstance(upscaler._runners[2], CompiledRunner) and upscaler._runners[2]._requests
+        assert float((out - auto).abs().max()) <= STEP
+    assert CompiledRunner.conversions == before + 1 and (entry / "model.bin").stat().st_mtime_ns == mtime
+
+
+@pytest.fixture(scope="module")
+def cached_entry(tiny_unet, tmp_path_factory) -> tuple[Path, torch.Tensor]:
+    """One converted model (tiny_unet at 24x16) in a cache of its own, and its output: tests copy it."""
+    root = tmp_path_factory.mktemp("made")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UPSCALE_CACHE_DIR", str(root))
+        out, _ = upscale(tiny_unet, image(16, 24), "openvino")
+    return root / compiled.COMPILED_SUBDIR, out
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "empty xml"])
+def test_damaged_cache_entry_is_rebuilt(tiny_unet, cache, cached_entry, damage):
+    shutil.copytree(cached_entry[0], cache)
+    x, reference = image(16, 24), cached_entry[1]
+    entry = next(cache.iterdir())
+    blob = entry / "model.bin"
+    if damage == "flip a byte":
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        blob.write_bytes(bytes(data))
+    else:
+        (entry / "model.xml").write_text("")
+    before = CompiledRunner.conversions
+    out, upscaler = upscale(tiny_unet, x, "openvino")
+    assert torch.equal(out, reference) or float((out - reference).abs().max()) <= STEP
+    assert CompiledRunner.conversions == before + 1
+    assert [n for n in upscaler.notes if "damaged" in n and "rebuilt" in n], upscaler.notes
+    assert len(upscaler.notes) == 1
+    _, again = upscale(tiny_unet, x, "openvino")  # rebuilt whole: the next run loads it quietly
+    assert CompiledRunner.conversions == before + 1 and not again.notes
+
+
+class CumulativeMax(nn.Module):
+    """A real network whose op (torch.cummax) OpenVINO's PyTorch frontend does not convert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from upscale_cli.models.descriptor import FixedScale
+
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.info = FixedScale(in_channels=3, scale=1, receptive_field=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cummax(self.conv(x), dim=-1).values
+
+
+def test_model_that_does_not_convert_runs_in_torch_with_one_note():
+    model, notes = CumulativeMax().eval(), []
+    runner = runner_for(model, "openvino", torch.device("cpu"), torch.float32, notes)
+    x = image(8, 12)
+    with torch.no_grad():
+        outs = [runner(x) for _ in range(3)]
+        expected = model(x)
+    assert all(torch.equal(out, expected) for out in outs)
+    assert len(notes) == 1 and "could not run 12x8 tiles" in notes[0] and "PyTorch" in notes[0], notes
+
+
+def test_runtime_openvino_where_it_cannot_apply_says_why():
+    notes = []
+    model = CumulativeMax()
+    assert runner_for(model, "openvino", torch.device("cpu"), torch.bfloat16, notes) is model
+    assert runner_for(model, "auto", torch.device("cpu"), torch.bfloat16, notes) is model
+    assert notes == ["--runtime openvino: OpenVINO runs float32 here; ran PyTorch in bfloat16"]
+
+
+def test_models_clear_removes_compiled_models(cache, cached_entry):
+    from typer.testing import CliRunner
+
+    from upscale_cli.cli import app
+
+    shutil.copytree(cached_entry[0], cache)
+    result = CliRunner().invoke(app, ["models", "clear"])
+    assert result.exit_code == 0, result.output
+    assert "removed 1 compiled model(s)" in result.output and not cache.exists()
+
+
+def test_runtime_torch_never_imports_openvino(tiny_unet, tmp_path):
+    """The whole command, a fresh process: --runtime torch runs without loading OpenVINO."""
+    from image_factory import make_rgb_png
+
+    script = f"""
+import sys
+from upscale_cli.cli import main
+sys.argv = ["upscale", {str(tmp_path / 'in.png')!r}, "-m", {tiny_unet!r}, "-o", {str(tmp_path / 'out.png')!r},
+            "--runtime", "torch", "-q"]
+try:
+    main()
+except SystemExit as stop:
+    assert not stop.code, stop.code
+assert "openvino" not in sys.modules, "openvino was imported"
+print("ok")
+"""
+    make_rgb_png(tmp_path, "in.png", size=(12, 10))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    assert (tmp_path / "out.png").is_file()
