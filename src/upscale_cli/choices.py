@@ -23,8 +23,8 @@ DEVICES: tuple[Device, ...] = get_args(Device)
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")  # the form; whether it is here: select_device
 DEVICE_WORDS = "auto, cpu, cuda, cuda:N or mps"  # how messages and help name them
 
-# --runtime: what runs the model on a tile on the CPU; auto = OpenVINO where it is installed and the
-# model converts (src/upscale_cli/compiled.py), else PyTorch; torch never imports OpenVINO
+# --runtime: what runs the model on a tile on the CPU: torch (the default; never imports OpenVINO),
+# openvino (src/upscale_cli/compiled.py), auto = OpenVINO where it is installed and the model converts
 Runtime = Literal["auto", "torch", "openvino"]
 RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
 

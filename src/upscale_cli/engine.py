@@ -54,7 +54,10 @@ class UpscaleConfig:
     alpha: Alpha = "auto"
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS  # 0 = no limit
     ensemble: bool = False  # average the model over the 8 flips/rotations of each image (8x the time)
-    runtime: Runtime = "auto"  # what runs a tile on the CPU: compiled.py (OpenVINO) or PyTorch
+    # what runs a tile on the CPU: PyTorch, or compiled.py (OpenVINO). PyTorch until OpenVINO measures
+    # faster for the whole command (research/runtime_speed.md: 0.88x and 1.03x for 10 unet images on a
+    # busy machine, the target 0.7x), and until a conversion that fails is remembered across runs.
+    runtime: Runtime = "torch"
 
     def __post_init__(self) -> None:
         if self.scale is not None and not (math.isfinite(self.scale) and self.scale >= 1):

@@ -97,7 +97,7 @@ class RestoreConfig:
     half: bool = False
     tile: int = 0
     tile_overlap: int | None = None
-    runtime: Runtime = "auto"  # engine.UpscaleConfig.runtime
+    runtime: Runtime = "torch"  # engine.UpscaleConfig.runtime
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
