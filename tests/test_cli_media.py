@@ -479,6 +479,7 @@ def test_a_killed_video_run_leaves_no_output_and_a_rerun_continues(tmp_path):
     assert result.exit_code == 0, result.output
     row, = json_rows(result)
     assert row["frames"] == 3 * SEGMENT
+    assert (row["size"], row["scale"], row["passes"]) == ([64, 48], 2.0, [])  # the resumed run's own frames say it
     resumed = [note for note in row["notes"] if note.startswith("resumed after ")]
     assert len(resumed) == 1 and int(resumed[0].split()[2]) >= SEGMENT, row["notes"]
     assert len(frame_times(target)) == 3 * SEGMENT

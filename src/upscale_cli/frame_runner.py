@@ -19,10 +19,10 @@ from typing import Callable, Iterator
 from upscale_cli.answers import Answers
 from upscale_cli.errors import UpscaleError
 from upscale_cli.frames import DEFAULT_MAX_FRAMES, Frame, FrameSink, FrameSource, MediaSummary
-from upscale_cli.video.settings import is_video_name
 from upscale_cli.images.atomic import make_folder
 from upscale_cli.images.formats import ANIMATED_FORMATS, FALLBACK_FORMAT, OUTPUT_FORMATS, could_be_animated
 from upscale_cli.report import ReportRow
+from upscale_cli.video.settings import is_video_name
 
 DECODED_AHEAD = 2  # batches of decoded frames waiting for the model
 ENCODE_BEHIND = 2  # batches of converted frames waiting for the encoder
@@ -102,8 +102,9 @@ def run_frames(files, source: FrameSource, sink: FrameSink, row: ReportRow, labe
     counts = _Counts(label, sink.frames_done, source.frame_count, on_frame)
     encoder = _Encoder(sink)
     try:
-        for batch in _ahead(_batches(source.frames(start=sink.frames_done), _batch_size(source))):
-            outs = _convert(files, [frame.image for frame in batch], row, first=counts.done == 0)
+        batches = _ahead(_batches(source.frames(start=sink.frames_done), _batch_size(source)))
+        for number, batch in enumerate(batches):  # the first converted (also after a resume) fills the row
+            outs = _convert(files, [frame.image for frame in batch], row, first=number == 0)
             encoder.put(list(zip(outs, batch)))
             counts.advance(len(batch))
         encoder.close()
