@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 from typer.testing import CliRunner
 
 import image_factory
@@ -484,3 +484,26 @@ def test_a_killed_video_run_leaves_no_output_and_a_rerun_continues(tmp_path):
     assert len(resumed) == 1 and int(resumed[0].split()[2]) >= SEGMENT, row["notes"]
     assert len(frame_times(target)) == 3 * SEGMENT
     assert entries(tmp_path) == {"clip.mp4", "clip_x2.mp4"}  # the work folder and any .part are gone
+
+
+def test_restore_decides_once_for_every_frame(tmp_path):
+    """restore --task auto on an animation: the first frame is assessed and every frame restored
+    alike. Here the first frame is clean, so every frame is left as is, the noisy ones too (assessed
+    one by one, frames 1-3 were denoised and frame 0 not: the picture would flicker)."""
+    rng = np.random.default_rng(5)
+    ramp = np.linspace(40, 210, 64, dtype=np.float64)[None, :, None].repeat(48, 0).repeat(3, 2)
+    clean = ramp.round().astype(np.uint8)
+    noisy = [np.clip(ramp + rng.normal(0, 20, ramp.shape), 0, 255).round().astype(np.uint8) for _ in range(3)]
+    frames = [clean, *noisy]
+    path = tmp_path / "a.png"
+    Image.fromarray(frames[0]).save(path, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]],
+                                    duration=100, loop=0)
+    result = upscale("restore", path, "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json_rows(result)
+    assert row["frames"] == 4 and row["model"] == "none" and row["found"]["damage"] == "clean", row
+    with Image.open(row["output"]) as out:
+        written = [np.asarray(out.convert("RGB")) for _ in ImageSequence.Iterator(out)]
+    assert len(written) == 4
+    for got, want in zip(written, frames):
+        assert np.array_equal(got, want)

@@ -49,6 +49,13 @@ class FileReport:
         self.on_tile = on_tile
         self.on_note = on_note
 
+    def for_frames(self, first) -> "FileReport":
+        """The FileReport for every frame of one animation or video: a converter that decides per
+        image (restore --task auto) decides once, from the first frame, for all of them."""
+        if not hasattr(self.converter, "for_frames"):
+            return self
+        return FileReport(self.converter.for_frames(first), self.options, self.on_tile, self.on_note)
+
     def convert(self, image, row: ReportRow):
         """Run the converter; one that picks a model per image (restore's JPEG routing) says which,
         and what reading the file had to say (pages left unread) goes on its line."""

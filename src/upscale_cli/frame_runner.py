@@ -104,6 +104,8 @@ def run_frames(files, source: FrameSource, sink: FrameSink, row: ReportRow, labe
     try:
         batches = _ahead(_batches(source.frames(start=sink.frames_done), _batch_size(source)))
         for number, batch in enumerate(batches):  # the first converted (also after a resume) fills the row
+            if number == 0:
+                files = files.for_frames(batch[0].image)  # one decision (restore's route) for every frame
             outs = _convert(files, [frame.image for frame in batch], row, first=number == 0)
             encoder.put(list(zip(outs, batch)))
             counts.advance(len(batch))

@@ -348,6 +348,7 @@ class BatchRestore:
                  routes: dict[str, Restorer] | None = None, inpaint: Restorer | None = None) -> None:
         self.restorer, self.mask, self.routes, self.inpaint = restorer, mask, routes or {}, inpaint
         self._assessed: tuple[object, Assessment] | None = None  # (image, assessment): the file at hand
+        self._fixed: Assessment | None = None  # every image's (the frames of one input: for_frames)
 
     @property
     def name(self) -> str:
@@ -362,6 +363,8 @@ class BatchRestore:
         """What --task auto finds in one decoded image (None when a model is named)."""
         if self.restorer is not None:
             return None
+        if self._fixed is not None:
+            return self._fixed
         if self._assessed is None or self._assessed[0] is not image:
             if self.mask is not None:
                 check_mask_size(image.pixels, self.mask)
@@ -397,6 +400,17 @@ class BatchRestore:
         if self.inpaint is not None and self.mask is not None:
             said += f"; mask filled by {self.inpaint.model_name}"
         return {**assessment.record(), "summary": said}
+
+    def for_frames(self, first) -> "BatchRestore":
+        """The converter for every frame of one animation or video: --task auto assesses its first
+        frame once and restores every frame alike (assessed one by one, the model and strength could
+        change from frame to frame, and the picture flicker)."""
+        assessment = self.assess(first)
+        if assessment is None:
+            return self
+        fixed = BatchRestore(self.restorer, self.mask, self.routes, self.inpaint)
+        fixed._fixed = assessment
+        return fixed
 
     def upscale_image(self, image, on_tile=None):
         first = self.pick(image)
@@ -447,6 +461,10 @@ class RestoreThenUpscale:
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         return self.upscaler.target_size(height, width)
+
+    def for_frames(self, first) -> "RestoreThenUpscale":
+        """Every frame of one input restored alike (BatchRestore.for_frames), then upscaled."""
+        return RestoreThenUpscale(self.restore.for_frames(first), self.upscaler)
 
     def upscale_image(self, image, on_tile=None):
         return self.upscaler.upscale_image(self.restore.upscale_image(image, on_tile), on_tile)
