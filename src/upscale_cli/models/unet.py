@@ -79,6 +79,8 @@ def icnr_(weight: torch.Tensor, ratio: int, init=nn.init.kaiming_normal_) -> tor
     out_channels = weight.shape[0]
     if out_channels % (ratio * ratio):
         raise ValueError("ICNR needs out_channels divisible by ratio^2")
+    if weight.is_meta:  # a skeleton (models.model_skeleton) holds no values; on the meta device,
+        return weight  # repeat_interleave imports torch's reference ops: 2.9 s of every first unet load
     sub = torch.empty(out_channels // (ratio * ratio), *weight.shape[1:], dtype=weight.dtype)
     init(sub)
     with torch.no_grad():
