@@ -27,8 +27,9 @@ from PIL import Image, ImageSequence
 from typer.testing import CliRunner
 
 import image_factory
-from test_animation import (APNG_SIZE, DELAYS, GIF_PALETTE, WEBP_SIZE, apng_bytes, apng_frames, browser_composite,
-                            browser_gif, gif_bytes, same_shown, twelve_frames, webp_bytes, webp_frames)
+from test_animation import (APNG_SIZE, DELAYS, GIF_PALETTE, WEBP_SIZE, _descriptor_offsets, apng_bytes, apng_frames,
+                            browser_composite, browser_gif, gif_bytes, same_shown, twelve_frames, webp_bytes,
+                            webp_frames)
 from upscale_cli.cli import app
 from upscale_cli.video.segments import work_folder
 from video_factory import (BT709, LIMITED, _audio_stream, _tone, frame_times, gradient_frame, make_audio_only,
@@ -78,20 +79,7 @@ def pillow_frames(path: Path) -> tuple[list[np.ndarray], list[float], int | None
 
 def _gif_image_descriptors(data: bytes) -> list[int]:
     """The flags byte of each image descriptor of a GIF (bit 0x80: a local colour table)."""
-    flags = data[10]
-    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-    found = []
-    while data[pos] != 0x3B:
-        if data[pos] == 0x21:  # an extension: label, then sub-blocks
-            pos += 2
-        else:
-            image_flags = data[pos + 9]
-            found.append(image_flags)
-            pos += 10 + (3 << ((image_flags & 7) + 1) if image_flags & 0x80 else 0) + 1
-        while data[pos]:
-            pos += data[pos] + 1
-        pos += 1
-    return found
+    return [data[pos + 9] for pos in _descriptor_offsets(data)]
 
 
 def test_gif_nearest_keeps_frames_durations_loop_transparency_and_palette(tmp_path):
