@@ -5,8 +5,9 @@ first image (warm-up), then every image goes through every model and is scored (
 per-image scores become one record per model (records.aggregate). Models whose weights cannot be
 had (not cached while offline, or the download fails) are skipped, each with one line saying why
 (BenchmarkResult.skipped), not counted as failures; so is a model that does not apply to a
-dataset's inputs at a scale (pixel-recursive's 16x16 limit: runners.Runner.not_applicable),
-for that dataset and scale, whether it is in the default set or named with -m.
+dataset's inputs at a scale (pixel-recursive's 16x16 limit: runners.Runner.not_applicable), or
+that has no such native scale (upsampler at x3), for that dataset and scale, whether it is in the
+default set or named with -m.
 
 Library code: no printing; progress and errors go to the callbacks of `run_benchmark`.
 """
@@ -22,7 +23,7 @@ from upscale_cli.benchmark.pictures import make_comparison
 from upscale_cli.benchmark.protocol import BenchmarkConfig, Sample, load_sample, score_image
 from upscale_cli.benchmark.records import BenchmarkResult, Failure, ImageScore, Skip, aggregate
 from upscale_cli.benchmark.runners import Runner, build_runner, select_models, timed_run, with_ensembles
-from upscale_cli.errors import DatasetError, DownloadError, OfflineError, UpscaleError
+from upscale_cli.errors import DatasetError, DownloadError, OfflineError, UnsupportedScaleError, UpscaleError
 
 ProgressCallback = Callable[[int, int, str], None]  # (done, total, what is running)
 ErrorCallback = Callable[[str], None]
@@ -112,6 +113,8 @@ def _build_runners(names: list[str], scale: int, config: BenchmarkConfig, tracke
             runners.append(build_runner(name, scale, config.device, config.progress_downloads))
         except (OfflineError, DownloadError) as err:  # weights that cannot be had here: skipped, said why
             tracker.skip(scale, name, err)
+        except UnsupportedScaleError as err:  # no such native scale (upsampler at x3): not applicable
+            tracker.skip(scale, name, f"not applicable: {err}")
         except Exception as err:  # any other model that cannot be built is one failure line
             tracker.fail("", scale, name, err)
     return runners
