@@ -91,6 +91,19 @@ def test_too_large_input_is_one_line_and_writes_nothing(tmp_path, weights):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "pixelrec.safetensors"]  # no output, no temp
 
 
+def test_max_output_pixels_is_honoured_before_any_drawing(tmp_path, weights):
+    """--max-output-pixels bounds sampled answers as it bounds any output (it was ignored): an image
+    whose x4 answers are over it fails in one line, nothing written; 0 lifts it; a negative is usage."""
+    tiny = write_png(tmp_path / "tiny.png", 4, 3)  # answers of 16 x 12 = 192 pixels
+    result = run(tiny, "-m", weights, "--samples", "2", "--seed", "1", "--max-output-pixels", "100")
+    assert result.exit_code == 1 and "over the limit of 100" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pixelrec.safetensors", "tiny.png"]
+    free = run(tiny, "-m", weights, "--seed", "1", "--max-output-pixels", "0")
+    assert free.exit_code == 0 and (tmp_path / "tiny_x4.png").is_file(), free.output
+    wrong = run(tiny, "-m", weights, "--seed", "1", "--max-output-pixels", "-1", "-o", tmp_path / "w.png")
+    assert wrong.exit_code == 2 and "--max-output-pixels" in wrong.output
+
+
 def test_usage_errors_exit_2(tmp_path, weights):
     tiny = write_png(tmp_path / "tiny.png", 2, 2)
     for args, words in (([ "--samples", "0"], "--samples"), (["--temperature", "-1"], "--temperature"),

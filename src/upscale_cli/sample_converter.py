@@ -47,7 +47,13 @@ class SampleConverter:
         self.progress_label = f"sampling {config.samples} x rows"  # the batch bar's line for on_tile
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
-        return height * SAMPLING_SCALE, width * SAMPLING_SCALE
+        """The answers' size, refused before any drawing when it is over --max-output-pixels."""
+        from upscale_cli.engine import DEFAULT_MAX_OUTPUT_PIXELS, check_output_size
+
+        size = height * SAMPLING_SCALE, width * SAMPLING_SCALE
+        limit = self.config.max_output_pixels
+        check_output_size(size, DEFAULT_MAX_OUTPUT_PIXELS if limit is None else limit)
+        return size
 
     def passes_for(self, height: int, width: int) -> tuple[int, ...]:
         return (SAMPLING_SCALE,)

@@ -32,12 +32,15 @@ class SampleConfig:
     samples: int = 1
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
+    max_output_pixels: int | None = None  # --max-output-pixels (0 = no limit; None = the engine's default)
 
     def __post_init__(self) -> None:
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise UsageError(f"--samples must be between 1 and {MAX_SAMPLES}, not {self.samples}")
         if not (math.isfinite(self.temperature) and 0.0 <= self.temperature <= MAX_TEMPERATURE):
             raise UsageError(f"--temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}, not {self.temperature}")
+        if self.max_output_pixels is not None and self.max_output_pixels < 0:
+            raise UsageError(f"--max-output-pixels must be 0 (no limit) or a number of pixels, not {self.max_output_pixels}")
 
 
 class InputTooLargeForSamplingError(UpscaleError):

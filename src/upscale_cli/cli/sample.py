@@ -49,7 +49,7 @@ def _model_samples(model: str) -> bool:
 
 def sample_command(paths: list[str], model: str, scale: float | None, output: str | None, recursive: bool,
                    batch: BatchOptions, quiet: bool, samples: int | None, temperature: float | None,
-                   seed: int | None, others: dict, as_json: bool) -> None:
+                   seed: int | None, others: dict, as_json: bool, max_output_pixels: int | None = None) -> None:
     """`others`: the default command's options that sampling does not take (refused when given)."""
     from upscale_cli.batch import expand_inputs
     from upscale_cli.cli.batch_run import BatchRun
@@ -61,7 +61,8 @@ def sample_command(paths: list[str], model: str, scale: float | None, output: st
     _refuse(model, scale, output, others)
     run = BatchRun.start(batch, output, quiet, as_json)
     config = SampleConfig(samples=1 if samples is None else samples, seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
-                          temperature=DEFAULT_TEMPERATURE if temperature is None else temperature)
+                          temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
+                          max_output_pixels=max_output_pixels)
     net = load_sampler(model, batch.device)
     sources = expand_inputs(paths, recursive=recursive)
     if any(source.path is None for source in sources):

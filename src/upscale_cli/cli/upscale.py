@@ -41,7 +41,7 @@ def upscale_command(
                   "--half": batch.half, "--tile": batch.tile, "--tile-overlap": batch.tile_overlap,
                   "--ensemble": ensemble, "--restore": restore, "--alpha": alpha != "auto"}
         return sample.sample_command(paths, model, scale, output, recursive, batch, quiet, samples, temperature, seed,
-                                     others, as_json)
+                                     others, as_json, max_output_pixels)
     from upscale_cli.batch import scale_tag
     from upscale_cli.cli.batch_run import BatchRun
     from upscale_cli.engine import UpscaleConfig, Upscaler
