@@ -253,7 +253,7 @@ def test_a_resumed_run_checks_what_it_may_change(place, tmp_path):
         assert result.exit_code == 2 and result.stderr.startswith(f"error: {options[0]} {options[1]}"), result.output
         assert len(result.stderr.strip().splitlines()) == 1
     result = runner.invoke(app, ["train", "--resume", place["run"], "--device", "banana"])  # refused by its type
-    assert result.exit_code == 2 and "Error: Invalid value for '--device'" in result.stderr, result.output
+    assert result.exit_code == 2 and "error: Invalid value for '--device'" in result.stderr, result.output
     assert (Path(place["run"]) / "checkpoint.pt").read_bytes() == before
 
 

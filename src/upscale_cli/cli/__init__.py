@@ -27,12 +27,28 @@ def report_error(err: UpscaleError) -> None:
     typer.echo(f"error: {err}", err=True)
 
 
+def usage_line(err: "click.exceptions.UsageError") -> str:
+    """Click's usage error (usage, a hint and `Error: ...` on four lines) as one line that names where
+    the options are listed: `upscale -h`, `upscale train -h`, `upscale models path -h`."""
+    words, ctx = [], err.ctx
+    while ctx is not None:  # a group's default command is not typed: `upscale`, not `upscale upscale`
+        default = getattr(ctx.parent.command, "default_command", None) if ctx.parent is not None else None
+        if ctx.info_name != default:
+            words.insert(0, ctx.info_name)
+        ctx = ctx.parent
+    message = err.format_message().strip().replace(": Value error, ", ": ")  # pydantic's prefix, typer's coercion
+    return f"{message} (`{' '.join(words) or 'upscale'} -h` lists the options)"
+
+
 class ErrorHandlingGroup(TyperGroup):
     """A group whose commands' UpscaleErrors end as one line and their exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.exceptions.UsageError as err:  # a bad option or value: one line, as our own usage errors, exit 2
+            typer.echo(f"error: {usage_line(err)}", err=True)
+            raise typer.Exit(err.exit_code) from None
         except UpscaleError as err:
             report_error(err)
             raise typer.Exit(err.exit_code) from None
