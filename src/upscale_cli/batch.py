@@ -17,17 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from upscale_cli.errors import InputNotFoundError, UsageError
-from upscale_cli.video.settings import VIDEO_SUFFIXES, is_video_name
 from upscale_cli.images.atomic import over_name_limit
 from upscale_cli.images.formats import (FALLBACK_FORMAT, OUTPUT_FORMATS, READ_SUFFIXES, WRITE_SUFFIX, output_format,
                                         writable_format)
 from upscale_cli.report import PlannedStatus
+from upscale_cli.video.settings import VIDEO_SUFFIXES, is_video_name
 
 if TYPE_CHECKING:
     from upscale_cli.video.settings import VideoSettings
 
 STDIO = "-"
 GLOB_CHARS = re.compile(r"[*?\[]")
+VIDEO_HINT = "pass --video to include a folder's videos"
+VIDEO_IN_FOLDER = f"a video: {VIDEO_HINT}"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,17 @@ class Source:
     @property
     def label(self) -> str:
         return "<stdin>" if self.path is None else str(self.path)
+
+    @property
+    def is_video(self) -> bool:
+        """Read as a video (by its name): its output keeps its container."""
+        return self.path is not None and is_video_name(self.path)
+
+    @property
+    def has_own_line(self) -> bool:
+        """Whether it gets a line of its own without --json: every input but a folder's files that are
+        not images (a sidecar .txt is only counted); a folder's video left out without --video is said."""
+        return self.ignored is None or self.ignored == VIDEO_IN_FOLDER
 
 
 @dataclass(frozen=True)
@@ -84,9 +97,6 @@ def fs_problem(err: OSError, path: Path | str) -> str:
 def _is_visible_file(path: Path) -> bool:
     """A file to list (hidden ones and anything that cannot even be looked at are not)."""
     return not path.name.startswith(".") and os.path.isfile(path)  # os.path.isfile never raises
-
-
-VIDEO_IN_FOLDER = "a video: pass --video to include a folder's videos"
 
 
 def _expand_folder(folder: Path, recursive: bool, videos: bool) -> list[Source]:
@@ -145,7 +155,7 @@ def expand_inputs(args: Iterable[str], recursive: bool = False, videos: bool = F
     if all(s.missing or s.ignored for s in sources):
         missing = "; ".join(s.missing for s in sources if s.missing)
         videos = sum(s.ignored == VIDEO_IN_FOLDER for s in sources)
-        left_out = f"; {videos} video{'s' * (videos > 1)} left out: pass --video to include a folder's videos"
+        left_out = f"; {videos} video{'s' * (videos > 1)} left out: {VIDEO_HINT}"
         raise InputNotFoundError(missing or f"no image files found in the given inputs{left_out if videos else ''}")
     return sources
 
@@ -153,7 +163,7 @@ def expand_inputs(args: Iterable[str], recursive: bool = False, videos: bool = F
 def output_suffix(source: Source, fmt: str | None) -> str:
     """The suffix of a planned output: a video's own (its container; --format is for images), else
     --format's, else the input's own when we write that format, else PNG's (stdin)."""
-    if source.path is not None and is_video_name(source.path):
+    if source.is_video:
         return source.path.suffix
     if fmt:
         return WRITE_SUFFIX[output_format(fmt)]
@@ -175,7 +185,7 @@ def _output_format(source: Source, target: Path | None, fmt: str | None) -> tupl
     """(format, notes, failure) of one planned write. One rule for every format: --format wins;
     else the target's suffix when we write it; else (no suffix, or a folder/default name for an
     input whose format we do not write) the input's format or PNG, said on the file's line."""
-    if source.path is not None and is_video_name(source.path):
+    if source.is_video:
         return _video_output(target, fmt)
     if target is None:
         return (output_format(fmt) if fmt else None), (), None
@@ -221,7 +231,7 @@ class _EarlierOutputs:
         self.pattern = re.compile(rf"(.+)_{tag_pattern}(_s\d+)?")
         self.images: dict[tuple[Path, str], Path] = {}  # (folder, stem) -> the image found there
         for source in sources:
-            if source.root is not None and (source.path.suffix.lower() in READ_SUFFIXES or is_video_name(source.path)):
+            if source.root is not None and (source.path.suffix.lower() in READ_SUFFIXES or source.is_video):
                 self.images.setdefault((source.path.parent, source.path.stem), source.path)
 
     def source_of(self, source: Source) -> Path | None:

@@ -22,7 +22,6 @@ from upscale_cli.frames import DEFAULT_MAX_FRAMES, Frame, FrameSink, FrameSource
 from upscale_cli.images.atomic import make_folder
 from upscale_cli.images.formats import ANIMATED_FORMATS, FALLBACK_FORMAT, OUTPUT_FORMATS, could_be_animated
 from upscale_cli.report import ReportRow
-from upscale_cli.video.settings import is_video_name
 
 DECODED_AHEAD = 2  # batches of decoded frames waiting for the model
 ENCODE_BEHIND = 2  # batches of converted frames waiting for the encoder
@@ -43,7 +42,7 @@ def open_input(source, max_pixels: int, max_frames: int | None, stdin_reader: Ca
     from upscale_cli.images.read import decode_image, read_bytes
 
     frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
-    if source.path is not None and is_video_name(source.path):
+    if source.is_video:
         from upscale_cli.video import open_video
 
         return open_video(source.path, max_pixels, frames)

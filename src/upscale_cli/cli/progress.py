@@ -70,7 +70,7 @@ class BatchReporter:
             file_task = bar.add_task("files", total=len(jobs)) if bar else None
             for index, row in results:
                 shown.append(row)
-                self.report(row, plain_line=_has_line(jobs[index].source))
+                self.report(row, plain_line=jobs[index].source.has_own_line)
                 if index not in first_rows:
                     first_rows[index] = row
                     if bar:
@@ -174,14 +174,6 @@ class BatchReporter:
             return
         if len(results) > 1 or counts["failed"]:
             typer.echo(f"{counts['ok']} done, {counts['skipped']} skipped, {counts['failed']} failed", err=True)
-
-
-def _has_line(source) -> bool:
-    """Whether a row gets a plain line: every input but a folder's files that are not images (a
-    sidecar .txt is only counted); a folder's video left out without --video is said."""
-    from upscale_cli.batch import VIDEO_IN_FOLDER
-
-    return source.ignored is None or source.ignored == VIDEO_IN_FOLDER
 
 
 class _FrameRate:
