@@ -266,22 +266,12 @@ class _Encoder:
         self._raise()
 
     def stop(self) -> None:
-        """Stop without encoding what waits (a failure elsewhere): the thread ends before abort()."""
+        """Stop without encoding what waits (a failure elsewhere): the thread ends before abort().
+        Once halted it only drains the queue (at most the batch it is encoding is finished), so the
+        end marker always finds room."""
         self.halt.set()
-        try:
-            self.waiting.put_nowait(_END)
-        except queue.Full:
-            pass
-        while self.thread.is_alive():
-            try:
-                self.waiting.get_nowait()
-            except queue.Empty:
-                pass
-            try:
-                self.waiting.put_nowait(_END)
-            except queue.Full:
-                pass
-            self.thread.join(timeout=0.1)
+        self.waiting.put(_END)
+        self.thread.join()
 
     def _raise(self) -> None:
         if self.error is not None:
