@@ -128,21 +128,17 @@ def _batch_size(source: FrameSource) -> int:
 
 
 def _batches(frames: Iterator[Frame], most: int) -> Iterator[list[Frame]]:
-    """Consecutive frames of one size and kind (alpha or not), up to `most` at a time."""
+    """Consecutive frames the runner would batch as small files (pipeline.same_batch), up to `most`."""
+    from upscale_cli.pipeline import same_batch
+
     batch: list[Frame] = []
     for frame in frames:
-        if batch and (len(batch) >= most or not _same_kind(batch[0], frame)):
+        if batch and (len(batch) >= most or not same_batch(batch[0].image, frame.image)):
             yield batch
             batch = []
         batch.append(frame)
     if batch:
         yield batch
-
-
-def _same_kind(a: Frame, b: Frame) -> bool:
-    x, y = a.image, b.image
-    return (x.alpha is None and y.alpha is None and x.pixels.shape == y.pixels.shape
-            and x.pixels.dtype == y.pixels.dtype)
 
 
 def _convert(files, images: list, row: ReportRow, first: bool) -> list:

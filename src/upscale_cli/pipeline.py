@@ -313,6 +313,12 @@ def _same_kind(a, b) -> bool:
     return _batchable(b) and a.pixels.shape == b.pixels.shape and a.pixels.dtype == b.pixels.dtype
 
 
+def same_batch(a, b) -> bool:
+    """Whether image `b` may go through the model in one batch with `a` (frame_runner's frames too):
+    both small, without alpha, of one shape and type."""
+    return _batchable(a) and _same_kind(a, b)
+
+
 def _convert_group(group: list[tuple], convert: Callable, convert_many: Callable | None, options: WriteOptions,
                    writers: ThreadPoolExecutor, stdout_writer: Callable[[bytes], None], durable) -> list["_Slot"]:
     """Convert one job, or a batch of them (each alone if the batch fails); one slot per job."""
