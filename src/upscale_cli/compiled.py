@@ -286,11 +286,11 @@ def _float_output(model: nn.Module) -> nn.Module:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The weights cache's bounded hash of a regular file (NotARegularFile for a link or a folder:
+    the entry is then damaged and rebuilt, as for a wrong checksum)."""
+    from upscale_cli.weights_cache import hash_file
+
+    return hash_file(path)
 
 
 def _size(shape: tuple) -> str:
