@@ -98,7 +98,7 @@ class FileReport:
     def _warn_unreadable_output(self, size: tuple[int, int], row: ReportRow) -> None:
         """An output over the input guard is written, but this tool would refuse it as an input:
         say so before the (long) work starts, and on the file's line."""
-        from upscale_cli.engine import format_pixels
+        from upscale_cli.scale_plan import format_pixels
 
         limit = DEFAULT_MAX_PIXELS if self.options.max_pixels is None else self.options.max_pixels
         pixels = size[0] * size[1]

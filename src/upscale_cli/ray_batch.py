@@ -24,7 +24,7 @@ from upscale_cli.errors import UpscaleError, UsageError
 from upscale_cli.report import ReportRow, RowDefaults
 
 if TYPE_CHECKING:  # settings only: the engine, restore and fit-single load on the workers, when a recipe runs
-    from upscale_cli.engine import UpscaleConfig
+    from upscale_cli.scale_plan import UpscaleConfig
     from upscale_cli.fit_single.converter import SizeRequest
     from upscale_cli.fit_single.fitting import FitConfig
     from upscale_cli.restore import RestoreConfig

@@ -48,7 +48,7 @@ class SampleConverter:
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """The answers' size, refused before any drawing when it is over --max-output-pixels."""
-        from upscale_cli.engine import DEFAULT_MAX_OUTPUT_PIXELS, check_output_size
+        from upscale_cli.scale_plan import DEFAULT_MAX_OUTPUT_PIXELS, check_output_size
 
         size = height * SAMPLING_SCALE, width * SAMPLING_SCALE
         limit = self.config.max_output_pixels

@@ -74,6 +74,6 @@ def _target(height: int, width: int, size, out_width, out_height, scale) -> tupl
 def check_output_pixels(target: tuple[int, int], limit: int | None = None) -> None:
     """The batch command's --max-output-pixels check (None: its default limit; 0: no limit; a negative
     limit was refused by check_request)."""
-    from upscale_cli.engine import DEFAULT_MAX_OUTPUT_PIXELS, check_output_size  # the engine imports this package
+    from upscale_cli.scale_plan import DEFAULT_MAX_OUTPUT_PIXELS, check_output_size
 
     check_output_size(target, DEFAULT_MAX_OUTPUT_PIXELS if limit is None else limit)
