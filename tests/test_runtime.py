@@ -33,6 +33,11 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache" / compiled.COMPILED_SUBDIR
 
 
+def entries(cache: Path) -> list[Path]:
+    """The compiled models in the cache (a folder each; the descriptors recorded beside them are files)."""
+    return sorted(p for p in cache.iterdir() if p.is_dir())
+
+
 @pytest.fixture(scope="module")
 def tiny_unet(tmp_path_factory) -> str:
     from upscale_cli.loader import save_weights
@@ -103,8 +108,8 @@ def test_second_run_reuses_the_cache_and_auto_waits_for_a_second_call(tiny_unet,
     auto, upscaler = upscale(tiny_unet, x, "auto")  # a shape seen once in a process: PyTorch, nothing cached
     assert CompiledRunner.conversions == before and not cache.exists()
     upscaler.upscale_tensor(x)  # seen twice: converted and cached
-    assert CompiledRunner.conversions == before + 1 and len(list(cache.iterdir())) == 1
-    entry = next(cache.iterdir())
+    assert CompiledRunner.conversions == before + 1 and len(entries(cache)) == 1
+    entry = entries(cache)[0]
     mtime = (entry / "model.bin").stat().st_mtime_ns
     for runtime in ("auto", "openvino"):  # a new engine (as the next process): loaded, not converted
         out, upscaler = upscale(tiny_unet, x, runtime)
@@ -127,7 +132,7 @@ def cached_entry(tiny_unet, tmp_path_factory) -> tuple[Path, torch.Tensor]:
 def test_damaged_cache_entry_is_rebuilt(tiny_unet, cache, cached_entry, damage):
     shutil.copytree(cached_entry[0], cache)
     x, reference = image(16, 24), cached_entry[1]
-    entry = next(cache.iterdir())
+    entry = entries(cache)[0]
     blob = entry / "model.bin"
     if damage == "flip a byte":
         data = bytearray(blob.read_bytes())

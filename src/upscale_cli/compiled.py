@@ -27,6 +27,7 @@ OpenVINO is imported only when a compiled model is built or loaded (`--runtime t
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -37,13 +38,18 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
 
 from upscale_cli.choices import Runtime
+from upscale_cli.models.descriptor import FixedScale, ModelDescriptor, SizeRequirements
 
 if TYPE_CHECKING:  # torch is imported where a model runs: `upscale models clear` needs none of it
     import torch
     from torch import nn
+
+    from upscale_cli.model_spec import ModelSpec
 
 COMPILED_SUBDIR = "compiled"
 MAX_DIFF = 1.0 / 255  # a conversion further than one 8-bit step from eager on its own tile is not used
@@ -114,98 +120,122 @@ class _Engine:
             cls._core = ov.Core()
         return cls._core
 
-    @staticmethod
-    def version() -> str:
-        import openvino as ov
-
-        return ov.get_version()
-
 
 class CompiledRunner:
     """model(tile) through OpenVINO, shape by shape; PyTorch where the runtime cannot.
 
+    The model itself is built only when something needs it (`load_model`: a shape to convert, or
+    PyTorch for a shape the runtime cannot run), so a run whose shapes are all cached never imports
+    torch (`run_array`). `source` names what the compiled models are made from (`source_identity`);
+    None keys them by the model's own tensors instead.
     `notes` is the engine's list of things to tell the user (fallbacks, a rebuilt cache entry).
     `conversions` counts the models traced in this process (the tests read it: a cached run traces none).
     """
 
     conversions = 0
 
-    def __init__(self, model: nn.Module, mode: Runtime, notes: list[str], precision: str = "f32") -> None:
-        self.model = model
+    def __init__(self, load_model: Callable[[], nn.Module], mode: Runtime, notes: list[str],
+                 source: str | None = None, precision: str = "f32") -> None:
+        self._load_model = load_model
+        self._model: nn.Module | None = None
         self.mode = mode
         self.notes = notes
+        self.source = source
         self.precision = precision
         self._requests: dict[tuple, object] = {}
         self._torch_shapes: set[tuple] = set()  # converted badly or refused: PyTorch for good
         self._seen: Counter = Counter()
-        self._identity: str | None = None
         self._broken = False  # the runtime itself failed to import or start: PyTorch for everything
 
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            self._model = self._load_model()
+        return self._model
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._broken:
+        """The tiler's call on a torch tile (the PyTorch engine's route)."""
+        import torch
+
+        if self._broken or (1, *x.shape[1:]) in self._torch_shapes:
             return self.model(x)
-        shape = (1, *x.shape[1:])
-        if shape in self._torch_shapes:
+        array = x.float().contiguous().numpy()
+        request = self._request(array)
+        if request is None:
             return self.model(x)
-        if shape not in self._requests:
-            self._seen[shape] += 1
-            if self.mode == "auto" and self._seen[shape] < AUTO_MIN_CALLS and not self._on_disk(shape):
-                return self.model(x)
-            return self._first_call(x, shape)
-        return self._infer(x, shape)
+        return torch.from_numpy(self._infer(request, array))
+
+    def run_array(self, x: np.ndarray) -> np.ndarray:
+        """model(x) on a float32 (B, C, h, w) NumPy tile: compiled where it can be, else PyTorch."""
+        request = None if self._broken else self._request(x)
+        return self._eager(x) if request is None else self._infer(request, x)
 
     # -- one shape --------------------------------------------------------------
-    def _first_call(self, x: torch.Tensor, shape: tuple) -> torch.Tensor:
-        """Load or convert the model for `shape`; this tile's output comes from it (or from eager)."""
+    def _request(self, x: np.ndarray):
+        """The compiled model for x's shape: made already, loaded from the cache, or converted now
+        (checked against PyTorch on this tile); None where PyTorch runs it (auto's first call of a
+        shape, a shape the runtime cannot run)."""
+        shape = (1, *x.shape[1:])
+        if shape in self._torch_shapes:
+            return None
+        if shape in self._requests:
+            return self._requests[shape]
+        self._seen[shape] += 1
+        if self.mode == "auto" and self._seen[shape] < AUTO_MIN_CALLS and not self._on_disk(shape):
+            return None
         try:
-            if self._load(shape):
-                return self._infer(x, shape)
-            return self._convert(x, shape)
+            if not self._load(shape):
+                self._convert(x[:1], shape)
         except Exception as err:  # nothing fails because of the runtime
             if isinstance(err, ImportError):
                 self._broken = True
             self._torch_shapes.add(shape)
             self._note(f"--runtime: {ENGINE_NAME} could not run {_size(shape)} tiles ({_first_line(err)}); "
                        "ran them in PyTorch")
-            return self.model(x)
+        return self._requests.get(shape)
 
-    def _infer(self, x: torch.Tensor, shape: tuple) -> torch.Tensor:
-        import torch
-
-        request = self._requests[shape]
+    def _infer(self, request, x: np.ndarray) -> np.ndarray:
+        shape = (1, *x.shape[1:])
         try:
-            outs = [torch.from_numpy(request.infer([x[k : k + 1].float().contiguous().numpy()])[0].copy())
+            outs = [request.infer([np.ascontiguousarray(x[k : k + 1], dtype=np.float32)])[0].copy()
                     for k in range(x.shape[0])]
         except Exception as err:
-            del self._requests[shape]
+            self._requests.pop(shape, None)
             self._torch_shapes.add(shape)
             self._note(f"--runtime: {ENGINE_NAME} failed on {_size(shape)} tiles ({_first_line(err)}); "
                        "ran them in PyTorch")
-            return self.model(x)
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+            return self._eager(x)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
-    def _convert(self, x: torch.Tensor, shape: tuple) -> torch.Tensor:
-        """Trace the model at `shape`, check it against eager on this tile, cache it; eager's output."""
+    def _eager(self, x: np.ndarray) -> np.ndarray:
+        """PyTorch's own call on a NumPy tile."""
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
+
+    def _convert(self, example: np.ndarray, shape: tuple) -> None:
+        """Trace the model at `shape`, check it against PyTorch on this tile, cache it."""
         import openvino as ov
         import torch
 
-        example = x[:1].float().contiguous()
-        reference = self.model(x)
+        reference = self._eager(example)
         with torch.no_grad(), warnings.catch_warnings():  # tracing's warnings are about other shapes: static here
             warnings.simplefilter("ignore")
-            converted = ov.convert_model(_float_output(self.model), example_input=example)
+            converted = ov.convert_model(_float_output(self.model), example_input=torch.from_numpy(example.copy()))
         CompiledRunner.conversions += 1
         request = self._compile(converted)
-        got = torch.from_numpy(request.infer([example.numpy()])[0].copy())
-        diff = float((got - reference[:1].float()).abs().max()) if got.shape == reference[:1].shape else float("inf")
+        got = request.infer([np.ascontiguousarray(example)])[0]
+        diff = float(np.abs(got - reference).max()) if got.shape == reference.shape else float("inf")
         if not diff <= MAX_DIFF:
             self._torch_shapes.add(shape)
             self._note(f"--runtime: {ENGINE_NAME}'s {_size(shape)} model differs from PyTorch's by "
                        f"{diff * 255:.2g}/255; ran it in PyTorch")
-            return reference
+            return
         self._requests[shape] = request
         self._save(converted, shape)
-        return reference
+        if self.source is not None:
+            save_descriptor(self.source, self.model.info)
 
     def _compile(self, ov_model):
         config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads(),
@@ -214,9 +244,9 @@ class CompiledRunner:
 
     # -- the disk cache -----------------------------------------------------------
     def _entry(self, shape: tuple) -> Path:
-        if self._identity is None:
-            self._identity = weights_identity(self.model)
-        key = f"{self._identity}|{ENGINE_NAME} {_Engine.version()}|{shape}|{self.precision}"
+        if self.source is None:
+            self.source = "tensors " + weights_identity(self.model)
+        key = f"{self.source}|{ENGINE_NAME} {openvino_version()}|{shape}|{self.precision}"
         return compiled_dir() / hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def _on_disk(self, shape: tuple) -> bool:
@@ -254,8 +284,8 @@ class CompiledRunner:
             entry.parent.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(prefix=".part-", dir=entry.parent))
             ov.save_model(ov_model, str(work / "model.xml"), compress_to_fp16=False)
-            meta = {"shape": list(shape), "precision": self.precision, "runtime": f"{ENGINE_NAME} {_Engine.version()}",
-                    "weights": self._identity, "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            meta = {"shape": list(shape), "precision": self.precision, "runtime": f"{ENGINE_NAME} {openvino_version()}",
+                    "source": self.source, "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "sha256": {name: _file_sha256(work / name) for name in ("model.xml", "model.bin")}}
             (work / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
             try:
@@ -268,6 +298,81 @@ class CompiledRunner:
     def _note(self, note: str) -> None:
         if note not in self.notes:
             self.notes.append(note)
+
+
+# -- what a compiled model is made from, known without PyTorch ----------------------------------
+
+
+def openvino_version() -> str:
+    """The installed OpenVINO's version, from its package metadata (no import): part of every key."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openvino")
+    except PackageNotFoundError:
+        return ""
+
+
+def source_identity(spec: ModelSpec, native: int | None) -> str | None:
+    """What the compiled models of one model are made from, without building it: its weights file's
+    sha256 (the catalogue's, or a user's file hashed), its architecture and settings, and the
+    versions of the code that builds it. None for a model without a weights file."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from upscale_cli import __version__
+    from upscale_cli.weights_cache import hash_file
+
+    if spec.local_path is not None:
+        try:
+            weights = hash_file(Path(spec.local_path))
+        except OSError:
+            return None
+    elif native in spec.files:
+        weights = spec.files[native].sha256
+    else:
+        return None
+    try:
+        builders = f"upscale-cli {__version__}, spandrel {version('spandrel')}"
+    except PackageNotFoundError:
+        builders = f"upscale-cli {__version__}"
+    options = json.dumps(dict(spec.options), sort_keys=True, default=str)
+    return f"weights {weights} | {spec.arch} {options} | {builders}"
+
+
+def _descriptor_path(source: str) -> Path:
+    return compiled_dir() / f"{hashlib.sha256(source.encode()).hexdigest()[:32]}.descriptor.json"
+
+
+def save_descriptor(source: str, info: ModelDescriptor) -> None:
+    """Record the model's descriptor beside its compiled models, so a later run can plan its tiles
+    without building the model (atomic rename; a cache that cannot be written costs only that)."""
+    path = _descriptor_path(source)
+    text = json.dumps({"source": source, "kind": type(info).__name__, "fields": dataclasses.asdict(info)}, indent=1)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            return
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".part-", delete=False, encoding="utf-8") as f:
+            f.write(text)
+        os.replace(f.name, path)
+    except OSError:
+        pass
+
+
+def load_descriptor(source: str | None) -> FixedScale | None:
+    """The recorded descriptor of a fixed-scale model (not masked, not sampling), or None: none
+    recorded, another kind, or a file that does not read back as one (then it is made again)."""
+    if source is None:
+        return None
+    try:
+        record = json.loads(_descriptor_path(source).read_text(encoding="utf-8"))
+        if record["source"] != source or record["kind"] != FixedScale.__name__:
+            return None
+        fields = dict(record["fields"])
+        fields["size"] = SizeRequirements(**fields["size"])
+        return FixedScale(**fields)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _float_output(model: nn.Module) -> nn.Module:
@@ -302,7 +407,8 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
 
 
-def runner_for(model: nn.Module, mode: Runtime, device: torch.device, dtype: torch.dtype, notes: list[str]):
+def runner_for(model: nn.Module, mode: Runtime, device: torch.device, dtype: torch.dtype, notes: list[str],
+               source: str | None = None):
     """The callable the engine gives the tiler for `model`: a CompiledRunner where the runtime
     applies (the CPU, float32, a model with weights that takes one input), else the model itself.
     `mode=openvino` where it cannot apply says why, once."""
@@ -319,7 +425,7 @@ def runner_for(model: nn.Module, mode: Runtime, device: torch.device, dtype: tor
     elif not available():
         why = f"{ENGINE_NAME} is not installed (pip install openvino); ran PyTorch"
     if why is None:
-        return CompiledRunner(model, mode, notes)
+        return CompiledRunner(lambda: model, mode, notes, source)
     if mode == "openvino" and f"--runtime openvino: {why}" not in notes:
         notes.append(f"--runtime openvino: {why}")
     return model
