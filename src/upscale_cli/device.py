@@ -8,15 +8,36 @@ CPU's flags, never assumed); otherwise float32, and `half_dtype` says why.
 from __future__ import annotations
 
 import contextlib
-
-import torch
+import os
+import sys
+from typing import TYPE_CHECKING
 
 from upscale_cli.choices import device_name
 from upscale_cli.errors import DeviceError
 
+if TYPE_CHECKING:  # torch is imported where a device is made: a run on the CPU may need none of it
+    import torch
+
+# What a GPU driver leaves in the file system (NVIDIA, WSL's GPU paravirtualisation, AMD ROCm): where
+# none is present, torch.cuda.is_available() is False, and `--device auto` is the CPU.
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/dxg", "/dev/kfd")
+
+
+def may_have_gpu() -> bool:
+    """Whether `--device auto` could find a GPU here, known without importing torch: a GPU driver's
+    files, or macOS (Apple MPS)."""
+    return sys.platform == "darwin" or any(os.path.exists(path) for path in GPU_DRIVER_FILES)
+
+
+def surely_cpu(name: str) -> bool:
+    """Whether `--device NAME` runs on the CPU, known without importing torch."""
+    return name == "cpu" or (name == "auto" and not may_have_gpu())
+
 
 def select_device(name: str) -> torch.device:
     """'auto' picks CUDA, then Apple MPS, then the CPU; an explicit device must exist."""
+    import torch
+
     try:
         device_name(name)  # the command line has checked it; a library caller may not have
     except ValueError as err:
@@ -54,6 +75,8 @@ def cpu_has_native_bf16() -> bool:
 
 def half_dtype(info, device: torch.device) -> tuple[torch.dtype, str]:
     """(dtype for --half, why float32 when it is float32)."""
+    import torch
+
     if device.type in ("cuda", "mps"):
         if info.supports_half:
             return torch.float16, ""
@@ -75,6 +98,8 @@ def torch_threads(count: int | None):
     (interpolation) leaves torch only small steps around its NumPy work (channels, the finite
     check, the clamp), and on a busy CPU waiting for torch's thread pool cost more than the steps
     (2,000 files of 64x48, -m nearest: 2.9 s of 8 in those steps on 2 threads, a tenth on one)."""
+    import torch
+
     before = torch.get_num_threads()
     if count is None or count == before:
         yield

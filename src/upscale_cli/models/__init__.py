@@ -38,6 +38,14 @@ ARCHITECTURES: dict[str, str] = {
     "opencv-inpaint": "upscale_cli.models.opencv_restore:build_inpaint",
     "pixelrec": "upscale_cli.models.pixelrec:build_pixelrec",
 }
+# Architectures whose models also run on NumPy arrays with no PyTorch (arch id -> builder of that
+# model): the engine runs them so on the CPU, and a run of nothing else never imports torch.
+ARRAY_BUILDERS: dict[str, str] = {
+    "interpolate": "upscale_cli.models.resample:build_resampler",
+}
+# Architectures whose models sample their answers (cli/sample.py draws them): known here, so that
+# asking about another architecture imports nothing.
+SAMPLING_ARCHS: frozenset[str] = frozenset({"pixelrec"})
 # The architectures `upscale train` trains (the first is its default).
 TrainableArch = Literal["unet", "upsampler", "pixelrec"]
 TRAINABLE_ARCHS: tuple[str, ...] = get_args(TrainableArch)
@@ -56,14 +64,25 @@ def _module_says(arch: object, name: str, default: object) -> object:
 
 
 def sampling_arch(arch: str) -> bool:
-    """Whether an architecture's models sample their answers (its module says SAMPLES = True)."""
-    return bool(_module_says(arch, "SAMPLES", False))
+    """Whether an architecture's models sample their answers."""
+    return arch in SAMPLING_ARCHS
 
 
 def training_module(arch: str) -> str | None:
     """The module that trains an architecture its own way (its module says TRAINING = "module"),
     or None: it trains with the pixel-loss recipe (train/recipes.py)."""
     return _module_says(arch, "TRAINING", None)
+
+
+def array_model(arch: str, settings: Mapping[str, object]):
+    """The architecture's model on NumPy arrays (ARRAY_BUILDERS), its settings checked as for
+    build_model; None for an architecture that has none."""
+    if arch not in ARRAY_BUILDERS:
+        return None
+    builder = _resolve(ARRAY_BUILDERS[arch])
+    settings = dict(settings)
+    _check_keywords(builder, settings, _limits_of(builder), arch, "")
+    return builder(**settings)
 
 
 def get_builder(arch: str) -> Callable:
@@ -248,5 +267,5 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-__all__ = ["ARCHITECTURES", "MAX_PARAMETERS", "TRAINABLE_ARCHS", "TrainableArch", "build_model", "check_settings", "get_builder",
+__all__ = ["ARCHITECTURES", "ARRAY_BUILDERS", "SAMPLING_ARCHS", "array_model", "MAX_PARAMETERS", "TRAINABLE_ARCHS", "TrainableArch", "build_model", "check_settings", "get_builder",
            "model_skeleton", "sampling_arch", "training_module"]

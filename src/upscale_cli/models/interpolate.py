@@ -1,21 +1,13 @@
-"""Interpolation baselines (nearest, bilinear, bicubic, Lanczos) as models.
-
-They have no weights and no native scale: the engine asks for an output size and
-`forward(x, size)` resamples with `upscale_cli.resize.resize`, the Pillow-exact
-implementation the evaluation protocol uses, so the `bicubic` model reproduces the
-protocol's bicubic baseline.
+"""Interpolation baselines (nearest, bilinear, bicubic, Lanczos) as the nn.Module the PyTorch engine
+runs: a wrapper of models/resample.py's Resampler, which holds the method, its descriptor and the
+call (and runs on NumPy arrays by itself where no PyTorch is needed).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from upscale_cli.models.base import OneOf
-from upscale_cli.models.descriptor import AnySize
-from upscale_cli.resize import METHODS, resize
-
-BYTES_PER_INPUT_PIXEL = 128  # bytes per input pixel, one float32 forward (research/memory_per_pixel.md)
-SETTING_LIMITS = {"method": OneOf(tuple(METHODS))}
+from upscale_cli.models.resample import SETTING_LIMITS, Resampler  # noqa: F401 - the builder's limits
 
 
 class Interpolate(nn.Module):
@@ -23,18 +15,12 @@ class Interpolate(nn.Module):
 
     def __init__(self, method: str = "bicubic") -> None:
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"unknown interpolation method {method!r}; choose from {', '.join(METHODS)}")
+        self.resampler = Resampler(method)
         self.method = method
-        # Whole image in one pass: resize is exact and cheap, tiling would only add seams.
-        # Nearest copies pixels, so colour and alpha go through it together (RGBA): transparent pixels
-        # keep their own colour and a palette image keeps its palette. The smooth methods take RGB with
-        # the hidden colour under transparency filled first, or it would bleed into the edges.
-        self.info = AnySize(supports_half=False, in_channels=4 if method == "nearest" else 3,
-                            bytes_per_input_pixel=BYTES_PER_INPUT_PIXEL)
+        self.info = self.resampler.info
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # (B, C, H, W) -> (B, C, h, w)
-        return resize(x, (int(size[0]), int(size[1])), method=self.method)
+        return self.resampler(x, size)
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}"

@@ -34,7 +34,6 @@ from upscale_cli.models.spade import make_norm
 LEVELS = 256  # values of an 8-bit sub-pixel
 COLOURS = 3  # R, G, B: generated in this order
 SCALE = 4
-SAMPLES = True  # models.sampling_arch: the CLI draws answers with `sample` (cli/sample.py)
 TRAINING = "upscale_cli.train.pixelrec"  # models.training_module: it trains with its own recipe
 # Largest input side sampled (16x16 -> 64x64, 12,288 sequential steps): the prior was trained on
 # 32x32 outputs; larger inputs are refused with one line (README: "Several answers for tiny images").
