@@ -175,6 +175,28 @@ def test_model_that_does_not_convert_runs_in_torch_with_one_note():
     assert len(notes) == 1 and "could not run 12x8 tiles" in notes[0] and "PyTorch" in notes[0], notes
 
 
+def test_a_refused_conversion_is_remembered_by_the_next_run(monkeypatch, cache):
+    """A shape that did not convert is not tried again by a later process (DAT spends a minute on
+    one), nor by --runtime auto, which says nothing; `models clear` forgets it."""
+    tries = []
+    real = ov.convert_model
+    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: tries.append(1) or real(*a, **k))
+    model, x = CumulativeMax().eval(), image(8, 12)
+    with torch.no_grad():
+        expected = model(x)
+        runner_for(model, "openvino", torch.device("cpu"), torch.float32, [])(x)
+        assert len(tries) == 1 and list(cache.glob("*" + compiled.REFUSED_SUFFIX))
+        for mode, said in (("openvino", 1), ("auto", 0)):
+            notes = []
+            out = runner_for(model, mode, torch.device("cpu"), torch.float32, notes)(x)
+            assert torch.equal(out, expected) and len(tries) == 1
+            assert len(notes) == said and all("earlier run" in n for n in notes), notes
+    compiled.clear_compiled()
+    with torch.no_grad():
+        runner_for(model, "openvino", torch.device("cpu"), torch.float32, [])(x)
+    assert len(tries) == 2
+
+
 def test_runtime_openvino_where_it_cannot_apply_says_why():
     notes = []
     model = CumulativeMax()

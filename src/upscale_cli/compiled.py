@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # torch is imported where a model runs: `upscale models clear
 
 COMPILED_SUBDIR = "compiled"
 MAX_DIFF = 1.0 / 255  # a conversion further than one 8-bit step from eager on its own tile is not used
+REFUSED_SUFFIX = ".refused.json"  # beside an entry's folder: this shape did not convert (why, as JSON)
 AUTO_MIN_CALLS = 2  # runtime=auto converts a shape on its second call in a process (unless on disk)
 ENGINE_NAME = "OpenVINO"
 
@@ -181,6 +182,13 @@ class CompiledRunner:
         if shape in self._requests:
             return self._requests[shape]
         self._seen[shape] += 1
+        refused = self._refused(shape)
+        if refused:  # an earlier run found it does not convert (or not exactly): not tried again
+            self._torch_shapes.add(shape)
+            if self.mode == "openvino":  # auto uses the runtime where it works, and says nothing where not
+                self._note(f"--runtime: {ENGINE_NAME} cannot run {_size(shape)} tiles of this model ({refused}; "
+                           "found by an earlier run); ran them in PyTorch")
+            return None
         if self.mode == "auto" and self._seen[shape] < AUTO_MIN_CALLS and not self._on_disk(shape):
             return None
         try:
@@ -189,6 +197,8 @@ class CompiledRunner:
         except Exception as err:  # nothing fails because of the runtime
             if isinstance(err, ImportError):
                 self._broken = True
+            else:
+                self._refuse(shape, _first_line(err))
             self._torch_shapes.add(shape)
             self._note(f"--runtime: {ENGINE_NAME} could not run {_size(shape)} tiles ({_first_line(err)}); "
                        "ran them in PyTorch")
@@ -228,6 +238,7 @@ class CompiledRunner:
         got = request.infer([np.ascontiguousarray(example)])[0]
         diff = float(np.abs(got - reference).max()) if got.shape == reference.shape else float("inf")
         if not diff <= MAX_DIFF:
+            self._refuse(shape, f"differs from PyTorch by {diff * 255:.2g}/255")
             self._torch_shapes.add(shape)
             self._note(f"--runtime: {ENGINE_NAME}'s {_size(shape)} model differs from PyTorch's by "
                        f"{diff * 255:.2g}/255; ran it in PyTorch")
@@ -254,6 +265,24 @@ class CompiledRunner:
             return (self._entry(shape) / "meta.json").is_file()
         except Exception:
             return False
+
+    def _refused(self, shape: tuple) -> str | None:
+        """Why an earlier run could not use this shape's conversion, or None."""
+        try:
+            return json.loads(self._entry(shape).with_suffix(REFUSED_SUFFIX).read_text(encoding="utf-8"))["why"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def _refuse(self, shape: tuple, why: str) -> None:
+        """Remember that this shape does not convert (or not exactly), so no later run spends the
+        conversion again (DAT: a minute); `upscale models clear` forgets it with the rest."""
+        try:
+            path = self._entry(shape).with_suffix(REFUSED_SUFFIX)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"why": why, "runtime": f"{ENGINE_NAME} {openvino_version()}",
+                                        "source": self.source}), encoding="utf-8")
+        except Exception:
+            pass
 
     def _load(self, shape: tuple) -> bool:
         """The cached model for `shape`, compiled, if its files are whole; a damaged entry is removed
