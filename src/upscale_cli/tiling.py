@@ -1,7 +1,10 @@
 r"""Tiled inference: cut an image into overlapping tiles, run the model on each, blend the outputs.
 
-Pure tensor code (no files, no console). The engine calls `tiled_forward` with the model's forward
-function; everything here works in INPUT pixels unless a name says otherwise.
+Pure array code (no files, no console). The engine calls `tiled_forward` with the model's forward
+function; everything here works in INPUT pixels unless a name says otherwise. It takes a torch tensor
+(any device; blended on the model's device) or a NumPy array (the CPU, for a model that needs no
+PyTorch): the windows are built in NumPy either way and torch is imported only for a tensor, so a
+NumPy run never pays PyTorch's import. Both give the same float32 numbers for the same tiles.
 
 How overlap, margin and the blend window relate (one axis; the other is the same):
 
@@ -41,16 +44,22 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import traceback
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+import numpy as np
 
 from upscale_cli.errors import UsageError
 from upscale_cli.models.descriptor import ModelDescriptor, SizeRequirements
+
+if TYPE_CHECKING:  # torch is imported lazily, only where a tensor is handled
+    import torch
+    from torch import Tensor
+
+    Array = Tensor | np.ndarray
+    Device = torch.device | str | None
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) in input pixels, end exclusive
 Span = tuple[int, int]  # (start, end) in input pixels along one axis
@@ -125,7 +134,7 @@ def plan_tiling(
     scale: int,
     info: ModelDescriptor,
     *,
-    device: torch.device | str = "cpu",
+    device: Device = "cpu",
     tile: int = 0,
     overlap: int | None = None,
     free_memory_bytes: int | None = None,
@@ -143,7 +152,6 @@ def plan_tiling(
     """
     size = info.size
     m, rf = size.multiple_of, max(0, int(info.receptive_field))
-    device = torch.device(device)
     out_device = _out_device(height, width, channels, scale, device)
     explicit_overlap = overlap is not None
     if explicit_overlap:
@@ -175,11 +183,23 @@ def plan_tiling(
     return TilePlan(tile, overlap, margin, size, out_device, note)
 
 
-def _out_device(height: int, width: int, channels: int, scale: int, device: torch.device) -> str | None:
+def _out_device(height: int, width: int, channels: int, scale: int, device: Device) -> str | None:
     """A huge output accumulates in RAM while the tiles still run on the GPU."""
-    if device.type == "cuda" and output_bytes(height, width, channels, scale) > available_memory(device) // 2:
+    on_gpu = _device_key(device)[0] == "cuda"
+    if on_gpu and output_bytes(height, width, channels, scale) > available_memory(device) // 2:
         return "cpu"
     return None
+
+
+def _device_key(device: Device) -> tuple[str, int | None]:
+    """(type, index) of a torch.device, a device string ("cpu", "cuda:1") or None (the CPU), equal
+    exactly when the torch.devices are equal ("cuda" is not "cuda:0"), without importing torch."""
+    if device is None:
+        return "cpu", None
+    if isinstance(device, str):
+        kind, _, index = device.partition(":")
+        return kind, int(index) if index else None
+    return device.type, device.index
 
 
 def overlap_for(receptive_field: int) -> int:
@@ -191,18 +211,19 @@ def overlap_for(receptive_field: int) -> int:
 # ----------------------------------------------------------------------------- blend window
 
 
-def _edge_profile(size_out: int, overlap: int, margin: int, scale: int) -> Tensor:
-    """Weight against distance from one inner edge: 0 over margin, raised-cosine rise, then 1.  (size_out,)"""
-    centres = torch.arange(size_out, dtype=torch.float64) + 0.5  # output pixel centres, from the edge
+def _edge_profile(size_out: int, overlap: int, margin: int, scale: int) -> np.ndarray:
+    """Weight against distance from one inner edge: 0 over margin, raised-cosine rise, then 1.  (size_out,)
+    float64 then rounded to float32: the same float32 values torch's sin gave (tests/test_tiling_numpy.py)."""
+    centres = np.arange(size_out, dtype=np.float64) + 0.5  # output pixel centres, from the edge
     zero_end, ramp = margin * scale, (overlap - 2 * margin) * scale
     if ramp == 0:  # overlap == 2 * margin: a hard cut in the middle of the overlap
-        return (centres >= zero_end).to(torch.float32)
-    t = ((centres - zero_end) / ramp).clamp(0.0, 1.0)
-    return torch.sin(t * (math.pi / 2)).square().to(torch.float32)
+        return (centres >= zero_end).astype(np.float32)
+    t = np.clip((centres - zero_end) / ramp, 0.0, 1.0)
+    return np.square(np.sin(t * (math.pi / 2))).astype(np.float32)
 
 
-def axis_window(size: int, scale: int, margin: int, before: int = 0, after: int = 0) -> Tensor:
-    """1-D window over `size` input pixels of a tile, in output pixels.  (size * scale,)
+def axis_window(size: int, scale: int, margin: int, before: int = 0, after: int = 0) -> np.ndarray:
+    """1-D float32 window over `size` input pixels of a tile, in output pixels.  (size * scale,)
 
     before / after: overlap in input pixels with the neighbouring tile on that side; 0 means the
     side touches the image border (weight stays 1 up to it).
@@ -210,15 +231,15 @@ def axis_window(size: int, scale: int, margin: int, before: int = 0, after: int 
     if min(before, after, margin) < 0 or (before and before < 2 * margin) or (after and after < 2 * margin):
         raise UsageError(f"tile overlap ({before or after}) must be at least twice the margin ({margin})")
     n = size * scale
-    window = torch.ones(n)
+    window = np.ones(n, dtype=np.float32)
     if before:
         window *= _edge_profile(n, before, margin, scale)
     if after:
-        window *= _edge_profile(n, after, margin, scale).flip(0)
+        window *= _edge_profile(n, after, margin, scale)[::-1]
     return window
 
 
-def _axis_windows(spans: list[Span], scale: int, margin: int) -> list[Tensor]:
+def _axis_windows(spans: list[Span], scale: int, margin: int) -> list[np.ndarray]:
     """One 1-D window per span, each knowing how much it overlaps its neighbours."""
     windows = []
     for i, (start, end) in enumerate(spans):
@@ -228,9 +249,9 @@ def _axis_windows(spans: list[Span], scale: int, margin: int) -> list[Tensor]:
     return windows
 
 
-def _axis_weight_sum(spans: list[Span], windows: list[Tensor], scale: int, length: int) -> Tensor:
-    """Summed weight of all spans' windows along one axis, in output pixels.  (length * scale,)"""
-    total = torch.zeros(length * scale)
+def _axis_weight_sum(spans: list[Span], windows: list[np.ndarray], scale: int, length: int) -> np.ndarray:
+    """Summed float32 weight of all spans' windows along one axis, in output pixels.  (length * scale,)"""
+    total = np.zeros(length * scale, dtype=np.float32)
     for (start, end), window in zip(spans, windows):
         total[start * scale : end * scale] += window
     return total
@@ -239,42 +260,104 @@ def _axis_weight_sum(spans: list[Span], windows: list[Tensor], scale: int, lengt
 # ----------------------------------------------------------------------------- running tiles
 
 
-def pad_for_model(x: Tensor, size: SizeRequirements) -> Tensor:
-    """Pad bottom/right to the model's size requirements (reflect, replicate when too small)."""
+def pad_for_model(x: Array, size: SizeRequirements) -> Array:
+    """Pad bottom/right to the model's size requirements (reflect, replicate when too small); a
+    tensor with F.pad, a NumPy array with np.pad's equivalents ("reflect" does not repeat the edge
+    pixel either, "edge" is replicate)."""
     h, w = x.shape[-2:]
     th, tw = size.padded(h, w)
     ph, pw = th - h, tw - w
     if ph == 0 and pw == 0:
         return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
+    reflect = ph < h and pw < w
+    if isinstance(x, np.ndarray):
+        return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)], mode="reflect" if reflect else "edge")
+    import torch.nn.functional as F
+
+    return F.pad(x, (0, pw, 0, ph), mode="reflect" if reflect else "replicate")
 
 
-def _run_tile(fn: Callable[[Tensor], Tensor], tile: Tensor, scale: int, keep: tuple[int, int]) -> Tensor:
+class _NumpyArrays:
+    """The few array operations a tiled run needs, for NumPy arrays: everything on the CPU."""
+
+    def __init__(self, out_device: Device) -> None:
+        if _device_key(out_device)[0] != "cpu":
+            raise ValueError(f"a NumPy array is blended on the CPU, not on {out_device}")
+
+    def vector(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def out_vector(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def float32(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.float32, copy=False)
+
+    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    def to_out(self, y: np.ndarray) -> np.ndarray:
+        return y
+
+    def result(self, y: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(y)
+
+
+class _TorchArrays:
+    """The same operations for torch tensors: tiles weighted on the model's device, the output
+    accumulated on out_device (default: the input's device)."""
+
+    def __init__(self, device: torch.device, out_device: Device) -> None:
+        import torch
+
+        self.torch, self.device = torch, device
+        self.out_device = torch.device(out_device) if out_device is not None else device
+
+    def vector(self, values: np.ndarray) -> Tensor:
+        return self.torch.from_numpy(values).to(self.device)
+
+    def out_vector(self, values: np.ndarray) -> Tensor:
+        return self.torch.from_numpy(values).to(self.out_device)
+
+    def float32(self, y: Tensor) -> Tensor:
+        return y.float()
+
+    def zeros(self, shape: tuple[int, ...]) -> Tensor:
+        return self.torch.zeros(shape, device=self.out_device)
+
+    def to_out(self, y: Tensor) -> Tensor:
+        return y.to(self.out_device)
+
+    def result(self, y: Tensor) -> Tensor:
+        return y.to(self.out_device).contiguous()
+
+
+def _run_tile(fn: Callable[[Array], Array], tile: Array, scale: int, keep: tuple[int, int], arrays) -> Array:
     """fn on one tile, output cropped to the `keep` (rows, cols) input pixels; float32.  (B, C', h*s, w*s)"""
     h, w = tile.shape[-2:]
     y = fn(tile)
     if y.shape[-2] < h * scale or y.shape[-1] < w * scale:
         raise ValueError(f"model returned {tuple(y.shape[-2:])} for a {h}x{w} tile at scale {scale}")
-    return y[..., : keep[0] * scale, : keep[1] * scale].float()
+    return arrays.float32(y[..., : keep[0] * scale, : keep[1] * scale])
 
 
-def _accumulate(fn, x, scale, rows, cols, windows, size, on_tile, out_device) -> Tensor:
+def _accumulate(fn, x, scale, rows, cols, windows, size, on_tile, arrays) -> Array:
     """Run every tile of the padded x and add its weighted output, cropped to `size` (the unpadded
     input), into one accumulator.  (B, C', H*s, W*s)"""
     height, width = size
-    row_windows, col_windows = ([w.to(x.device) for w in ws] for ws in windows)
+    row_windows, col_windows = ([arrays.vector(w) for w in ws] for ws in windows)
     out, total, done = None, len(rows) * len(cols), 0
     for (y0, y1), wy in zip(rows, row_windows):
         keep_h = min(y1, height) - y0
         for (x0, x1), wx in zip(cols, col_windows):
             keep_w = min(x1, width) - x0
-            y = _run_tile(fn, x[..., y0:y1, x0:x1], scale, (keep_h, keep_w))
+            y = _run_tile(fn, x[..., y0:y1, x0:x1], scale, (keep_h, keep_w), arrays)
             # Weight on the model's device; out of place first, as fn may hand back a view of its input.
-            y = (y * wy[: keep_h * scale, None]).mul_(wx[None, : keep_w * scale])
+            y = y * wy[: keep_h * scale, None]
+            y *= wx[None, : keep_w * scale]
             if out is None:
-                out = torch.zeros((*y.shape[:2], height * scale, width * scale), device=out_device)
-            out[..., y0 * scale : (y0 + keep_h) * scale, x0 * scale : (x0 + keep_w) * scale] += y.to(out_device)
+                out = arrays.zeros((*y.shape[:2], height * scale, width * scale))
+            out[..., y0 * scale : (y0 + keep_h) * scale, x0 * scale : (x0 + keep_w) * scale] += arrays.to_out(y)
             del y  # free the tile before the next forward
             done += 1
             if on_tile is not None:
@@ -282,27 +365,29 @@ def _accumulate(fn, x, scale, rows, cols, windows, size, on_tile, out_device) ->
     return out
 
 
-def _normalise(out: Tensor, rows, cols, windows, scale: int, padded: tuple[int, int]) -> None:
+def _normalise(out: Array, rows, cols, windows, scale: int, padded: tuple[int, int], arrays) -> None:
     """Divide the accumulator in place by the summed weight, which is separable: wsum_y(y) * wsum_x(x)."""
     height, width = out.shape[-2], out.shape[-1]
-    wsum_y = _axis_weight_sum(rows, windows[0], scale, padded[0])[:height].to(out.device)
-    wsum_x = _axis_weight_sum(cols, windows[1], scale, padded[1])[:width].to(out.device)
+    wsum_y = _axis_weight_sum(rows, windows[0], scale, padded[0])[:height]
+    wsum_x = _axis_weight_sum(cols, windows[1], scale, padded[1])[:width]
     # Positive everywhere by construction (overlap >= 2 * margin); a zero here would be a bug.
     assert bool((wsum_y > 0).all()) and bool((wsum_x > 0).all()), "tile grid leaves output pixels unweighted"
-    out.div_(wsum_y[:, None]).div_(wsum_x[None, :])  # in place: no second (H*s, W*s) buffer
+    out /= arrays.out_vector(wsum_y)[:, None]  # in place: no second (H*s, W*s) buffer
+    out /= arrays.out_vector(wsum_x)[None, :]
 
 
-@torch.no_grad()
 def tiled_forward(
-    fn: Callable[[Tensor], Tensor],
-    x: Tensor,
+    fn: Callable[[Array], Array],
+    x: Array,
     scale: int,
     plan: TilePlan,
     on_tile: Callable[[int, int], None] | None = None,
-) -> Tensor:
+) -> Array:
     """Run `fn` over the overlapping tiles of `plan` and blend the outputs.  (B, C, H, W) -> (B, C', H*s, W*s)
 
-    fn: the model on one tile (already on x's device and dtype), (B, C, h, w) -> (B, C', h*s, w*s).
+    fn: the model on one tile (already on x's device and dtype), (B, C, h, w) -> (B, C', h*s, w*s),
+    taking and returning the kind of array x is: a torch tensor, or a NumPy array (then everything
+    runs in NumPy on the CPU and torch is not imported; plan.out_device must be None or "cpu").
     x is padded once to the plan's size multiple (reflect, replicate when too small), as an untiled
     run would be, and the output cropped back; see the module docstring for overlap and margin.
     on_tile(done, total): called after each tile.
@@ -310,29 +395,44 @@ def tiled_forward(
     Out of memory propagates (see `is_out_of_memory`); the failed run's buffers are released first.
     No gradients flow through this function.
     """
+    if isinstance(x, np.ndarray):
+        return _tiled_forward(fn, x, scale, plan, on_tile, _NumpyArrays(plan.out_device))
+    import torch
+
+    with torch.no_grad():
+        return _tiled_forward(fn, x, scale, plan, on_tile, _TorchArrays(x.device, plan.out_device))
+
+
+def _tiled_forward(fn, x, scale, plan, on_tile, arrays) -> Array:
+    """tiled_forward for one kind of array (`arrays`: _NumpyArrays or _TorchArrays)."""
     height, width = x.shape[-2:]
-    out_device = torch.device(plan.out_device) if plan.out_device is not None else x.device
     padded = pad_for_model(x, plan.size)
     rows, cols = plan.spans(padded.shape[-2]), plan.spans(padded.shape[-1])
     if len(rows) == 1 and len(cols) == 1:  # one tile: no accumulator, exactly the untiled result
-        y = _run_tile(fn, padded, scale, (height, width)).to(out_device).contiguous()
+        y = arrays.result(_run_tile(fn, padded, scale, (height, width), arrays))
         if on_tile is not None:
             on_tile(1, 1)
         return y
     windows = (_axis_windows(rows, scale, plan.margin), _axis_windows(cols, scale, plan.margin))
     try:
-        out = _accumulate(fn, padded, scale, rows, cols, windows, (height, width), on_tile, out_device)
+        out = _accumulate(fn, padded, scale, rows, cols, windows, (height, width), on_tile, arrays)
     except BaseException as err:
         if is_out_of_memory(err):  # drop the failed run's tiles and accumulator before the retry
             traceback.clear_frames(err.__traceback__)
         raise
-    _normalise(out, rows, cols, windows, scale, tuple(padded.shape[-2:]))
+    _normalise(out, rows, cols, windows, scale, tuple(padded.shape[-2:]), arrays)
     return out
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """True for an allocation failure on any device (so the caller can halve the tile and retry)."""
-    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+    """True for an allocation failure on any device (so the caller can halve the tile and retry):
+    MemoryError (NumPy's failed allocations are one), torch's OutOfMemoryError, or a RuntimeError
+    saying so. Torch is not imported for this: an error of torch's means torch is loaded already."""
+    if isinstance(err, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None)
+    if isinstance(oom, type) and isinstance(err, oom):
         return True
     message = str(err).lower()
     return isinstance(err, RuntimeError) and (
@@ -343,15 +443,18 @@ def is_out_of_memory(err: BaseException) -> bool:
 # ----------------------------------------------------------------------------- choosing a tile size
 
 
-def available_memory(device: torch.device | str) -> int:
+def available_memory(device: Device) -> int:
     """Bytes free for new tensors on `device`.
 
     CUDA: the driver's free memory plus what PyTorch's caching allocator holds but does not use.
     Anything else (CPU; MPS shares system memory): MemAvailable from /proc/meminfo (free pages plus
     reclaimable cache), else os.sysconf free pages, else a conservative 2 GiB.
+    device: a torch.device, a device string, or None (the CPU); torch is imported only for CUDA.
     """
-    device = torch.device(device)
-    if device.type == "cuda":
+    if _device_key(device)[0] == "cuda":
+        import torch
+
+        device = torch.device(device)
         free, _total = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     try:
@@ -379,9 +482,9 @@ def auto_tile_size(
     scale: int,
     bytes_per_input_pixel: int,
     *,
-    device: torch.device | str = "cpu",
+    device: Device = "cpu",
     free_memory_bytes: int | None = None,
-    out_device: torch.device | str | None = None,
+    out_device: Device = None,
     overlap: int = 0,
     size_multiple: int = 1,
     cpu_max_tile: int = CPU_MAX_TILE,
@@ -396,15 +499,13 @@ def auto_tile_size(
     no cap: a model whose tiling is discouraged) so memory stays bounded whatever the machine reports. When the accumulator alone does not fit
     (see `output_bytes`), pass out_device="cpu" to tiled_forward and here.
     """
-    device = torch.device(device)
-    out_device = torch.device(out_device) if out_device is not None else device
     free = available_memory(device) if free_memory_bytes is None else free_memory_bytes
     resident = channels * height * width * FLOAT32_BYTES
-    if out_device == device:
+    if out_device is None or _device_key(out_device) == _device_key(device):
         resident += output_bytes(height, width, channels, scale)
     per_pixel = bytes_per_input_pixel + 2 * channels * scale * scale * FLOAT32_BYTES
     side = math.isqrt(max(int((free - resident) * MEMORY_SAFETY), 0) // per_pixel)
-    if device.type == "cpu" and cpu_max_tile:
+    if _device_key(device)[0] == "cpu" and cpu_max_tile:
         side = min(side, cpu_max_tile)
     if side >= max(height, width):
         return 0
