@@ -50,7 +50,7 @@ def _plain_per_tap_resize(x, size, method):
     def axis(x, out_size, dim):
         if x.shape[dim] == out_size:
             return x
-        idx, weights = _axis_taps(x.shape[dim], out_size, method)
+        idx, weights = _axis_taps(x.shape[dim], out_size, method, torch)  # a tensor's taps
         shape = [1] * x.dim()
         shape[dim] = out_size
         out = None

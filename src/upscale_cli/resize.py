@@ -1,4 +1,4 @@
-"""Resampling of image tensors that matches Pillow's `Image.resize` (pure tensor code).
+"""Resampling of image arrays that matches Pillow's `Image.resize` (pure array code).
 
 Pillow's antialiased filters are the reference of the SR evaluation protocol, so the
 `bicubic` baseline, the engine's final resize, the training degradations and the
@@ -14,14 +14,24 @@ per-tap sum: float32 multiply, then add, tap after tap. A CPU tensor that needs 
 (every inference call) runs the same steps in NumPy: the same IEEE operations, one thread. Torch
 spreads each of these small, memory-bound steps over its thread pool, and on a busy machine
 waiting for the pool cost more than the work (bicubic x4 of 128x128: 0.3 s instead of 10 ms).
+
+A NumPy array (float32 or float64) takes that NumPy path directly and gives a NumPy array, without
+importing torch (a run whose model needs no PyTorch). Its taps are computed in NumPy; a tensor's
+are computed with torch's own functions, as always. The two agree to the last bit in float32 (the
+precision every image runs at; tests/test_resize_numpy.py checks a grid), but not always in float64:
+torch's sin and sum round the last float64 bit their own way, and a float64 tensor keeps its values.
 """
 from __future__ import annotations
 
 import functools
 import math
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported lazily, only for a tensor
+    import torch
 
 FILTER_SUPPORT = {"bilinear": 1.0, "bicubic": 2.0, "lanczos": 3.0}
 BICUBIC_A = -0.5  # Pillow's (and MATLAB imresize's) cubic coefficient
@@ -29,41 +39,52 @@ METHODS = ("nearest", *FILTER_SUPPORT)
 CACHE_FLOATS = 65_536  # float32 values of output made at a time (256 KB: the sums and products fit L2)
 
 
-def _filter(name: str, x: torch.Tensor) -> torch.Tensor:
-    x = x.abs()
+def _filter(name: str, x, xp: ModuleType):
+    """The filter's weight at distance x (float64), with xp's functions (numpy or torch)."""
+    x = xp.abs(x)
     if name == "bilinear":
-        return (1.0 - x).clamp(min=0.0)
+        return (1.0 - x).clip(min=0.0)
     if name == "bicubic":
         a = BICUBIC_A
         near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
         far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
-        return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
+        return xp.where(x < 1.0, near, xp.where(x < 2.0, far, xp.zeros_like(x)))
     if name == "lanczos":
-        return torch.where(x < 3.0, torch.sinc(x) * torch.sinc(x / 3.0), torch.zeros_like(x))
+        return xp.where(x < 3.0, xp.sinc(x) * xp.sinc(x / 3.0), xp.zeros_like(x))
     raise ValueError(f"unknown filter {name!r}")
 
 
 @functools.lru_cache(maxsize=64)
-def _axis_taps(in_size: int, out_size: int, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (out, K) and normalised weights (out, K) for one axis, as Pillow computes them."""
+def _axis_taps(in_size: int, out_size: int, method: str, xp: ModuleType = np):
+    """Indices (out, K) and normalised float64 weights (out, K) for one axis, as Pillow computes
+    them; xp: numpy (NumPy arrays) or torch (tensors), the same steps with either's functions."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)  # widen the kernel when shrinking: antialiasing
     support = FILTER_SUPPORT[method] * filterscale
     taps = int(math.ceil(support)) * 2 + 1
-    centre = (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale
-    xmin = torch.floor(centre - support + 0.5).clamp(min=0)
-    xmax = torch.floor(centre + support + 0.5).clamp(max=in_size)
-    idx = xmin[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]
-    weights = _filter(method, (idx - centre[:, None] + 0.5) / filterscale)
-    weights = torch.where(idx < xmax[:, None], weights, torch.zeros_like(weights))
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    return idx.clamp(max=in_size - 1).long(), weights
+    centre = (xp.arange(out_size, dtype=xp.float64) + 0.5) * scale
+    xmin = xp.floor(centre - support + 0.5).clip(min=0)
+    xmax = xp.floor(centre + support + 0.5).clip(max=in_size)
+    idx = xmin[:, None] + xp.arange(taps, dtype=xp.float64)[None, :]
+    weights = _filter(method, (idx - centre[:, None] + 0.5) / filterscale, xp)
+    weights = xp.where(idx < xmax[:, None], weights, xp.zeros_like(weights))
+    weights = weights / weights.sum(1, keepdims=True)
+    idx = idx.clip(max=in_size - 1)
+    return (idx.astype(np.int64) if xp is np else idx.long()), weights
+
+
+def _torch_taps(in_size: int, out_size: int, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    return _axis_taps(in_size, out_size, method, torch)
 
 
 def axis_matrix(in_size: int, out_size: int, method: str) -> torch.Tensor:
     """(out_size, in_size): row i holds the weights output pixel i takes from the input axis, the
-    same taps `resize` applies along one axis (before its clipping), as a dense matrix."""
-    idx, weights = _axis_taps(in_size, out_size, method)
+    same taps `resize` applies along one axis (before its clipping), as a dense float32 tensor."""
+    import torch
+
+    idx, weights = _torch_taps(in_size, out_size, method)
     matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
     matrix.scatter_add_(1, idx, weights)
     return matrix.float()
@@ -74,8 +95,8 @@ def _resize_axis(x: torch.Tensor, out_size: int, dim: int, method: str) -> torch
     if in_size == out_size:
         return x
     if method == "nearest":
-        return x.index_select(dim, _nearest_source(in_size, out_size).to(x.device))
-    idx, weights = _axis_taps(in_size, out_size, method)
+        return x.index_select(dim, _nearest_source_tensor(in_size, out_size).to(x.device))
+    idx, weights = _torch_taps(in_size, out_size, method)
     idx, weights = idx.to(x.device), weights.to(device=x.device, dtype=x.dtype)
     used = [k for k in range(idx.shape[1]) if bool(weights[:, k].any())]
     rows = x.movedim(dim, 0).contiguous()  # (in, ...): each tap gathers whole rows
@@ -88,24 +109,32 @@ def _resize_axis(x: torch.Tensor, out_size: int, dim: int, method: str) -> torch
 
 
 @functools.lru_cache(maxsize=64)
-def _nearest_source(in_size: int, out_size: int) -> torch.Tensor:
-    src = torch.floor((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size))
-    return src.clamp(max=in_size - 1).long()
+def _nearest_source(in_size: int, out_size: int) -> np.ndarray:
+    """The input pixel each output pixel copies (int64, out_size): exact in float64 either way."""
+    src = np.floor((np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size))
+    return np.minimum(src, in_size - 1).astype(np.int64)
 
 
-def _resize_axis_numpy(x: np.ndarray, out_size: int, axis: int, method: str) -> np.ndarray:
+def _nearest_source_tensor(in_size: int, out_size: int) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(_nearest_source(in_size, out_size))
+
+
+def _resize_axis_numpy(x: np.ndarray, out_size: int, axis: int, method: str, xp: ModuleType) -> np.ndarray:
     """_resize_axis in NumPy: the same taps, the same multiply-then-add order, so the same values.
     Each tap gathers whole contiguous rows: along the last axis the array is transposed first and
     back after. The output is made a block of CACHE_FLOATS at a time, every tap of a block before
     the next, so the gathered rows, products and sums stay in the CPU's cache. A tap is skipped
-    only where it is zero for every output, as before. The result is C-contiguous."""
+    only where it is zero for every output, as before. The result is C-contiguous. xp: the module
+    whose taps are used (torch for a tensor's values, numpy for an array's)."""
     in_size = x.shape[axis]
     if in_size == out_size:
         return x
     if method == "nearest":
-        return np.take(x, _nearest_source(in_size, out_size).numpy(), axis=axis, mode="clip")  # in range
-    idx, weights = _axis_taps(in_size, out_size, method)
-    idx, weights = idx.numpy(), weights.numpy().astype(x.dtype)
+        return np.take(x, _nearest_source(in_size, out_size), axis=axis, mode="clip")  # in range
+    idx, weights = _axis_taps(in_size, out_size, method, xp)
+    idx, weights = np.asarray(idx), np.asarray(weights).astype(x.dtype)
     used = [k for k in range(idx.shape[1]) if weights[:, k].any()]
     if axis == x.ndim - 1:  # (..., in) -> (in, ...): a gather of single values would be slow
         moved = np.ascontiguousarray(np.moveaxis(x, axis, 0))
@@ -138,32 +167,36 @@ def _resize_rows(slabs: np.ndarray, idx: np.ndarray, weights: np.ndarray, used: 
     return out
 
 
-def _resize_numpy(x: np.ndarray, size: tuple[int, int], method: str, clamp: bool) -> np.ndarray:
+def _resize_numpy(x: np.ndarray, size: tuple[int, int], method: str, clamp: bool, xp: ModuleType = np) -> np.ndarray:
     """Width pass, then height pass (each clipped with clamp), one image of a batch at a time: the
     values do not depend on the batch, and one image's passes fit the cache where eight do not."""
     height, width = size
     if x.ndim > 3 and x.shape[0] > 1 and method != "nearest":  # nearest copies: no sums to keep in cache
         out = np.empty(x.shape[:-2] + (height, width), dtype=x.dtype)
         for k in range(x.shape[0]):
-            out[k] = _resize_numpy(x[k], size, method, clamp)
+            out[k] = _resize_numpy(x[k], size, method, clamp, xp)
         return out
-    array = _resize_axis_numpy(x, width, x.ndim - 1, method)
+    array = _resize_axis_numpy(x, width, x.ndim - 1, method, xp)
     if clamp:  # in place on a new buffer, never on the caller's array
         array = np.clip(array, 0.0, 1.0, out=array if width != x.shape[-1] else None)
-    array = _resize_axis_numpy(array, height, x.ndim - 2, method)
+    array = _resize_axis_numpy(array, height, x.ndim - 2, method, xp)
     if clamp:
         array = np.clip(array, 0.0, 1.0, out=array if height != x.shape[-2] else None)
     return array
 
 
 def _numpy_path(x: torch.Tensor) -> bool:
+    import torch
+
     return x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32, torch.float64)
 
 
-def resize(x: torch.Tensor, size: tuple[int, int], method: str = "bicubic", clamp: bool = True) -> torch.Tensor:
+def resize(x: torch.Tensor | np.ndarray, size: tuple[int, int], method: str = "bicubic",
+           clamp: bool = True) -> torch.Tensor | np.ndarray:
     """Resize (..., H, W) to size=(height, width) like Pillow: width pass, then height pass.
 
-    With clamp (the default, for images in [0, 1]) each pass is clipped to [0, 1] as
+    x: a tensor (any device, differentiable) or a float32/float64 NumPy array; the result is the
+    same kind. With clamp (the default, for images in [0, 1]) each pass is clipped to [0, 1] as
     Pillow clips between its passes; that is what makes sharp edges match Pillow's output.
     """
     if method not in METHODS:
@@ -171,8 +204,14 @@ def resize(x: torch.Tensor, size: tuple[int, int], method: str = "bicubic", clam
     height, width = size
     if height < 1 or width < 1:
         raise ValueError(f"cannot resize to {width}x{height}")
+    if isinstance(x, np.ndarray):
+        if x.dtype not in (np.float32, np.float64):
+            raise ValueError(f"resize takes a float32 or float64 array, not {x.dtype}")
+        return _resize_numpy(x, (height, width), method, clamp)
     if _numpy_path(x):
-        return torch.from_numpy(_resize_numpy(x.numpy(), (height, width), method, clamp))
+        import torch
+
+        return torch.from_numpy(_resize_numpy(x.numpy(), (height, width), method, clamp, torch))
     x = _resize_axis(x, width, x.dim() - 1, method)
     if clamp:
         x = x.clamp(0.0, 1.0)
