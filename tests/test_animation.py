@@ -15,7 +15,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from upscale_cli.errors import ImageReadError, ImageWriteError
@@ -296,10 +295,10 @@ def webp_frames() -> list[dict]:
 
 def rgba_of(image: DecodedImage) -> np.ndarray:
     """(H, W, 4) uint8 of a frame (opaque where it has no alpha)."""
-    colour = np.rint(image.pixels[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    colour = np.rint(image.pixels[0].transpose(1, 2, 0) * 255).astype(np.uint8)
     if image.alpha is None:
         return np.concatenate([colour, np.full(colour.shape[:2] + (1,), 255, np.uint8)], axis=2)
-    return np.concatenate([colour, np.rint(image.alpha[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)], axis=2)
+    return np.concatenate([colour, np.rint(image.alpha[0].transpose(1, 2, 0) * 255).astype(np.uint8)], axis=2)
 
 
 def same_shown(a: np.ndarray, b: np.ndarray, tolerance: int = 0) -> bool:
@@ -313,7 +312,7 @@ def same_shown(a: np.ndarray, b: np.ndarray, tolerance: int = 0) -> bool:
 
 def nearest_x2(image: DecodedImage) -> DecodedImage:
     def up(t):
-        return None if t is None else torch.from_numpy(np.repeat(np.repeat(t.numpy(), 2, axis=2), 2, axis=3))
+        return None if t is None else np.repeat(np.repeat(t, 2, axis=2), 2, axis=3)
     return image.replace(pixels=up(image.pixels), alpha=up(image.alpha))
 
 
@@ -370,7 +369,8 @@ def test_frames_from_start_and_one_at_a_time():
     assert [f.index for f in later] == [9, 10, 11]
     assert same_shown(rgba_of(later[0].image), browser_gif(twelve_frames())[9])
     images = [f.image for f in source.frames()]
-    assert len({id(image.pixels.untyped_storage()) for image in images}) == 12  # no frame overwritten later
+    assert not any(np.shares_memory(a.pixels, b.pixels) for k, a in enumerate(images) for b in images[k + 1:])
+    assert len(images) == 12  # each frame its own memory: no frame overwritten later
 
 
 def test_opaque_gif_frames_have_no_alpha():
@@ -610,10 +610,10 @@ def _gradient_frames(count: int, size=(320, 4), alpha=False) -> list[DecodedImag
     for k in range(count):
         x = (np.arange(width) + 3 * k) / (width + 3 * count)
         rgb = np.stack([x, 1 - x, 0.5 + 0.5 * np.sin(9 * x)], axis=1)[None].repeat(height, 0).astype(np.float32)
-        planes = torch.from_numpy(np.clip(rgb, 0, 1).transpose(2, 0, 1)[None].copy())
+        planes = np.clip(rgb, 0, 1).transpose(2, 0, 1)[None].copy()
         a = None
         if alpha:
-            a = torch.ones(1, 1, height, width)
+            a = np.ones((1, 1, height, width), np.float32)
             a[..., : width // 10] = 0.2  # under one half: transparent
         out.append(DecodedImage(planes, a))
     return out
@@ -633,7 +633,7 @@ def test_gif_with_new_colours_gets_a_palette_per_frame_without_dithering(tmp_pat
     for got, image in zip(frames_of((tmp_path / "q.gif").read_bytes()), _gradient_frames(4, alpha=True)):
         assert (got == got[:1]).all()  # every row identical, as in the source: no dither pattern
         assert (got[:, :32, 3] == 0).all() and (got[:, 32:, 3] == 255).all()
-        want = np.rint(image.pixels[0].permute(1, 2, 0).numpy() * 255)
+        want = np.rint(image.pixels[0].transpose(1, 2, 0) * 255)
         assert np.abs(got[:, 32:, :3] - want[:, 32:]).max() <= 8  # 255 colours for 288: close
 
 
@@ -798,7 +798,7 @@ def test_sink_refuses_what_it_cannot_write(tmp_path):
     with pytest.raises(ImageWriteError, match="frame 2: 10 x 8, but the first frame is 20 x 16"):
         sink.add(frames[1].image, frames[1])
     with pytest.raises(ImageWriteError, match="4 x 20000 is over the format's 16383 pixels a side"):
-        source.sink(tmp_path / "b.webp", "WEBP", None).add(DecodedImage(torch.zeros(1, 3, 20000, 4)), frames[0])
+        source.sink(tmp_path / "b.webp", "WEBP", None).add(DecodedImage(np.zeros((1, 3, 20000, 4), np.float32)), frames[0])
 
 
 def test_still_gif_keeps_its_palette_and_transparency():

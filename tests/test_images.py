@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -27,17 +26,17 @@ LOSSY_TOLERANCE = 16 / 255  # max abs error on smooth areas after JPEG/WebP at q
 LOSSY_MEAN_ERROR = 8 / 255  # mean abs error allowed over a whole lossy image
 
 
-def as_u8(x: torch.Tensor) -> np.ndarray:
+def as_u8(x: np.ndarray) -> np.ndarray:
     return arrays.tensor_to_uint8(x)
 
 
-def as_u16(x: torch.Tensor) -> np.ndarray:
+def as_u16(x: np.ndarray) -> np.ndarray:
     """(1, C, H, W) -> (H, W, C) uint16."""
-    return np.round(x[0].permute(1, 2, 0).numpy() * 65535).astype(np.uint16)
+    return np.round(x[0].transpose(1, 2, 0) * 65535).astype(np.uint16)
 
 
-def mean_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().mean())
+def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
 
 
 def leftover_files(folder: Path) -> list[str]:
@@ -71,11 +70,14 @@ def leftover_files(folder: Path) -> list[str]:
 def test_read_every_kind(tmp_path, maker, channels, has_alpha, depth, fmt):
     image = read_image(maker(tmp_path))
     assert image.pixels.shape == (1, channels, H, W)
-    assert image.pixels.dtype == torch.float32
+    assert isinstance(image.pixels, np.ndarray) and image.pixels.dtype == np.float32
+    assert image.pixels.flags.c_contiguous and image.pixels.flags.writeable
     assert 0.0 <= float(image.pixels.min()) and float(image.pixels.max()) <= 1.0
     assert (image.alpha is not None) == has_alpha
     if has_alpha:
         assert image.alpha.shape == (1, 1, H, W)
+        assert isinstance(image.alpha, np.ndarray) and image.alpha.dtype == np.float32
+        assert image.alpha.flags.c_contiguous and image.alpha.flags.writeable
     assert image.bit_depth == depth
     assert image.source_format == fmt
     assert (image.height, image.width) == (H, W)
@@ -113,14 +115,14 @@ def test_16bit_rgba_alpha_exact(tmp_path):
                                    factory.make_palette_gif_with_transparency])
 def test_palette_transparency_becomes_alpha(tmp_path, maker):
     alpha = read_image(maker(tmp_path)).alpha[0, 0]
-    assert torch.all(alpha[:, : factory.TRANSPARENT_COLUMNS] == 0)
-    assert torch.all(alpha[:, factory.TRANSPARENT_COLUMNS:] == 1)
+    assert np.all(alpha[:, : factory.TRANSPARENT_COLUMNS] == 0)
+    assert np.all(alpha[:, factory.TRANSPARENT_COLUMNS:] == 1)
 
 
 def test_gif_reads_first_frame(tmp_path):
     image = read_image(factory.make_gif(tmp_path))
     assert float(image.pixels.mean()) > 0.2  # frame 1 is black
-    assert mean_abs(image.pixels, arrays.uint8_to_tensor(factory.gradient_rgb())) < 0.05
+    assert mean_abs(image.pixels, arrays.uint8_to_array(factory.gradient_rgb())) < 0.05
 
 
 def test_cmyk_jpeg_reads_as_rgb_with_right_colours(tmp_path):
@@ -236,7 +238,7 @@ def test_rgb_round_trip(tmp_path, suffix):
     again = read_image(out)
     assert again.pixels.shape == image.pixels.shape and again.alpha is None
     if suffix in LOSSLESS:
-        assert torch.equal(again.pixels, image.pixels)
+        assert np.array_equal(again.pixels, image.pixels)
     else:
         assert mean_abs(again.pixels, image.pixels) < LOSSY_MEAN_ERROR
     assert leftover_files(tmp_path) == []
@@ -252,7 +254,7 @@ def test_rgba_round_trip_keeps_alpha(tmp_path, suffix):
     if suffix == "webp":  # lossy colour; the alpha plane survives almost exactly
         assert mean_abs(again.alpha, image.alpha) < 2 / 255
     else:
-        assert torch.equal(again.alpha, image.alpha) and torch.equal(again.pixels, image.pixels)
+        assert np.array_equal(again.alpha, image.alpha) and np.array_equal(again.pixels, image.pixels)
 
 
 @pytest.mark.parametrize("suffix", ["jpg", "bmp"])
@@ -265,7 +267,7 @@ def test_alpha_composited_over_white_where_format_has_none(tmp_path, suffix):
     right_edge = again.pixels[0, :, :, -1]  # alpha 0 there
     assert float(right_edge.min()) > 0.9
     left_edge = again.pixels[0, :, 4:, 0]  # opaque: colour unchanged
-    assert float((left_edge - image.pixels[0, :, 4:, 0]).abs().max()) < LOSSY_TOLERANCE * 2
+    assert float(np.abs(left_edge - image.pixels[0, :, 4:, 0]).max()) < LOSSY_TOLERANCE * 2
 
 
 @pytest.mark.parametrize("suffix", ["png", "tiff", "bmp", "jpg"])
@@ -294,7 +296,7 @@ def test_grey_alpha_round_trip(tmp_path, suffix):
     write_image(image, tmp_path / f"out.{suffix}")
     again = read_image(tmp_path / f"out.{suffix}")
     assert again.pixels.shape == (1, 1, H, W)
-    assert torch.equal(again.pixels, image.pixels) and torch.equal(again.alpha, image.alpha)
+    assert np.array_equal(again.pixels, image.pixels) and np.array_equal(again.alpha, image.alpha)
 
 
 @pytest.mark.parametrize("suffix", ["png", "tiff"])
@@ -319,12 +321,12 @@ def test_16bit_colour_round_trip_exact(tmp_path, suffix, maker):
     assert np.array_equal(as_u16(again.pixels), factory.gradient_rgb16())
     assert (again.alpha is None) == (image.alpha is None)
     if image.alpha is not None:
-        assert torch.equal(again.alpha, image.alpha)
+        assert np.array_equal(again.alpha, image.alpha)
 
 
 def test_16bit_grey_alpha_written_as_16bit_rgba(tmp_path):
-    grey = torch.from_numpy(factory.gradient_grey16().astype(np.float32) / 65535)[None, None]
-    alpha = torch.linspace(0, 1, W).expand(1, 1, H, W).contiguous()
+    grey = (factory.gradient_grey16().astype(np.float32) / 65535)[None, None]
+    alpha = np.ascontiguousarray(np.broadcast_to(np.linspace(0, 1, W, dtype=np.float32), (1, 1, H, W)))
     image = DecodedImage(grey, alpha, 16, source_format="PNG")
     write_image(image, tmp_path / "out.png")
     again = read_image(tmp_path / "out.png")
@@ -343,9 +345,9 @@ def test_16bit_quantised_to_8_bits_elsewhere(tmp_path, suffix):
 
 def test_bilevel_round_trip(tmp_path):
     image = read_image(factory.make_bilevel_png(tmp_path))
-    assert set(torch.unique(image.pixels).tolist()) <= {0.0, 1.0}
+    assert set(np.unique(image.pixels).tolist()) <= {0.0, 1.0}
     write_image(image, tmp_path / "out.png")
-    assert torch.equal(read_image(tmp_path / "out.png").pixels, image.pixels)
+    assert np.array_equal(read_image(tmp_path / "out.png").pixels, image.pixels)
 
 
 def test_cmyk_written_as_rgb_jpeg(tmp_path):
@@ -491,7 +493,7 @@ def test_unknown_format_names_the_path(tmp_path):
 
 
 def test_encoder_failure_leaves_nothing(tmp_path):
-    too_wide = DecodedImage(torch.zeros(1, 3, 1, 70_000))  # JPEG stops at 65,535
+    too_wide = DecodedImage(np.zeros((1, 3, 1, 70_000), np.float32))  # JPEG stops at 65,535
     target = tmp_path / "wide.jpg"
     with pytest.raises(ImageWriteError) as caught:
         write_image(too_wide, target)
@@ -580,13 +582,15 @@ def test_written_file_mode_follows_umask(tmp_path):
 
 
 def test_decoded_image_replace_and_size():
-    image = DecodedImage(torch.zeros(1, 3, 5, 7))
+    image = DecodedImage(np.zeros((1, 3, 5, 7), np.float32))
     assert (image.height, image.width, image.bit_depth, image.alpha) == (5, 7, 8, None)
     changed = image.replace(bit_depth=16)
     assert changed.bit_depth == 16 and image.bit_depth == 8
 
 
 def test_uint8_tensor_round_trip():
+    import torch
+
     rgb = factory.gradient_rgb()
     tensor = arrays.uint8_to_tensor(rgb)
     assert tensor.shape == (1, 3, H, W) and tensor.dtype == torch.float32
@@ -594,6 +598,10 @@ def test_uint8_tensor_round_trip():
     assert np.array_equal(arrays.tensor_to_uint8(tensor[0]), rgb)
     grey = arrays.uint8_to_tensor(factory.gradient_grey())
     assert grey.shape == (1, 1, H, W)
+    array = arrays.uint8_to_array(rgb)  # a DecodedImage's pixels: the same values, as NumPy
+    assert isinstance(array, np.ndarray) and array.dtype == np.float32 and array.flags.c_contiguous
+    assert np.array_equal(array, tensor.numpy()) and np.array_equal(arrays.tensor_to_uint8(array), rgb)
+    assert np.array_equal(arrays.tensor_to_array(tensor.permute(0, 1, 3, 2)), array.transpose(0, 1, 3, 2))
 
 
 def test_load_rgb_uint8_is_plain_convert(tmp_path):
@@ -632,7 +640,7 @@ def save_frames(path: Path, count: int = 3, **options) -> Path:
 def test_first_page_is_read_and_the_rest_are_named(tmp_path, name, options, note):
     image = read_image(save_frames(tmp_path / name, **options))
     assert image.notes == (note,)
-    assert mean_abs(image.pixels, arrays.uint8_to_tensor(factory.gradient_rgb())) < 0.05  # page 1, not 3
+    assert mean_abs(image.pixels, arrays.uint8_to_array(factory.gradient_rgb())) < 0.05  # page 1, not 3
 
 
 def test_two_frame_gif_note_counts_both(tmp_path):
@@ -782,13 +790,13 @@ def test_png_compression_level_changes_size_not_pixels(tmp_path):
     rng = np.random.default_rng(3)
     ramp = np.linspace(0, 1, 96 * 128, dtype=np.float32).reshape(1, 1, 96, 128)
     noise = rng.random((1, 3, 96, 128), dtype=np.float32) * 0.05
-    image = DecodedImage(pixels=torch.from_numpy(np.clip(ramp + noise, 0, 1)), source_format="PNG")
+    image = DecodedImage(pixels=np.clip(ramp + noise, 0, 1), source_format="PNG")
     sizes = {}
     for level in (0, 1, 6, 9, None):  # None: the default
         data = encode_image(image, "png", png_compression=level)
         sizes[level] = len(data)
         back = read_image(data)
-        assert torch.equal(back.pixels, read_image(encode_image(image, "png", png_compression=6)).pixels)
+        assert np.array_equal(back.pixels, read_image(encode_image(image, "png", png_compression=6)).pixels)
     assert sizes[0] > sizes[1] >= sizes[9]
     assert sizes[None] < sizes[DEFAULT_PNG_COMPRESSION]  # the default adds zlib's run-length strategy
     out = tmp_path / "a.png"
@@ -799,10 +807,69 @@ def test_png_compression_level_changes_size_not_pixels(tmp_path):
 
 
 def test_png_compression_reaches_sixteen_bit_png():
-    pixels = torch.linspace(0, 1, 3 * 40 * 50).reshape(1, 3, 40, 50)  # smooth: compressible
+    pixels = np.linspace(0, 1, 3 * 40 * 50, dtype=np.float32).reshape(1, 3, 40, 50)  # smooth: compressible
     image = DecodedImage(pixels=pixels, bit_depth=16, source_format="PNG")
     small, large, default = (encode_image(image, "png", png_compression=level) for level in (9, 0, None))
     assert len(small) < len(large) and len(default) < len(large)
-    assert torch.equal(read_image(default).pixels, read_image(large).pixels)
-    assert torch.equal(read_image(small).pixels, read_image(large).pixels)
+    assert np.array_equal(read_image(default).pixels, read_image(large).pixels)
+    assert np.array_equal(read_image(small).pixels, read_image(large).pixels)
     assert read_image(small).bit_depth == 16
+
+
+# ------------------------------------------------------------------ without torch
+
+# Run in a child where `import torch` fails: every file of the grid decoded and encoded to each
+# format, and an animated GIF's frames decoded and written as GIF, APNG and WebP. It prints what
+# it wrote; the parent compares those bytes with its own encodes of the same files.
+NO_TORCH_CHILD = """
+import json, sys
+sys.modules["torch"] = None  # any `import torch` (or torch.anything) now raises ImportError
+from pathlib import Path
+import numpy as np
+import upscale_cli.images.arrays, upscale_cli.images.animation, upscale_cli.video.read, upscale_cli.video.write
+from upscale_cli.images.animation import open_animation
+from upscale_cli.images.read import read_image
+from upscale_cli.images.write import encode_image
+
+folder, out, formats = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
+for path in sorted(folder.iterdir()):
+    image = read_image(path)
+    assert isinstance(image.pixels, np.ndarray), type(image.pixels)
+    for fmt in formats:
+        (out / f"{path.name}.{fmt}").write_bytes(encode_image(image, fmt))
+animation = open_animation((folder / "anim.gif").read_bytes(), "anim.gif", 0)
+for fmt in ("GIF", "PNG", "WEBP"):
+    sink = animation.sink(out / f"anim.{fmt.lower()}", fmt, None)
+    for frame in animation.frames():
+        sink.add(frame.image, frame)
+    sink.finish()
+print(json.dumps(sorted(path.name for path in out.iterdir())))
+"""
+NO_TORCH_FORMATS = ("png", "jpg", "webp", "gif", "tiff", "bmp")
+NO_TORCH_MAKERS = (factory.make_rgb_png, factory.make_rgb_jpeg, factory.make_rgba_webp, factory.make_gif,
+                   factory.make_grey_alpha_png, factory.make_palette_png_with_transparency,
+                   factory.make_16bit_png, factory.make_16bit_rgba_png, factory.make_16bit_rgb_tiff,
+                   factory.make_16bit_grey_alpha_png)
+
+
+def test_decode_and_encode_without_torch(tmp_path):
+    """DecodedImage holds NumPy arrays: reading, writing and animations never import torch (a run whose
+    model needs no PyTorch must not pay its ~3 s import), with the same bytes as in this process."""
+    import subprocess
+    import sys
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    for maker in NO_TORCH_MAKERS:
+        maker(folder)
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_CHILD, str(folder), str(out), ",".join(NO_TORCH_FORMATS)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads(proc.stdout)
+    assert len(written) == len(NO_TORCH_MAKERS) * len(NO_TORCH_FORMATS) + 3  # + the animation in 3 formats
+    for path in sorted(folder.iterdir()):
+        image = read_image(path)
+        for fmt in NO_TORCH_FORMATS:
+            assert (out / f"{path.name}.{fmt}").read_bytes() == encode_image(image, fmt), (path.name, fmt)
+    assert read_image(out / "anim.png").source_format == "PNG" and (out / "anim.webp").stat().st_size > 0

@@ -10,8 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 import image_factory as factory
 from upscale_cli.images import DecodedImage, atomic
@@ -21,7 +21,7 @@ from upscale_cli.images.write import write_image
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="leftovers are found by pid only on POSIX")
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-KILLED_WRITE_WAIT_S = 60  # the child imports torch before it starts writing
+KILLED_WRITE_WAIT_S = 60  # the child imports NumPy, Pillow and OpenCV before it starts writing
 
 
 def hidden(folder: Path) -> list[str]:
@@ -40,7 +40,7 @@ def temp_name(target: str, pid: int, owner: str | None = None, rand: str = "0123
 
 
 def small_image() -> DecodedImage:
-    return DecodedImage(torch.rand(1, 3, 8, 12))
+    return DecodedImage(np.random.default_rng(0).random((1, 3, 8, 12), dtype=np.float32))
 
 
 def test_temp_file_name_says_whose_it_is(tmp_path, monkeypatch):
@@ -119,12 +119,12 @@ def test_an_exception_during_the_write_removes_the_temp_file(tmp_path, monkeypat
 # (encoding happens in memory before the temp file exists, so a slow encoder would not help).
 KILLED_WRITER = textwrap.dedent("""
     import os, sys, time
-    import torch
+    import numpy as np
     from upscale_cli.images import DecodedImage
     from upscale_cli.images.write import write_image
 
     os.fsync = lambda fd: time.sleep(600)
-    write_image(DecodedImage(torch.rand(1, 3, 600, 800)), sys.argv[1])
+    write_image(DecodedImage(np.random.default_rng(0).random((1, 3, 600, 800), dtype=np.float32)), sys.argv[1])
 """)
 
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from upscale_cli.images import DecodedImage
-from upscale_cli.images.arrays import uint8_to_tensor
+from upscale_cli.images.arrays import uint8_to_array
 from upscale_cli.images.read import read_image
 from upscale_cli.images.write import encode_image
 from upscale_cli.resize import resize
@@ -50,7 +50,7 @@ def _photo(channels: int, size=(40, 56)) -> np.ndarray:
 def test_default_png_is_paeth_and_gives_the_same_pixels(channels):
     array = _photo(channels)
     colour, alpha = (array[..., :3], array[..., 3:]) if channels == 4 else (array, None)
-    image = DecodedImage(uint8_to_tensor(colour), None if alpha is None else uint8_to_tensor(alpha))
+    image = DecodedImage(uint8_to_array(colour), None if alpha is None else uint8_to_array(alpha))
     png = encode_image(image, "png")
     assert _row_filters(png) == {PAETH}
     with Image.open(io.BytesIO(png)) as im:
@@ -67,7 +67,7 @@ def test_default_png_keeps_icc_and_exif():
     exif = Image.Exif()
     exif[0x010F] = "TestCam"
     exif[0x0112] = 6
-    image = DecodedImage(uint8_to_tensor(_photo(3)), icc_profile=icc, exif=exif.tobytes())
+    image = DecodedImage(uint8_to_array(_photo(3)), icc_profile=icc, exif=exif.tobytes())
     back = read_image(encode_image(image, "png"))
     assert back.icc_profile == icc
     written = Image.Exif()
@@ -76,7 +76,7 @@ def test_default_png_keeps_icc_and_exif():
 
 
 def test_an_asked_level_uses_pillows_filters():
-    image = DecodedImage(uint8_to_tensor(_photo(3)))
+    image = DecodedImage(uint8_to_array(_photo(3)))
     assert len(_row_filters(encode_image(image, "png", png_compression=6))) > 1  # adaptive, per row
     assert _row_filters(encode_image(image, "png")) == {PAETH}
 
@@ -88,12 +88,12 @@ def test_a_palette_source_with_new_colours_is_written_as_default_rgb():
     palette = np.zeros((256, 4), dtype=np.uint8)
     palette[:, 3] = 255
     palette[:4, :3] = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
-    image = DecodedImage(uint8_to_tensor(array), palette=palette.tobytes())
+    image = DecodedImage(uint8_to_array(array), palette=palette.tobytes())
     png = encode_image(image, "png")
     assert _row_filters(png) == {PAETH}
     with Image.open(io.BytesIO(png)) as im:
         assert im.mode == "RGB" and np.array_equal(np.asarray(im), array)
-    exact = DecodedImage(uint8_to_tensor(palette[:4, :3][np.arange(40 * 56).reshape(40, 56) % 4]),
+    exact = DecodedImage(uint8_to_array(palette[:4, :3][np.arange(40 * 56).reshape(40, 56) % 4]),
                          palette=palette.tobytes())
     with Image.open(io.BytesIO(encode_image(exact, "png"))) as im:
         assert im.mode == "P"  # every pixel one of its colours: still a palette image

@@ -30,13 +30,11 @@ class Shades:
         self.count, self.fail_on, self.seen = count, fail_on, 0
 
     def upscale_image(self, image, on_tile=None):
-        from upscale_cli.resize import resize
-
         self.seen += 1
         if self.fail_on is not None and self.seen == 2:
             raise RuntimeError(f"{self.fail_on}: the converter broke")
-        big = resize(image.pixels, (image.height * 2, image.width * 2), "nearest")
-        return Answers(tuple(image.replace(pixels=(big + k / 8).clamp(0, 1)) for k in range(self.count)),
+        big = image.pixels.repeat(2, axis=2).repeat(2, axis=3)  # nearest x2 on the image's NumPy arrays
+        return Answers(tuple(image.replace(pixels=np.clip(big + np.float32(k / 8), 0, 1)) for k in range(self.count)),
                        tuple((f"shade {k}",) for k in range(self.count)))
 
 

@@ -254,20 +254,23 @@ class Upscaler:
         nearest keeps hard alpha edges) and resizes it bicubic for the others; `model` runs it
         through the model too; `bicubic` always resizes it.
         """
+        from upscale_cli.images.arrays import tensor_to_array
+
         size = self.target_size(image.height, image.width)
         if image.alpha is not None and self._info().in_channels == 4:
             return self._upscale_rgba(image, size, on_tile)
-        pixels = image.pixels
-        if image.alpha is not None:
-            pixels = fill_transparent(pixels, image.alpha)
+        pixels = torch.from_numpy(image.pixels)  # the image's NumPy arrays as tensors: no copy
+        given_alpha = None if image.alpha is None else torch.from_numpy(image.alpha)
+        if given_alpha is not None:
+            pixels = fill_transparent(pixels, given_alpha)
         out = self.upscale_tensor(pixels, on_tile, size=size)
         alpha = None
-        if image.alpha is not None:
+        if given_alpha is not None:
             if self._alpha_through_model():
-                alpha = self.upscale_tensor(image.alpha, on_tile, size=size)
+                alpha = self.upscale_tensor(given_alpha, on_tile, size=size)
             else:
-                alpha = resize(image.alpha, size, "bicubic")
-        return image.replace(pixels=out, alpha=alpha)
+                alpha = resize(given_alpha, size, "bicubic")
+        return image.replace(pixels=tensor_to_array(out), alpha=None if alpha is None else tensor_to_array(alpha))
 
     def _info(self):
         """The description of the model this run uses (its first native scale)."""
@@ -281,11 +284,14 @@ class Upscaler:
 
     def _upscale_rgba(self, image, size: tuple[int, int], on_tile: TileCallback | None):
         """Colour and alpha through an RGBA model in one go (grey colour as three equal planes)."""
+        from upscale_cli.images.arrays import tensor_to_array
+
         grey = image.pixels.shape[1] == 1
-        colour = image.pixels.expand(-1, 3, -1, -1) if grey else image.pixels
-        out = self.upscale_tensor(torch.cat([colour, image.alpha], dim=1), on_tile, size=size)
+        given = torch.from_numpy(image.pixels)
+        colour = given.expand(-1, 3, -1, -1) if grey else given
+        out = self.upscale_tensor(torch.cat([colour, torch.from_numpy(image.alpha)], dim=1), on_tile, size=size)
         pixels = out[:, :3].mean(dim=1, keepdim=True) if grey else out[:, :3]
-        return image.replace(pixels=pixels.contiguous(), alpha=out[:, 3:4].contiguous())
+        return image.replace(pixels=tensor_to_array(pixels), alpha=tensor_to_array(out[:, 3:4]))
 
 
 def _check_finite(out: torch.Tensor) -> torch.Tensor:

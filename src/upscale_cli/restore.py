@@ -316,16 +316,20 @@ class Restorer:
         return self.upscaler.upscale_tensor(source, on_tile, size=tuple(x.shape[-2:]))
 
     def restore_image(self, image, mask: torch.Tensor | None = None, on_tile=None, scale: float = 1.0):
-        """DecodedImage -> DecodedImage of the same size; alpha kept as it is (only colour is damaged)."""
-        pixels = image.pixels
-        if image.alpha is not None:
-            pixels = fill_transparent(pixels, image.alpha)  # hidden colour must not bleed into visible pixels
+        """DecodedImage -> DecodedImage of the same size; alpha kept as it is (only colour is damaged).
+        The image's NumPy arrays are taken as tensors (no copy) and the result given back as one."""
+        from upscale_cli.images.arrays import tensor_to_array
+
+        given = pixels = torch.from_numpy(image.pixels)
+        alpha = None if image.alpha is None else torch.from_numpy(image.alpha)
+        if alpha is not None:
+            pixels = fill_transparent(pixels, alpha)  # hidden colour must not bleed into visible pixels
         out = self.restore_tensor(pixels, mask, on_tile, scale)
         if out is pixels:
             return image
-        if image.alpha is not None:
-            out = torch.where(image.alpha > 0, out, image.pixels)
-        return image.replace(pixels=out)
+        if alpha is not None:
+            out = torch.where(alpha > 0, out, given)
+        return image.replace(pixels=tensor_to_array(out))
 
 
 def read_mask(path) -> torch.Tensor:
@@ -333,7 +337,8 @@ def read_mask(path) -> torch.Tensor:
     from upscale_cli.images.read import read_image
 
     decoded = read_image(path)
-    return mask_from_tensor(decoded.pixels, decoded.alpha)
+    alpha = None if decoded.alpha is None else torch.from_numpy(decoded.alpha)
+    return mask_from_tensor(torch.from_numpy(decoded.pixels), alpha)
 
 
 class BatchRestore:
@@ -368,7 +373,7 @@ class BatchRestore:
         if self._assessed is None or self._assessed[0] is not image:
             if self.mask is not None:
                 check_mask_size(image.pixels, self.mask)
-            self._assessed = (image, assess(image.pixels, image.jpeg_quality, self.mask))
+            self._assessed = (image, assess(torch.from_numpy(image.pixels), image.jpeg_quality, self.mask))
         return self._assessed[1]
 
     def pick(self, image) -> Restorer | None:

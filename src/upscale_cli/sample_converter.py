@@ -59,14 +59,18 @@ class SampleConverter:
         return (SAMPLING_SCALE,)
 
     def upscale_image(self, image, on_tile=None) -> Answers:
+        import torch
+
+        from upscale_cli.images.arrays import tensor_to_array
         from upscale_cli.resize import resize
         from upscale_cli.sampling import check_input_size, draw_samples
 
         check_input_size(self.net, image.height, image.width)
-        drawn = draw_samples(self.net, image.pixels, self.config, on_tile)  # (N, C, 4H, 4W), all before any write
+        given = torch.from_numpy(image.pixels)  # the image's NumPy array as a tensor: no copy
+        drawn = tensor_to_array(draw_samples(self.net, given, self.config, on_tile))  # (N, C, 4H, 4W), before any write
         size = tuple(drawn.shape[-2:])
-        alpha = resize(image.alpha, size, "bicubic") if image.alpha is not None else None
+        alpha = None if image.alpha is None else tensor_to_array(resize(torch.from_numpy(image.alpha), size, "bicubic"))
         count, config = len(drawn), self.config
-        return Answers(tuple(image.replace(pixels=drawn[k : k + 1].contiguous(), alpha=alpha) for k in range(count)),
+        return Answers(tuple(image.replace(pixels=drawn[k : k + 1], alpha=alpha) for k in range(count)),
                        tuple((f"answer {k} of {count}: temperature {config.temperature:g}, seed {config.seed}",)
                              for k in range(1, count + 1)))

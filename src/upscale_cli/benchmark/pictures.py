@@ -56,10 +56,10 @@ def make_comparison(dataset: str, scale: int, sample: Sample, outputs: dict[str,
 def _write_png(image: np.ndarray, path: Path) -> None:
     """(H, W, 3) uint8 -> PNG through images.write (atomic)."""
     from upscale_cli.images import DecodedImage
-    from upscale_cli.images.arrays import uint8_to_tensor
+    from upscale_cli.images.arrays import uint8_to_array
     from upscale_cli.images.write import write_image
 
-    write_image(DecodedImage(pixels=uint8_to_tensor(image), source_format="PNG"), path)
+    write_image(DecodedImage(pixels=uint8_to_array(image), source_format="PNG"), path)
 
 
 def write_pictures(result: BenchmarkResult, out_dir: Path) -> tuple[list[Path], list[Path]]:

@@ -109,10 +109,12 @@ class FitConverter:
         return ()  # any size in one render
 
     def upscale_image(self, image, on_tile=None):
+        from upscale_cli.images.arrays import tensor_to_array
+
         sizes.check_fit_size(image.height, image.width)
         target = self.target_size(image.height, image.width)  # refused here, before fitting
-        result = fitting.fit(image.pixels, image.alpha, self.config, on_step=self._progress(on_tile),
-                             target_size=target)
+        given, given_alpha = _tensors(image)
+        result = fitting.fit(given, given_alpha, self.config, on_step=self._progress(on_tile), target_size=target)
         pixels, alpha = network.render_image(result.mlp, *target, colour_channels=image.pixels.shape[1])
         notes = [self._describe(image, result.stats, target, pixels, alpha)]
         if self.save_model is not None:
@@ -122,7 +124,7 @@ class FitConverter:
                               source={"height": image.height, "width": image.width, "bit_depth": image.bit_depth})
             notes.append(f"saved the network to {self.save_model}")
         self._notes = (image, notes)
-        return image.replace(pixels=pixels, alpha=alpha)
+        return image.replace(pixels=tensor_to_array(pixels), alpha=None if alpha is None else tensor_to_array(alpha))
 
     def notes_for(self, image) -> list[str]:
         """What the fit of this image reached (its PSNR at the input's pixels, the downscale check)."""
@@ -146,9 +148,18 @@ class FitConverter:
                                                         self.config.consistency_scale):
             import torch
 
-            source = image.pixels if image.alpha is None else torch.cat([image.pixels, image.alpha], dim=1)
+            given, given_alpha = _tensors(image)
+            source = given if given_alpha is None else torch.cat([given, given_alpha], dim=1)
             rendered = pixels if alpha is None else torch.cat([pixels, alpha], dim=1)
             back = fitting.consistency_psnr(rendered, source)
             said += (", output downscaled equals the input" if math.isinf(back)
                      else f", output downscaled vs input {back:.2f} dB")
         return said
+
+
+def _tensors(image) -> tuple:
+    """A DecodedImage's NumPy pixels and alpha (or None) as torch tensors on the same memory."""
+    import torch
+
+    alpha = None if image.alpha is None else torch.from_numpy(image.alpha)
+    return torch.from_numpy(image.pixels), alpha

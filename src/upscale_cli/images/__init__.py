@@ -1,7 +1,7 @@
-"""Image files <-> tensors: the one place that knows about image formats.
+"""Image files <-> NumPy arrays: the one place that knows about image formats.
 
-`read.read_image` turns a file (or bytes from stdin) into a `DecodedImage` (below): a float
-tensor (1, C, H, W) in [0, 1] plus what must survive an upscale (alpha, 16-bit depth, ICC
+`read.read_image` turns a file (or bytes from stdin) into a `DecodedImage` (below): a float32
+NumPy array (1, C, H, W) in [0, 1] plus what must survive an upscale (alpha, 16-bit depth, ICC
 profile, EXIF). `write.write_image` / `write.encode_image` turn one back into a file or bytes.
 Pillow does the work, except for 16-bit colour PNG/TIFF, which Pillow can neither read at full
 depth nor write, so OpenCV handles those.
@@ -15,7 +15,7 @@ The package, by concern:
   write.py    encoding: alpha over white, 8/16 bits, palettes, quality, PNG compression, metadata
   atomic.py   the atomic write (temp file beside the target, then rename) and the leftovers of
               killed runs
-  arrays.py   float tensors <-> uint8 arrays, and the SR protocol's plain Pillow read and resize
+  arrays.py   float (1, C, H, W) arrays <-> integer (H, W, C) arrays, and the SR protocol's plain Pillow read and resize
 
 Choices worth knowing:
 - EXIF orientation is applied on read, so the pixels are upright and the EXIF
@@ -33,7 +33,9 @@ Choices worth knowing:
 - Writes are atomic (atomic.py says how a killed run's temp file is tidied).
 
 This file holds only DecodedImage, the type every module here passes around, and imports
-neither torch nor Pillow, so `images.formats` stays cheap to import.
+neither torch nor Pillow, so `images.formats` stays cheap to import. Nothing in the package imports
+torch: a model's code converts at its own boundary (torch.from_numpy(image.pixels), no copy, and
+tensor.numpy() back), so a run whose model needs no PyTorch never loads it.
 """
 from __future__ import annotations
 
@@ -41,16 +43,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
+if TYPE_CHECKING:  # not at run time: `images.formats` lists a folder without loading NumPy either
+    import numpy as np
 
 
 @dataclass
 class DecodedImage:
     """An image as the engine sees it, plus what must be written back."""
 
-    pixels: torch.Tensor  # (1, C, H, W) float32 in [0, 1], C = 1 (grey) or 3 (RGB)
-    alpha: torch.Tensor | None = None  # (1, 1, H, W) float32 in [0, 1]
+    pixels: np.ndarray  # (1, C, H, W) float32 in [0, 1], C-contiguous; C = 1 (grey) or 3 (RGB)
+    alpha: np.ndarray | None = None  # (1, 1, H, W) float32 in [0, 1], C-contiguous
     bit_depth: int = 8  # 8 or 16
     icc_profile: bytes | None = None
     exif: bytes | None = None  # with orientation 1: the pixels are upright

@@ -1,33 +1,45 @@
-"""Float tensors <-> integer arrays: the conversions reading and writing share (rounding a band
-of rows at a time), the uint8 helpers tests, metrics and the benchmark use, and the SR
-protocol's plain Pillow read and bicubic resize.
+"""Float (1, C, H, W) arrays <-> integer (H, W, C) arrays: the conversions reading and writing share
+(rounding a band of rows at a time), the uint8 helpers tests, metrics and the benchmark use, and
+the SR protocol's plain Pillow read and bicubic resize.
+
+NumPy only: torch is imported inside the two helpers that make or take torch tensors
+(uint8_to_tensor, and to_planes when handed one), so decoding and encoding never load it.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from upscale_cli.errors import ImageReadError
 from upscale_cli.images.formats import DECODE_ERRORS
+
+if TYPE_CHECKING:
+    import torch
 
 U8_MAX = 255.0
 U16_MAX = 65535.0
 QUANTISE_FLOATS = 65_536  # float32 values quantised at a time (256 KB, in cache): no full-size temporaries
 
 
-def to_tensor(planes: np.ndarray) -> torch.Tensor:
-    """(H, W, C) float32 -> (1, C, H, W)."""
-    return torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[None].float()
+def to_nchw(planes: np.ndarray) -> np.ndarray:
+    """(H, W, C) float -> (1, C, H, W) float32, C-contiguous and writable (a DecodedImage's layout:
+    torch.from_numpy takes it without a copy or a warning)."""
+    return np.require(planes.transpose(2, 0, 1), dtype=np.float32, requirements=("C", "W"))[None]
 
 
-def to_planes(x: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W) or (C, H, W) tensor -> (H, W, C) float32 view (no copy: outputs can be gigabytes)."""
-    x = x.detach().to(device="cpu", dtype=torch.float32)
-    return (x[0] if x.dim() == 4 else x).permute(1, 2, 0).numpy()
+def to_planes(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) or (C, H, W) array -> (H, W, C) float32 view (no copy: outputs can be gigabytes).
+    A torch tensor (a caller's own, never a DecodedImage's) is taken too: moved to the CPU first."""
+    if not isinstance(x, np.ndarray):
+        import torch
+
+        x = x.detach().to(device="cpu", dtype=torch.float32).numpy()
+    x = np.asarray(x, dtype=np.float32)
+    return (x[0] if x.ndim == 4 else x).transpose(1, 2, 0)
 
 
 def quantise(planes: np.ndarray, sixteen: bool) -> np.ndarray:
@@ -55,17 +67,30 @@ def quantise_planes(colour: np.ndarray, alpha: np.ndarray | None, sixteen: bool)
     return array if alpha is None else np.concatenate([array, quantise(alpha, sixteen)], axis=2)
 
 
-def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W) or (C, H, W) float in [0, 1] -> (H, W, C) uint8."""
+def tensor_to_uint8(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) or (C, H, W) float in [0, 1], array or tensor -> (H, W, C) uint8."""
     return quantise(to_planes(x), sixteen=False)
 
 
-def uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
-    """(H, W, C) or (H, W) uint8 -> (1, C, H, W) float32 in [0, 1]."""
+def tensor_to_array(x: torch.Tensor) -> np.ndarray:
+    """A torch tensor (a model's output) -> the float32, C-contiguous NumPy array on the CPU that a
+    DecodedImage holds: the same memory when the tensor already is one (no copy of a large output)."""
+    return x.detach().cpu().float().contiguous().numpy()
+
+
+def uint8_to_array(array: np.ndarray) -> np.ndarray:
+    """(H, W, C) or (H, W) uint8 -> (1, C, H, W) float32 in [0, 1] (a DecodedImage's pixels)."""
     array = np.asarray(array)
     if array.ndim == 2:
         array = array[..., None]
-    return to_tensor(array.astype(np.float32) / U8_MAX)
+    return to_nchw(array.astype(np.float32) / U8_MAX)
+
+
+def uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """(H, W, C) or (H, W) uint8 -> (1, C, H, W) float32 torch tensor in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(uint8_to_array(array))
 
 
 def load_rgb_uint8(path: str | Path) -> np.ndarray:

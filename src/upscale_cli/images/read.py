@@ -32,7 +32,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from upscale_cli.env import env_whole_number
 from upscale_cli.errors import ImageReadError, ImageTooLargeError, printable_path
 from upscale_cli.images import DecodedImage, codecs
-from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_tensor
+from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_nchw
 from upscale_cli.images.formats import (DECODE_ERRORS, DEFAULT_MAX_PIXELS, MULTI_IMAGE_KINDS, ORIENTATION_TAG,
                                         PNG_BIT_DEPTH_OFFSET, PNG_COLOUR_TYPE_OFFSET, PNG_GREY_ALPHA, SNIFF_BYTES,
                                         png_chunk, starts_like_image)
@@ -341,7 +341,7 @@ def _decode_with_pillow(im: Image.Image, label: str) -> DecodedImage:
     exif, orientation = _read_exif(im)
     upright = ImageOps.exif_transpose(im) if orientation != 1 else im
     colour, alpha, bit_depth = _pillow_planes(upright, label)
-    return DecodedImage(to_tensor(colour), None if alpha is None else to_tensor(alpha),
+    return DecodedImage(to_nchw(colour), None if alpha is None else to_nchw(alpha),
                         bit_depth, icc, exif, _format_name(im), estimate_jpeg_quality(im),
                         palette=_palette_rgba(upright))
 
@@ -364,7 +364,7 @@ def _decode_deep_heif(im: Image.Image, label: str) -> DecodedImage:
     alpha = planes[..., -1:] if frame.has_alpha else None
     colour = planes[..., :-1] if frame.has_alpha else planes
     exif, _ = _read_exif(im)
-    return DecodedImage(to_tensor(colour), None if alpha is None else to_tensor(alpha), 16,
+    return DecodedImage(to_nchw(colour), None if alpha is None else to_nchw(alpha), 16,
                         im.info.get("icc_profile"), exif, _format_name(im))
 
 
@@ -465,7 +465,7 @@ def _decode_with_opencv(im: Image.Image, data: bytes, label: str) -> DecodedImag
     colour, alpha = (planes[..., :3], planes[..., 3:]) if planes.shape[2] == 4 else (planes, None)
     if _is_grey_alpha(im, data):
         colour = colour[..., :1]  # OpenCV expands grey+alpha to BGRA
-    return DecodedImage(to_tensor(colour), None if alpha is None else to_tensor(alpha),
+    return DecodedImage(to_nchw(colour), None if alpha is None else to_nchw(alpha),
                         16, im.info.get("icc_profile"), exif, _format_name(im))
 
 

@@ -43,7 +43,7 @@ __all__ = ["SEGMENT_FRAMES", "VIDEO_SUFFIXES", "VideoSettings", "is_video_name",
 
 
 def open_video(path: Path, max_pixels: int, max_frames: int = DEFAULT_MAX_FRAMES) -> "VideoSource":
-    """See read.open_video (imported here on first use: PyAV and torch load only for a video)."""
+    """See read.open_video (imported here on first use: PyAV loads only for a video)."""
     from upscale_cli.video.read import open_video as _open_video
 
     return _open_video(Path(path), max_pixels, max_frames)

@@ -22,7 +22,7 @@ import numpy as np
 from upscale_cli.errors import ImageReadError, ImageTooLargeError, printable_path
 from upscale_cli.frames import Frame
 from upscale_cli.images import DecodedImage
-from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_tensor
+from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_nchw
 from upscale_cli.frames import DEFAULT_MAX_FRAMES, FRAMES_LIMIT_OPTION
 
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ class VideoSource:
                                    format="rgb48le" if sixteen else "rgb24", src_colorspace=frame.colorspace,
                                    src_color_range=frame.color_range, interpolation=SWS_FLAGS)
         array = rgb.to_ndarray()
-        pixels = to_tensor(array.astype(np.float32) / np.float32(U16_MAX if sixteen else U8_MAX))
+        pixels = to_nchw(array.astype(np.float32) / np.float32(U16_MAX if sixteen else U8_MAX))
         return DecodedImage(pixels=pixels, bit_depth=16 if sixteen else 8, source_format=self.info.codec.upper())
 
     def sink(self, target: Path, settings: "VideoSettings", output_size: tuple[int, int] | None = None) -> "VideoSink":

@@ -34,7 +34,7 @@ from upscale_cli.images.animation.apng import PNG_SIGNATURE, _ApngEncoder, _Apng
 from upscale_cli.images.animation.common import FrameTiming, _Corrupt, _frame_pixels
 from upscale_cli.images.animation.gif import GIF_SIGNATURES, _GifEncoder, _GifReader, _gif_usable
 from upscale_cli.images.animation.webp import _WebpEncoder, _WebpReader
-from upscale_cli.images.arrays import U8_MAX, to_tensor
+from upscale_cli.images.arrays import U8_MAX, to_nchw
 from upscale_cli.images.atomic import write_bytes_atomically
 from upscale_cli.images.formats import ANIMATED_FORMATS, DECODE_ERRORS, ORIENTATION_TAG
 from upscale_cli.images.read import _check_pixel_limit, _orient
@@ -146,8 +146,8 @@ class AnimationSource:
 
     def _image(self, canvas: np.ndarray) -> DecodedImage:
         planes = _orient(canvas, self._orientation).astype(np.float32) / U8_MAX
-        alpha = to_tensor(planes[..., 3:]) if self.has_alpha else None
-        return DecodedImage(to_tensor(planes[..., :3]), alpha, 8, self.icc_profile, self.exif,
+        alpha = to_nchw(planes[..., 3:]) if self.has_alpha else None
+        return DecodedImage(to_nchw(planes[..., :3]), alpha, 8, self.icc_profile, self.exif,
                             self.source_format, palette=self.palette)
 
     def sink(self, target: Path | None, fmt: str, quality: int | None,
