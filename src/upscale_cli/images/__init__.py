@@ -35,7 +35,7 @@ Choices worth knowing:
 This file holds only DecodedImage, the type every module here passes around, and imports
 neither torch nor Pillow, so `images.formats` stays cheap to import. Nothing in the package imports
 torch: a model's code converts at its own boundary (torch.from_numpy(image.pixels), no copy, and
-tensor.numpy() back), so a run whose model needs no PyTorch never loads it.
+arrays.tensor_to_array(result) back), so a run whose model needs no PyTorch never loads it.
 """
 from __future__ import annotations
 

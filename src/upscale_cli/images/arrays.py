@@ -2,8 +2,8 @@
 (rounding a band of rows at a time), the uint8 helpers tests, metrics and the benchmark use, and
 the SR protocol's plain Pillow read and bicubic resize.
 
-NumPy only: torch is imported inside the two helpers that make or take torch tensors
-(uint8_to_tensor, and to_planes when handed one), so decoding and encoding never load it.
+NumPy only: torch is imported only inside uint8_to_tensor, and in to_planes when it is handed a
+tensor (tensor_to_array uses the tensor's own methods), so decoding and encoding never load it.
 """
 from __future__ import annotations
 
