@@ -156,7 +156,7 @@ def _train_config(setting):
 
 
 def _select_device(value):
-    from upscale_cli.engine import select_device
+    from upscale_cli.device import select_device
 
     return select_device(value)
 

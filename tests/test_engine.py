@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from upscale_cli.alpha import fill_transparent
-from upscale_cli.engine import UpscaleConfig, Upscaler, plan_passes, select_device, target_size
+from upscale_cli.device import select_device
+from upscale_cli.engine import UpscaleConfig, Upscaler, plan_passes, target_size
 from upscale_cli.errors import DeviceError, ModelNotFoundError, UsageError
 
 

@@ -26,7 +26,7 @@ def load_sampler(model: str, device: str, progress: bool = True):
     a usage error."""
     import torch
 
-    from upscale_cli.engine import select_device
+    from upscale_cli.device import select_device
     from upscale_cli.loader import load_model
     from upscale_cli.models.descriptor import Sampling
 

@@ -122,6 +122,7 @@ def _render_saved(model_path: Path, output: Optional[str], request, overwrite: b
     from upscale_cli.batch import Source, plan_jobs, select_shard
     from upscale_cli.fit_single import network, saved
     from upscale_cli.images import DecodedImage
+    from upscale_cli.images.arrays import tensor_to_array
     from upscale_cli.images.write import write_image
     from upscale_cli.pipeline import planned_row
     from upscale_cli.report import ReportRow, RowDefaults
@@ -141,6 +142,7 @@ def _render_saved(model_path: Path, output: Optional[str], request, overwrite: b
             rows.append(planned_row(job, defaults))
             continue
         pixels, alpha = network.render_image(mlp, *target, colour_channels=1 if mlp.channels in (1, 2) else 3)
+        pixels, alpha = tensor_to_array(pixels), None if alpha is None else tensor_to_array(alpha)
         write_image(DecodedImage(pixels=pixels, alpha=alpha, bit_depth=int(source.get("bit_depth", 8)),
                                  source_format="PNG"), job.output, format=job.format)
         row = ReportRow.start(job.source.label, defaults)
