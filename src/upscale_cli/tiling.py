@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # torch is imported lazily, only where a tensor is handled
 
     Array = Tensor | np.ndarray
     Device = torch.device | str | None
+    Arrays = _NumpyArrays | _TorchArrays  # the operations for the kind of array a run holds
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) in input pixels, end exclusive
 Span = tuple[int, int]  # (start, end) in input pixels along one axis
@@ -357,7 +358,7 @@ class _TorchArrays:
         return y.to(self.out_device).contiguous()
 
 
-def _run_tile(fn: Callable[[Array], Array], tile: Array, scale: int, keep: tuple[int, int], arrays) -> Array:
+def _run_tile(fn: Callable[[Array], Array], tile: Array, scale: int, keep: tuple[int, int], arrays: Arrays) -> Array:
     """fn on one tile, output cropped to the `keep` (rows, cols) input pixels; float32.  (B, C', h*s, w*s)"""
     h, w = tile.shape[-2:]
     y = fn(tile)
@@ -366,7 +367,7 @@ def _run_tile(fn: Callable[[Array], Array], tile: Array, scale: int, keep: tuple
     return arrays.float32(y[..., : keep[0] * scale, : keep[1] * scale])
 
 
-def _accumulate(fn, x, scale, rows, cols, windows, size, on_tile, arrays) -> Array:
+def _accumulate(fn, x, scale, rows, cols, windows, size, on_tile, arrays: Arrays) -> Array:
     """Run every tile of the padded x and add its weighted output, cropped to `size` (the unpadded
     input), into one accumulator.  (B, C', H*s, W*s)"""
     height, width = size
@@ -388,7 +389,7 @@ def _accumulate(fn, x, scale, rows, cols, windows, size, on_tile, arrays) -> Arr
     return out
 
 
-def _normalise(out: Array, rows, cols, windows, scale: int, padded: tuple[int, int], arrays) -> None:
+def _normalise(out: Array, rows, cols, windows, scale: int, padded: tuple[int, int], arrays: Arrays) -> None:
     """Divide the accumulator in place by the summed weight, which is separable: wsum_y(y) * wsum_x(x)."""
     height, width = out.shape[-2], out.shape[-1]
     wsum_y = _axis_weight_sum(rows, windows[0], scale, padded[0])[:height]
@@ -425,7 +426,7 @@ def tiled_forward(
         return _tiled_forward(fn, x, scale, plan, on_tile, _TorchArrays(x.device, plan.out_device))
 
 
-def _tiled_forward(fn, x, scale, plan, on_tile, arrays) -> Array:
+def _tiled_forward(fn, x, scale, plan, on_tile, arrays: Arrays) -> Array:
     """tiled_forward for one kind of array (`arrays`: _NumpyArrays or _TorchArrays)."""
     height, width = x.shape[-2:]
     padded = pad_for_model(x, plan.size)
