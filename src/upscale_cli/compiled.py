@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # torch is imported where a model runs: `upscale models clear
 
 COMPILED_SUBDIR = "compiled"
 MAX_DIFF = 1.0 / 255  # a conversion further than one 8-bit step from eager on its own tile is not used
+BLOBS_SUBDIR = "blobs"  # in an entry: the model compiled for this CPU by OpenVINO's own cache
 REFUSED_SUFFIX = ".refused.json"  # beside an entry's folder: this shape did not convert (why, as JSON)
 AUTO_MIN_CALLS = 2  # runtime=auto converts a shape on its second call in a process (unless on disk)
 ENGINE_NAME = "OpenVINO"
@@ -248,9 +249,14 @@ class CompiledRunner:
         if self.source is not None:
             save_descriptor(self.source, self.model.info)
 
-    def _compile(self, ov_model):
+    def _compile(self, ov_model, blobs: Path | None = None):
+        """An infer request for the model (an ov.Model, or the path of a saved one). `blobs`: where
+        OpenVINO keeps the model compiled for this CPU, which a later process loads instead of
+        compiling again (DAT-light: 4.4 s to compile, 0.8 s to load)."""
         config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads(),
                   "PERFORMANCE_HINT": "LATENCY"}
+        if blobs is not None:
+            config["CACHE_DIR"] = str(blobs)
         return _Engine.core().compile_model(ov_model, "CPU", config).create_infer_request()
 
     # -- the disk cache -----------------------------------------------------------
@@ -295,7 +301,7 @@ class CompiledRunner:
             for name in ("model.xml", "model.bin"):
                 if _file_sha256(entry / name) != meta["sha256"][name]:
                     raise ValueError(f"{name} does not match its checksum")
-            self._requests[shape] = self._compile(_Engine.core().read_model(str(entry / "model.xml")))
+            self._requests[shape] = self._compile(str(entry / "model.xml"), blobs=entry / BLOBS_SUBDIR)
             return True
         except Exception as err:
             shutil.rmtree(entry, ignore_errors=True)
