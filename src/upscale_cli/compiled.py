@@ -207,16 +207,21 @@ class CompiledRunner:
 
     def _infer(self, request, x: np.ndarray) -> np.ndarray:
         shape = (1, *x.shape[1:])
+        out = None
         try:
-            outs = [request.infer([np.ascontiguousarray(x[k : k + 1], dtype=np.float32)])[0].copy()
-                    for k in range(x.shape[0])]
+            for k in range(x.shape[0]):  # the request's own output buffer is copied once, into place
+                result = request.infer([np.ascontiguousarray(x[k : k + 1], dtype=np.float32)],
+                                       share_inputs=True, share_outputs=True)[0]
+                if out is None:
+                    out = np.empty((x.shape[0], *result.shape[1:]), dtype=np.float32)
+                out[k : k + 1] = result
         except Exception as err:
             self._requests.pop(shape, None)
             self._torch_shapes.add(shape)
             self._note(f"--runtime: {ENGINE_NAME} failed on {_size(shape)} tiles ({_first_line(err)}); "
                        "ran them in PyTorch")
             return self._eager(x)
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+        return out
 
     def _eager(self, x: np.ndarray) -> np.ndarray:
         """PyTorch's own call on a NumPy tile."""
