@@ -261,7 +261,7 @@ def test_best_cells_marks_each_group():
     def rec(model, psnr, seconds, dataset="a"):
         return bm.BenchmarkRecord(dataset=dataset, scale=2, model=model, degradation="none", images=1, psnr=psnr,
                                   ssim=0.9, psnr_rgb=psnr, lpips=None, seconds=seconds, mp_per_s=1 / seconds,
-                                  peak_mem_mb=None, device="cpu")
+                                  peak_mem_mb=None, device="cpu", runtime="torch")
 
     records = [rec("m1", 30.0, 0.5), rec("m2", 31.0, 1.0), rec("m1", 20.0, 0.1, "b")]
     best = bm.best_cells(records)

@@ -26,17 +26,20 @@ def _record_class(name: str, doc: str, before: list[tuple[str, str]], after: lis
 
 ImageScore = _record_class(
     "ImageScore",
-    "One model on one image: every metric, the time (seconds) and the output megapixels.",
+    "One model on one image: every metric, the time (seconds), the output megapixels and the --runtime asked for.",
     [("dataset", "str"), ("scale", "int"), ("model", "str"), ("image", "str")],
-    [("seconds", "float"), ("megapixels", "float"), ("peak_mem_mb", "float | None")],
+    [("seconds", "float"), ("megapixels", "float"), ("peak_mem_mb", "float | None"), ("runtime", "str")],
 )
 BenchmarkRecord = _record_class(
     "BenchmarkRecord",
     "One model on one dataset at one scale: means of the metrics over the images; seconds is the "
     "median per image after a warm-up, mp_per_s the output megapixels per timed second, "
-    "peak_mem_mb the most extra memory one image needed (see runners.MemoryProbe).",
+    "peak_mem_mb the most extra memory one image needed (see runners.MemoryProbe); runtime the "
+    "--runtime asked for (what runs network models on the CPU; OpenCV's dnn models and "
+    "interpolation run as they are whatever it says).",
     [("dataset", "str"), ("scale", "int"), ("model", "str"), ("degradation", "str"), ("images", "int")],
-    [("seconds", "float"), ("mp_per_s", "float"), ("peak_mem_mb", "float | None"), ("device", "str")],
+    [("seconds", "float"), ("mp_per_s", "float"), ("peak_mem_mb", "float | None"), ("device", "str"),
+     ("runtime", "str")],
 )
 
 
@@ -110,4 +113,5 @@ def aggregate(scores: list[ImageScore], config: BenchmarkConfig, device: str) ->
         mp_per_s=sum(s.megapixels for s in scores) / timed if timed > 0 else math.inf,
         peak_mem_mb=max(memory) if memory else None,
         device=device,
+        runtime=config.runtime,
     )

@@ -122,6 +122,25 @@ def write_report(result: BenchmarkResult, out_dir: str | Path, config: Benchmark
     return [*written, report, *charts, *strips]
 
 
+# What each --runtime means for the speed figures (the "Speed:" line of report.md)
+RUNTIME_WORDS = {
+    "torch": "network models ran in PyTorch (--runtime torch)",
+    "openvino": "network models ran in OpenVINO (--runtime openvino), timed after an untimed call that converts "
+                "each image's tile shapes; a note names any model or shape that ran in PyTorch instead",
+    "auto": "network models ran with --runtime auto, timed after the untimed calls that convert each image's "
+            "tile shapes: in OpenVINO where the model converts, else in PyTorch",
+}
+
+
+def speed_runtime(result: BenchmarkResult, config: BenchmarkConfig | None) -> str:
+    """Which runtime ran the network models, for the report's Speed line: the runtime the records
+    name (the one asked for), else the config's; OpenCV's dnn models and interpolation never change."""
+    asked = list(dict.fromkeys(r.runtime for r in result.records)) or ([config.runtime] if config is not None else [])
+    said = "; ".join(RUNTIME_WORDS.get(r, f"network models ran with --runtime {r}") for r in asked)
+    untouched = "OpenCV's dnn models and interpolation are not affected by --runtime."
+    return f"{said[:1].upper()}{said[1:]}. {untouched}" if said else untouched
+
+
 def render_markdown(result, charts, strips, out_dir: Path, config: BenchmarkConfig | None) -> str:
     header, rows = table_rows(result)
     lines = ["# upscale benchmark", ""]
@@ -130,7 +149,7 @@ def render_markdown(result, charts, strips, out_dir: Path, config: BenchmarkConf
                      f"degradations: {' + '.join(str(d) for d in config.degradations) or 'none'}.")
     lines += [
         f"Run time {result.seconds:.1f} s. PSNR/SSIM on Y (BT.601), border = scale; **bold** = best of its dataset and scale.",
-        "Speed: median seconds per image after a warm-up; MP/s = output megapixels per timed second.",
+        f"Speed: median seconds per image after a warm-up; MP/s = output megapixels per timed second. {speed_runtime(result, config)}",
         "peak MB: extra memory one image needed (CUDA: allocator peak; CPU: resident-set high-water mark above the resident set before the call).",
         "",
         "| " + " | ".join(header) + " |",

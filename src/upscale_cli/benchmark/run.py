@@ -1,7 +1,9 @@
 """One benchmark run: every model on every dataset at every scale, failures collected, never raised.
 
-Per set and scale: the models are built once (runners.py), each runs once untimed on the set's
-first image (warm-up), then every image goes through every model and is scored (protocol.py);
+Per set and scale: the models are built once (runners.py) with the run's --runtime, each runs
+once untimed on the set's first image (warm-up), then every image goes through every model and is
+scored (protocol.py); a model the runtime compiles runs each image untimed first (its conversion
+is not timed: runners.Runner.untimed_calls);
 per-image scores become one record per model (records.aggregate). Models whose weights cannot be
 had (not cached while offline, or the download fails) are skipped, each with one line saying why
 (BenchmarkResult.skipped), not counted as failures; so is a model that does not apply to a
@@ -23,6 +25,7 @@ from upscale_cli.benchmark.pictures import make_comparison
 from upscale_cli.benchmark.protocol import BenchmarkConfig, Sample, load_sample, score_image
 from upscale_cli.benchmark.records import BenchmarkResult, Failure, ImageScore, Skip, aggregate
 from upscale_cli.benchmark.runners import Runner, build_runner, select_models, timed_run, with_ensembles
+from upscale_cli.choices import Runtime
 from upscale_cli.errors import DatasetError, DownloadError, OfflineError, UnsupportedScaleError, UpscaleError
 
 ProgressCallback = Callable[[int, int, str], None]  # (done, total, what is running)
@@ -110,7 +113,7 @@ def _build_runners(names: list[str], scale: int, config: BenchmarkConfig, tracke
     runners = []
     for name in names:
         try:
-            runners.append(build_runner(name, scale, config.device, config.progress_downloads))
+            runners.append(build_runner(name, scale, config.device, config.progress_downloads, config.runtime))
         except (OfflineError, DownloadError) as err:  # weights that cannot be had here: skipped, said why
             tracker.skip(scale, name, err)
         except UnsupportedScaleError as err:  # no such native scale (upsampler at x3): not applicable
@@ -140,7 +143,7 @@ def _run_set(ds, scale, hr_files, runners, config, use_lpips, result, tracker) -
             warmed = True
         outputs = {}
         for runner in live:
-            score, sr = _score_one(runner, sample, ds.name, scale, use_lpips, tracker)
+            score, sr = _score_one(runner, sample, ds.name, scale, use_lpips, tracker, config.runtime)
             if score is not None:
                 scores[runner.name].append(score)
                 outputs[runner.name] = sr
@@ -149,9 +152,22 @@ def _run_set(ds, scale, hr_files, runners, config, use_lpips, result, tracker) -
         if config.comparisons and outputs:
             result.comparisons.append(make_comparison(ds.name, scale, sample, outputs, scores))
     for runner in runners:
+        _keep_runtime_notes(runner, result)
         if scores[runner.name]:
             result.images.extend(scores[runner.name])
             result.records.append(aggregate(scores[runner.name], config, runner.device))
+
+
+def _keep_runtime_notes(runner: Runner, result: BenchmarkResult) -> None:
+    """The engine's --runtime notes on a network (OpenVINO not installed, a shape that ran in PyTorch
+    instead), each once with its model: the records name the runtime asked for, these say where it
+    did not run. The report says once that OpenCV's models and interpolation are not affected."""
+    if not runner.network:
+        return
+    for note in runner.upscaler.notes:
+        line = f"{runner.name}: {note}"
+        if note.startswith("--runtime") and line not in result.notes:
+            result.notes.append(line)
 
 
 def _applicable(runners: list[Runner], ds: DatasetSpec, scale: int, hr_files: list[Path], lr_index,
@@ -198,9 +214,10 @@ def _warm_up(runners: list[Runner], sample: Sample, ds: DatasetSpec, scale: int,
     return live
 
 
-def _score_one(runner: Runner, sample: Sample, dataset: str, scale: int, use_lpips: bool, tracker: _Tracker):
+def _score_one(runner: Runner, sample: Sample, dataset: str, scale: int, use_lpips: bool, tracker: _Tracker,
+               runtime: Runtime):
     try:
-        sr, seconds, memory = timed_run(runner, sample.lr)
+        sr, seconds, memory = _compiled_timed_run(runner, sample.lr)
         if sr.shape != sample.hr.shape:
             raise UpscaleError(f"output {sr.shape[1]}x{sr.shape[0]} is not the HR size {sample.hr.shape[1]}x{sample.hr.shape[0]}")
     except Exception as err:
@@ -215,5 +232,22 @@ def _score_one(runner: Runner, sample: Sample, dataset: str, scale: int, use_lpi
         seconds=seconds,
         megapixels=sr.shape[0] * sr.shape[1] / 1e6,
         peak_mem_mb=memory,
+        runtime=runtime,
     )
     return score, sr
+
+
+def _compiled_timed_run(runner: Runner, lr):
+    """timed_run, after the untimed calls a compiled runtime needs: every image has a size of its
+    own, and converting its tile shapes takes seconds (openvino on a shape's first call, auto on its
+    second), which is the runtime's set-up, not the model's speed. A timed call that still
+    converted (a tile plan that changed between calls) is timed again, now compiled."""
+    if not runner.untimed_calls:
+        return timed_run(runner, lr)
+    from upscale_cli.compiled import CompiledRunner
+
+    for _ in range(runner.untimed_calls):
+        timed_run(runner, lr)
+    before = CompiledRunner.conversions
+    out = timed_run(runner, lr)
+    return out if CompiledRunner.conversions == before else timed_run(runner, lr)

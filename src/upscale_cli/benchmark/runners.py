@@ -9,8 +9,14 @@ model's descriptor, never its name), whether it came from the default set or was
 it is not a failure.
 
 Speed: each model runs once untimed on a set's first image (warm-up, in run.py), then every
-image is timed. Memory (MemoryProbe): the most extra memory one image needed: on CUDA the peak
-of `torch.cuda.max_memory_allocated` above what was allocated before the call; on the CPU the
+image is timed. With a runtime that compiles (--runtime openvino or auto, compiled.py) a network
+model first runs each image untimed as often as the runtime needs to convert its tile shapes
+(Runner.untimed_calls: openvino converts on a shape's first call, auto on its second), so a timed
+call runs the compiled model and never includes a conversion (seconds per shape). OpenCV's dnn
+models and interpolation are not run by --runtime: they take no untimed calls.
+
+Memory (MemoryProbe): the most extra memory one image needed: on CUDA the peak of
+`torch.cuda.max_memory_allocated` above what was allocated before the call; on the CPU the
 resident-set high-water mark (VmHWM, reset before each call through /proc/self/clear_refs) above
 the resident set before the call, so heap that an earlier call freed but kept resident is not
 counted again. Where VmHWM cannot be reset it is the growth of the process's peak RSS
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from upscale_cli.choices import Runtime
 from upscale_cli.errors import UnsupportedScaleError
 from upscale_cli.models.descriptor import Masked
 
@@ -103,6 +110,8 @@ class Runner:
     device: str
     max_input_side: int = 0  # the model's largest input side (descriptor size.maximum; 0 = any)
     needs_mask: bool = False  # a Masked descriptor: it fills the pixels of a mask, which a benchmark has not got
+    network: bool = False  # a PyTorch network with weights, which --runtime runs (not OpenCV's, not an interpolation)
+    untimed_calls: int = 0  # calls of each image before its timed one: the compiled runtime's conversions
 
     def __call__(self, x):  # (1, C, h, w) -> (1, C, H, W)
         return self.upscaler.upscale_tensor(x)
@@ -120,8 +129,9 @@ class Runner:
                 f"inputs are larger (the largest: {name}, {width}x{height})")
 
 
-def build_runner(name: str, scale: int, device: str, progress: bool = False) -> Runner:
-    """The engine's Upscaler for a model at a scale, loaded (and downloaded) now.
+def build_runner(name: str, scale: int, device: str, progress: bool = False, runtime: Runtime = "torch") -> Runner:
+    """The engine's Upscaler for a model at a scale, loaded (and downloaded) now; `runtime` is the
+    engine's --runtime (what runs a network model on the CPU).
 
     A model with native scales must have this one: the benchmark measures models, not the
     engine's x4-then-resize plans. UpscaleError when the model cannot be built."""
@@ -129,7 +139,7 @@ def build_runner(name: str, scale: int, device: str, progress: bool = False) -> 
 
     model = name.removesuffix(ENSEMBLE_SUFFIX)
     upscaler = Upscaler(UpscaleConfig(model=model, scale=float(scale), device=device, tile=0,
-                                      ensemble=model != name), progress=progress)
+                                      ensemble=model != name, runtime=runtime), progress=progress)
     native = upscaler.native_scales()
     if native and scale not in native:
         have = ", ".join(f"x{s}" for s in native)
@@ -138,8 +148,25 @@ def build_runner(name: str, scale: int, device: str, progress: bool = False) -> 
     needs_mask = isinstance(info, Masked)
     if not needs_mask:
         upscaler.prepare()
+    # OpenCV's dnn models are device-bound; an interpolation has no weights: --runtime runs neither
+    network = info is not None and not info.device_bound and bool(upscaler.spec.files or upscaler.spec.local_path)
     return Runner(name, upscaler, str(info.device_bound or upscaler.device) if info else str(upscaler.device),
-                  info.size.maximum if info else 0, needs_mask)
+                  info.size.maximum if info else 0, needs_mask, network,
+                  _untimed_calls(upscaler, runtime) if network else 0)
+
+
+def _untimed_calls(upscaler, runtime: Runtime) -> int:
+    """How many times an image must run before its timed call so that the network's timed call runs
+    the compiled model: 0 where the runtime converts nothing (torch; a GPU; OpenVINO not installed),
+    else as many calls as a shape takes to be converted (compiled.py: openvino on its first call,
+    auto on its second)."""
+    if runtime == "torch" or upscaler.device.type != "cpu":
+        return 0
+    from upscale_cli import compiled
+
+    if not compiled.available():
+        return 0
+    return compiled.AUTO_MIN_CALLS if runtime == "auto" else 1
 
 
 def _model_info(upscaler, scale: int):
