@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from upscale_cli import choices
 from upscale_cli.cli import options
 
 HELP = """Measure PSNR/SSIM (Y channel), speed and memory of models on datasets of HR images.
@@ -20,6 +21,16 @@ line; the exit status is non-zero when something failed or nothing could be meas
 Examples: upscale benchmark --data-dir ~/sr-sets --set Set5 -x 2 -x 4 ;
 upscale benchmark photos/ -x 4 -m bicubic -m opencv-espcn --degrade jpeg:30 --out report/"""
 DEFAULT_SCALES = [2, 3, 4]
+# PyTorch, not `upscale`'s auto: every image of Set5/Set14 has a size of its own, so auto (OpenVINO
+# from a shape's second use) would run nearly all of them in PyTorch anyway, and one runtime keeps
+# the speed figures comparable. The same as BenchmarkConfig's (benchmark.protocol.BENCHMARK_RUNTIME),
+# which is not imported here: `upscale --help` must not load the benchmark package.
+DEFAULT_RUNTIME: choices.Runtime = "torch"
+RUNTIME_HELP = ("What runs the network models on the CPU: torch (default), openvino (each image's tile shapes are "
+                "converted once in an untimed call, then the compiled model is timed) or auto (as for upscale; "
+                "timed after the same untimed calls). Not auto by default as for upscale: every Set5/Set14 image "
+                "has a size of its own, so auto would run nearly all of them in PyTorch anyway, and torch keeps "
+                "speed figures comparable. OpenCV's models and interpolation are not affected.")
 
 
 def benchmark_command(
@@ -31,6 +42,7 @@ def benchmark_command(
     all_models: bool = typer.Option(False, "--all", help="Every catalogue model with the scale (downloads what is missing)."),
     degrade: Optional[List[str]] = typer.Option(None, "--degrade", metavar="KIND:AMOUNT", help="Degrade the LR input, in order: blur:SIGMA, noise:SIGMA, jpeg:QUALITY (repeatable)."),
     device: str = typer.Option("auto", "--device", **options.DEVICE_PARSING, help="auto: CUDA, else Apple MPS, else the CPU (OpenCV models always run on the CPU)."),
+    runtime: choices.Runtime = typer.Option(DEFAULT_RUNTIME, "--runtime", help=RUNTIME_HELP),
     out: Optional[str] = typer.Option(None, "-o", "--out", metavar="DIR", help="Folder for results.json/.csv, report.md, comparison strips and charts."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the noise degradation."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Also run each network model with --ensemble (the mean over 8 flips/rotations), as a row MODEL+ensemble."),
@@ -54,6 +66,7 @@ def benchmark_command(
         comparisons=out is not None,
         progress_downloads=False,  # a download bar cannot nest inside the benchmark's bar
         ensemble=ensemble,
+        runtime=runtime,
     )
     reporter = _Reporter()
     with reporter.bar():
@@ -67,7 +80,8 @@ def benchmark_command(
     if written is not None:
         typer.echo(f"wrote {len(written)} files to {out} (report.md, results.json, results.csv)", err=True)
     skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
-    typer.echo(f"{len(result.records)} results in {result.seconds:.1f} s; {len(result.failures)} failed{skipped}", err=True)
+    typer.echo(f"{len(result.records)} results in {result.seconds:.1f} s (--runtime {runtime}); "
+               f"{len(result.failures)} failed{skipped}", err=True)
     if result.failures or not result.records:
         raise typer.Exit(1)
 
