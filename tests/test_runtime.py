@@ -175,6 +175,43 @@ def test_model_that_does_not_convert_runs_in_torch_with_one_note():
     assert len(notes) == 1 and "could not run 12x8 tiles" in notes[0] and "PyTorch" in notes[0], notes
 
 
+class NumpyStep(nn.Module):
+    """A network with a step outside torch (as resize's NumPy path was inside unet's forward for
+    outputs over 1024 pixels): a trace keeps the example's values of that step as constants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from upscale_cli.models.descriptor import FixedScale
+
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.info = FixedScale(in_channels=3, scale=1, receptive_field=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + torch.from_numpy(x.detach().numpy() * 0.5)
+
+
+def test_a_trace_that_baked_in_its_example_is_refused():
+    """Such a conversion agrees with PyTorch on the tile it was traced on and not on another tile of
+    the same shape: the second probe refuses it, and every tile gets PyTorch's numbers."""
+    model, notes = NumpyStep().eval(), []
+    runner = runner_for(model, "openvino", torch.device("cpu"), torch.float32, notes)
+    with torch.no_grad():
+        for seed in range(3):
+            x = image(8, 12, seed=seed)
+            assert torch.equal(runner(x), model(x))
+    assert len(notes) == 1 and "differs from PyTorch" in notes[0], notes
+
+
+def test_unet_tiles_with_outputs_over_1024_pixels_equal_untiled(tmp_path):
+    """The shipped unet's tiles of 8x416 at x4 (its bicubic residual over 1024 pixels wide once ran
+    through NumPy, which the trace froze): every tile right, not only the first."""
+    x = image(1, 627, seed=7)
+    reference, _ = upscale("unet", x, "torch")
+    out, upscaler = upscale("unet", x, "openvino", tile=416)
+    assert upscaler._runners[4]._requests, upscaler.notes  # compiled, not refused
+    assert float((out - reference).abs().max()) <= STEP
+
+
 def test_a_refused_conversion_is_remembered_by_the_next_run(monkeypatch, cache):
     """A shape that did not convert is not tried again by a later process (DAT spends a minute on
     one), nor by --runtime auto, which says nothing; `models clear` forgets it."""

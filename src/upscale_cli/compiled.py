@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # torch is imported where a model runs: `upscale models clear
 
 COMPILED_SUBDIR = "compiled"
 MAX_DIFF = 1.0 / 255  # a conversion further than one 8-bit step from eager on its own tile is not used
+CONVERSION_RULES = 2  # part of every key: raised when what a conversion does or checks changes (2: two probes)
 BLOBS_SUBDIR = "blobs"  # in an entry: the model compiled for this CPU by OpenVINO's own cache
 REFUSED_SUFFIX = ".refused.json"  # beside an entry's folder: this shape did not convert (why, as JSON)
 AUTO_MIN_CALLS = 2  # runtime=auto converts a shape on its second call in a process (unless on disk)
@@ -231,18 +232,23 @@ class CompiledRunner:
             return self.model(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
 
     def _convert(self, example: np.ndarray, shape: tuple) -> None:
-        """Trace the model at `shape`, check it against PyTorch on this tile, cache it."""
+        """Trace the model at `shape`, check it against PyTorch on this tile and on a second input of
+        the shape (the tile turned half round), cache it. The second input catches a trace that baked
+        the example's values in as constants (an operation outside torch, such as a NumPy step),
+        which agrees with PyTorch on the example alone."""
         import openvino as ov
         import torch
 
-        reference = self._eager(example)
         with torch.no_grad(), warnings.catch_warnings():  # tracing's warnings are about other shapes: static here
             warnings.simplefilter("ignore")
             converted = ov.convert_model(_float_output(self.model), example_input=torch.from_numpy(example.copy()))
         CompiledRunner.conversions += 1
         request = self._compile(converted)
-        got = request.infer([np.ascontiguousarray(example)])[0]
-        diff = float(np.abs(got - reference).max()) if got.shape == reference.shape else float("inf")
+        diff = 0.0
+        for probe in (example, np.ascontiguousarray(example[..., ::-1, ::-1])):
+            reference = self._eager(probe)
+            got = request.infer([np.ascontiguousarray(probe)])[0]
+            diff = max(diff, float(np.abs(got - reference).max()) if got.shape == reference.shape else float("inf"))
         if not diff <= MAX_DIFF:
             self._refuse(shape, f"differs from PyTorch by {diff * 255:.2g}/255")
             self._torch_shapes.add(shape)
@@ -268,7 +274,7 @@ class CompiledRunner:
     def _entry(self, shape: tuple) -> Path:
         if self.source is None:
             self.source = "tensors " + weights_identity(self.model)
-        key = f"{self.source}|{ENGINE_NAME} {openvino_version()}|{shape}|{self.precision}"
+        key = f"{self.source}|{ENGINE_NAME} {openvino_version()}|{shape}|{self.precision}|rules {CONVERSION_RULES}"
         return compiled_dir() / hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def _on_disk(self, shape: tuple) -> bool:
@@ -367,7 +373,7 @@ def source_identity(spec: ModelSpec, native: int | None) -> str | None:
             weights = hash_file(Path(spec.local_path))
         except OSError:
             return None
-    elif native in spec.files:
+    elif getattr(spec.files.get(native), "sha256", None):
         weights = spec.files[native].sha256
     else:
         return None

@@ -188,6 +188,8 @@ def _resize_numpy(x: np.ndarray, size: tuple[int, int], method: str, clamp: bool
 def _numpy_path(x: torch.Tensor) -> bool:
     import torch
 
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False  # a traced graph (the compiled runtime's conversion) must see the operations, not constants
     return x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32, torch.float64)
 
 
