@@ -133,6 +133,16 @@ def generated_catalogue(generated_weights, monkeypatch) -> dict:
     return merged
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_cache_dir(tmp_path_factory):
+    """The whole session writes its downloads and compiled models (--runtime auto, the default)
+    into a folder of its own, never into the user's cache; `cache` gives a test an empty one."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("UPSCALE_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     """An empty weights cache under tmp, no mirror, online, and fast retries."""

@@ -23,10 +23,12 @@ DEVICES: tuple[Device, ...] = get_args(Device)
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")  # the form; whether it is here: select_device
 DEVICE_WORDS = "auto, cpu, cuda, cuda:N or mps"  # how messages and help name them
 
-# --runtime: what runs the model on a tile on the CPU: torch (the default; never imports OpenVINO),
-# openvino (src/upscale_cli/compiled.py), auto = OpenVINO where it is installed and the model converts
+# --runtime: what runs the model on a tile on the CPU: auto (the default) = OpenVINO
+# (src/upscale_cli/compiled.py) from a tile shape's second use where it is installed and the model
+# converts within 1/255, else PyTorch; torch (never imports OpenVINO); openvino (every shape)
 Runtime = Literal["auto", "torch", "openvino"]
 RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
+DEFAULT_RUNTIME: Runtime = "auto"  # measured faster, whole command: research/runtime_speed.md
 
 # upscale restore --task
 Task = Literal["auto", "jpeg", "denoise", "inpaint"]

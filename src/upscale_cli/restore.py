@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from upscale_cli.alpha import fill_transparent
-from upscale_cli.choices import TASKS, Runtime, Task
+from upscale_cli.choices import DEFAULT_RUNTIME, TASKS, Runtime, Task
 from upscale_cli.errors import UsageError
 from upscale_cli.models.descriptor import Masked, native_scale
 
@@ -97,7 +97,7 @@ class RestoreConfig:
     half: bool = False
     tile: int = 0
     tile_overlap: int | None = None
-    runtime: Runtime = "torch"  # engine.UpscaleConfig.runtime
+    runtime: Runtime = DEFAULT_RUNTIME  # engine.UpscaleConfig.runtime
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

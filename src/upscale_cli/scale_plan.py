@@ -10,7 +10,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from upscale_cli.choices import ALPHA_MODES, RUNTIMES, Alpha, Runtime
+from upscale_cli.choices import ALPHA_MODES, DEFAULT_RUNTIME, RUNTIMES, Alpha, Runtime
 from upscale_cli.errors import OutputTooLargeError, UsageError
 
 DEFAULT_MODEL = "unet"
@@ -35,10 +35,10 @@ class UpscaleConfig:
     alpha: Alpha = "auto"
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS  # 0 = no limit
     ensemble: bool = False  # average the model over the 8 flips/rotations of each image (8x the time)
-    # what runs a tile on the CPU: PyTorch, or compiled.py (OpenVINO). PyTorch until OpenVINO measures
-    # faster for the whole command (research/runtime_speed.md: 0.88x and 1.03x for 10 unet images on a
-    # busy machine, the target 0.7x), and until a conversion that fails is remembered across runs.
-    runtime: Runtime = "torch"
+    # what runs a tile on the CPU: PyTorch, or compiled.py (OpenVINO); auto uses OpenVINO from a tile
+    # shape's second use where the model converts (research/runtime_speed.md: the whole command 0.33x
+    # to 0.56x of PyTorch's time once compiled)
+    runtime: Runtime = DEFAULT_RUNTIME
 
     def __post_init__(self) -> None:
         if self.scale is not None and not (math.isfinite(self.scale) and self.scale >= 1):
