@@ -2,10 +2,12 @@
 
     python research/measure_runtime.py                 # all three models, best of 5, alternated
     python research/measure_runtime.py --models unet --rounds 3
+    python research/measure_runtime.py --models shipped community --no-onnx --rounds 3
 
-The models are loaded the way the engine loads them (engine.Upscaler(...).model(scale)): our `unet`
-x4 at 256x256, the shared Compact file (realesr-general-x4v3) at 256x256, and a spandrel DAT-light x4
-(random weights, the published DAT-light configuration) at 64x64. Every runtime gets the same input
+The models are loaded the way the engine loads them (engine.Upscaler(...).model(scale)): every shipped
+model (SHIPPED: unet x2/x3/x4, upsampler x2/x4/x8, the restoration unets; 256x256, upsampler x8 at
+128x128), the shared Compact file (realesr-general-x4v3) at 256x256, and spandrel's ESRGAN (Real-ESRGAN
+x4plus), SwinIR-light x4 and DAT-light x4 with random weights in their published configurations at 64x64. Every runtime gets the same input
 tensor and the threads the process has (os.sched_getaffinity). OpenVINO converts the torch module
 directly (ov.convert_model with example_input) and compiles for "CPU" with an explicit f32 precision
 hint; ONNX Runtime runs torch.onnx.export's graph. The rounds alternate the runtimes (a busy machine
@@ -26,26 +28,54 @@ import torch
 
 COMPACT = Path(__file__).resolve().parents[2] / "shared" / "weights" / "community" / "realesr-general-x4v3.pth"
 THREADS = len(os.sched_getaffinity(0))
+ONNX = True  # --no-onnx leaves ONNX Runtime out
+
+
+SHIPPED = {  # name: (catalogue model, native scale, input side)
+    "unet": ("unet", 4, 256), "unet-x2": ("unet", 2, 256), "unet-x3": ("unet", 3, 256),
+    "upsampler-x2": ("upsampler", 2, 256), "upsampler-x4": ("upsampler", 4, 256), "upsampler-x8": ("upsampler", 8, 128),
+    "unet-jpeg": ("unet-jpeg", 1, 256), "unet-restore": ("unet-restore", 1, 256),
+}
+COMMUNITY = ("compact", "esrgan", "swinir", "dat")
+
+
+def _published(name: str) -> tuple[Path, int]:
+    """A spandrel family with random weights in its published configuration, saved as published."""
+    torch.manual_seed(0)
+    folder = Path(tempfile.mkdtemp())
+    if name == "esrgan":  # Real-ESRGAN x4plus: RRDBNet, 23 blocks, 64 features
+        from spandrel.architectures.ESRGAN import RRDBNet
+
+        net, side = RRDBNet(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4), 64
+    elif name == "swinir":  # SwinIR-light x4 (the lightweight classical model)
+        from spandrel.architectures.SwinIR import SwinIR
+
+        net, side = SwinIR(upscale=4, in_chans=3, img_size=64, window_size=8, img_range=1.0, depths=[6, 6, 6, 6],
+                           embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler="pixelshuffledirect",
+                           resi_connection="1conv"), 64
+    else:  # DAT-light x4
+        from spandrel.architectures.DAT import DAT
+
+        net, side = DAT(upscale=4, in_chans=3, img_size=64, img_range=1.0, depth=[18], embed_dim=60, num_heads=[6],
+                        expansion_factor=2, resi_connection="3conv", split_size=[8, 32],
+                        upsampler="pixelshuffledirect"), 64
+    path = folder / f"{name}_x4.pth"
+    torch.save({"params": net.state_dict()}, path)
+    return path, side
 
 
 def load(name: str):
-    """(module, input) for one of unet / compact / dat, loaded as the engine loads it."""
+    """(module, input) for a shipped model (SHIPPED) or a community family (COMMUNITY), loaded as the
+    engine loads it."""
     from upscale_cli.engine import UpscaleConfig, Upscaler
 
     torch.manual_seed(0)
-    if name == "unet":
-        model, side = Upscaler(UpscaleConfig(model="unet", device="cpu"), progress=False).model(4), 256
-    elif name == "compact":
-        model, side = Upscaler(UpscaleConfig(model=str(COMPACT), device="cpu"), progress=False).model(None), 256
+    if name in SHIPPED:
+        model_name, scale, side = SHIPPED[name]
+        model = Upscaler(UpscaleConfig(model=model_name, device="cpu"), progress=False).model(scale)
     else:
-        from spandrel.architectures.DAT import DAT
-
-        net = DAT(upscale=4, in_chans=3, img_size=64, img_range=1.0, depth=[18], embed_dim=60, num_heads=[6],
-                  expansion_factor=2, resi_connection="3conv", split_size=[8, 32], upsampler="pixelshuffledirect")
-        folder = Path(tempfile.mkdtemp())
-        torch.save({"params": net.state_dict()}, folder / "DAT_light_x4.pth")
-        model, side = Upscaler(UpscaleConfig(model=str(folder / "DAT_light_x4.pth"), device="cpu"),
-                               progress=False).model(None), 64
+        path, side = (COMPACT, 256) if name == "compact" else _published(name)
+        model = Upscaler(UpscaleConfig(model=str(path), device="cpu"), progress=False).model(None)
     x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(1))
     return model.float().eval(), x
 
@@ -71,6 +101,8 @@ def runners(model, x):
     request = compiled.create_infer_request()
     out["OpenVINO"] = (lambda t: torch.from_numpy(request.infer([t.numpy()])[0].copy()), time.perf_counter() - start)
 
+    if not ONNX:
+        return out
     try:
         import onnxruntime as ort
 
@@ -109,9 +141,15 @@ def measure(name: str, rounds: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", nargs="+", default=["unet", "compact", "dat"])
+    parser.add_argument("--models", nargs="+", default=["unet", "compact", "dat"],
+                        choices=[*SHIPPED, *COMMUNITY, "shipped", "community"])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out (it is not a dependency)")
     args = parser.parse_args()
+    global ONNX
+    ONNX = not args.no_onnx
+    args.models = [m for name in args.models for m in (SHIPPED if name == "shipped" else COMMUNITY
+                                                       if name == "community" else (name,))]
     flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     print("threads:", THREADS, "| flags:", " ".join(f for f in flags if f.startswith(("avx", "amx", "fma"))))

@@ -3,6 +3,7 @@
     python research/measure_throughput.py make unet40 /tmp/tp/unet40       # 40 PNGs of 256x256 (BSDS400 crops)
     python research/measure_throughput.py make small10k /tmp/tp/small10k   # 10,000 PNGs of 64x48 in 10 subfolders
     python research/measure_throughput.py make small100 /tmp/tp/small100   # 100 PNGs of 128x128
+    python research/measure_throughput.py make small2k /tmp/tp/small2k     # 2,000 PNGs of 64x48
     python research/measure_throughput.py run /tmp/tp/unet40 -- -x 4 -m unet
     python research/measure_throughput.py run /tmp/tp/small10k --pillow nearest -- -r -x 2 -m nearest
     python research/measure_throughput.py versus /tmp/tp/small100 -- -x 4 -m bicubic :: -x 4 -m nearest
@@ -43,6 +44,7 @@ SETS = {  # name: (count, width, height, subfolders)
     "unet40": (40, 256, 256, 0),
     "small10k": (10_000, 64, 48, 10),
     "small100": (100, 128, 128, 0),
+    "small2k": (2_000, 64, 48, 0),
 }
 
 

@@ -36,7 +36,10 @@ def _smallest_tile(upscaler: Upscaler, native: int) -> int:
 
 
 def _run(model: str, scale: int, x: torch.Tensor, tile: int) -> torch.Tensor:
-    upscaler = Upscaler(UpscaleConfig(model=model, scale=scale, tile=tile, device="cpu"), progress=False)
+    # the tiler's property, in PyTorch: every shape compiled for OpenVINO would cost seconds here; the
+    # compiled runtime's tiles are tests/test_runtime.py's and tests/test_array_engine.py's
+    upscaler = Upscaler(UpscaleConfig(model=model, scale=scale, tile=tile, device="cpu", runtime="torch"),
+                        progress=False)
     return upscaler.upscale_tensor(x)
 
 

@@ -3,27 +3,31 @@
 Measured on a 2-core AVX2 CPU (research/runtime_speed.md), OpenVINO ran our unet, the Compact
 community model and a DAT transformer 1.3x to 3x faster than PyTorch eager at float32, with
 outputs within 0.002/255 of it. The tiler is unchanged: `CompiledRunner` only replaces the model's
-forward on a tile, so tiled output still equals untiled.
+call on a tile, so tiled output still equals untiled.
 
 Shapes are static: a traced model bakes its Python shape arithmetic (padding, attention reshapes)
 into the graph, so a dynamic-shape conversion computes wrong numbers or fails at other sizes
 (measured: unet's attention MatMul refused 40x24). Each distinct (1, C, H, W) is converted once;
 a batch runs image by image through the same (1, C, H, W) model, so a folder of same-size images
-and the equal tiles of a pass need one conversion. A new conversion is checked against eager on
-the tile it was made for (within 1/255, else PyTorch, said once).
+and the equal tiles of a pass need one conversion. A conversion is checked against PyTorch on the
+tile it was made for and on a second input of its shape (within 1/255, else PyTorch, said once and
+remembered in a `.refused.json`, so no later run spends the conversion again).
 
-The converted model (OpenVINO IR: model.xml + model.bin) is cached on disk under
-`<cache dir>/compiled/<key>/` (next to the weights cache; `upscale models clear` removes it), the key
-being the sha256 of the model's weights and structure, the OpenVINO version, the shape and the
-precision. The second run reads the IR and compiles it (about 0.3 s for unet) instead of tracing
-the model (about 4 s). `meta.json` holds the files' sha256: an entry that fails it, or fails to
-load, is rebuilt, with one note.
+The converted model (OpenVINO IR: model.xml + model.bin) is cached under `<cache dir>/compiled/<key>/`
+(next to the weights cache; `upscale models clear` removes it), the key being what the model is made
+from (`source_identity`: the weights file's sha256, architecture, settings and code versions, known
+without building the model), the OpenVINO version, the shape, the precision and CONVERSION_RULES.
+Beside the entries, `<hash>.descriptor.json` records the model's descriptor, so a later run plans
+its tiles and runs every cached shape on NumPy arrays without importing torch (`run_array`; the
+engine's array route). A later process compiles the IR from OpenVINO's own cache in the entry
+(`blobs/`: unet 0.1 s, DAT-light 0.8 s instead of 4.4 s). `meta.json` holds the files' sha256: an
+entry that fails it, or fails to load, is rebuilt, with one note.
 
-`runtime=auto` converts a shape only once it is seen a second time in a process (or is on disk
-already): a one-off image size would pay a conversion that costs more than its PyTorch run.
+`runtime=auto` (the default) converts a shape once it is seen a second time in a process (or is on
+disk already): a one-off image size would pay a conversion that costs more than its PyTorch run.
 `runtime=openvino` converts every shape. Nothing fails because of the runtime: a model that does
-not convert, a shape the runtime refuses, an inference error, all run in PyTorch with one note.
-OpenVINO is imported only when a compiled model is built or loaded (`--runtime torch` never does).
+not convert, a shape the runtime refuses, an inference error, all run in PyTorch. OpenVINO is
+imported only when a compiled model is built or loaded (`--runtime torch` never does).
 """
 from __future__ import annotations
 
