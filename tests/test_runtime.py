@@ -273,3 +273,22 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
     assert (tmp_path / "out.png").is_file()
+
+
+@pytest.mark.parametrize("text, cpus", [("max 100000", None), ("200000 100000", 2), ("150000 100000", 2),
+                                        ("50000 100000", 1), ("", None), ("x y", None), ("100 0", None)])
+def test_threads_follow_a_cgroup_cpu_quota(tmp_path, monkeypatch, text, cpus):
+    """OpenVINO's threads: a container's CPU quota caps the affinity mask's count; OMP_NUM_THREADS wins."""
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text(text)
+    assert compiled.cgroup_cpu_quota(cpu_max) == cpus
+    monkeypatch.setattr(compiled, "CGROUP_CPU_MAX", cpu_max)
+    monkeypatch.setattr(compiled.cgroup_cpu_quota, "__defaults__", (cpu_max,))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert compiled.threads() == (min(cores, cpus) if cpus else cores)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert compiled.threads() == 3
+

@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # torch is imported where a model runs: `upscale models clear
     from upscale_cli.model_spec import ModelSpec
 
 COMPILED_SUBDIR = "compiled"
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: the CPU time a container may use per period
 MAX_DIFF = 1.0 / 255  # a conversion further than one 8-bit step from eager on its own tile is not used
 CONVERSION_RULES = 2  # part of every key: raised when what a conversion does or checks changes (2: two probes)
 BLOBS_SUBDIR = "blobs"  # in an entry: the model compiled for this CPU by OpenVINO's own cache
@@ -89,14 +91,29 @@ def clear_compiled() -> tuple[int, int]:
 
 def threads() -> int:
     """The cores this process may use: OMP_NUM_THREADS when set (as torch reads it), else the CPU
-    affinity mask (which container CPU sets narrow), else os.cpu_count()."""
+    affinity mask (which container CPU sets narrow), else os.cpu_count(); never more than a cgroup's
+    CPU quota allows (a container limited to 2 CPUs on a 64-core host gets 2 threads, not 64)."""
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     if value.isdigit() and int(value) > 0:
         return int(value)
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return min(cores, quota) if quota else cores
+
+
+def cgroup_cpu_quota(path: Path = CGROUP_CPU_MAX) -> int | None:
+    """The CPUs a cgroup v2 quota allows (`cpu.max`: "QUOTA PERIOD", rounded up), or None (no quota,
+    "max", or no cgroup v2 here)."""
+    try:
+        quota, period = path.read_text(encoding="ascii").split()[:2]
+        if quota == "max":
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 def weights_identity(model: nn.Module) -> str:
