@@ -135,10 +135,14 @@ def generated_catalogue(generated_weights, monkeypatch) -> dict:
 
 @pytest.fixture(autouse=True, scope="session")
 def own_cache_dir(tmp_path_factory):
-    """The whole session writes its downloads and compiled models (--runtime auto, the default)
-    into a folder of its own, never into the user's cache; `cache` gives a test an empty one."""
+    """The whole session writes its downloads and compiled models into a folder of its own, never
+    into the user's cache (`cache` gives a test an empty one), and commands default to PyTorch."""
     patch = pytest.MonkeyPatch()
     patch.setenv("UPSCALE_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
+    # Commands run PyTorch unless a test asks for a runtime (test_runtime, test_array_engine,
+    # test_benchmark_runtime, test_default_runtime): a default run compiles each tile shape used twice,
+    # seconds each, which across the suite cost CI minutes.
+    patch.setenv("UPSCALE_RUNTIME", "torch")
     yield
     patch.undo()
 

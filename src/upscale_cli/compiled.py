@@ -204,7 +204,7 @@ class CompiledRunner:
             return None
         if shape in self._requests:
             return self._requests[shape]
-        self._seen[shape] += 1
+        self._seen[shape] += x.shape[0]  # images of the shape: a batch of same-size files counts each
         refused = self._refused(shape)
         if refused:  # an earlier run found it does not convert (or not exactly): not tried again
             self._torch_shapes.add(shape)

@@ -57,9 +57,9 @@ Half = Annotated[bool, typer.Option(
     "--half", help="Reduced precision where it is native: float16 on a GPU, bfloat16 on a CPU with AVX-512 BF16 "
                    "or AMX; otherwise float32 (said once).")]
 Runtime = Annotated[choices.Runtime, typer.Option(
-    "--runtime", help="What runs the model on the CPU: auto (default: OpenVINO from a tile shape's second use, "
+    "--runtime", envvar="UPSCALE_RUNTIME", show_envvar=False, help="What runs the model on the CPU: auto (default: OpenVINO from a tile shape's second use, "
                       "compiled once and cached, where the model converts; else PyTorch), openvino (every shape), "
-                      "or torch.")]
+                      "or torch. UPSCALE_RUNTIME sets it for every run.")]
 Tile = Annotated[int, typer.Option("--tile", help="Tile size in input pixels; 0 = automatic.")]
 TileOverlap = Annotated[Optional[int], typer.Option(
     "--tile-overlap", help="Tile overlap in input pixels (default from the model, which keeps tiled equal to untiled).")]
