@@ -44,9 +44,9 @@ def _published(name: str) -> tuple[Path, int]:
     torch.manual_seed(0)
     folder = Path(tempfile.mkdtemp())
     if name == "esrgan":  # Real-ESRGAN x4plus: RRDBNet, 23 blocks, 64 features
-        from spandrel.architectures.ESRGAN import RRDBNet
+        from spandrel.architectures.ESRGAN import ESRGAN
 
-        net, side = RRDBNet(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4), 64
+        net, side = ESRGAN(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4), 64
     elif name == "swinir":  # SwinIR-light x4 (the lightweight classical model)
         from spandrel.architectures.SwinIR import SwinIR
 
