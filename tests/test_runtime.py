@@ -292,3 +292,21 @@ def test_threads_follow_a_cgroup_cpu_quota(tmp_path, monkeypatch, text, cpus):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert compiled.threads() == 3
 
+
+def test_the_compiled_cache_keeps_to_its_bound_least_recently_used_first(cache):
+    """Entries past the bound go oldest first; the one just made stays even alone over the bound."""
+    import os
+
+    cache.mkdir(parents=True)
+    for k in range(5):
+        entry = cache / f"entry{k}"
+        entry.mkdir()
+        (entry / "model.bin").write_bytes(b"x" * 1000)
+        os.utime(entry, (1000 + k, 1000 + k))
+    os.utime(cache / "entry0", (2000, 2000))  # used last
+    (cache / "x.descriptor.json").write_text("{}")
+    freed = compiled.prune_compiled(keep=cache / "entry1", limit=2500)
+    assert freed == 3000 and sorted(p.name for p in entries(cache)) == ["entry0", "entry1"]
+    assert (cache / "x.descriptor.json").exists()
+    assert compiled.prune_compiled(keep=cache / "entry1", limit=10) == 1000 and entries(cache) == [cache / "entry1"]
+

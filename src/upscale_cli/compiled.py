@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # torch is imported where a model runs: `upscale models clear
     from upscale_cli.model_spec import ModelSpec
 
 COMPILED_SUBDIR = "compiled"
+COMPILED_CACHE_MAX_BYTES = 2 << 30  # the compiled models kept: least recently used go first beyond it
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: the CPU time a container may use per period
 MAX_DIFF = 1.0 / 255  # a conversion further than one 8-bit step from eager on its own tile is not used
 CONVERSION_RULES = 2  # part of every key: raised when what a conversion does or checks changes (2: two probes)
@@ -78,13 +79,46 @@ def compiled_dir() -> Path:
     return cache_dir() / COMPILED_SUBDIR
 
 
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.lstat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _touch(entry: Path) -> None:
+    try:
+        os.utime(entry)
+    except OSError:
+        pass
+
+
+def prune_compiled(keep: Path | None = None, limit: int = COMPILED_CACHE_MAX_BYTES) -> int:
+    """Remove the least recently used compiled models until the cache holds at most `limit` bytes
+    (`keep`, the one just made, stays); the bytes freed. Each image size used twice adds a model of a
+    few MB (DAT-light with its blob: 13 MB), so without a bound `auto` would fill the disk over time."""
+    root = compiled_dir()
+    try:
+        entries = [(p.stat().st_mtime, p) for p in root.iterdir()
+                   if p.is_dir() and not p.is_symlink() and not p.name.startswith(".part-")]
+        sizes = {p: _folder_bytes(p) for _, p in entries}
+    except OSError:
+        return 0
+    total, freed = sum(sizes.values()), 0
+    for _, path in sorted(entries, key=lambda e: e[0]):
+        if total <= limit:
+            break
+        if path == keep:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        total, freed = total - sizes[path], freed + sizes[path]
+    return freed
+
+
 def clear_compiled() -> tuple[int, int]:
     """Remove every cached compiled model; (entries removed, bytes freed)."""
     root = compiled_dir()
     if not root.is_dir():
         return 0, 0
     entries = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
-    freed = sum(f.lstat().st_size for p in entries for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+    freed = sum(_folder_bytes(p) for p in entries)
     shutil.rmtree(root, ignore_errors=True)
     return len(entries), freed
 
@@ -334,6 +368,7 @@ class CompiledRunner:
                 if _file_sha256(entry / name) != meta["sha256"][name]:
                     raise ValueError(f"{name} does not match its checksum")
             self._requests[shape] = self._compile(str(entry / "model.xml"), blobs=entry / BLOBS_SUBDIR)
+            _touch(entry)  # used now: the last to go when the cache is over its bound
             return True
         except Exception as err:
             shutil.rmtree(entry, ignore_errors=True)
@@ -359,6 +394,7 @@ class CompiledRunner:
                 os.rename(work, entry)
             except OSError:  # another process saved it first
                 shutil.rmtree(work, ignore_errors=True)
+            prune_compiled(keep=entry)
         except OSError:
             pass
 
