@@ -133,6 +133,24 @@ def generated_catalogue(generated_weights, monkeypatch) -> dict:
     return merged
 
 
+TINY_UNET = dict(scale=2, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_unet(tmp_path_factory) -> str:
+    """A tiny random-init unet x2 weights file (OpenVINO converts it in about a second)."""
+    import torch
+
+    from upscale_cli.loader import save_weights
+    from upscale_cli.models.unet import build_unet
+
+    path = tmp_path_factory.mktemp("unet") / "tiny-unet.safetensors"
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        save_weights(build_unet(**TINY_UNET), path, "unet", TINY_UNET)
+    return str(path)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def own_cache_dir(tmp_path_factory):
     """The whole session writes its downloads and compiled models into a folder of its own, never

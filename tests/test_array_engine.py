@@ -22,7 +22,6 @@ from upscale_cli.images import DecodedImage
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: no compiled model to run without torch")
 
 STEP = 1 / 255
-TINY = dict(scale=2, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1)
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # any `import torch` after this raises
 
 
@@ -71,20 +70,6 @@ def test_interpolation_on_arrays_equals_torch(method, scale):
             reference, _ = run(TorchOnly, image, model=method, scale=scale)
             assert upscaler.array_model(None) is not None and not upscaler._models  # no PyTorch model built
             assert_close(out, reference, 1e-6)
-
-
-@pytest.fixture(scope="module")
-def tiny_unet(tmp_path_factory) -> str:
-    import torch
-
-    from upscale_cli.loader import save_weights
-    from upscale_cli.models.unet import build_unet
-
-    path = tmp_path_factory.mktemp("unet") / "tiny-unet.safetensors"
-    with torch.random.fork_rng():
-        torch.manual_seed(5)
-        save_weights(build_unet(**TINY), path, "unet", TINY)
-    return str(path)
 
 
 @pytest.fixture

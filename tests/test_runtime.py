@@ -23,7 +23,6 @@ from upscale_cli import compiled  # noqa: E402 - after the skip
 from upscale_cli.compiled import CompiledRunner, runner_for  # noqa: E402
 
 STEP = 1 / 255  # outputs within one 8-bit step of PyTorch's
-TINY = dict(scale=2, width=8, levels=2, blocks=1, decoder_blocks=1, bottleneck_blocks=1)
 
 
 @pytest.fixture(autouse=True)
@@ -36,18 +35,6 @@ def cache(tmp_path, monkeypatch) -> Path:
 def entries(cache: Path) -> list[Path]:
     """The compiled models in the cache (a folder each; the descriptors recorded beside them are files)."""
     return sorted(p for p in cache.iterdir() if p.is_dir())
-
-
-@pytest.fixture(scope="module")
-def tiny_unet(tmp_path_factory) -> str:
-    from upscale_cli.loader import save_weights
-    from upscale_cli.models.unet import build_unet
-
-    path = tmp_path_factory.mktemp("unet") / "tiny-unet.safetensors"
-    with torch.random.fork_rng():
-        torch.manual_seed(3)
-        save_weights(build_unet(**TINY), path, "unet", TINY)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
