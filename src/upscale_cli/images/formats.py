@@ -248,6 +248,7 @@ def starts_like_image(data: bytes) -> bool:
 
 ORIENTATION_TAG = 0x0112  # EXIF orientation: applied on read, written as 1
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IHDR_END = 33  # 8-byte signature + 4 length + 4 type + 13 data + 4 CRC
 PNG_BIT_DEPTH_OFFSET = 24
 PNG_COLOUR_TYPE_OFFSET = 25
@@ -276,6 +277,6 @@ def output_format(name: str) -> str:
     return OUTPUT_FORMATS[key]
 
 
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+def png_chunk(kind: bytes, body: bytes | memoryview) -> bytes:
+    crc = zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)

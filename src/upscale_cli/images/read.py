@@ -35,7 +35,7 @@ from upscale_cli.images import DecodedImage, codecs
 from upscale_cli.images.arrays import U8_MAX, U16_MAX, to_nchw
 from upscale_cli.images.formats import (DECODE_ERRORS, DEFAULT_MAX_PIXELS, MULTI_IMAGE_KINDS, ORIENTATION_TAG,
                                         PNG_BIT_DEPTH_OFFSET, PNG_COLOUR_TYPE_OFFSET, PNG_GREY_ALPHA, SNIFF_BYTES,
-                                        png_chunk, starts_like_image)
+                                        PNG_SIGNATURE, png_chunk, starts_like_image)
 
 STDIN_LABEL = "<stdin>"  # the name used in messages for images given as bytes
 PNG_COLOUR_TYPES_FOR_OPENCV = {2, 4, 6}  # RGB, grey+alpha, RGBA at 16 bits
@@ -475,7 +475,7 @@ def _opencv_swaps_grey_alpha_bytes() -> bool:
     garbles them), so decode a 1x1 probe (grey 0x0102) once and see."""
     header = struct.pack(">IIBBBBB", 1, 1, 16, PNG_GREY_ALPHA, 0, 0, 0)
     scanline = b"\x00" + struct.pack(">HH", 0x0102, 0xFFFF)  # filter byte, grey, alpha
-    probe = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+    probe = (PNG_SIGNATURE + png_chunk(b"IHDR", header)
              + png_chunk(b"IDAT", zlib.compress(scanline)) + png_chunk(b"IEND", b""))
     decoded = cv2.imdecode(np.frombuffer(probe, np.uint8), cv2.IMREAD_UNCHANGED)
     return int(decoded.reshape(-1)[0]) == 0x0201

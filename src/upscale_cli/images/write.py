@@ -29,15 +29,15 @@ from upscale_cli.images import DecodedImage
 from upscale_cli.images.arrays import U16_MAX, quantise_planes, to_planes
 from upscale_cli.images.atomic import DurableGroup, write_atomically, write_error_message
 from upscale_cli.images.formats import (ALPHA_FORMATS, DECODE_ERRORS, LOSSY_FORMATS, METADATA_FORMATS,
-                                        ORIENTATION_TAG, PALETTE_FORMATS, PNG_IHDR_END, SIXTEEN_BIT_FORMATS,
-                                        output_format, png_chunk)
+                                        ORIENTATION_TAG, PALETTE_FORMATS, PNG_IHDR_END, PNG_SIGNATURE,
+                                        SIXTEEN_BIT_FORMATS, output_format, png_chunk)
 
 DEFAULT_QUALITY = 95  # JPEG / WebP quality when none is given
-# PNG's zlib level (0 = stored, 9 = smallest) and strategy. Measured on 1024x1024 upscaled photos
-# (research/measure_throughput.py, docs/BENCHMARKS.md): Pillow's default, level 6, takes 1.8 s an image on a
-# busy 2-core machine; level 1 with zlib's run-length strategy (Z_RLE: PNG's row filters leave runs,
-# not long repeats) takes a fifth of that for files only 5% larger (plain level 1: 17% larger, as fast).
-# That is the default; --png-compression N asks for zlib level N with its usual strategy.
+# PNG's zlib level (0 = stored, 9 = smallest) and strategy. --png-compression N asks for zlib level N
+# with its usual strategy, through Pillow; Pillow's default, level 6, takes 1.8 s a 1024x1024 upscaled
+# photo on a busy 2-core machine. Without it, 8-bit grey, RGB and RGBA go through `_default_png`
+# (the Up filter, libdeflate level 1: docs/BENCHMARKS.md#png-encoding); other images through Pillow
+# at level 1 with zlib's run-length strategy (Z_RLE: PNG's row filters leave runs, not long repeats).
 DEFAULT_PNG_COMPRESSION = 1
 DEFAULT_PNG_STRATEGY = zlib.Z_RLE
 PNG_COMPRESSION_LEVELS = range(0, 10)
@@ -72,7 +72,7 @@ def write_image(image: DecodedImage, path: str | Path, format: str | None = None
 def encode_image(image: DecodedImage, format: str, quality: int | None = None,
                  png_compression: int | None = None) -> bytes:
     """Encode to bytes in `format` ('png', 'jpg', ...); ImageWriteError if impossible.
-    `png_compression` is PNG's zlib level 0-9 (None = the measured default: level 1, run-length)."""
+    `png_compression` is PNG's zlib level 0-9 (None = the measured default: `_default_png`, else level 1 run-length)."""
     fmt = output_format(format)
     if quality is not None and not 1 <= quality <= 100:
         raise ImageWriteError(f"quality must be 1..100, not {quality}")
@@ -93,12 +93,12 @@ def encode_image(image: DecodedImage, format: str, quality: int | None = None,
         if sixteen and (colour.shape[2] == 3 or alpha is not None):
             return _encode_with_opencv(colour, alpha, fmt, image, level)
         default_png = fmt == "PNG" and png_compression is None and not sixteen
-        if default_png and image.palette is None and colour.shape[2] + (alpha is not None) != 2:
+        if default_png and image.palette is None:
             return _default_png(quantise_planes(colour, alpha, sixteen=False), image)  # no Pillow copies
         pil = _to_pillow(colour, alpha, sixteen)
         if image.palette is not None and fmt in PALETTE_FORMATS and not sixteen:
             pil = _as_palette(pil, image.palette) or pil
-        if default_png and pil.mode in ("L", "RGB", "RGBA"):
+        if default_png and pil.mode in ("L", "LA", "RGB", "RGBA"):
             return _default_png(np.asarray(pil), image)
         if fmt == "JXL" and image.icc_profile:
             pil = _in_srgb(pil, image.icc_profile)
@@ -241,24 +241,48 @@ def _exif_for_output(exif_bytes: bytes | None) -> Image.Exif | None:
     return exif
 
 
+PNG_FILTER_UP = 2  # a row minus the row above (the first row: minus zeros)
+PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> IHDR colour type: grey, grey+alpha, RGB, RGBA
+PNG_IDAT_BYTES = 1 << 20  # the compressed stream is cut into IDAT chunks of at most this many bytes
+
+
 def _default_png(array: np.ndarray, image: DecodedImage) -> bytes:
-    """(H, W) or (H, W, 1|3|4) uint8 grey, RGB or RGBA -> PNG bytes at the default setting: zlib
-    level 1 with the run-length
-    strategy, and the Paeth filter on every row, by OpenCV (libpng). Pillow tries all five row
-    filters on every row; Paeth alone gave files of the same size (x4 upscaled 128x128 photos,
-    bicubic 255 KB, nearest 49 KB) in 0.73x and 0.81x of Pillow's time, and OpenCV lets the other
-    threads run meanwhile. ICC and EXIF go in as with 16-bit PNGs."""
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[..., 0]
-    if array.ndim == 3:
-        array = array[..., [2, 1, 0, 3][: array.shape[2]]]  # OpenCV wants BGR(A)
-    params = [cv2.IMWRITE_PNG_COMPRESSION, DEFAULT_PNG_COMPRESSION, cv2.IMWRITE_PNG_STRATEGY,
-              cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
-    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(array), params)
-    if not ok:
-        raise ImageWriteError("cannot encode as PNG: OpenCV refused the image")
+    """(H, W) or (H, W, 1|2|3|4) uint8 grey, grey+alpha, RGB or RGBA -> PNG bytes at the default
+    setting: the Up filter on every row (one vectorised subtraction) and libdeflate at level 1 (the
+    `deflate` package, which lets other threads run meanwhile). On 1024x1024 upscaled photos: 0.46x
+    the time of zlib level 1 with Paeth rows (OpenCV, the default before) for files 4% smaller, the
+    size of Pillow's level 6; over other upscales 0.99-1.11x the size of Pillow's per-row choice at
+    level 1 (docs/BENCHMARKS.md#png-encoding). ICC and EXIF go in as with 16-bit PNGs."""
+    if array.ndim == 2:
+        array = array[..., None]
+    height, width, channels = array.shape
+    rows = array.reshape(height, width * channels)
+    filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
+    filtered[:, 0] = PNG_FILTER_UP
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    stream = _zlib_level1(filtered)
+    del filtered
+    header = struct.pack(">IIBBBBB", width, height, 8, PNG_COLOUR_TYPES[channels], 0, 0, 0)
     exif = _exif_for_output(image.exif)
-    return _png_with_metadata(buffer.tobytes(), image.icc_profile, exif.tobytes() if exif else None)
+    parts = [PNG_SIGNATURE, png_chunk(b"IHDR", header),
+             _metadata_chunks(image.icc_profile, exif.tobytes() if exif else None)]
+    view = memoryview(stream)
+    parts += [png_chunk(b"IDAT", view[at: at + PNG_IDAT_BYTES])
+              for at in range(0, len(stream), PNG_IDAT_BYTES)]
+    parts.append(png_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def _zlib_level1(data: np.ndarray) -> bytes:
+    """A zlib stream of `data` at level 1: libdeflate where the `deflate` package is installed (a
+    dependency, with wheels for Linux, macOS and Windows), else Python's zlib (2-3x slower, and
+    7% larger files after the Up filter)."""
+    try:
+        import deflate
+    except ImportError:
+        return zlib.compress(data, DEFAULT_PNG_COMPRESSION)
+    return deflate.zlib_compress(data, DEFAULT_PNG_COMPRESSION)
 
 
 def _encode_with_opencv(colour: np.ndarray, alpha: np.ndarray | None, fmt: str,
@@ -283,9 +307,14 @@ def _encode_with_opencv(colour: np.ndarray, alpha: np.ndarray | None, fmt: str,
 
 def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
     """Insert iCCP / eXIf chunks right after IHDR (both must precede IDAT)."""
+    return png[:PNG_IHDR_END] + _metadata_chunks(icc, exif) + png[PNG_IHDR_END:]
+
+
+def _metadata_chunks(icc: bytes | None, exif: bytes | None) -> bytes:
+    """The iCCP and eXIf chunks for an ICC profile and EXIF bytes (each when given)."""
     chunks = b""
     if icc:
         chunks += png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
     if exif:
         chunks += png_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00"))
-    return png[:PNG_IHDR_END] + chunks + png[PNG_IHDR_END:]
+    return chunks

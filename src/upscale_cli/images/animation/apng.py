@@ -25,12 +25,11 @@ from upscale_cli.images import DecodedImage
 from upscale_cli.images.animation.common import FrameTiming, _CanvasSize, _Corrupt
 from upscale_cli.images.animation.gif import GIF_COLOURS
 from upscale_cli.images.arrays import U8_MAX, quantise
-from upscale_cli.images.formats import DECODE_ERRORS, png_chunk
+from upscale_cli.images.formats import DECODE_ERRORS, PNG_SIGNATURE, png_chunk
 from upscale_cli.images.read import _pillow_pixel_limit_off, _pillow_planes
 from upscale_cli.images.write import _default_png, _exif_for_output
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND, APNG_DISPOSE_PREVIOUS = 0, 1, 2
 APNG_BLEND_SOURCE, APNG_BLEND_OVER = 0, 1
 APNG_DEFAULT_DENOMINATOR = 100  # a delay denominator of 0 means hundredths (APNG specification)
