@@ -6,6 +6,7 @@ conversion (about a second for a tiny model), so the grids are chosen to need fe
 """
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
@@ -297,3 +298,33 @@ def test_the_compiled_cache_keeps_to_its_bound_least_recently_used_first(cache):
     assert (cache / "x.descriptor.json").exists()
     assert compiled.prune_compiled(keep=cache / "entry1", limit=10) == 1000 and entries(cache) == [cache / "entry1"]
 
+
+@pytest.mark.parametrize("runtime", ["openvino", "auto"])
+def test_automatic_tiles_are_planned_by_the_compiled_models_memory(tiny_unet, runtime, monkeypatch):
+    """A compiled model keeps more of a tile's activations at once than PyTorch: its automatic tile
+    is planned with WORKING_SET_FACTOR times the descriptor's memory per pixel, in both the torch
+    pass (the shape's first conversion) and the NumPy pass of a later engine; --runtime torch keeps
+    the descriptor's own figure. With little free memory that gives a smaller tile."""
+    from upscale_cli import tiling
+
+    seen: list[tuple[str, int]] = []
+    auto_tile_size = tiling.auto_tile_size
+
+    def spy(*args, **kwargs):
+        seen.append((current, args[4]))
+        return auto_tile_size(*args, **kwargs)
+
+    monkeypatch.setattr(tiling, "auto_tile_size", spy)
+    x = image(24, 40)
+    for current in ("torch", runtime, runtime):  # the last: a new engine that finds the shape cached
+        upscaler = Upscaler(UpscaleConfig(model=tiny_unet, device="cpu", runtime=current), progress=False)
+        upscaler.upscale_tensor(x)
+        upscaler.upscale_tensor(x)  # auto converts on the second call
+    torch_bytes = {b for r, b in seen if r == "torch"}
+    compiled_bytes = {b for r, b in seen if r == runtime}
+    assert len(torch_bytes) == 1 and compiled_bytes == {math.ceil(torch_bytes.pop() * compiled.WORKING_SET_FACTOR)}
+    info = Upscaler(UpscaleConfig(model=tiny_unet, device="cpu", runtime="torch"), progress=False).model(2).info
+    free = 64 << 20
+    small = auto_tile_size(512, 512, 3, 2, compiled.planning_info(info).bytes_per_input_pixel, free_memory_bytes=free)
+    large = auto_tile_size(512, 512, 3, 2, info.bytes_per_input_pixel, free_memory_bytes=free)
+    assert 0 < small < large

@@ -123,7 +123,7 @@ class Upscaler:
             return None
         runner = compiled.CompiledRunner(lambda: self.model(native), config.runtime, self.notes, source)
         self._runners[native] = runner
-        return ArrayModel(info, runner.run_array)
+        return ArrayModel(compiled.planning_info(info), runner.run_array)
 
     def info(self, native_scale: int | None) -> ModelDescriptor:
         """The descriptor of the model for one native scale (its array model's, else PyTorch's)."""
@@ -285,6 +285,10 @@ class Upscaler:
             info = replace(info, size=info.size.at_least(BF16_CPU_MIN_SIDE))
 
         forward = self._runner(native, model, device, dtype) if mask is None else model
+        if forward is not model:  # a compiled runner: its tiles are planned by its own memory
+            from upscale_cli import compiled
+
+            info = compiled.planning_info(info)
 
         def run_tile(t: torch.Tensor) -> torch.Tensor:
             if mask is None:
