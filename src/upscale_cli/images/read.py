@@ -513,17 +513,19 @@ def _read_exif(im: Image.Image) -> tuple[bytes | None, int]:
     """(EXIF to carry along, orientation to apply); broken EXIF must not cost
     the pixels, so it reads as none."""
     try:
-        orientation = int(im.getexif().get(ORIENTATION_TAG, 1))
+        exif = im.getexif()
+        if not len(exif):  # most PNGs: nothing to carry, nothing to turn
+            return None, 1
+        orientation = int(exif.get(ORIENTATION_TAG, 1))
         if im.format in DECODER_ORIENTED:
             orientation = 1
-        return _exif_bytes(im), orientation if 1 <= orientation <= 8 else 1
+        return _exif_bytes(im, exif), orientation if 1 <= orientation <= 8 else 1
     except DECODE_ERRORS:
         return None, 1
 
 
-def _exif_bytes(im: Image.Image) -> bytes | None:
-    """The EXIF to carry along, with orientation 1 (the pixels get rotated)."""
-    exif = im.getexif()
+def _exif_bytes(im: Image.Image, exif: Image.Exif) -> bytes | None:
+    """The EXIF to carry along (`exif`, im's own), with orientation 1 (the pixels get rotated)."""
     if im.format == "TIFF":
         kept = Image.Exif()
         for tag in TIFF_KEPT_TAGS & set(exif):
