@@ -72,7 +72,8 @@ def write_image(image: DecodedImage, path: str | Path, format: str | None = None
 def encode_image(image: DecodedImage, format: str, quality: int | None = None,
                  png_compression: int | None = None) -> bytes:
     """Encode to bytes in `format` ('png', 'jpg', ...); ImageWriteError if impossible.
-    `png_compression` is PNG's zlib level 0-9 (None = the measured default: `_default_png`, else level 1 run-length)."""
+    `png_compression` is PNG's zlib level 0-9 (None = the measured default: `_default_png`, else
+    level 1 run-length)."""
     fmt = output_format(format)
     if quality is not None and not 1 <= quality <= 100:
         raise ImageWriteError(f"quality must be 1..100, not {quality}")
@@ -253,6 +254,18 @@ def _default_png(array: np.ndarray, image: DecodedImage) -> bytes:
     the time of zlib level 1 with Paeth rows (OpenCV, the default before) for files 4% smaller, the
     size of Pillow's level 6; over other upscales 0.99-1.11x the size of Pillow's per-row choice at
     level 1 (docs/BENCHMARKS.md#png-encoding). ICC and EXIF go in as with 16-bit PNGs."""
+    header, stream = png_image_data(array)
+    exif = _exif_for_output(image.exif)
+    parts = [PNG_SIGNATURE, png_chunk(b"IHDR", header),
+             metadata_chunks(image.icc_profile, exif.tobytes() if exif else None)]
+    parts += [png_chunk(b"IDAT", piece) for piece in png_data_pieces(stream)]
+    parts.append(png_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def png_image_data(array: np.ndarray) -> tuple[bytes, bytes]:
+    """(IHDR body, zlib stream of the Up-filtered rows) for (H, W) or (H, W, 1|2|3|4) uint8 pixels:
+    what a PNG, or one frame of an APNG, holds before it is cut into chunks (`png_data_pieces`)."""
     if array.ndim == 2:
         array = array[..., None]
     height, width, channels = array.shape
@@ -261,17 +274,14 @@ def _default_png(array: np.ndarray, image: DecodedImage) -> bytes:
     filtered[:, 0] = PNG_FILTER_UP
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
-    stream = _zlib_level1(filtered)
-    del filtered
     header = struct.pack(">IIBBBBB", width, height, 8, PNG_COLOUR_TYPES[channels], 0, 0, 0)
-    exif = _exif_for_output(image.exif)
-    parts = [PNG_SIGNATURE, png_chunk(b"IHDR", header),
-             _metadata_chunks(image.icc_profile, exif.tobytes() if exif else None)]
+    return header, _zlib_level1(filtered)
+
+
+def png_data_pieces(stream: bytes) -> list[memoryview]:
+    """A zlib stream cut into the bodies of IDAT (or fdAT) chunks of at most PNG_IDAT_BYTES each."""
     view = memoryview(stream)
-    parts += [png_chunk(b"IDAT", view[at: at + PNG_IDAT_BYTES])
-              for at in range(0, len(stream), PNG_IDAT_BYTES)]
-    parts.append(png_chunk(b"IEND", b""))
-    return b"".join(parts)
+    return [view[at: at + PNG_IDAT_BYTES] for at in range(0, len(stream), PNG_IDAT_BYTES)]
 
 
 def _zlib_level1(data: np.ndarray) -> bytes:
@@ -307,10 +317,10 @@ def _encode_with_opencv(colour: np.ndarray, alpha: np.ndarray | None, fmt: str,
 
 def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
     """Insert iCCP / eXIf chunks right after IHDR (both must precede IDAT)."""
-    return png[:PNG_IHDR_END] + _metadata_chunks(icc, exif) + png[PNG_IHDR_END:]
+    return png[:PNG_IHDR_END] + metadata_chunks(icc, exif) + png[PNG_IHDR_END:]
 
 
-def _metadata_chunks(icc: bytes | None, exif: bytes | None) -> bytes:
+def metadata_chunks(icc: bytes | None, exif: bytes | None) -> bytes:
     """The iCCP and eXIf chunks for an ICC profile and EXIF bytes (each when given)."""
     chunks = b""
     if icc:

@@ -21,13 +21,12 @@ import numpy as np
 from PIL import Image
 
 from upscale_cli.errors import ImageReadError, ImageWriteError
-from upscale_cli.images import DecodedImage
 from upscale_cli.images.animation.common import FrameTiming, _CanvasSize, _Corrupt
 from upscale_cli.images.animation.gif import GIF_COLOURS
 from upscale_cli.images.arrays import U8_MAX, quantise
 from upscale_cli.images.formats import DECODE_ERRORS, PNG_SIGNATURE, png_chunk
 from upscale_cli.images.read import _pillow_pixel_limit_off, _pillow_planes
-from upscale_cli.images.write import _default_png, _exif_for_output
+from upscale_cli.images.write import _exif_for_output, metadata_chunks, png_data_pieces, png_image_data
 
 
 APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND, APNG_DISPOSE_PREVIOUS = 0, 1, 2
@@ -261,8 +260,9 @@ def _over(source: np.ndarray, destination: np.ndarray) -> np.ndarray:
 
 
 class _ApngEncoder:
-    """APNG written chunk by chunk: each frame PNG-encoded whole (blend source, dispose none), its IDAT
-    data kept as fdAT chunks; the header (acTL needs the count) is put in front on finish."""
+    """APNG written chunk by chunk: each frame's rows filtered and compressed as the default PNG's
+    (blend source, dispose none), the first frame's as IDAT chunks, the others' as fdAT; the header
+    (acTL needs the count) is put in front on finish."""
 
     def __init__(self, plays: int, icc: bytes | None, exif: bytes | None) -> None:
         self._plays, self._icc, self._exif = plays, icc, exif
@@ -273,53 +273,33 @@ class _ApngEncoder:
 
     def add(self, pixels: np.ndarray, timing: FrameTiming) -> None:
         self._size.check(pixels, 2**31 - 1)
-        chunks = _png_chunks(_default_png(pixels, _NO_METADATA))
+        header, stream = png_image_data(pixels)
         if self._header is None:
-            self._header = next(body for kind, body in chunks if kind == b"IHDR")
+            self._header = header
         num, den = timing.apng_delay or _apng_delay(timing.duration_ms)
         height, width = pixels.shape[:2]
         self._parts.append(png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", self._sequence, width, height, 0, 0,
                                                           num, den, APNG_DISPOSE_NONE, APNG_BLEND_SOURCE)))
         self._sequence += 1
-        for kind, body in chunks:
-            if kind != b"IDAT":
-                continue
+        for piece in png_data_pieces(stream):
             if self._count == 0:
-                self._parts.append(png_chunk(b"IDAT", body))
+                self._parts.append(png_chunk(b"IDAT", piece))
             else:
-                self._parts.append(png_chunk(b"fdAT", struct.pack(">I", self._sequence) + body))
+                self._parts.append(png_chunk(b"fdAT", struct.pack(">I", self._sequence) + piece))
                 self._sequence += 1
         self._count += 1
 
     def finish(self) -> bytes:
         if self._header is None:
             raise ImageWriteError("no frames to write")
-        head = [PNG_SIGNATURE, png_chunk(b"IHDR", self._header)]
-        if self._icc:
-            head.append(png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(self._icc)))
         exif = _exif_for_output(self._exif)
-        if exif is not None:
-            head.append(png_chunk(b"eXIf", exif.tobytes().removeprefix(b"Exif\x00\x00")))
-        head.append(png_chunk(b"acTL", struct.pack(">II", self._count, self._plays)))
+        head = [PNG_SIGNATURE, png_chunk(b"IHDR", self._header),
+                metadata_chunks(self._icc, exif.tobytes() if exif else None),
+                png_chunk(b"acTL", struct.pack(">II", self._count, self._plays))]
         return b"".join([*head, *self._parts, png_chunk(b"IEND", b"")])
 
     def notes(self) -> tuple[str, ...]:
         return ()
-
-
-# What write.py's _default_png is given besides the pixels: it reads only the ICC profile and EXIF, which
-# go once into the APNG's header, not into each frame.
-_NO_METADATA = DecodedImage(pixels=None)  # type: ignore[arg-type]
-
-
-def _png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, body) of every chunk of a PNG we encoded."""
-    chunks, pos = [], len(PNG_SIGNATURE)
-    while pos < len(png):
-        length, kind = struct.unpack_from(">I4s", png, pos)
-        chunks.append((kind, png[pos + 8: pos + 8 + length]))
-        pos += length + 12
-    return chunks
 
 
 def _apng_delay(duration_ms: float) -> tuple[int, int]:
